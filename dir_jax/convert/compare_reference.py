@@ -1,0 +1,193 @@
+"""Compares the Flax DIR with the authors' PyTorch outputs stored in a fixture folder.
+
+  python -m dir_jax.convert.compare_reference --fixture ../shared/fixtures/dir_reference [--checkpoint X.pth]
+
+Without --checkpoint the weights are regenerated from the fixture's `recipe.py`,
+`state_dict_shapes.json` and seed (numpy only). The Flax model runs on `inputs.npz` with the fixture's
+MANO folder; the table lists max absolute and relative error (relative to the array's max |value|)
+for every array of `eval_outputs.npz` and `mano_cases.npz`. Exit status 1 when any exceeds its
+tolerance.
+
+Tolerances: eval-mode outputs <= 1e-4 of each array's scale — the reference and this port are both
+float32 but sum in different orders (convolutions over up to 4608 inputs, 50+ layers deep), which
+leaves ~1e-5 relative differences; 1e-4 is 10x that and far below any real mistake, which shows up at
+>= 1e-2. uv <= 1e-5 absolute (the bone masks threshold them; the fixture's smallest margin to a
+threshold is 8.9e-4 cells).
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dir_jax.convert.torch_checkpoint import convert_state_dict, load_torch_checkpoint
+from dir_jax.mano import load_mano_pair, network_mano, gt_mano
+from dir_jax.model.dir import DIR
+
+EVAL_REL_TOL = 1e-4
+UV_ABS_TOL = 1e-5
+MANO_ABS_TOL_M = 1e-6
+
+
+def recipe_weights(fixture_dir: str) -> dict[str, np.ndarray]:
+  """The fixture's weights, regenerated with its own numpy recipe."""
+  spec = importlib.util.spec_from_file_location('dir_fixture_recipe', os.path.join(fixture_dir, 'recipe.py'))
+  recipe = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(recipe)
+  with open(os.path.join(fixture_dir, 'state_dict_shapes.json')) as f:
+    entries = json.load(f)
+  with open(os.path.join(fixture_dir, 'summary.json')) as f:
+    seed = json.load(f)['seed']
+  return recipe.make_weights(entries, seed)
+
+
+def build(fixture_dir: str, checkpoint: str | None = None, model: DIR | None = None):
+  """(model, variables, mano pair, images NHWC) for the fixture."""
+  model = model or DIR()
+  mano = load_mano_pair(os.path.join(fixture_dir, 'mano'))
+  images = np.load(os.path.join(fixture_dir, 'inputs.npz'))['img'].transpose(0, 2, 3, 1)
+  state = load_torch_checkpoint(checkpoint) if checkpoint else recipe_weights(fixture_dir)
+  template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, mano), images)
+  variables, _ = convert_state_dict(state, template, model.stages, transformer_blocks=model.transformer_blocks,
+                                    scan_stages=model.scan_stages)
+  return model, variables, mano, images
+
+
+def _nchw(x):
+  return np.asarray(x).transpose(0, 3, 1, 2)
+
+
+def _channels_first_flat(x):
+  """(B, J, C) -> (B, C*J) flattened channel-major, as the reference's (B, C, J).reshape(B, -1)."""
+  return np.asarray(x).transpose(0, 2, 1).reshape(x.shape[0], -1)
+
+
+def eval_arrays(outputs: dict, inter: dict, model: DIR) -> dict[str, np.ndarray]:
+  """Our eval-mode arrays under the fixture's names and layouts."""
+  ours = {}
+  for s, stage in enumerate(outputs['stages']):
+    for h in ('left', 'right'):
+      for ref, key in (('joint_xyz', 'joint_xyz'), ('mesh_xyz', 'mesh_xyz'), ('joint_uv', 'joint_uv'),
+                       ('mesh_uv', 'mesh_uv'), ('mano_para', 'mano_para'), ('proj', 'camera')):
+        ours[f'stage{s}.pd_{ref}_{h}'] = np.asarray(stage[f'{key}_{h}'])
+      ours[f'stage{s}.pd_mano_pose_{h}'] = np.asarray(stage[f'mano_para_{h}'])[:, :51]
+    ours[f'stage{s}.pd_offset'] = np.asarray(stage['offset'])
+  for s, feats in enumerate(outputs['stage_features'], start=1):
+    ours[f'stage{s}.img_feat'] = _nchw(feats['img_feat'])
+    for h in ('left', 'right'):
+      ours[f'stage{s}.joint_feat_{h}'] = np.asarray(feats[f'joint_feat_{h}'])
+  ours['stage1.vis_img_feat'] = _nchw(outputs['stage_features'][0]['vis_img_feat'])
+  ours['proj_feat'] = _nchw(outputs['stage_features'][-1]['vis_img_feat'])
+  ours['seg'], ours['dense'] = _nchw(outputs['seg']), _nchw(outputs['dense'])
+  for i in (1, 2, 3, 4):
+    ours[f'backbone.c{i}'] = _nchw(inter[f'backbone_c{i}'][0])
+  ours['backbone.c1.b0'], ours['backbone.c2.b0'] = ours['backbone.c1'][:1], ours['backbone.c2'][:1]
+  for h in ('left', 'right'):
+    ours[f'init.attention_{h}.call0'] = _nchw(inter['init_regressor'][f'attention_{h}_out'][0])
+  dec = inter['decoder']
+  # The released stages: group_0 = projecter_4 (unstacked), group_1 = projecter_3 (stacked, length 1).
+  for suffix, group, pick in (('4', dec['group_0'], lambda x: x), ('3', dec['group_1'], lambda x: x[0])):
+    for block in ('skip_layer', 'fusion_layer', 'enhance_layer'):
+      value = _nchw(pick(group[f'{block}_out'][0]))
+      ours[f'decoder.{block}{suffix}.call0'] = value
+      ours[f'decoder.{block}{suffix}.call0.b0'] = value[:1]
+    proj = group['projecter']
+    threshold = model.stages[0 if suffix == '4' else 1].threshold
+    prefix = f'decoder.projecter_{suffix}'
+    for h in ('left', 'right'):
+      ours[f'{prefix}.img2joint_{h}.call0'] = _channels_first_flat(pick(proj[f'img2joint_{h}_out'][0]))
+      ours[f'{prefix}.pos_emb_{h}.call0'] = np.asarray(pick(proj[f'pos_emb_{h}_out'][0])).transpose(0, 2, 1)
+      ours[f'{prefix}.gcn_{h}.call0'] = np.asarray(pick(proj[f'gcn_{h}_out'][0]))
+      dist = np.asarray(pick(proj[f'bone_dist_{h}_out'][0]))
+      ours[f'{prefix}.bone_dist_{h}'] = dist
+      ours[f'{prefix}.bone_mask_{h}'] = (dist < threshold).astype(np.uint8)
+    for call in (0, 1):
+      ours[f'{prefix}.global_pos_emb.call{call}'] = np.asarray(pick(proj['global_pos_emb_out'][call])).transpose(0, 2, 1)
+      ours[f'{prefix}.proj_feat_emb.call{call}'] = np.asarray(pick(proj['proj_feat_emb_out'][call])).transpose(0, 2, 1)
+    ours[f'{prefix}.interaction.call0'] = np.asarray(pick(proj['interaction_out'][0]))
+  return ours
+
+
+def mano_case_arrays(fixture_dir: str) -> dict[str, np.ndarray]:
+  cases = np.load(os.path.join(fixture_dir, 'mano_cases.npz'))
+  mano = load_mano_pair(os.path.join(fixture_dir, 'mano'))
+  pose = jnp.asarray(np.concatenate([cases['case.six_d'], cases['case.pca']], axis=1))
+  ours = {}
+  for h in ('left', 'right'):
+    for center, name in ((None, 'manopth'), (0, 'manopth_center0')):
+      verts, joints = network_mano(mano[h], pose, jnp.asarray(cases['case.betas']), center_idx=center)
+      ours[f'{name}.{h}.verts'], ours[f'{name}.{h}.joints'] = np.asarray(verts), np.asarray(joints)
+    verts, joints = gt_mano(mano[h], jnp.asarray(cases['case.root_rotmat']), jnp.asarray(cases['case.pca']),
+                            jnp.asarray(cases['case.betas']), jnp.asarray(cases['case.trans']))
+    ours[f'intaghand.{h}.verts'], ours[f'intaghand.{h}.joints'] = np.asarray(verts), np.asarray(joints)
+  return ours
+
+
+def compare(ours: dict[str, np.ndarray], reference: Any, kind: str) -> list[dict]:
+  """One row per reference array: errors and pass/fail against its tolerance."""
+  rows = []
+  for key in reference.files if hasattr(reference, 'files') else reference:
+    ref = np.asarray(reference[key])
+    if key.startswith('case.') or key.startswith('intaghand.rodrigues'):
+      continue
+    if key not in ours:
+      rows.append({'kind': kind, 'key': key, 'abs': np.inf, 'rel': np.inf, 'tol': 'missing', 'ok': False})
+      continue
+    ref = ref.astype(np.float64)
+    got = np.asarray(ours[key], np.float64)
+    if got.shape != ref.shape:
+      rows.append({'kind': kind, 'key': key, 'abs': np.inf, 'rel': np.inf, 'tol': f'shape {got.shape}', 'ok': False})
+      continue
+    abs_err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+    rel_err = abs_err / max(float(np.max(np.abs(ref))), 1e-12)
+    if kind == 'mano':
+      ok, tol = abs_err <= MANO_ABS_TOL_M, f'abs {MANO_ABS_TOL_M:g} m'
+    elif '_uv_' in key:
+      ok, tol = abs_err <= UV_ABS_TOL, f'abs {UV_ABS_TOL:g}'
+    elif 'bone_mask' in key:
+      ok, tol = abs_err == 0, 'exact'
+    else:
+      ok, tol = rel_err <= EVAL_REL_TOL, f'rel {EVAL_REL_TOL:g}'
+    rows.append({'kind': kind, 'key': key, 'abs': abs_err, 'rel': rel_err, 'tol': tol, 'ok': ok})
+  return rows
+
+
+def run_eval(model, variables, mano, images):
+  apply = jax.jit(lambda v, x: model.apply(v, x, mano, train=False, mutable=['intermediates']))
+  outputs, state = apply(variables, images)
+  return jax.device_get(outputs), jax.device_get(state['intermediates'])
+
+
+def print_table(rows: list[dict]) -> None:
+  width = max(len(r['key']) for r in rows)
+  print(f'{"kind":<6} {"array":<{width}} {"max abs":>11} {"max rel":>11}  {"tolerance":<14} ok')
+  for r in rows:
+    print(f'{r["kind"]:<6} {r["key"]:<{width}} {r["abs"]:>11.3e} {r["rel"]:>11.3e}  {r["tol"]:<14} '
+          f'{"yes" if r["ok"] else "NO"}')
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--fixture', required=True, help='fixture folder (e.g. ../shared/fixtures/dir_reference)')
+  parser.add_argument('--checkpoint', help='a .pth or .npz state dict; default: regenerate from the recipe')
+  args = parser.parse_args(argv)
+  model, variables, mano, images = build(args.fixture, args.checkpoint)
+  outputs, inter = run_eval(model, variables, mano, images)
+  rows = compare(eval_arrays(outputs, inter, model), np.load(os.path.join(args.fixture, 'eval_outputs.npz')), 'eval')
+  cases_path = os.path.join(args.fixture, 'mano_cases.npz')
+  if os.path.exists(cases_path):
+    rows += compare(mano_case_arrays(args.fixture), np.load(cases_path), 'mano')
+  print_table(rows)
+  failed = [r['key'] for r in rows if not r['ok']]
+  print(f'{len(rows) - len(failed)} passed, {len(failed)} failed')
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

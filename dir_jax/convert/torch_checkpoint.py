@@ -1,0 +1,185 @@
+"""Maps a PyTorch DIR state dict onto the Flax model's variables (spec §14).
+
+The Flax tree mirrors the PyTorch module names, so one rule set converts every entry:
+`weight` -> `kernel` (Conv2d (O,I,kh,kw) -> (kh,kw,I,O); Conv1d k=1 (O,I,1) and Linear (O,I) -> (I,O))
+or `scale` (1-D norm weights); `bias` -> `bias`; `running_mean`/`running_var` -> batch_stats
+`mean`/`var`; PGraphConv `W`, `e_0`, `e_1` and `spatial_pos_embed` copy as they are. The decoder's
+per-stage modules (`skip_layer4`, `fusion_layer4`, `projecter_4`, `enhance_layer4` for stage 1, suffix
+3 for stage 2) map to `decoder/group_g/...`, stacked along a leading axis inside scanned groups.
+"""
+
+import dataclasses
+import os
+import re
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from dir_jax.model.dir import StageSpec, stage_groups
+
+# Entries that are not learned or never used in the forward pass (spec §14); ignored by name.
+IGNORED_PATTERNS = (r'\.mano_layer_(left|right)\.', r'\.img_gird$', r'\.num_batches_tracked$', r'^seg_loss\.weight$')
+UNUSED_PATTERNS = (r'^backbone\.fc\.',)
+_STAGE_MODULE = re.compile(r'^decoder\.(skip_layer|fusion_layer|enhance_layer|projecter_)(\d)\.(.*)$')
+
+
+class ConversionError(ValueError):
+  """A state dict does not fit the model: the message names the keys."""
+
+
+@dataclasses.dataclass
+class ConversionReport:
+  loaded: list[str]
+  ignored: list[str]
+  unused: list[str]
+  missing: list[str]  # Flax variables no torch key filled
+
+  def summary(self) -> str:
+    return (f'{len(self.loaded)} loaded, {len(self.ignored)} ignored (MANO/grid/counter/loss constants), '
+            f'{len(self.unused)} unused by this config, {len(self.missing)} missing')
+
+
+def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
+  """Reads a DIR checkpoint into {key: float32/int numpy array}.
+
+  Accepts `.pth`/`.pt` (`{'net': state_dict}` or a bare state_dict; read with
+  `torch.load(weights_only=True)`, so no code in the file runs) and `.npz` exports of the same keys
+  (no torch needed). A DataParallel `module.` prefix is stripped.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'checkpoint not found: {path}')
+  if path.endswith('.npz'):
+    with np.load(path, allow_pickle=False) as data:
+      state = {k: data[k] for k in data.files}
+  else:
+    try:
+      import torch  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise ImportError(f'reading {path} needs torch; where torch is installed, save the state dict '
+                        'with numpy.savez(out, **{k: v.numpy() for k, v in state_dict.items()}) and pass the .npz') from e
+    raw = torch.load(path, map_location='cpu', weights_only=True)
+    if isinstance(raw, Mapping) and 'net' in raw and isinstance(raw['net'], Mapping):
+      raw = raw['net']
+    if not isinstance(raw, Mapping):
+      raise ConversionError(f'{path}: expected a state dict or {{"net": state_dict}}, got {type(raw).__name__}')
+    state = {k: v.detach().cpu().numpy() for k, v in raw.items() if hasattr(v, 'detach')}
+  return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def _flatten(tree, prefix=()) -> dict[tuple[str, ...], Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, prefix + (k,)))
+    else:
+      out[prefix + (k,)] = v
+  return out
+
+
+def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
+  out: dict = {}
+  for path, v in flat.items():
+    node = out
+    for k in path[:-1]:
+      node = node.setdefault(k, {})
+    node[path[-1]] = v
+  return out
+
+
+def _target(key: str, value: np.ndarray, stage_index: dict[str, int], groups: list[list[int]]):
+  """torch key -> (collection, flax path, stacked position or None)."""
+  parts = key.split('.')
+  module, leaf = parts[:-1], parts[-1]
+  stacked = None
+  m = _STAGE_MODULE.match(key)
+  if m:
+    name, suffix, rest = m.groups()
+    if suffix not in stage_index:
+      raise ConversionError(f'{key}: no refinement stage with suffix {suffix} in this config')
+    stage = stage_index[suffix]
+    g = next(i for i, grp in enumerate(groups) if stage in grp)
+    stacked = groups[g].index(stage) if g > 0 else None
+    module = ['decoder', f'group_{g}', name.rstrip('_')] + rest.split('.')[:-1]
+  if leaf == 'weight':
+    return 'params', tuple(module) + ('kernel' if value.ndim >= 2 else 'scale',), stacked
+  if leaf in ('running_mean', 'running_var'):
+    return 'batch_stats', tuple(module) + (leaf[len('running_'):],), stacked
+  return 'params', tuple(module) + (leaf,), stacked
+
+
+def _to_flax_layout(value: np.ndarray, flax_leaf: str) -> np.ndarray:
+  if flax_leaf != 'kernel':
+    return value
+  if value.ndim == 4:
+    return value.transpose(2, 3, 1, 0)
+  if value.ndim == 3:
+    if value.shape[2] != 1:
+      raise ConversionError(f'Conv1d with kernel {value.shape[2]}: only kernel 1 is used in DIR')
+    return value[:, :, 0].T
+  return value.T
+
+
+def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[str, Any],
+                       stages: Sequence[StageSpec], stage_suffixes: Sequence[str] = ('4', '3'),
+                       transformer_blocks: Sequence[int] = (1, 2, 3),
+                       scan_stages: bool = True) -> tuple[dict, ConversionReport]:
+  """Fills the Flax variables `template` (e.g. `jax.eval_shape(model.init, ...)`) from a torch state dict.
+
+  Args:
+    state_dict: {torch key: numpy array}.
+    template: {'params': ..., 'batch_stats': ...} with arrays or ShapeDtypeStructs.
+    stages: the model's stage specs (to place stage modules in their scan groups).
+    stage_suffixes: torch module suffix of each refinement stage, in order (released: '4', '3').
+    transformer_blocks: blocks the model runs; other `STEblocks.N` entries are reported as unused.
+    scan_stages: the model's `scan_stages`.
+
+  Returns:
+    (variables as nested dicts of float32 numpy arrays, report).
+
+  Raises:
+    ConversionError: a key maps to no Flax variable, a shape differs (the key is named), or a Flax
+      variable is left unfilled.
+  """
+  groups = stage_groups(stages, scan_stages)
+  stage_index = {s: i for i, s in enumerate(stage_suffixes)}
+  unused_patterns = UNUSED_PATTERNS + tuple(
+      rf'\.interaction\.STEblocks\.{b}\.' for b in range(16) if b not in transformer_blocks)
+  flat_template = {(col,) + path: leaf for col in ('params', 'batch_stats')
+                   for path, leaf in _flatten(template.get(col, {})).items()}
+  filled: dict[tuple[str, ...], np.ndarray] = {}
+  report = ConversionReport([], [], [], [])
+  unknown = []
+  for key, value in state_dict.items():
+    if any(re.search(p, key) for p in IGNORED_PATTERNS):
+      report.ignored.append(key)
+      continue
+    if any(re.search(p, key) for p in unused_patterns):
+      report.unused.append(key)
+      continue
+    collection, path, stacked = _target(key, np.asarray(value), stage_index, groups)
+    full = (collection,) + path
+    if full not in flat_template:
+      unknown.append(f'{key} -> {"/".join(full)}')
+      continue
+    converted = _to_flax_layout(np.asarray(value, np.float32), path[-1])
+    expected = tuple(flat_template[full].shape)
+    if stacked is not None:
+      if converted.shape != expected[1:]:
+        raise ConversionError(f'{key}: shape {tuple(value.shape)} -> {converted.shape}, expected {expected[1:]} '
+                              f'for {"/".join(full)}')
+      buf = filled.setdefault(full, np.full(expected, np.nan, np.float32))
+      buf[stacked] = converted
+    else:
+      if converted.shape != expected:
+        raise ConversionError(f'{key}: shape {tuple(value.shape)} -> {converted.shape}, expected {expected} '
+                              f'for {"/".join(full)}')
+      filled[full] = converted
+    report.loaded.append(key)
+  if unknown:
+    raise ConversionError(f'{len(unknown)} checkpoint keys match no model variable: ' + ', '.join(unknown[:20]))
+  report.missing = sorted('/'.join(p) for p in flat_template if p not in filled or np.isnan(filled[p]).any())
+  if report.missing:
+    raise ConversionError(f'{len(report.missing)} model variables not in the checkpoint: '
+                          + ', '.join(report.missing[:20]))
+  variables = _unflatten(filled)
+  return variables, report

@@ -1,0 +1,139 @@
+"""The DIR network (spec §1): ResNet-50 encoder, initial regressor, refinement stages, seg/dense heads.
+
+Refinement stages are grouped: a group is a run of consecutive stages with the same resolution, skip
+source and mask threshold, after the first stage. Each group runs as one `nn.scan` over stacked
+parameters, so compile time does not grow with the number of stages in a group. The released code's
+two stages (16x16 from c3, then 32x32 from c2) are two groups of one; the paper's three-stage variant
+is a group of one at 16x16 and a group of two at 32x32.
+"""
+
+import dataclasses
+from typing import Any, Sequence
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dir_jax.mano import ManoPair
+from dir_jax.model.encoder import ResNet50
+from dir_jax.model.layers import ConvBNReLUConv, upsample_bilinear
+from dir_jax.model.refinement import Projecter, RefinementStage
+from dir_jax.model.regressor import InitRegressor
+
+ENCODER_LEVELS = {'c1': 0, 'c2': 1, 'c3': 2, 'c4': 3}
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+  """One refinement stage: grid side, encoder map for the skip connection, projection mask radius (cells)."""
+  size: int
+  skip: str
+  threshold: float
+
+
+RELEASED_STAGES = (StageSpec(16, 'c3', 1.0), StageSpec(32, 'c2', 2.0))
+
+
+def stage_groups(stages: Sequence[StageSpec], scan: bool = True) -> list[list[int]]:
+  """Indices of the stages that run together in one `nn.scan` (see module docstring).
+
+  The first stage is always alone (its input is the 2048-channel c4); with `scan`, a later stage
+  joins the previous one's group when their specs are equal; without, every stage is its own group.
+  """
+  groups = []
+  for i, spec in enumerate(stages):
+    if scan and i >= 2 and stages[i - 1] == spec:
+      groups[-1].append(i)
+    else:
+      groups.append([i])
+  return groups
+
+
+class Decoder(nn.Module):
+  """Refinement stages and the seg/dense heads (spec §5). Outputs per stage plus heads at the last size."""
+  stages: tuple[StageSpec, ...]
+  projecter: Projecter
+  img_feat_dim: int = 256
+  scan_stages: bool = True
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, encoder_maps, init_result, mano: ManoPair, train: bool):
+    carry_feat, prev = encoder_maps[-1], init_result
+    results, stage_feats = [], []
+    for g, group in enumerate(stage_groups(self.stages, self.scan_stages)):
+      spec = self.stages[group[0]]
+      factor = spec.size // carry_feat.shape[1]
+      if factor == 2:
+        carry_feat = upsample_bilinear(carry_feat, 2)
+      elif factor != 1 or carry_feat.shape[1] * factor != spec.size:
+        raise ValueError(f'stage {group[0]}: size {spec.size} is not 1x or 2x the previous {carry_feat.shape[1]}')
+      skip_src = encoder_maps[ENCODER_LEVELS[spec.skip]]
+      if skip_src.shape[1] > spec.size:  # encoder maps above the stage size are average-pooled down
+        pool = skip_src.shape[1] // spec.size
+        skip_src = nn.avg_pool(skip_src, (pool, pool), strides=(pool, pool))
+      projecter = self.projecter.clone(size=spec.size, threshold=spec.threshold, parent=None)
+      stage_args = (projecter, self.img_feat_dim, train, self.dtype)
+      if g == 0:  # c4 in, 256 channels out: not a scan body; parameters are not stacked
+        (carry_feat, prev), (result, feats) = RefinementStage(*stage_args, name=f'group_{g}')(
+            (carry_feat, prev), skip_src, mano)
+        results.append(result)
+        stage_feats.append(feats)
+        continue
+      scanned = nn.scan(
+          RefinementStage, variable_axes={'params': 0, 'batch_stats': 0, 'intermediates': 0},
+          split_rngs={'params': True}, in_axes=(nn.broadcast, nn.broadcast), length=len(group))
+      (carry_feat, prev), (group_results, group_feats) = scanned(*stage_args, name=f'group_{g}')(
+          (carry_feat, prev), skip_src, mano)
+      for k in range(len(group)):
+        results.append(jax.tree.map(lambda x, k=k: x[k], group_results))
+        stage_feats.append(jax.tree.map(lambda x, k=k: x[k], group_feats))
+    head_in = ConvBNReLUConv(self.img_feat_dim, self.img_feat_dim, kernel=3, first_bias=False,
+                             name='conv_final', dtype=self.dtype)(carry_feat, train)
+    seg = ConvBNReLUConv(128, 3, kernel=3, name='seg', dtype=self.dtype)(head_in, train)
+    dense = ConvBNReLUConv(128, 3, kernel=3, name='dense', dtype=self.dtype)(head_in, train)
+    return results, stage_feats, seg.astype(jnp.float32), dense.astype(jnp.float32)
+
+
+class DIR(nn.Module):
+  """DIR for a batch of images.
+
+  `__call__(images (B, 256, 256, 3) ImageNet-normalised RGB, mano, train)` returns a dict:
+    'stages': list of stage results, stage 0 = initial regressor, then one per refinement stage; each
+      a dict of `joint_xyz_{side}` (B,21,3) m, `mesh_xyz_{side}` (B,778,3) m (centred at
+      `center_idx`), `joint_uv_{side}` (B,21,2), `mesh_uv_{side}` (B,778,2) in [-1,1],
+      `mano_para_{side}` (B,64), `camera_{side}` (B,3), `offset` (B,3) in 0.15 m units.
+    'stage_features': per refinement stage {img_feat (B,S,S,256), joint_feat_{side} (B,21,64),
+      vis_img_feat (B,S,S,planes)}.
+    'seg' (B,S,S,3) logits and 'dense' (B,S,S,3) at the last stage's size.
+  """
+  stages: tuple[StageSpec, ...] = RELEASED_STAGES
+  center_idx: int = 0
+  img_feat_dim: int = 256
+  emb_dim: int = 128
+  joint_dim: int = 64
+  projection: str = 'bone'
+  use_gcn: bool = True
+  use_transformer: bool = True
+  transformer_blocks: tuple[int, ...] = (1, 2, 3)
+  heatmap_sigma: float = 1.0
+  scan_stages: bool = True  # False: every stage its own group (same numbers, compile grows with stages)
+  dtype: Any = None  # compute dtype (e.g. jnp.bfloat16); parameters stay float32
+
+  @nn.compact
+  def __call__(self, images, mano: ManoPair, train: bool = False):
+    chex.assert_rank(images, 4)
+    chex.assert_axis_dimension(images, 3, 3)
+    encoder_maps = ResNet50(name='backbone', dtype=self.dtype)(images, train)
+    for i, feature_map in enumerate(encoder_maps):
+      self.sow('intermediates', f'backbone_c{i + 1}', feature_map)
+    init = InitRegressor(self.center_idx, name='init_regressor', dtype=self.dtype)(encoder_maps[-1], mano, train)
+    projecter = Projecter(
+        size=0, threshold=0.0, center_idx=self.center_idx, img_feat_dim=self.img_feat_dim, emb_dim=self.emb_dim,
+        joint_dim=self.joint_dim, projection=self.projection, use_gcn=self.use_gcn,
+        use_transformer=self.use_transformer, transformer_blocks=tuple(self.transformer_blocks),
+        heatmap_sigma=self.heatmap_sigma, dtype=self.dtype, parent=None)
+    results, feats, seg, dense = Decoder(tuple(self.stages), projecter, self.img_feat_dim, self.scan_stages, name='decoder',
+                                         dtype=self.dtype)(encoder_maps, init, mano, train)
+    return {'stages': [init] + results, 'stage_features': feats, 'seg': seg, 'dense': dense}

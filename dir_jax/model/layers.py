@@ -1,0 +1,167 @@
+"""Building blocks shared by the DIR modules, matching PyTorch's arithmetic in NHWC layout.
+
+Module and parameter names mirror the reference's state-dict names (a Sequential's children are named
+'0', '1', '3', ...), so that `dir_jax.convert` maps a checkpoint with one set of rules.
+"""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over every axis but the last, as torch.nn.BatchNorm{1,2}d (eps 1e-5, momentum 0.1).
+
+  Batch statistics use the two-pass (biased) variance for normalisation and update the running
+  variance with the unbiased one, as PyTorch does. Variables: params `scale`, `bias`; batch_stats
+  `mean`, `var` (Flax's names).
+  """
+  epsilon: float = 1e-5
+  momentum: float = 0.9  # Flax convention: running = momentum * running + (1 - momentum) * batch
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    features = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (features,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (features,), jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((features,), jnp.float32))
+    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((features,), jnp.float32))
+    axes = tuple(range(x.ndim - 1))
+    if train:
+      x32 = x.astype(jnp.float32)
+      mean = jnp.mean(x32, axis=axes)
+      var = jnp.mean(jnp.square(x32 - mean), axis=axes)
+      if not self.is_initializing():
+        n = int(np.prod([x.shape[a] for a in axes]))
+        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var * (n / max(n - 1, 1))
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    y = (x - mean.astype(x.dtype)) * (scale * jax.lax.rsqrt(var + self.epsilon)).astype(x.dtype)
+    return y + bias.astype(x.dtype)
+
+
+def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True, name=None,
+         dtype=None) -> nn.Conv:
+  """A torch.nn.Conv2d equivalent (symmetric explicit padding) in NHWC."""
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((padding, padding), (padding, padding)), use_bias=bias, name=name, dtype=dtype)
+
+
+class ConvBNReLUConv(nn.Module):
+  """Sequential[conv k, BN, ReLU, conv 1x1] with children '0', '1', '3' (the reference's heads).
+
+  `kernel=0` means Conv1d with kernel 1 over a (B, L, C) sequence, i.e. a Dense per position.
+  """
+  hidden: int
+  out: int
+  kernel: int = 0
+  first_bias: bool = True
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    if self.kernel == 0:
+      x = nn.Dense(self.hidden, name='0', dtype=self.dtype)(x)
+    else:
+      x = conv(self.hidden, self.kernel, padding=self.kernel // 2, bias=self.first_bias, name='0',
+               dtype=self.dtype)(x)
+    x = nn.relu(BatchNorm(name='1')(x, train))
+    if self.kernel == 0:
+      return nn.Dense(self.out, name='3', dtype=self.dtype)(x)
+    return conv(self.out, 1, name='3', dtype=self.dtype)(x)
+
+
+class _BiasConv(nn.Module):
+  """The reference's `Conv` wrapper with bn=False, relu=False: a bare biased conv named `conv`."""
+  features: int
+  kernel: int
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    return conv(self.features, self.kernel, padding=(self.kernel - 1) // 2, name='conv', dtype=self.dtype)(x)
+
+
+class Residual(nn.Module):
+  """Pre-activation bottleneck of the reference's hourglass (spec §5, quirk Q23).
+
+  x -> BN-ReLU-conv1x1 -> BN-ReLU-conv3x3 -> BN-ReLU-conv1x1, plus `skip_layer` (1x1 conv with bias),
+  mid = out // 2. Input (B, H, W, in) -> (B, H, W, out).
+  """
+  out: int
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    mid = self.out // 2
+    skip = _BiasConv(self.out, 1, name='skip_layer', dtype=self.dtype)(x)
+    h = _BiasConv(mid, 1, name='conv1', dtype=self.dtype)(nn.relu(BatchNorm(name='bn1')(x, train)))
+    h = _BiasConv(mid, 3, name='conv2', dtype=self.dtype)(nn.relu(BatchNorm(name='bn2')(h, train)))
+    h = _BiasConv(self.out, 1, name='conv3', dtype=self.dtype)(nn.relu(BatchNorm(name='bn3')(h, train)))
+    return h + skip
+
+
+def _upsample_taps(size_in: int, size_out: int):
+  """Source indices and weights of PyTorch's bilinear resize with align_corners=False."""
+  dst = np.arange(size_out, dtype=np.float64)
+  src = np.maximum((dst + 0.5) * (size_in / size_out) - 0.5, 0.0).astype(np.float32)
+  i0 = np.floor(src).astype(np.int32)
+  i1 = np.minimum(i0 + 1, size_in - 1)
+  lam1 = src - i0.astype(np.float32)
+  return i0, i1, (1 - lam1).astype(np.float32), lam1
+
+
+def upsample_bilinear(x, factor: int = 2):
+  """nn.Upsample(scale_factor, mode='bilinear') (half-pixel centres, edge clamp), NHWC.
+
+  Args:
+    x: (B, H, W, C).
+
+  Returns:
+    (B, H*factor, W*factor, C); width is interpolated first, then height, as PyTorch's kernel does.
+  """
+  chex.assert_rank(x, 4)
+  _, h, w, _ = x.shape
+  w0, w1, wl0, wl1 = _upsample_taps(w, w * factor)
+  x = x[:, :, w0] * wl0[None, None, :, None].astype(x.dtype) + x[:, :, w1] * wl1[None, None, :, None].astype(x.dtype)
+  h0, h1, hl0, hl1 = _upsample_taps(h, h * factor)
+  return x[:, h0] * hl0[None, :, None, None].astype(x.dtype) + x[:, h1] * hl1[None, :, None, None].astype(x.dtype)
+
+
+def grid_sample_point(feature_map, uv):
+  """Bilinear sample of one map at one point, as F.grid_sample(align_corners=False, zero padding).
+
+  Args:
+    feature_map: (H, W, C).
+    uv: (2,) normalised (u, v) = (x, y); -1 is the outer edge of the first pixel.
+
+  Returns:
+    (C,) features; taps outside the map read zeros.
+  """
+  h, w, _ = feature_map.shape
+  ix = ((uv[0] + 1) * w - 1) / 2
+  iy = ((uv[1] + 1) * h - 1) / 2
+  x0, y0 = jnp.floor(ix), jnp.floor(iy)
+  x1, y1 = x0 + 1, y0 + 1
+
+  def tap(xi, yi, weight):
+    inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
+    value = feature_map[jnp.clip(yi, 0, h - 1).astype(jnp.int32), jnp.clip(xi, 0, w - 1).astype(jnp.int32)]
+    return jnp.where(inside, weight, 0).astype(feature_map.dtype) * value
+
+  return (tap(x0, y0, (x1 - ix) * (y1 - iy)) + tap(x1, y0, (ix - x0) * (y1 - iy))
+          + tap(x0, y1, (x1 - ix) * (iy - y0)) + tap(x1, y1, (ix - x0) * (iy - y0)))
+
+
+def sample_joints(feature_maps, joints_uv):
+  """Samples (B, H, W, C) maps at (B, J, 2) uv points -> (B, J, C) (grid_sample per joint, vmapped)."""
+  per_example = jax.vmap(grid_sample_point, in_axes=(None, 0))
+  return jax.vmap(per_example)(feature_maps, joints_uv)
+
+
+def stop_gradient_tree(tree):
+  return jax.tree.map(jax.lax.stop_gradient, tree)
+

@@ -1,0 +1,139 @@
+"""One refinement stage (spec §5, §6): image features -> joint features -> new MANO -> image features.
+
+`Projecter` is the reference's `Joint2BoneFeature`; `RefinementStage` wraps it with the decoder's
+skip, fusion and enhance Residual blocks so that stages of equal shape can run under `nn.scan`.
+"""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dir_jax.mano import ManoPair
+from dir_jax.model import image_space
+from dir_jax.model.joint_space import InterHandTransformer, JointGCN
+from dir_jax.model.layers import ConvBNReLUConv, Residual, sample_joints
+from dir_jax.model.regressor import OFFSET_UNIT_M, RegressorOffset
+
+
+class Img2Joint(nn.Module):
+  """Bilinear samples of the feature map at the joints, embedded per joint: (B,S,S,C) -> (B,21,emb)."""
+  emb_dim: int
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, feature_map, joints_uv, train: bool):
+    sampled = sample_joints(feature_map, jax.lax.stop_gradient(joints_uv))
+    return ConvBNReLUConv(self.emb_dim, self.emb_dim, name='filters', dtype=self.dtype)(sampled, train)
+
+
+class Projecter(nn.Module):
+  """The reference's `Joint2BoneFeature` (spec §6).
+
+  Attributes:
+    size: feature grid side S.
+    threshold: projection mask radius in cells (1 at S=16, 2 at S=32 in the released code).
+    projection: 'bone' (released), 'mfp', 'sfp' or 'mhp' (paper Table 1).
+    use_gcn / use_transformer: ablation switches (paper Table 1 rows 2-5).
+    transformer_blocks: which of the 4 blocks run (released: 1, 2, 3; quirk Q5).
+  """
+  size: int
+  threshold: float
+  center_idx: int = 0
+  img_feat_dim: int = 256
+  emb_dim: int = 128
+  joint_dim: int = 64
+  projection: str = 'bone'
+  use_gcn: bool = True
+  use_transformer: bool = True
+  transformer_blocks: tuple[int, ...] = (1, 2, 3)
+  heatmap_sigma: float = 1.0
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, img_feat, prev: dict, mano: ManoPair, train: bool):
+    chex.assert_shape(img_feat, (None, self.size, self.size, None))
+    dense_seq = lambda name: ConvBNReLUConv(self.emb_dim, self.emb_dim, name=name, dtype=self.dtype)
+    global_pos_emb = dense_seq('global_pos_emb')
+    half_offset = prev['offset'][:, None, :] / 2
+    feats = {}
+    for side, sign in (('left', -1), ('right', 1)):
+      xyz_n = prev[f'joint_xyz_{side}'] / OFFSET_UNIT_M
+      img = Img2Joint(self.emb_dim, name=f'img2joint_{side}', dtype=self.dtype)(img_feat, prev[f'joint_uv_{side}'], train)
+      self.sow('intermediates', f'img2joint_{side}_out', img)
+      pos = dense_seq(f'pos_emb_{side}')(xyz_n, train)
+      self.sow('intermediates', f'pos_emb_{side}_out', pos)
+      x = pos + img
+      if self.use_gcn:
+        x = JointGCN(self.emb_dim, name=f'gcn_{side}')(x, train)
+        self.sow('intermediates', f'gcn_{side}_out', x)
+      # Both hands placed at -/+ half the predicted offset; one module shared by both (quirk Q15).
+      glob = global_pos_emb(xyz_n + sign * half_offset, train)
+      self.sow('intermediates', 'global_pos_emb_out', glob)
+      feats[side] = x + glob
+    joint_feat = jnp.concatenate([feats['left'], feats['right']], axis=1)
+    if self.use_transformer:
+      joint_feat = InterHandTransformer(self.joint_dim, blocks=self.transformer_blocks, name='interaction',
+                                        dtype=self.dtype)(joint_feat)
+    else:
+      joint_feat = nn.Dense(self.joint_dim, name='interaction_linear', dtype=self.dtype)(joint_feat)
+    self.sow('intermediates', 'interaction_out', joint_feat)
+    feat_left, feat_right = jnp.split(joint_feat, 2, axis=1)
+    result = RegressorOffset(self.center_idx, name='regressor', dtype=self.dtype)(feat_left, feat_right, prev, mano)
+
+    proj_feat_emb = ConvBNReLUConv(self.joint_dim, self.joint_dim, name='proj_feat_emb', dtype=self.dtype)
+    planes = {}
+    joint_feats = {}
+    for side, feat in (('left', feat_left), ('right', feat_right)):
+      z = proj_feat_emb(feat, train)
+      self.sow('intermediates', 'proj_feat_emb_out', z)
+      joint_feats[side] = z
+      planes[side] = self._project(result[f'joint_uv_{side}'].astype(z.dtype), z, side)
+    fused = ConvBNReLUConv(self.img_feat_dim, self.img_feat_dim, kernel=3, name='fusion', dtype=self.dtype)(
+        jnp.concatenate([planes['left'], planes['right']], axis=-1), train)
+    return result, {'img_feat': fused, 'joint_feat_left': joint_feats['left'],
+                    'joint_feat_right': joint_feats['right'], 'vis_img_feat': planes['left'] + planes['right']}
+
+  def _project(self, joints_uv, joint_feat, side):
+    """This stage's uv (not detached, quirk Q14) and features -> (B, S, S, channels)."""
+    if self.projection == 'bone':
+      planes, distance = jax.vmap(image_space.project_bones, in_axes=(0, 0, None, None))(
+          joints_uv, joint_feat, self.size, self.threshold)
+      self.sow('intermediates', f'bone_dist_{side}_out', distance)
+      return planes
+    if self.projection == 'mfp':
+      return jax.vmap(image_space.project_joint_planes, in_axes=(0, 0, None, None))(joints_uv, joint_feat, self.size, self.threshold)
+    if self.projection == 'sfp':
+      return jax.vmap(image_space.project_single_plane, in_axes=(0, 0, None, None))(joints_uv, joint_feat, self.size, self.threshold)
+    if self.projection == 'mhp':
+      return jax.vmap(image_space.project_heatmaps, in_axes=(0, None, None))(joints_uv, self.size, self.heatmap_sigma).astype(joint_feat.dtype)
+    raise ValueError(f"projection must be 'bone', 'mfp', 'sfp' or 'mhp', got {self.projection!r}")
+
+
+class RefinementStage(nn.Module):
+  """Decoder stage: F = fusion_layer([E_in, skip_layer(skip_src)]); projecter; E = enhance_layer([F, img_feat]).
+
+  Call signature fits `nn.scan`: carry = (E_in (B,S,S,C), previous stage result), broadcast inputs
+  (skip source (B,S,S,Cs), MANO pair). Returns (E, result) as the new carry and (result, features)
+  as the per-stage output.
+  """
+  projecter: Projecter
+  img_feat_dim: int = 256
+  train: bool = False
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, carry, skip_src, mano: ManoPair):
+    e_in, prev = carry
+    prev = jax.tree.map(jax.lax.stop_gradient, prev)  # stage inputs are detached (spec §7)
+    skip = Residual(self.img_feat_dim, name='skip_layer', dtype=self.dtype)(skip_src, self.train)
+    self.sow('intermediates', 'skip_layer_out', skip)
+    fused = Residual(self.img_feat_dim, name='fusion_layer', dtype=self.dtype)(
+        jnp.concatenate([e_in, skip.astype(e_in.dtype)], axis=-1), self.train)
+    self.sow('intermediates', 'fusion_layer_out', fused)
+    result, feats = self.projecter(fused, prev, mano, self.train)
+    enhanced = Residual(self.img_feat_dim, name='enhance_layer', dtype=self.dtype)(
+        jnp.concatenate([fused, feats['img_feat'].astype(fused.dtype)], axis=-1), self.train)
+    self.sow('intermediates', 'enhance_layer_out', enhanced)
+    return (enhanced, result), (result, feats)
+

@@ -1,0 +1,85 @@
+"""MANO parameter regression: the initial regressor (stage 0) and the refinement regressor (spec §4, §6g, §8).
+
+A MANO head emits 64 numbers per hand: [0:6] 6D root rotation, [6:51] 45 pose-PCA coefficients,
+[51:61] 10 betas, [61] weak-perspective scale s, [62:64] translation (tu, tv) (quirk Q3).
+"""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dir_jax.mano import ManoPair, network_mano
+from dir_jax.model.layers import ConvBNReLUConv
+
+MANO_PARA_DIM = 64
+OFFSET_UNIT_M = 0.15  # offsets and normalised xyz are in units of 0.15 m
+
+
+def project_weak_perspective(xyz_m, camera):
+  """uv = s * xyz[..., :2] + (tu, tv); xyz (B, N, 3) metres, camera (B, 3) -> (B, N, 2)."""
+  return camera[:, None, 0:1] * xyz_m[..., :2] + camera[:, None, 1:3]
+
+
+def hand_outputs(mano: ManoPair, para_left, para_right, offset, center_idx: int) -> dict:
+  """Runs MANO and the projection for both hands' 64-vectors.
+
+  Returns a stage result: `mano_para_{side}` (B, 64), `camera_{side}` (B, 3) = (s, tu, tv),
+  `joint_xyz_{side}` (B, 21, 3) and `mesh_xyz_{side}` (B, 778, 3) in metres centred at `center_idx`,
+  `joint_uv_{side}` (B, 21, 2) and `mesh_uv_{side}` (B, 778, 2) in [-1, 1], and `offset` (B, 3)
+  = right root - left root in units of 0.15 m.
+  """
+  result = {'offset': offset}
+  for side, para in (('left', para_left), ('right', para_right)):
+    chex.assert_shape(para, (None, MANO_PARA_DIM))
+    verts, joints = network_mano(mano[side], para[:, :51], para[:, 51:61], center_idx=center_idx)
+    camera = para[:, 61:64]
+    result.update({
+        f'mano_para_{side}': para, f'camera_{side}': camera,
+        f'joint_xyz_{side}': joints, f'mesh_xyz_{side}': verts,
+        f'joint_uv_{side}': project_weak_perspective(joints, camera),
+        f'mesh_uv_{side}': project_weak_perspective(verts, camera),
+    })
+  return result
+
+
+class InitRegressor(nn.Module):
+  """Stage 0 from c4 (spec §4): per-hand sigmoid attention pooling, MANO heads, offset from the mean of c4."""
+  center_idx: int = 0
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, c4, mano: ManoPair, train: bool):
+    chex.assert_rank(c4, 4)
+    offset = nn.Dense(3, name='offset', dtype=self.dtype)(jnp.mean(c4, axis=(1, 2)))
+    paras = {}
+    for side in ('left', 'right'):
+      attn = jax.nn.sigmoid(ConvBNReLUConv(1024, 1, kernel=3, name=f'attention_{side}', dtype=self.dtype)(c4, train))
+      self.sow('intermediates', f'attention_{side}_out', attn)
+      # Attention pooling; the denominator's 1e-8 is the reference's (quirk Q16).
+      pooled = jnp.sum(c4 * attn, axis=(1, 2)) / (jnp.sum(attn, axis=(1, 2)) + 1e-8)
+      paras[side] = nn.Dense(MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype)(pooled)
+    return hand_outputs(mano, paras['left'].astype(jnp.float32), paras['right'].astype(jnp.float32),
+                        offset.astype(jnp.float32), self.center_idx)
+
+
+class RegressorOffset(nn.Module):
+  """Refinement regressor (spec §6g, quirk Q9): fresh parameters from [joint features, previous parameters].
+
+  Not residual: the previous 64-vector is an input, not a base to add to.
+  """
+  center_idx: int = 0
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, feat_left, feat_right, prev: dict, mano: ManoPair):
+    batch = feat_left.shape[0]
+    flat_left = feat_left.reshape(batch, -1)  # joint-major: index j * C + c
+    flat_right = feat_right.reshape(batch, -1)
+    para = {}
+    for side, flat in (('left', flat_left), ('right', flat_right)):
+      inputs = jnp.concatenate([flat, prev[f'mano_para_{side}'].astype(flat.dtype)], axis=-1)
+      para[side] = nn.Dense(MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype)(inputs).astype(jnp.float32)
+    offset_in = jnp.concatenate([flat_left, flat_right, prev['offset'].astype(flat_left.dtype)], axis=-1)
+    offset = nn.Dense(3, name='offset', dtype=self.dtype)(offset_in).astype(jnp.float32)
+    return hand_outputs(mano, para['left'], para['right'], offset, self.center_idx)

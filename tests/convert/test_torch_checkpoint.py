@@ -1,0 +1,84 @@
+"""The state-dict converter: key mapping, layouts, and precise errors."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from dir_jax.convert import compare_reference
+from dir_jax.convert.torch_checkpoint import ConversionError, convert_state_dict, load_torch_checkpoint
+from dir_jax.mano import load_mano_pair
+from dir_jax.model.dir import DIR
+
+
+@pytest.fixture(scope='module')
+def setup(fixture_dir):
+  model = DIR()
+  mano = load_mano_pair(f'{fixture_dir}/mano')
+  images = np.zeros((1, 256, 256, 3), np.float32)
+  template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, mano), images)
+  weights = compare_reference.recipe_weights(fixture_dir)
+  # A real checkpoint also holds the constants the recipe does not draw (MANO buffers, grids, counters).
+  with open(f'{fixture_dir}/state_dict_shapes.json') as f:
+    for key, shape, _ in json.load(f):
+      weights.setdefault(key, np.zeros(shape, np.float32))
+  return model, template, weights
+
+
+def test_report_counts(setup):
+  model, template, weights = setup
+  _, report = convert_state_dict(weights, template, model.stages)
+  # 963 entries: 556 used params + 212 BN stats loaded; 60 MANO + 2 grid + 106 counters + 1 loss ignored;
+  # backbone.fc (2) and STEblocks.0 (2 x 12) unused (spec §14).
+  assert len(report.loaded) == 556 + 212
+  assert len(report.ignored) == 60 + 2 + 106 + 1
+  assert len(report.unused) == 2 + 24
+  assert report.missing == []
+
+
+def test_layouts(setup):
+  model, template, weights = setup
+  variables, _ = convert_state_dict(weights, template, model.stages)
+  np.testing.assert_array_equal(variables['params']['backbone']['conv1']['kernel'],
+                                weights['backbone.conv1.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(variables['params']['init_regressor']['mano_left']['kernel'],
+                                weights['init_regressor.mano_left.weight'].T)
+  proj3 = variables['params']['decoder']['group_1']['projecter']
+  np.testing.assert_array_equal(proj3['pos_emb_left']['0']['kernel'][0],
+                                weights['decoder.projecter_3.pos_emb_left.0.weight'][:, :, 0].T)
+  np.testing.assert_array_equal(variables['batch_stats']['decoder']['group_0']['skip_layer']['bn1']['var'],
+                                weights['decoder.skip_layer4.bn1.running_var'])
+
+
+def test_missing_key(setup):
+  model, template, weights = setup
+  broken = dict(weights)
+  del broken['decoder.projecter_3.gcn_left.gconv_layers.2.gconv.W']
+  with pytest.raises(ConversionError, match=r'not in the checkpoint: .*group_1/projecter/gcn_left/gconv_layers/2/gconv/W'):
+    convert_state_dict(broken, template, model.stages)
+
+
+def test_extra_key(setup):
+  model, template, weights = setup
+  with pytest.raises(ConversionError, match=r'match no model variable: decoder\.extra_head\.weight'):
+    convert_state_dict({**weights, 'decoder.extra_head.weight': np.zeros((3, 3), np.float32)}, template, model.stages)
+
+
+def test_wrong_shape(setup):
+  model, template, weights = setup
+  broken = {**weights, 'init_regressor.offset.weight': np.zeros((4, 2048), np.float32)}
+  with pytest.raises(ConversionError, match=r'init_regressor\.offset\.weight: shape \(4, 2048\)'):
+    convert_state_dict(broken, template, model.stages)
+
+
+def test_pth_with_net_and_module_prefix(tmp_path):
+  state = {'module.backbone.bn1.weight': torch.ones(64), 'module.backbone.bn1.num_batches_tracked': torch.tensor(3)}
+  torch.save({'net': state}, tmp_path / 'ckpt.pth')
+  loaded = load_torch_checkpoint(str(tmp_path / 'ckpt.pth'))
+  assert set(loaded) == {'backbone.bn1.weight', 'backbone.bn1.num_batches_tracked'}
+  np.savez(tmp_path / 'ckpt.npz', **{k: v.numpy() for k, v in state.items()})
+  assert set(load_torch_checkpoint(str(tmp_path / 'ckpt.npz'))) == set(loaded)
+  with pytest.raises(FileNotFoundError, match='checkpoint not found'):
+    load_torch_checkpoint(str(tmp_path / 'nope.pth'))
