@@ -70,11 +70,23 @@ def _smplx_mano(path, is_rhand):
   return smplx.MANO(path, is_rhand=is_rhand, use_pca=False, flat_hand_mean=False, batch_size=4)
 
 
+@pytest.fixture(scope='module')
+def generated_mano_dir(tmp_path_factory):
+  """The synthetic asset of `dir_jax.mano.synthetic`, written in the official pickle layout."""
+  from dir_jax.mano import synthetic  # pylint: disable=import-outside-toplevel
+  folder = tmp_path_factory.mktemp('generated_mano')
+  raw = synthetic.make_synthetic_mano(0)
+  for side in ('left', 'right'):
+    synthetic.write_mano_pickle(raw[side], str(folder / f'MANO_{side.upper()}.pkl'))
+  return str(folder)
+
+
+@pytest.mark.parametrize('asset', ['fixture', 'generated'])
 @pytest.mark.parametrize('side', ['left', 'right'])
-def test_matches_smplx(fixture_mano_dir, side):
+def test_matches_smplx(fixture_mano_dir, generated_mano_dir, asset, side):
   """smplx is an independent MANO implementation. Its documented differences (spec §9.4): no left fix,
   16 joints without tips, axis-angle hand pose (PCA off) with the mean pose added, translation added."""
-  path = find_mano_file(fixture_mano_dir, side)
+  path = find_mano_file(fixture_mano_dir if asset == 'fixture' else generated_mano_dir, side)
   asset = load_mano(path, side)  # unfixed, as smplx reads it
   rng = np.random.default_rng(3)
   root_aa = rng.normal(0, 0.5, (4, 3)).astype(np.float32)
