@@ -5,7 +5,7 @@ network layer in an interacting configuration, and renders them with the project
 
   python -m dir_jax.demo --out outputs/demo
 
-Outputs: `mano/MANO_{RIGHT,LEFT}.{pkl,npz}`, `hands_front.png` (camera view), `hands_side.png`
+Outputs: `mano/MANO_{RIGHT,LEFT}.{pkl,npz}` with the generator's preview `mano/hands.png`, `hands_front.png` (camera view), `hands_side.png`
 (side view), `hands_rest.png` (both hands in the rest pose) and `joints.json` (21 joints per hand, m).
 """
 
@@ -48,11 +48,7 @@ def main(argv=None) -> int:
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args(argv)
   mano_dir = os.path.join(args.out, 'mano')
-  os.makedirs(mano_dir, exist_ok=True)
-  raw = synthetic.make_synthetic_mano(args.seed)
-  for side in ('right', 'left'):
-    synthetic.write_mano_pickle(raw[side], os.path.join(mano_dir, f'MANO_{side.upper()}.pkl'))
-    synthetic.write_mano_npz(raw[side], os.path.join(mano_dir, f'MANO_{side.upper()}.npz'))
+  synthetic.write_all(mano_dir, args.seed)
   mano = load_mano_pair(mano_dir)
 
   # Fingers of the canonical hands point along +x (right) / -x (left); turn them to point up the image

@@ -161,7 +161,3 @@ def sample_joints(feature_maps, joints_uv):
   per_example = jax.vmap(grid_sample_point, in_axes=(None, 0))
   return jax.vmap(per_example)(feature_maps, joints_uv)
 
-
-def stop_gradient_tree(tree):
-  return jax.tree.map(jax.lax.stop_gradient, tree)
-
