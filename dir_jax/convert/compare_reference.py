@@ -13,6 +13,12 @@ float32 but sum in different orders (convolutions over up to 4608 inputs, 50+ la
 leaves ~1e-5 relative differences; 1e-4 is 10x that and far below any real mistake, which shows up at
 >= 1e-2. uv <= 1e-5 absolute (the bone masks threshold them; the fixture's smallest margin to a
 threshold is 8.9e-4 cells).
+Train mode: BatchNorm normalises with the statistics of a batch of 2, which amplifies rounding through
+the stages (the fixture README measures ~1e-4 relative between PyTorch runs at stage 2). Measured: our
+float32 stage-2 uv differ from the same model run in float64 by 1.0e-4, and the reference's float32
+uv are 3.2e-4 from that float64 run (3.1e-4 from ours), so the differences are conditioning, not
+mistakes. Train-mode arrays get 1e-3 relative and uv 1e-3 absolute (3x the measured 3.1e-4); loss
+terms 1e-3 relative, as the issue specifies (measured <= 1e-5).
 """
 
 import argparse
@@ -26,13 +32,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dir_jax.convert.torch_checkpoint import convert_state_dict, load_torch_checkpoint
+from dir_jax import losses
+from dir_jax.convert.torch_checkpoint import convert_state_dict, flax_location, load_torch_checkpoint
 from dir_jax.mano import load_mano_pair, network_mano, gt_mano
 from dir_jax.model.dir import DIR
 
 EVAL_REL_TOL = 1e-4
 UV_ABS_TOL = 1e-5
 MANO_ABS_TOL_M = 1e-6
+TRAIN_REL_TOL = 1e-3
+TRAIN_UV_ABS_TOL = 1e-3
+LOSS_REL_TOL = 1e-3
+HANDS = ('left', 'right')
 
 
 def recipe_weights(fixture_dir: str) -> dict[str, np.ndarray]:
@@ -68,8 +79,8 @@ def _channels_first_flat(x):
   return np.asarray(x).transpose(0, 2, 1).reshape(x.shape[0], -1)
 
 
-def eval_arrays(outputs: dict, inter: dict, model: DIR) -> dict[str, np.ndarray]:
-  """Our eval-mode arrays under the fixture's names and layouts."""
+def eval_arrays(outputs: dict, inter: dict, model: DIR, with_intermediates: bool = True) -> dict[str, np.ndarray]:
+  """Our eval-mode arrays under the fixture's names and layouts (`inter` unused without intermediates)."""
   ours = {}
   for s, stage in enumerate(outputs['stages']):
     for h in ('left', 'right'):
@@ -85,6 +96,8 @@ def eval_arrays(outputs: dict, inter: dict, model: DIR) -> dict[str, np.ndarray]
   ours['stage1.vis_img_feat'] = _nchw(outputs['stage_features'][0]['vis_img_feat'])
   ours['proj_feat'] = _nchw(outputs['stage_features'][-1]['vis_img_feat'])
   ours['seg'], ours['dense'] = _nchw(outputs['seg']), _nchw(outputs['dense'])
+  if not with_intermediates:
+    return ours
   for i in (1, 2, 3, 4):
     ours[f'backbone.c{i}'] = _nchw(inter[f'backbone_c{i}'][0])
   ours['backbone.c1.b0'], ours['backbone.c2.b0'] = ours['backbone.c1'][:1], ours['backbone.c2'][:1]
@@ -146,14 +159,15 @@ def compare(ours: dict[str, np.ndarray], reference: Any, kind: str) -> list[dict
       continue
     abs_err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
     rel_err = abs_err / max(float(np.max(np.abs(ref))), 1e-12)
+    uv_tol, rel_tol = (TRAIN_UV_ABS_TOL, TRAIN_REL_TOL) if kind == 'train' else (UV_ABS_TOL, EVAL_REL_TOL)
     if kind == 'mano':
       ok, tol = abs_err <= MANO_ABS_TOL_M, f'abs {MANO_ABS_TOL_M:g} m'
     elif '_uv_' in key:
-      ok, tol = abs_err <= UV_ABS_TOL, f'abs {UV_ABS_TOL:g}'
+      ok, tol = abs_err <= uv_tol, f'abs {uv_tol:g}'
     elif 'bone_mask' in key:
       ok, tol = abs_err == 0, 'exact'
     else:
-      ok, tol = rel_err <= EVAL_REL_TOL, f'rel {EVAL_REL_TOL:g}'
+      ok, tol = rel_err <= rel_tol, f'rel {rel_tol:g}'
     rows.append({'kind': kind, 'key': key, 'abs': abs_err, 'rel': rel_err, 'tol': tol, 'ok': ok})
   return rows
 
@@ -162,6 +176,76 @@ def run_eval(model, variables, mano, images):
   apply = jax.jit(lambda v, x: model.apply(v, x, mano, train=False, mutable=['intermediates']))
   outputs, state = apply(variables, images)
   return jax.device_get(outputs), jax.device_get(state['intermediates'])
+
+
+def run_train(model, variables, mano, images):
+  """Train-mode forward: (outputs, updated batch_stats, intermediates), on the host."""
+  apply = jax.jit(lambda v, x: model.apply(v, x, mano, train=True, mutable=['batch_stats', 'intermediates']))
+  outputs, state = apply(variables, images)
+  return jax.device_get(outputs), jax.device_get(state['batch_stats']), jax.device_get(state['intermediates'])
+
+
+def train_targets(train: Any) -> dict[str, np.ndarray]:
+  """The fixture's loss targets (`gt.*` of train.npz) in `losses.dir_losses`' format (NHWC, 256x256)."""
+  targets = {f'{k}_{h}': np.asarray(train[f'gt.{k}_{h}'])
+             for k in ('joint_2d', 'mesh_2d', 'joint_3d', 'mesh_3d') for h in HANDS}
+  targets.update({f'center_{h}': np.asarray(train[f'gt.center_{h}'])[:, 0] for h in HANDS})
+  targets['seg'] = np.asarray(train['gt.seg'])[:, 0].astype(np.int32)
+  targets['dense'] = np.asarray(train['gt.dense']).transpose(0, 2, 3, 1)
+  return targets
+
+
+def train_arrays(outputs: dict, batch_stats: dict, inter: dict, model: DIR, reference_keys) -> dict[str, np.ndarray]:
+  """Our train-mode arrays under train.npz's `train.*` names and layouts."""
+  ours = {f'train.{k}': v for k, v in eval_arrays(outputs, {}, model, with_intermediates=False).items()}
+  dec = inter['decoder']
+  for suffix, group, pick in (('4', dec['group_0'], lambda x: x), ('3', dec['group_1'], lambda x: x[0])):
+    for h in HANDS:
+      ours[f'train.decoder.projecter_{suffix}.bone_dist_{h}'] = np.asarray(pick(group['projecter'][f'bone_dist_{h}_out'][0]))
+  prefix = 'train.after_step.'
+  for key in reference_keys:
+    if key.startswith(prefix):
+      torch_key = key[len(prefix):]
+      _, path, stacked = flax_location(torch_key, 1, model.stages, scan_stages=model.scan_stages)
+      value = batch_stats
+      for name in path:
+        value = value[name]
+      ours[key] = np.asarray(value if stacked is None else value[stacked])
+  return ours
+
+
+def loss_rows(outputs: dict, train: Any, reference_losses: dict, mano) -> list[dict]:
+  """Every loss term of our train-mode outputs against `train_losses.json` (reference centring, Q1)."""
+  config = losses.default_loss_config()
+  config.gt_center = 'reference'
+  terms = losses.dir_losses(outputs, train_targets(train), mano.left.faces, mano.right.faces, config)
+  terms['__total__'] = losses.total_loss(terms)
+  rows = []
+  for name, value in terms.items():
+    ref = float(reference_losses[name])
+    abs_err = abs(float(value) - ref)
+    rel_err = abs_err / max(abs(ref), 1e-12)
+    rows.append({'kind': 'loss', 'key': name, 'abs': abs_err, 'rel': rel_err, 'tol': f'rel {LOSS_REL_TOL:g}',
+                 'ok': rel_err <= LOSS_REL_TOL})
+  missing = [k for k in reference_losses if not k.startswith('__') and k not in terms]
+  rows += [{'kind': 'loss', 'key': k, 'abs': np.inf, 'rel': np.inf, 'tol': 'missing', 'ok': False} for k in missing]
+  return rows
+
+
+def compare_train(fixture_dir: str, model, variables, mano, images) -> list[dict]:
+  """Rows for the train-mode arrays and loss terms (empty when the fixture has no train.npz)."""
+  train_path = os.path.join(fixture_dir, 'train.npz')
+  if not os.path.exists(train_path):
+    return []
+  train = np.load(train_path)
+  outputs, batch_stats, inter = run_train(model, variables, mano, images)
+  reference = {k: train[k] for k in train.files if k.startswith('train.')}
+  rows = compare(train_arrays(outputs, batch_stats, inter, model, reference), reference, 'train')
+  losses_path = os.path.join(fixture_dir, 'train_losses.json')
+  if os.path.exists(losses_path):
+    with open(losses_path) as f:
+      rows += loss_rows(outputs, train, json.load(f), mano)
+  return rows
 
 
 def print_table(rows: list[dict]) -> None:
@@ -183,6 +267,7 @@ def main(argv=None) -> int:
   cases_path = os.path.join(args.fixture, 'mano_cases.npz')
   if os.path.exists(cases_path):
     rows += compare(mano_case_arrays(args.fixture), np.load(cases_path), 'mano')
+  rows += compare_train(args.fixture, model, variables, mano, images)
   print_table(rows)
   failed = [r['key'] for r in rows if not r['ok']]
   print(f'{len(rows) - len(failed)} passed, {len(failed)} failed')

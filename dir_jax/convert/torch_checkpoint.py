@@ -19,7 +19,7 @@ from dir_jax.model.dir import StageSpec, stage_groups
 
 # Entries that are not learned or never used in the forward pass (spec §14); ignored by name.
 IGNORED_PATTERNS = (r'\.mano_layer_(left|right)\.', r'\.img_gird$', r'\.num_batches_tracked$', r'^seg_loss\.weight$')
-UNUSED_PATTERNS = (r'^backbone\.fc\.',)
+UNUSED_PATTERNS = (r'^backbone\.fc\.',)  # ResNet-50's ImageNet classifier
 _STAGE_MODULE = re.compile(r'^decoder\.(skip_layer|fusion_layer|enhance_layer|projecter_)(\d)\.(.*)$')
 
 
@@ -86,7 +86,23 @@ def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
   return out
 
 
-def _target(key: str, value: np.ndarray, stage_index: dict[str, int], groups: list[list[int]]):
+def flax_location(key: str, value_ndim: int, stages: Sequence[StageSpec], stage_suffixes: Sequence[str] = ('4', '3'),
+                  scan_stages: bool = True) -> tuple[str, tuple[str, ...], int | None]:
+  """Where a torch state-dict entry lives in the Flax variables.
+
+  Args:
+    key: torch key, e.g. 'decoder.projecter_4.pos_emb_left.1.running_mean'.
+    value_ndim: rank of the torch tensor (1-D `weight`s are norm scales).
+    stages, stage_suffixes, scan_stages: as in `convert_state_dict`.
+
+  Returns:
+    (collection 'params' or 'batch_stats', path inside it, index along the stacked axis of a scanned
+    stage group or None).
+  """
+  return _target(key, value_ndim, {s: i for i, s in enumerate(stage_suffixes)}, stage_groups(stages, scan_stages))
+
+
+def _target(key: str, value_ndim: int, stage_index: dict[str, int], groups: list[list[int]]):
   """torch key -> (collection, flax path, stacked position or None)."""
   parts = key.split('.')
   module, leaf = parts[:-1], parts[-1]
@@ -101,7 +117,7 @@ def _target(key: str, value: np.ndarray, stage_index: dict[str, int], groups: li
     stacked = groups[g].index(stage) if g > 0 else None
     module = ['decoder', f'group_{g}', name.rstrip('_')] + rest.split('.')[:-1]
   if leaf == 'weight':
-    return 'params', tuple(module) + ('kernel' if value.ndim >= 2 else 'scale',), stacked
+    return 'params', tuple(module) + ('kernel' if value_ndim >= 2 else 'scale',), stacked
   if leaf in ('running_mean', 'running_var'):
     return 'batch_stats', tuple(module) + (leaf[len('running_'):],), stacked
   return 'params', tuple(module) + (leaf,), stacked
@@ -156,7 +172,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[s
     if any(re.search(p, key) for p in unused_patterns):
       report.unused.append(key)
       continue
-    collection, path, stacked = _target(key, np.asarray(value), stage_index, groups)
+    collection, path, stacked = _target(key, np.asarray(value).ndim, stage_index, groups)
     full = (collection,) + path
     if full not in flat_template:
       unknown.append(f'{key} -> {"/".join(full)}')
@@ -183,3 +199,34 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[s
                           + ', '.join(report.missing[:20]))
   variables = _unflatten(filled)
   return variables, report
+
+
+def import_torchvision_resnet50(state_dict: Mapping[str, np.ndarray], variables: Mapping[str, Any],
+                                encoder_name: str = 'backbone') -> tuple[dict, ConversionReport]:
+  """Replaces the encoder's variables with a torchvision ResNet-50 state dict (e.g. IMAGENET1K_V2).
+
+  DIR's backbone is torchvision's ResNet-50 with identical names (spec §3), so the entries convert
+  with the same rules as a DIR checkpoint under the `backbone.` prefix. `fc.*` (the ImageNet
+  classifier) is reported as unused and `num_batches_tracked` ignored. Get the file with
+  `torchvision.models.resnet50(weights='IMAGENET1K_V2').state_dict()` saved by `torch.save`, or
+  the `.pth` torchvision downloads (`resnet50-11ad3fa6.pth`); read it with `load_torch_checkpoint`.
+
+  Args:
+    state_dict: {torchvision key: numpy array}, e.g. 'layer1.0.conv1.weight'.
+    variables: the model's variables ({'params', 'batch_stats'}), e.g. from `model.init`.
+    encoder_name: name of the encoder module in `variables`.
+
+  Returns:
+    (variables with the encoder replaced, report).
+
+  Raises:
+    ConversionError: an entry matches no encoder variable or has the wrong shape, or an encoder
+      variable is left unfilled.
+  """
+  encoder = {col: {encoder_name: variables[col][encoder_name]} for col in ('params', 'batch_stats')}
+  prefixed = {f'{encoder_name}.{k}': v for k, v in state_dict.items()}
+  filled, report = convert_state_dict(prefixed, encoder, stages=())
+  out = {col: dict(tree) for col, tree in variables.items()}
+  for col in ('params', 'batch_stats'):
+    out[col][encoder_name] = filled[col][encoder_name]
+  return out, report

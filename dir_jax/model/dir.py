@@ -14,8 +14,10 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from dir_jax.mano import ManoPair
+from dir_jax.mano import ManoAsset, ManoPair
+from dir_jax.mano.constants import NUM_BETAS, NUM_FACES, NUM_MANO_JOINTS, NUM_PCA, NUM_VERTS
 from dir_jax.model.encoder import ResNet50
 from dir_jax.model.layers import ConvBNReLUConv, upsample_bilinear
 from dir_jax.model.refinement import Projecter, RefinementStage
@@ -137,3 +139,21 @@ class DIR(nn.Module):
     results, feats, seg, dense = Decoder(tuple(self.stages), projecter, self.img_feat_dim, self.scan_stages, name='decoder',
                                          dtype=self.dtype)(encoder_maps, init, mano, train)
     return {'stages': [init] + results, 'stage_features': feats, 'seg': seg, 'dense': dense}
+
+
+def placeholder_mano() -> ManoPair:
+  """A MANO pair of zeros with the official shapes: enough to trace the model for its variable shapes."""
+  def asset(side):
+    return ManoAsset(
+        v_template=np.zeros((NUM_VERTS, 3), np.float32), shapedirs=np.zeros((NUM_VERTS, 3, NUM_BETAS), np.float32),
+        posedirs=np.zeros((NUM_VERTS, 3, 9 * (NUM_MANO_JOINTS - 1)), np.float32),
+        J_regressor=np.zeros((NUM_MANO_JOINTS, NUM_VERTS), np.float32),
+        weights=np.zeros((NUM_VERTS, NUM_MANO_JOINTS), np.float32), faces=np.zeros((NUM_FACES, 3), np.int32),
+        hands_components=np.eye(NUM_PCA, dtype=np.float32), hands_mean=np.zeros(NUM_PCA, np.float32), side=side)
+  return ManoPair(left=asset('left'), right=asset('right'))
+
+
+def abstract_variables(model: DIR, image_size: int = 256) -> dict:
+  """The model's variables as ShapeDtypeStructs (no computation, no MANO files needed)."""
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  return jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, placeholder_mano()), images)

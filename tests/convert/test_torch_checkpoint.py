@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from dir_jax.convert import compare_reference
-from dir_jax.convert.torch_checkpoint import ConversionError, convert_state_dict, load_torch_checkpoint
+from dir_jax import checkpoint
+from dir_jax.convert import compare_reference, export_orbax
+from dir_jax.convert.torch_checkpoint import (ConversionError, convert_state_dict, import_torchvision_resnet50,
+                                              load_torch_checkpoint)
 from dir_jax.mano import load_mano_pair
 from dir_jax.model.dir import DIR
 
@@ -82,3 +84,44 @@ def test_pth_with_net_and_module_prefix(tmp_path):
   assert set(load_torch_checkpoint(str(tmp_path / 'ckpt.npz'))) == set(loaded)
   with pytest.raises(FileNotFoundError, match='checkpoint not found'):
     load_torch_checkpoint(str(tmp_path / 'nope.pth'))
+
+
+def test_torchvision_resnet50_import_reproduces_backbone_features(setup, fixture_dir):
+  """torchvision's ResNet-50 names are DIR's backbone names without the prefix (spec §3): importing the
+  fixture's backbone as a torchvision state dict into a fresh model reproduces the reference's c3/c4."""
+  model, template, weights = setup
+  torchvision_state = {k[len('backbone.'):]: v for k, v in weights.items() if k.startswith('backbone.')}
+  assert 'fc.weight' in torchvision_state and 'layer4.2.bn3.running_var' in torchvision_state
+  mano = load_mano_pair(f'{fixture_dir}/mano')
+  images = np.load(f'{fixture_dir}/inputs.npz')['img'].transpose(0, 2, 3, 1)
+  fresh = jax.jit(lambda x: model.init(jax.random.PRNGKey(1), x, mano))(images[:1])
+  variables, report = import_torchvision_resnet50(torchvision_state, fresh)
+  assert report.unused == ['backbone.fc.weight', 'backbone.fc.bias'] and not report.missing
+  np.testing.assert_array_equal(variables['params']['init_regressor']['mano_left']['kernel'],
+                                fresh['params']['init_regressor']['mano_left']['kernel'])
+  _, state = jax.jit(lambda v, x: model.apply(v, x, mano, mutable=['intermediates']))(variables, images)
+  reference = np.load(f'{fixture_dir}/eval_outputs.npz')
+  for level in ('c3', 'c4'):
+    ours = np.asarray(state['intermediates'][f'backbone_{level}'][0]).transpose(0, 3, 1, 2)
+    ref = reference[f'backbone.{level}']
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4 * np.abs(ref).max())  # compare_reference's tolerance
+
+
+def test_torchvision_import_rejects_a_wrong_shape(setup):
+  model, template, weights = setup
+  state = {k[len('backbone.'):]: v for k, v in weights.items() if k.startswith('backbone.')}
+  state['layer2.0.conv2.weight'] = state['layer2.0.conv2.weight'][:, :64]
+  with pytest.raises(ConversionError, match=r'layer2\.0\.conv2\.weight: shape'):
+    import_torchvision_resnet50(state, template)
+
+
+def test_export_orbax_round_trip(setup, fixture_dir, tmp_path):
+  model, template, weights = setup
+  path = str(tmp_path / 'torch.pth')
+  torch.save({'net': {f'module.{k}': torch.from_numpy(np.asarray(v)) for k, v in weights.items()}}, path)
+  out = export_orbax.main(['--checkpoint', path, '--out', str(tmp_path / 'orbax')])
+  assert out == 0
+  restored_model, variables, step = checkpoint.restore_variables(str(tmp_path / 'orbax'))
+  assert restored_model == model and step == 0
+  expected, _ = convert_state_dict(weights, template, model.stages)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(variables), expected)
