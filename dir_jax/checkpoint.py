@@ -23,7 +23,7 @@ from dir_jax.model.dir import DIR, StageSpec
 
 STATE_ITEM = 'state'
 CONFIG_ITEM = 'model_config'
-_MODEL_FIELDS = ('center_idx', 'img_feat_dim', 'emb_dim', 'joint_dim', 'projection', 'use_gcn',
+_MODEL_FIELDS = ('center_idx', 'encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim', 'projection', 'use_gcn',
                  'use_transformer', 'transformer_blocks', 'heatmap_sigma', 'scan_stages')
 
 
@@ -74,6 +74,12 @@ def save_variables(directory: str, variables: Mapping[str, Any], model: DIR, ste
     mngr.save(step, args=save_args({'variables': dict(variables)}, model), force=True)
     mngr.wait_until_finished()
   return os.path.abspath(directory)
+
+
+def restore_state_args(target: Mapping[str, Any]) -> ocp.args.Composite:
+  """Restore arguments for the whole 'state' item into `target` (ShapeDtypeStructs with shardings)."""
+  return ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeRestore(
+      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target))})
 
 
 def _abstract(tree, sharding):

@@ -1,12 +1,15 @@
 """Compares the Flax DIR with the authors' PyTorch outputs stored in a fixture folder.
 
   python -m dir_jax.convert.compare_reference --fixture ../shared/fixtures/dir_reference [--checkpoint X.pth]
+  python -m dir_jax.convert.compare_reference --fixture DUMP --checkpoint X.pth --mano-dir M
 
 Without --checkpoint the weights are regenerated from the fixture's `recipe.py`,
-`state_dict_shapes.json` and seed (numpy only). The Flax model runs on `inputs.npz` with the fixture's
-MANO folder; the table lists max absolute and relative error (relative to the array's max |value|)
-for every array of `eval_outputs.npz` and `mano_cases.npz`. Exit status 1 when any exceeds its
-tolerance.
+`state_dict_shapes.json` and seed (numpy only). With --checkpoint the fixture can also be a folder
+written by `dir_jax.convert.dump_torch_reference` for that checkpoint (the authors' model run on
+your images); pass the MANO folder it used as --mano-dir. The Flax model runs on `inputs.npz` with
+the MANO folder (default: the fixture's `mano/`); the table lists max absolute and relative error
+(relative to the array's max |value|) for every array of `eval_outputs.npz` and `mano_cases.npz`.
+Exit status 1 when any exceeds its tolerance.
 
 Tolerances: eval-mode outputs <= 1e-4 of each array's scale — the reference and this port are both
 float32 but sum in different orders (convolutions over up to 4608 inputs, 50+ layers deep), which
@@ -58,10 +61,10 @@ def recipe_weights(fixture_dir: str) -> dict[str, np.ndarray]:
   return recipe.make_weights(entries, seed)
 
 
-def build(fixture_dir: str, checkpoint: str | None = None, model: DIR | None = None):
-  """(model, variables, mano pair, images NHWC) for the fixture."""
+def build(fixture_dir: str, checkpoint: str | None = None, model: DIR | None = None, mano_dir: str | None = None):
+  """(model, variables, mano pair, images NHWC) for the fixture; MANO from `mano_dir` or the fixture's `mano/`."""
   model = model or DIR()
-  mano = load_mano_pair(os.path.join(fixture_dir, 'mano'))
+  mano = load_mano_pair(mano_dir or os.path.join(fixture_dir, 'mano'))
   images = np.load(os.path.join(fixture_dir, 'inputs.npz'))['img'].transpose(0, 2, 3, 1)
   state = load_torch_checkpoint(checkpoint) if checkpoint else recipe_weights(fixture_dir)
   template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, mano), images)
@@ -260,8 +263,9 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--fixture', required=True, help='fixture folder (e.g. ../shared/fixtures/dir_reference)')
   parser.add_argument('--checkpoint', help='a .pth or .npz state dict; default: regenerate from the recipe')
+  parser.add_argument('--mano-dir', help='folder with MANO_{RIGHT,LEFT} (.pkl or .npz); default: FIXTURE/mano')
   args = parser.parse_args(argv)
-  model, variables, mano, images = build(args.fixture, args.checkpoint)
+  model, variables, mano, images = build(args.fixture, args.checkpoint, mano_dir=args.mano_dir)
   outputs, inter = run_eval(model, variables, mano, images)
   rows = compare(eval_arrays(outputs, inter, model), np.load(os.path.join(args.fixture, 'eval_outputs.npz')), 'eval')
   cases_path = os.path.join(args.fixture, 'mano_cases.npz')

@@ -112,6 +112,8 @@ class DIR(nn.Module):
   """
   stages: tuple[StageSpec, ...] = RELEASED_STAGES
   center_idx: int = 0
+  encoder_width: int = 64  # ResNet-50 stem width; smaller only for small test/demo models
+  attention_dim: int = 1024  # initial regressor's attention hidden channels
   img_feat_dim: int = 256
   emb_dim: int = 128
   joint_dim: int = 64
@@ -127,10 +129,10 @@ class DIR(nn.Module):
   def __call__(self, images, mano: ManoPair, train: bool = False):
     chex.assert_rank(images, 4)
     chex.assert_axis_dimension(images, 3, 3)
-    encoder_maps = ResNet50(name='backbone', dtype=self.dtype)(images, train)
+    encoder_maps = ResNet50(self.encoder_width, name='backbone', dtype=self.dtype)(images, train)
     for i, feature_map in enumerate(encoder_maps):
       self.sow('intermediates', f'backbone_c{i + 1}', feature_map)
-    init = InitRegressor(self.center_idx, name='init_regressor', dtype=self.dtype)(encoder_maps[-1], mano, train)
+    init = InitRegressor(self.center_idx, self.attention_dim, name='init_regressor', dtype=self.dtype)(encoder_maps[-1], mano, train)
     projecter = Projecter(
         size=0, threshold=0.0, center_idx=self.center_idx, img_feat_dim=self.img_feat_dim, emb_dim=self.emb_dim,
         joint_dim=self.joint_dim, projection=self.projection, use_gcn=self.use_gcn,

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 
 from dir_jax.model.layers import BatchNorm, conv
 
-# (blocks, width, stride) of layer1..layer4; output channels = 4 * width.
-RESNET50_STAGES = ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2))
+# (blocks, width multiple of the stem width, stride) of layer1..layer4; output channels = 4 * width.
+RESNET50_STAGES = ((3, 1, 1), (4, 2, 2), (6, 4, 2), (3, 8, 2))
 
 
 class Bottleneck(nn.Module):
@@ -60,16 +60,21 @@ class ResLayer(nn.Module):
 
 
 class ResNet50(nn.Module):
-  """Image (B, H, W, 3), ImageNet-normalised -> [c1 (B,H/4,W/4,256), c2 (/8, 512), c3 (/16, 1024), c4 (/32, 2048)]."""
+  """Image (B, H, W, 3), ImageNet-normalised -> [c1 (B,H/4,W/4,256), c2 (/8, 512), c3 (/16, 1024), c4 (/32, 2048)].
+
+  `width` is the stem width (64 in ResNet-50); channel counts above are for 64 and scale with it
+  (small widths make small test models; only 64 loads torchvision or DIR weights).
+  """
+  width: int = 64
   dtype: jnp.dtype | None = None
 
   @nn.compact
   def __call__(self, images, train: bool):
-    x = conv(64, 7, 2, 3, bias=False, name='conv1', dtype=self.dtype)(images.astype(self.dtype or images.dtype))
+    x = conv(self.width, 7, 2, 3, bias=False, name='conv1', dtype=self.dtype)(images.astype(self.dtype or images.dtype))
     x = nn.relu(BatchNorm(name='bn1')(x, train))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     features = []
-    for i, (blocks, width, stride) in enumerate(RESNET50_STAGES):
-      x = ResLayer(blocks, width, stride, name=f'layer{i + 1}', dtype=self.dtype)(x, train)
+    for i, (blocks, multiple, stride) in enumerate(RESNET50_STAGES):
+      x = ResLayer(blocks, self.width * multiple, stride, name=f'layer{i + 1}', dtype=self.dtype)(x, train)
       features.append(x)
     return features

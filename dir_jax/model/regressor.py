@@ -46,6 +46,7 @@ def hand_outputs(mano: ManoPair, para_left, para_right, offset, center_idx: int)
 class InitRegressor(nn.Module):
   """Stage 0 from c4 (spec §4): per-hand sigmoid attention pooling, MANO heads, offset from the mean of c4."""
   center_idx: int = 0
+  attention_dim: int = 1024  # hidden channels of the attention branch
   dtype: jnp.dtype | None = None
 
   @nn.compact
@@ -54,7 +55,7 @@ class InitRegressor(nn.Module):
     offset = nn.Dense(3, name='offset', dtype=self.dtype)(jnp.mean(c4, axis=(1, 2)))
     paras = {}
     for side in ('left', 'right'):
-      attn = jax.nn.sigmoid(ConvBNReLUConv(1024, 1, kernel=3, name=f'attention_{side}', dtype=self.dtype)(c4, train))
+      attn = jax.nn.sigmoid(ConvBNReLUConv(self.attention_dim, 1, kernel=3, name=f'attention_{side}', dtype=self.dtype)(c4, train))
       self.sow('intermediates', f'attention_{side}_out', attn)
       # Attention pooling; the denominator's 1e-8 is the reference's (quirk Q16).
       pooled = jnp.sum(c4 * attn, axis=(1, 2)) / (jnp.sum(attn, axis=(1, 2)) + 1e-8)

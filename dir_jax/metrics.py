@@ -1,0 +1,607 @@
+"""Evaluation metrics of DIR (spec §13): MPJPE, MPVPE, MRRPE, MIAA, PCK/AUC and interpenetration volume.
+
+Pure functions on arrays, no model inside. The evaluation follows the authors' apps/eval.py:
+- Joints of both the ground truth and the prediction are regressed from vertices with the 21-row
+  evaluation regressor `eval_joint_regressor` (spec §9.3, Q24), not taken from the network.
+- Alignment (per hand, per sample) at a root joint: the GT root is subtracted from the GT and the
+  predicted root from the prediction; optionally the prediction is then scaled by the bone-length
+  ratio ||J9 - J0||_gt / ||J9 - J0||_pred. `SETTINGS` names the settings of the paper's Table 2
+  (wrist + scale, also the README's) and Table 3 (middle MCP, with and without scale).
+- Errors are per joint / vertex L2 distances, concatenated over the dataset and averaged (exact means);
+  'all' is the mean of the left and right numbers.
+
+Inputs (one batch of B samples):
+  gt:   'verts_cam_left', 'verts_cam_right' (B, 778, 3) metres, camera frame;
+        'intrinsics' (B, 3, 3) crop intrinsics (pixels of the 256 crop).
+  pred: one stage result of `dir_jax.model.dir.DIR`: 'mesh_xyz_left', 'mesh_xyz_right' (B, 778, 3)
+        metres, root-relative; 'offset' (B, 3) right root minus left root in units of 0.15 m.
+
+Result keys: '{stage}/{setting}/{metric}/{hand}' with metric in mpjpe, mpvpe (mm), miaa_joint,
+miaa_vert (pixels), auc (in [0, 1]), pck (list of fractions at 'pck_thresholds_mm'), hand in left,
+right, all; '{stage}/{setting}/mrrpe/all' (mm); '{stage}/iv/all' (cm^3, when computed);
+'num_samples' and 'pck_thresholds_mm'. All values are plain Python numbers or lists (JSON-ready).
+"""
+
+import dataclasses
+import logging
+import math
+from typing import Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from dir_jax.mano import constants
+from dir_jax.mano.asset import ManoAsset, ManoPair
+
+HANDS = ('left', 'right')
+GT_KEYS = ('verts_cam_left', 'verts_cam_right', 'intrinsics')  # see the module docstring
+PRED_KEYS = ('mesh_xyz_left', 'mesh_xyz_right', 'offset')
+OFFSET_UNIT_M = 0.15  # `pd_offset` is in units of 0.15 m (spec §0)
+BONE_JOINTS = (0, 9)  # wrist and middle-finger MCP: the bone whose length sets the scale
+PCK_THRESHOLDS_MM = tuple(np.linspace(0.0, 50.0, 101).tolist())  # 0, 0.5, ..., 50 mm
+VOXEL_M = 0.005  # interpenetration voxel edge (0.5 cm, so one voxel is 0.125 cm^3)
+CM3_PER_M3 = 1e6
+
+log = logging.getLogger(__name__)
+
+
+class AlignSetting(NamedTuple):
+  """How the prediction is aligned to the ground truth before measuring errors."""
+  root_joint: int  # joint (21-joint order) subtracted from GT and prediction separately
+  scale: bool  # multiply the prediction by the GT/predicted wrist-to-middle-MCP length ratio
+
+
+SETTINGS = {
+    'table2': AlignSetting(0, True),  # wrist + scale: apps/eval.py's default, the README numbers
+    'table3': AlignSetting(9, True),  # middle MCP + scale
+    'table3_noscale': AlignSetting(9, False),  # middle MCP, no scale
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Joint regressor, alignment, projection (work on numpy and jax arrays alike).
+
+def eval_joint_regressor(asset: ManoAsset) -> np.ndarray:
+  """The evaluation regressor `Jr` (spec §9.3): (21, 778) float64, rows in DIR's 21-joint order.
+
+  The 16 MANO `J_regressor` rows plus one-hot rows for the tip vertices (745, 317, 444, 556, 673)
+  for both hands (spec Q20), reordered with `constants.REORDER_TO_21`.
+  """
+  tips = np.zeros((len(constants.TIP_VERTS_GT), constants.NUM_VERTS))
+  tips[np.arange(len(constants.TIP_VERTS_GT)), constants.TIP_VERTS_GT] = 1.0
+  rows = np.concatenate([np.asarray(asset.J_regressor, np.float64), tips], axis=0)
+  return rows[list(constants.REORDER_TO_21)]
+
+
+def regress_joints(jr, verts):
+  """(21, 778) regressor, (..., 778, 3) vertices -> (..., 21, 3) joints, same units."""
+  return jr @ verts
+
+
+def _norm(x):
+  """Euclidean norm over the last axis (numpy or jax arrays)."""
+  return (x * x).sum(-1) ** 0.5
+
+
+def bone_length_scale(gt_joints, pd_joints):
+  """||J9 - J0||_gt / ||J9 - J0||_pred: (..., 21, 3) twice -> (...,)."""
+  a, b = BONE_JOINTS
+  return _norm(gt_joints[..., b, :] - gt_joints[..., a, :]) / _norm(pd_joints[..., b, :] - pd_joints[..., a, :])
+
+
+def root_align(joints, verts, root_joint: int, scale=1.0):
+  """Subtracts joint `root_joint` from joints and vertices, then multiplies them by `scale`.
+
+  Args:
+    joints: (..., 21, 3). verts: (..., V, 3). scale: scalar or (...,).
+
+  Returns:
+    (joints_rel, verts_rel) with the shapes of the inputs.
+  """
+  root = joints[..., root_joint:root_joint + 1, :]
+  factor = scale if isinstance(scale, (int, float)) else scale[..., None, None]
+  return (joints - root) * factor, (verts - root) * factor
+
+
+def project(points_m, intrinsics):
+  """Pinhole projection: (..., N, 3) camera-frame metres, (..., 3, 3) K -> (..., N, 2) pixels."""
+  homogeneous = points_m @ intrinsics.swapaxes(-1, -2)
+  return homogeneous[..., :2] / homogeneous[..., 2:]
+
+
+def hand_errors(jr, gt_verts_cam_m, pd_verts_m, intrinsics, setting: AlignSetting):
+  """Per-point errors of one hand under one alignment setting.
+
+  The pixel errors are the reprojection-alignment error of spec §13, reported as MIAA: the aligned
+  (and scaled) prediction is moved to the GT root, projected with the crop intrinsics and compared
+  with the projected GT in pixels of the 256x256 crop (apps/eval.py prints them with the label "mm").
+
+  Args:
+    jr: (21, 778) evaluation regressor.
+    gt_verts_cam_m: (B, 778, 3) GT vertices, metres, camera frame.
+    pd_verts_m: (B, 778, 3) predicted vertices, metres, any translation.
+    intrinsics: (B, 3, 3) crop intrinsics.
+    setting: root joint and scaling.
+
+  Returns:
+    dict of joint_mm (B, 21), vert_mm (B, 778), joint_px (B, 21), vert_px (B, 778).
+  """
+  gt_joints = regress_joints(jr, gt_verts_cam_m)
+  pd_joints = regress_joints(jr, pd_verts_m)
+  scale = bone_length_scale(gt_joints, pd_joints) if setting.scale else 1.0
+  gt_j, gt_v = root_align(gt_joints, gt_verts_cam_m, setting.root_joint)
+  pd_j, pd_v = root_align(pd_joints, pd_verts_m, setting.root_joint, scale)
+  gt_root = gt_joints[..., setting.root_joint:setting.root_joint + 1, :]
+  return {
+      'joint_mm': 1000.0 * _norm(pd_j - gt_j),
+      'vert_mm': 1000.0 * _norm(pd_v - gt_v),
+      'joint_px': _norm(project(pd_j + gt_root, intrinsics) - project(gt_joints, intrinsics)),
+      'vert_px': _norm(project(pd_v + gt_root, intrinsics) - project(gt_verts_cam_m, intrinsics)),
+  }
+
+
+def mrrpe(gt_joints_left, gt_joints_right, pd_joints_left, pd_joints_right, pd_offset_015m,
+          root_joint: int = 0):
+  """Mean relative-root position error per sample (spec §13): (B,) metres.
+
+  Compares the GT right-minus-left root vector with the predicted one. For the wrist (root_joint 0)
+  the prediction is `0.15 * pd_offset` alone, as apps/eval.py does (the network centres both hands
+  at the wrist). Otherwise the predicted right joints are shifted by `0.15 * pd_offset` and the
+  vector between the two hands' `root_joint` is compared.
+
+  Args:
+    gt_joints_left, gt_joints_right: (B, 21, 3) GT joints, camera frame (not aligned).
+    pd_joints_left, pd_joints_right: (B, 21, 3) predicted joints as the network centres them.
+    pd_offset_015m: (B, 3) predicted right root minus left root, units of 0.15 m.
+    root_joint: joint of the 21-joint order.
+  """
+  gt_rel = gt_joints_right[..., root_joint, :] - gt_joints_left[..., root_joint, :]
+  pd_rel = OFFSET_UNIT_M * pd_offset_015m
+  if root_joint != 0:
+    pd_rel = pd_joints_right[..., root_joint, :] + pd_rel - pd_joints_left[..., root_joint, :]
+  return _norm(gt_rel - pd_rel)
+
+
+# ---------------------------------------------------------------------------------------------------
+# PCK and AUC.
+
+def pck_curve(errors_mm, thresholds_mm=PCK_THRESHOLDS_MM) -> np.ndarray:
+  """Fraction of errors <= each threshold: any-shape errors (mm), (T,) thresholds -> (T,)."""
+  errors = np.asarray(errors_mm, np.float64).reshape(-1)
+  return (errors[:, None] <= np.asarray(thresholds_mm)[None, :]).mean(axis=0)
+
+
+def pck_auc(errors_mm, thresholds_mm=PCK_THRESHOLDS_MM) -> float:
+  """Area under the PCK curve over [t_first, t_last], normalised to [0, 1].
+
+  Computed exactly as the integral of the empirical PCK (a step function), which equals the mean of
+  clip((t_last - e) / (t_last - t_first), 0, 1); a trapezoid rule on the sampled curve would differ
+  from it by at most half a threshold step over the range (0.005 for 101 thresholds over 0-50 mm).
+  """
+  errors = np.asarray(errors_mm, np.float64).reshape(-1)
+  t_first, t_last = float(thresholds_mm[0]), float(thresholds_mm[-1])
+  return float(np.clip((t_last - errors) / (t_last - t_first), 0.0, 1.0).mean())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Closed meshes and interpenetration volume.
+
+def boundary_loops(faces) -> tuple[np.ndarray, ...]:
+  """The open boundary loops of a triangle mesh (MANO: one, the 16-vertex wrist).
+
+  Boundary edges are the edges used by exactly one face. They are chained head to tail into loops,
+  each listed in the direction its faces traverse it (`loop[i] -> loop[i + 1]` is a face edge). Where
+  boundaries touch at a vertex the chaining there is arbitrary; every boundary edge is still in
+  exactly one loop, so `cap_faces` closes them all.
+
+  Args:
+    faces: (F, 3) int vertex ids, consistently oriented.
+
+  Returns:
+    Tuple of (L_k,) int64 arrays, one per loop.
+  """
+  faces = np.asarray(faces, np.int64)
+  directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], axis=0)
+  _, inverse, counts = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True, return_counts=True)
+  outgoing: dict[int, list[int]] = {}
+  for a, b in directed[counts[inverse.reshape(-1)] == 1].tolist():
+    outgoing.setdefault(a, []).append(b)
+  loops = []
+  while outgoing:
+    start = min(outgoing)
+    loop = [start]
+    while True:
+      following = outgoing[loop[-1]].pop()
+      if not outgoing[loop[-1]]:
+        del outgoing[loop[-1]]
+      if following == start:
+        break
+      if following not in outgoing:
+        raise ValueError(f'boundary edges do not close into loops (stuck at vertex {following})')
+      loop.append(following)
+    loops.append(np.asarray(loop, np.int64))
+  return tuple(loops)
+
+
+def cap_faces(faces, num_verts: int, loops: Sequence[np.ndarray]) -> np.ndarray:
+  """Faces closed by a fan from each boundary loop to a new centre vertex.
+
+  Loop k's centre gets vertex id `num_verts + k` (see `cap_vertices`). Each fan triangle uses its
+  boundary edge reversed, so the closed mesh keeps the orientation of the open one.
+
+  Returns:
+    (F + sum L_k, 3) int64 faces.
+  """
+  caps = [np.stack([np.roll(loop, -1), loop, np.full_like(loop, num_verts + k)], axis=1)
+          for k, loop in enumerate(loops)]
+  return np.concatenate([np.asarray(faces, np.int64)] + caps, axis=0)
+
+
+def cap_vertices(verts, loops: Sequence[np.ndarray]):
+  """(..., V, 3) vertices -> (..., V + len(loops), 3) with each loop's centroid appended."""
+  centres = [verts[..., loop, :].mean(axis=-2, keepdims=True) for loop in loops]
+  return np.concatenate([verts] + centres, axis=-2)
+
+
+def _edge_sides(p, q, p_id, q_id, points):
+  """Side of each 2D point w.r.t. the edge p -> q: (sign, cross product).
+
+  sign is +1 (left), -1 (right) or 0 (zero-length edge); cross is (q - p) x (point - p).
+
+  Consistent between faces sharing an edge: the test is computed along the edge's canonical
+  direction (smaller vertex id first) and negated for the other direction, and a point exactly on
+  the line is resolved by simulation of simplicity, as if displaced by (eps, eps^2).
+
+  Args:
+    p, q: (P, 2) edge end points. p_id, q_id: (P,) their vertex ids. points: (P, 2).
+  """
+  swap = p_id > q_id
+  a = np.where(swap[:, None], q, p)
+  b = np.where(swap[:, None], p, q)
+  d = b - a
+  cross = d[:, 0] * (points[:, 1] - a[:, 1]) - d[:, 1] * (points[:, 0] - a[:, 0])
+  side = np.sign(cross)
+  side = np.where(side == 0, np.sign(-d[:, 1]), side)
+  side = np.where(side == 0, np.sign(d[:, 0]), side)
+  return np.where(swap, -side, side), np.where(swap, -cross, cross)
+
+
+def grid_winding_numbers(verts, faces, xs, ys, zs) -> np.ndarray:
+  """Winding numbers of a closed, consistently oriented mesh at the points of a regular grid.
+
+  Casts a ray in +z from every grid point and sums the signed crossings (+1 through a face whose
+  normal points up, -1 down): the winding number, exact for closed meshes and robust to
+  self-intersections (nonzero = inside) and to rays through shared edges (see `_edge_sides`).
+  Each face is tested only against the grid columns within one spacing of its xy bounding box.
+
+  Args:
+    verts: (V, 3). faces: (F, 3) int. xs, ys, zs: (nx,), (ny,), (nz,) increasing, evenly spaced.
+
+  Returns:
+    (nx, ny, nz) int winding numbers (0 outside; +1 inside for outward-facing normals).
+  """
+  verts = np.asarray(verts, np.float64)
+  faces = np.asarray(faces, np.int64)
+  xs, ys, zs = (np.asarray(a, np.float64) for a in (xs, ys, zs))
+  nx, ny, nz = len(xs), len(ys), len(zs)
+  tri = verts[faces]  # (F, 3, 3)
+
+  def column_range(coords, lo, hi):
+    """First and last grid index within one spacing of [lo, hi] (empty when first > last)."""
+    step = coords[1] - coords[0] if len(coords) > 1 else 1.0
+    first = np.clip(np.floor((lo - coords[0]) / step), 0, len(coords)).astype(np.int64)
+    last = np.clip(np.ceil((hi - coords[0]) / step), -1, len(coords) - 1).astype(np.int64)
+    return first, last
+
+  ix0, ix1 = column_range(xs, tri[:, :, 0].min(1), tri[:, :, 0].max(1))
+  iy0, iy1 = column_range(ys, tri[:, :, 1].min(1), tri[:, :, 1].max(1))
+  count_x = np.maximum(ix1 - ix0 + 1, 0)
+  count_y = np.maximum(iy1 - iy0 + 1, 0)
+  counts = count_x * count_y
+  face = np.repeat(np.arange(len(faces)), counts)
+  local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+  ix = ix0[face] + local // count_y[face]
+  iy = iy0[face] + local % count_y[face]
+  points = np.stack([xs[ix], ys[iy]], axis=1)
+
+  t, ids = tri[face], faces[face]
+  # The edge opposite vertex k is (k+1 -> k+2); its cross product is twice the area weighting vertex k.
+  sides, weights = zip(*[
+      _edge_sides(t[:, (k + 1) % 3, :2], t[:, (k + 2) % 3, :2], ids[:, (k + 1) % 3], ids[:, (k + 2) % 3], points)
+      for k in range(3)])
+  sides, weights = np.stack(sides, 1), np.stack(weights, 1)
+  hit = (sides[:, 0] != 0) & (sides[:, 0] == sides[:, 1]) & (sides[:, 1] == sides[:, 2])
+  total = weights.sum(1)
+  hit &= total != 0
+  z_hit = (weights[hit] * t[hit][:, :, 2]).sum(1) / total[hit]
+  # A crossing at height z counts for every grid point strictly below it.
+  below = np.searchsorted(zs, z_hit, side='left')  # number of zs < z_hit
+  column = ix[hit] * ny + iy[hit]
+  acc = np.bincount(column * (nz + 1) + below, weights=sides[hit, 0],
+                    minlength=nx * ny * (nz + 1)).reshape(nx * ny, nz + 1)
+  winding = np.cumsum(acc[:, ::-1], axis=1)[:, ::-1][:, 1:]
+  return np.rint(winding).astype(np.int64).reshape(nx, ny, nz)
+
+
+def interpenetration_volume(verts_a, faces_a, verts_b, faces_b, voxel_m: float = VOXEL_M) -> float:
+  """Volume inside both of two closed meshes, by voxel counting: cm^3.
+
+  The joint (union) bounding box of both meshes is divided into cubes of edge `voxel_m` starting at
+  its minimum corner; a voxel counts when its centre is inside both meshes (nonzero winding number,
+  `grid_winding_numbers`). Only voxels in the intersection of the two boxes can count, so only those
+  are tested. Volume = count * voxel_m^3 (0.125 cm^3 per voxel at 0.5 cm).
+
+  Args:
+    verts_a, verts_b: (V_a, 3), (V_b, 3) metres. faces_a, faces_b: closed meshes' faces (e.g.
+      MANO after `cap_faces`).
+    voxel_m: voxel edge, metres.
+  """
+  verts_a, verts_b = np.asarray(verts_a, np.float64), np.asarray(verts_b, np.float64)
+  lo = np.minimum(verts_a.min(0), verts_b.min(0))
+  hi = np.maximum(verts_a.max(0), verts_b.max(0))
+  both_lo = np.maximum(verts_a.min(0), verts_b.min(0))
+  both_hi = np.minimum(verts_a.max(0), verts_b.max(0))
+  axes = []
+  for d in range(3):
+    n = max(int(math.ceil((hi[d] - lo[d]) / voxel_m)), 1)
+    centres = lo[d] + (np.arange(n) + 0.5) * voxel_m
+    axes.append(centres[(centres >= both_lo[d]) & (centres <= both_hi[d])])
+  if min(len(a) for a in axes) == 0:
+    return 0.0
+  inside_a = grid_winding_numbers(verts_a, faces_a, *axes) != 0
+  inside_b = grid_winding_numbers(verts_b, faces_b, *axes) != 0
+  return float(np.count_nonzero(inside_a & inside_b)) * voxel_m ** 3 * CM3_PER_M3
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-sample errors of a batch and their summary.
+
+@dataclasses.dataclass(frozen=True)
+class EvalMano:
+  """What evaluation needs of MANO, per side: the regressor `Jr` and the capped (closed) faces.
+
+  `closed_faces` and `hole_loops` are None when the faces' open boundary does not form loops (a
+  non-manifold mesh, e.g. the old synthetic hand of the reference fixture); the interpenetration
+  volume then cannot be computed.
+  """
+  joint_regressor: Mapping[str, np.ndarray]  # side -> (21, 778) float64
+  closed_faces: Mapping[str, np.ndarray] | None  # side -> (1538 + wrist loop length, 3) int64
+  hole_loops: Mapping[str, tuple[np.ndarray, ...]] | None  # side -> loops capped in `closed_faces`
+
+  @classmethod
+  def from_pair(cls, mano: ManoPair) -> 'EvalMano':
+    regressors = {side: eval_joint_regressor(mano[side]) for side in HANDS}
+    try:
+      loops = {side: boundary_loops(mano[side].faces) for side in HANDS}
+    except ValueError as e:
+      log.warning('MANO faces cannot be closed (%s); no interpenetration volume', e)
+      return cls(joint_regressor=regressors, closed_faces=None, hole_loops=None)
+    return cls(
+        joint_regressor=regressors,
+        closed_faces={side: cap_faces(mano[side].faces, constants.NUM_VERTS, loops[side]) for side in HANDS},
+        hole_loops=loops)
+
+
+def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
+                  settings: Mapping[str, AlignSetting] = SETTINGS, voxel_m: float | None = VOXEL_M):
+  """Per-sample errors of one batch and one stage, float64 numpy.
+
+  Args:
+    mano: regressors and closed faces (`EvalMano.from_pair`).
+    gt: 'verts_cam_{left,right}' (B, 778, 3) m camera frame, 'intrinsics' (B, 3, 3).
+    pred: 'mesh_xyz_{left,right}' (B, 778, 3) m, 'offset' (B, 3) in 0.15 m units.
+    settings: alignment settings by name.
+    voxel_m: interpenetration voxel edge; None skips the (slow, per-sample) volume.
+
+  Returns:
+    Flat dict: '{setting}/joint_mm/{hand}' (B, 21); '{setting}/{vert_mm,joint_px,vert_px}/{hand}'
+    (B,) per-sample means; '{setting}/mrrpe_mm' (B,); 'iv_cm3' (B,) when voxel_m is set: the volume
+    shared by the two predicted meshes, the right one placed at the left one plus 0.15 * offset
+    (the prediction as it is, no alignment or scaling).
+  """
+  f64 = lambda x: np.asarray(x, np.float64)
+  intrinsics = f64(gt['intrinsics'])
+  gt_verts = {h: f64(gt[f'verts_cam_{h}']) for h in HANDS}
+  pd_verts = {h: f64(pred[f'mesh_xyz_{h}']) for h in HANDS}
+  offset = f64(pred['offset'])
+  gt_joints = {h: regress_joints(mano.joint_regressor[h], gt_verts[h]) for h in HANDS}
+  pd_joints = {h: regress_joints(mano.joint_regressor[h], pd_verts[h]) for h in HANDS}
+  out = {}
+  for name, setting in settings.items():
+    for h in HANDS:
+      err = hand_errors(mano.joint_regressor[h], gt_verts[h], pd_verts[h], intrinsics, setting)
+      out[f'{name}/joint_mm/{h}'] = err['joint_mm']
+      for key in ('vert_mm', 'joint_px', 'vert_px'):
+        out[f'{name}/{key}/{h}'] = err[key].mean(-1)
+    out[f'{name}/mrrpe_mm'] = 1000.0 * mrrpe(gt_joints['left'], gt_joints['right'], pd_joints['left'],
+                                             pd_joints['right'], offset, setting.root_joint)
+  if voxel_m is not None:
+    if mano.closed_faces is None:
+      raise ValueError('interpenetration volume needs closable MANO faces; pass voxel_m=None')
+    left = cap_vertices(pd_verts['left'], mano.hole_loops['left'])
+    right = cap_vertices(pd_verts['right'] + OFFSET_UNIT_M * offset[:, None, :], mano.hole_loops['right'])
+    out['iv_cm3'] = np.asarray([
+        interpenetration_volume(left[i], mano.closed_faces['left'], right[i], mano.closed_faces['right'], voxel_m)
+        for i in range(len(offset))])
+  return out
+
+
+def summarize(errors: Mapping[str, np.ndarray], thresholds_mm=PCK_THRESHOLDS_MM) -> dict:
+  """Dataset metrics from per-sample errors (`sample_errors`, concatenated over batches).
+
+  Returns:
+    Plain Python values: '{setting}/{mpjpe,mpvpe,miaa_joint,miaa_vert,auc}/{left,right,all}' floats,
+    '{setting}/pck/{hand}' lists of floats, '{setting}/mrrpe/all' and 'iv/all' floats.
+  """
+  out = {}
+  settings = sorted({key.split('/')[0] for key in errors if key.endswith('/mrrpe_mm')})
+  for s in settings:
+    for metric, key in (('mpjpe', 'joint_mm'), ('mpvpe', 'vert_mm'), ('miaa_joint', 'joint_px'),
+                        ('miaa_vert', 'vert_px')):
+      per_hand = [float(np.mean(errors[f'{s}/{key}/{h}'])) for h in HANDS]
+      out.update({f'{s}/{metric}/{h}': v for h, v in zip(HANDS, per_hand)})
+      out[f'{s}/{metric}/all'] = (per_hand[0] + per_hand[1]) / 2
+    curves = [pck_curve(errors[f'{s}/joint_mm/{h}'], thresholds_mm) for h in HANDS]
+    aucs = [pck_auc(errors[f'{s}/joint_mm/{h}'], thresholds_mm) for h in HANDS]
+    for h, curve, auc in zip(HANDS, curves, aucs):
+      out[f'{s}/pck/{h}'] = curve.tolist()
+      out[f'{s}/auc/{h}'] = auc
+    out[f'{s}/pck/all'] = ((curves[0] + curves[1]) / 2).tolist()
+    out[f'{s}/auc/all'] = (aucs[0] + aucs[1]) / 2
+    out[f'{s}/mrrpe/all'] = float(np.mean(errors[f'{s}/mrrpe_mm']))
+  if 'iv_cm3' in errors:
+    out['iv/all'] = float(np.mean(errors['iv_cm3']))
+  return out
+
+
+def _select(batch: Mapping, keys: Sequence[str], valid) -> dict:
+  return {k: np.asarray(batch[k])[valid] for k in keys}
+
+
+class MetricAccumulator:
+  """Gathers per-sample errors of every stage batch by batch; `result()` gives the metric dict.
+
+  Usage: `acc = MetricAccumulator(EvalMano.from_pair(mano))`, then for each batch
+  `acc.update(gt, out['stages'], valid)`, finally `acc.result()`.
+  """
+
+  def __init__(self, mano: EvalMano, settings: Mapping[str, AlignSetting] = SETTINGS,
+               voxel_m: float | None = VOXEL_M, thresholds_mm=PCK_THRESHOLDS_MM):
+    self.mano = mano
+    self.settings = dict(settings)
+    self.voxel_m = voxel_m
+    self.thresholds_mm = tuple(float(t) for t in thresholds_mm)
+    self._errors: list[dict[str, list[np.ndarray]]] = []
+    self._num_samples = 0
+
+  def update(self, gt: Mapping, stages: Sequence[Mapping], valid=None) -> None:
+    """Adds one batch.
+
+    Args:
+      gt: GT batch (see `sample_errors`).
+      stages: per-stage predictions, stage 0 first (DIR's `out['stages']`).
+      valid: (B,) bool, False for padding rows; None = all valid.
+    """
+    batch = len(np.asarray(gt['intrinsics']))
+    valid = np.ones(batch, bool) if valid is None else np.asarray(valid, bool).reshape(batch)
+    if not valid.any():
+      return
+    if not self._errors:
+      self._errors = [dict() for _ in stages]
+    if len(stages) != len(self._errors):
+      raise ValueError(f'got {len(stages)} stages, earlier batches had {len(self._errors)}')
+    gt = _select(gt, GT_KEYS, valid)
+    for store, pred in zip(self._errors, stages):
+      errors = sample_errors(self.mano, gt, _select(pred, PRED_KEYS, valid), self.settings, self.voxel_m)
+      for key, value in errors.items():
+        store.setdefault(key, []).append(value)
+    self._num_samples += int(valid.sum())
+
+  def result(self) -> dict:
+    """Metric dict with keys 'stage{i}/...' (see the module docstring); plain Python values."""
+    if not self._num_samples:
+      raise ValueError('no valid samples were added')
+    out = {'num_samples': self._num_samples, 'pck_thresholds_mm': list(self.thresholds_mm)}
+    for i, store in enumerate(self._errors):
+      errors = {key: np.concatenate(values, axis=0) for key, values in store.items()}
+      out.update({f'stage{i}/{k}': v for k, v in summarize(errors, self.thresholds_mm).items()})
+    return out
+
+
+def stage_metrics(mano: EvalMano, gt: Mapping, stages: Sequence[Mapping], valid=None,
+                  settings: Mapping[str, AlignSetting] = SETTINGS, voxel_m: float | None = VOXEL_M,
+                  thresholds_mm=PCK_THRESHOLDS_MM) -> dict:
+  """Metric dict of every stage for one set of predictions (one `MetricAccumulator` update)."""
+  acc = MetricAccumulator(mano, settings, voxel_m, thresholds_mm)
+  acc.update(gt, stages, valid)
+  return acc.result()
+
+
+def scalar_metrics(results: Mapping) -> dict[str, float]:
+  """The float entries of a result dict (drops PCK curves and thresholds), e.g. for logging."""
+  return {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reference numbers, Markdown table, PCK plot.
+
+def paper_reference(release: str = 'current') -> dict[str, float]:
+  """The authors' README numbers of the released checkpoint (spec §13), setting 'table2'.
+
+  Args:
+    release: 'current' (checkpoint at the spec's HEAD) or 'oct2023' (the earlier checkpoint).
+
+  Returns:
+    Keys as in `summarize` without the stage prefix (mm, pixels for miaa_*).
+  """
+  numbers = {
+      'current': {'mpjpe': (10.733, 9.722, 10.228), 'mpvpe': (10.479, 9.521, 10.000),
+                  'miaa_joint': (6.330, 5.843, 6.086), 'miaa_vert': (6.236, 5.768, 6.002), 'mrrpe': 29.261},
+      'oct2023': {'mpjpe': (10.746, 9.605, 10.176), 'mpvpe': (10.491, 9.405, 9.948),
+                  'miaa_joint': (6.332, 5.808, 6.070), 'miaa_vert': (6.236, 5.725, 5.981), 'mrrpe': 28.983},
+  }[release]
+  out = {'table2/mrrpe/all': numbers.pop('mrrpe')}
+  for metric, values in numbers.items():
+    out.update({f'table2/{metric}/{h}': v for h, v in zip(HANDS + ('all',), values)})
+  return out
+
+
+_TABLE_METRICS = (('mpjpe', 'mm'), ('mpvpe', 'mm'), ('miaa_joint', 'px'), ('miaa_vert', 'px'),
+                  ('auc', 'PCK area'), ('mrrpe', 'mm'))
+
+
+def _last_stage(results: Mapping) -> str:
+  stages = sorted({k.split('/')[0] for k in results if k.startswith('stage')}, key=lambda s: int(s[5:]))
+  if not stages:
+    raise ValueError('no stage entries in results')
+  return stages[-1]
+
+
+def markdown_table(results: Mapping, reference: Mapping[str, float] | None = None,
+                   stage: str | None = None) -> str:
+  """A Markdown table of one stage's metrics (default: the last), with reference numbers beside them.
+
+  One row per setting and metric; columns left / right / all for ours and for `reference`
+  (`paper_reference()`), '-' where a number does not exist.
+  """
+  stage = stage or _last_stage(results)
+  reference = reference or {}
+  fmt = lambda v: '-' if v is None else f'{v:.3f}'
+  lines = ['| setting | metric | unit | left | right | all | ref left | ref right | ref all |',
+           '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |']
+  settings = sorted({k.split('/')[1] for k in results if k.startswith(f'{stage}/') and k.endswith('/mrrpe/all')})
+  for s in settings:
+    for metric, unit in _TABLE_METRICS:
+      ours = [results.get(f'{stage}/{s}/{metric}/{h}') for h in HANDS + ('all',)]
+      ref = [reference.get(f'{s}/{metric}/{h}') for h in HANDS + ('all',)]
+      lines.append(f'| {s} | {metric} | {unit} | ' + ' | '.join(fmt(v) for v in ours + ref) + ' |')
+  if f'{stage}/iv/all' in results:
+    lines.append(f'| - | iv | cm^3 | - | - | {fmt(results[f"{stage}/iv/all"])} | - | - | - |')
+  return '\n'.join(lines) + '\n'
+
+
+def pck_plot(results: Mapping, path: str, stage: str | None = None) -> None:
+  """Writes a PNG of the 3D PCK curves of one stage (default: the last), one panel per setting."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
+  stage = stage or _last_stage(results)
+  thresholds = results['pck_thresholds_mm']
+  settings = sorted({k.split('/')[1] for k in results if k.startswith(f'{stage}/') and '/pck/' in k})
+  fig = Figure(figsize=(4.5 * len(settings), 4))
+  FigureCanvasAgg(fig)
+  for i, s in enumerate(settings):
+    ax = fig.add_subplot(1, len(settings), i + 1)
+    for h in HANDS + ('all',):
+      ax.plot(thresholds, results[f'{stage}/{s}/pck/{h}'],
+              label=f'{h} (AUC {results[f"{stage}/{s}/auc/{h}"]:.3f})')
+    setting = SETTINGS.get(s)
+    ax.set_title(s if setting is None else f'{s}: root {setting.root_joint}, scale {setting.scale}')
+    ax.set_xlabel('threshold (mm)')
+    ax.set_ylabel('3D PCK')
+    ax.set_xlim(thresholds[0], thresholds[-1])
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc='lower right')
+  fig.suptitle(f'{stage}: 3D joint PCK')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)

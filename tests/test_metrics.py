@@ -1,0 +1,370 @@
+"""Evaluation metrics against hand-computed cases: alignment, MPJPE/MPVPE, MRRPE, MIAA, PCK/AUC,
+interpenetration volume, the accumulator and the report helpers."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import trimesh
+
+from dir_jax import metrics
+from dir_jax.mano import constants, load_mano_pair, synthetic
+from dir_jax.metrics import AlignSetting
+
+# float64 throughout; the MANO regressor rows are float32 values, so they sum to 1 within ~1e-7 and a
+# translation of ~0.5 m leaks ~1e-7 m = 1e-4 mm into regressed joints.
+ATOL_MM = 1e-3
+NO_SCALE_WRIST = AlignSetting(0, False)
+
+
+@pytest.fixture(scope='module')
+def mano(tmp_path_factory):
+  """The repository's synthetic MANO pair (manifold, one 16-vertex wrist hole like MANO)."""
+  folder = tmp_path_factory.mktemp('mano')
+  raw = synthetic.make_synthetic_mano(0)
+  for side in constants.SIDES:
+    synthetic.write_mano_npz(raw[side], os.path.join(folder, f'MANO_{side.upper()}.npz'))
+  return load_mano_pair(str(folder))
+
+
+@pytest.fixture(scope='module')
+def eval_mano(mano):
+  return metrics.EvalMano.from_pair(mano)
+
+
+def one_hot_eval_mano(eval_mano):
+  """Joint k = vertex k: makes per-joint errors directly controllable."""
+  jr = np.eye(constants.NUM_JOINTS, constants.NUM_VERTS)
+  return metrics.EvalMano({h: jr for h in metrics.HANDS}, eval_mano.closed_faces, eval_mano.hole_loops)
+
+
+def random_rotation(rng):
+  q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+  q = q * np.sign(np.diag(r))
+  return q * np.linalg.det(q)
+
+
+def make_batch(mano, num, seed, noise_m=0.004):
+  """GT in a camera frame ~0.5 m away, crop intrinsics, and two noisy stage predictions."""
+  rng = np.random.default_rng(seed)
+  gt, stages = {}, [dict(), dict()]
+  for h in metrics.HANDS:
+    template = np.asarray(mano[h].v_template, np.float64)
+    rot = np.stack([random_rotation(rng) for _ in range(num)])
+    trans = np.array([0.05 if h == 'right' else -0.05, 0.0, 0.5]) + rng.normal(scale=0.01, size=(num, 3))
+    gt[f'verts_cam_{h}'] = np.einsum('bij,vj->bvi', rot, template) + trans[:, None]
+    for s, stage in enumerate(stages):
+      noisy = gt[f'verts_cam_{h}'] * (1 + 0.1 * s) + rng.normal(scale=noise_m, size=(num, 778, 3))
+      stage[f'mesh_xyz_{h}'] = noisy - noisy[:, :1]  # any centring: alignment removes it
+  focal = rng.uniform(400, 600, size=num)
+  gt['intrinsics'] = np.stack([np.array([[f, 0, 128], [0, f, 128], [0, 0, 1.0]]) for f in focal])
+  for stage in stages:
+    # Place the right hand ~3 cm from its GT place relative to the left one, overlapping it.
+    stage['offset'] = (np.full((num, 3), [0.03, 0.0, 0.0]) + stage['mesh_xyz_left'][:, 0]
+                       - stage['mesh_xyz_right'][:, 0]) / metrics.OFFSET_UNIT_M
+  return gt, stages
+
+
+# ---------------------------------------------------------------------------------------------------
+# Regressor and alignment.
+
+def test_eval_joint_regressor_rows(mano):
+  asset = mano.right
+  jr = metrics.eval_joint_regressor(asset)
+  assert jr.shape == (21, 778) and jr.dtype == np.float64
+  mano_rows = {0: 0, 1: 13, 2: 14, 3: 15, 5: 1, 6: 2, 7: 3, 9: 4, 10: 5, 11: 6, 13: 10, 14: 11, 15: 12,
+               17: 7, 18: 8, 19: 9}  # 21-joint row -> MANO joint
+  for row, joint in mano_rows.items():
+    np.testing.assert_array_equal(jr[row], asset.J_regressor[joint])
+  tips = {4: 745, 8: 317, 12: 444, 16: 556, 20: 673}  # thumb, index, middle (444 for both), ring, pinky
+  for row, vert in tips.items():
+    assert jr[row, vert] == 1.0 and np.count_nonzero(jr[row]) == 1
+  np.testing.assert_array_equal(metrics.eval_joint_regressor(mano.left)[12], jr[12])  # left tip 444 too
+  np.testing.assert_allclose(jr.sum(1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize('setting', [*metrics.SETTINGS.values(), NO_SCALE_WRIST])
+def test_translation_gives_zero_error(eval_mano, mano, setting):
+  gt, _ = make_batch(mano, 3, seed=0)
+  jr = eval_mano.joint_regressor['left']
+  pred = gt['verts_cam_left'] + np.array([[[0.3, -0.2, 0.1]], [[0.0, 0.1, -0.4]], [[1.0, 2.0, 3.0]]])
+  err = metrics.hand_errors(jr, gt['verts_cam_left'], pred, gt['intrinsics'], setting)
+  for key in ('joint_mm', 'vert_mm'):
+    np.testing.assert_allclose(err[key], 0.0, atol=ATOL_MM)
+  for key in ('joint_px', 'vert_px'):
+    np.testing.assert_allclose(err[key], 0.0, atol=1e-3)
+
+
+def test_scale_about_wrist(eval_mano, mano):
+  """pred = J0 + 2 (V - J0): zero with scaling; |J - J0| without (wrist) and |J - J9| (MCP)."""
+  gt, _ = make_batch(mano, 2, seed=1)
+  jr = eval_mano.joint_regressor['right']
+  verts = gt['verts_cam_right']
+  joints = jr @ verts
+  pred = joints[:, :1] + 2.0 * (verts - joints[:, :1]) + np.array([0.1, 0.2, 0.3])
+  errs = {name: metrics.hand_errors(jr, verts, pred, gt['intrinsics'], s)
+          for name, s in {**metrics.SETTINGS, 'wrist': NO_SCALE_WRIST}.items()}
+  np.testing.assert_allclose(errs['table2']['joint_mm'], 0.0, atol=ATOL_MM)
+  np.testing.assert_allclose(errs['table3']['vert_mm'], 0.0, atol=ATOL_MM)
+  np.testing.assert_allclose(errs['wrist']['joint_mm'], 1000 * np.linalg.norm(joints - joints[:, :1], axis=-1),
+                             atol=ATOL_MM)
+  np.testing.assert_allclose(errs['wrist']['vert_mm'], 1000 * np.linalg.norm(verts - joints[:, :1], axis=-1),
+                             atol=ATOL_MM)
+  np.testing.assert_allclose(errs['table3_noscale']['joint_mm'],
+                             1000 * np.linalg.norm(joints - joints[:, 9:10], axis=-1), atol=ATOL_MM)
+  assert errs['wrist']['joint_mm'].mean() > 50  # a real error, not a vacuous zero
+
+
+def test_bone_length_scale_and_root_align():
+  joints = np.zeros((2, 21, 3))
+  joints[0, 9] = [0.0, 0.03, 0.04]  # 5 cm
+  joints[1, 9] = [0.1, 0.0, 0.0]  # 10 cm
+  pred = joints * np.array([2.0, 0.5])[:, None, None]
+  np.testing.assert_allclose(metrics.bone_length_scale(joints, pred), [0.5, 2.0])
+  j, v = metrics.root_align(joints + 1.0, joints[:, :4] + 1.0, 9, np.array([2.0, 3.0]))
+  np.testing.assert_allclose(j[0, 0], [0.0, -0.06, -0.08])
+  np.testing.assert_allclose(v[1, 0], [-0.3, 0.0, 0.0])
+
+
+def test_known_offsets_give_exact_means(eval_mano, mano):
+  """Joint k of the left hand moved by k mm (k = 1..20, not the wrist): MPJPE = 210 / 21 = 10 mm,
+  MPVPE = 210 / 778 mm; the right hand moved by 3 mm on vertex 100 only: MPJPE 0, MPVPE 3 / 778."""
+  one_hot = one_hot_eval_mano(eval_mano)
+  gt, _ = make_batch(mano, 2, seed=2)
+  directions = np.random.default_rng(0).normal(size=(21, 3))
+  directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+  left = gt['verts_cam_left'].copy()
+  left[:, 1:21] += 1e-3 * np.arange(1, 21)[:, None] * directions[1:]
+  right = gt['verts_cam_right'].copy()
+  right[:, 100] += [0.003, 0.0, 0.0]
+  pred = {'mesh_xyz_left': left, 'mesh_xyz_right': right, 'offset': np.zeros((2, 3))}
+  errors = metrics.sample_errors(one_hot, gt, pred, {'wrist': NO_SCALE_WRIST}, voxel_m=None)
+  np.testing.assert_allclose(errors['wrist/joint_mm/left'], np.tile(np.arange(21.0), (2, 1)), atol=1e-9)
+  result = metrics.summarize(errors)
+  assert result['wrist/mpjpe/left'] == pytest.approx(10.0, abs=1e-9)
+  assert result['wrist/mpvpe/left'] == pytest.approx(210 / 778, abs=1e-9)
+  assert result['wrist/mpjpe/right'] == pytest.approx(0.0, abs=1e-9)
+  assert result['wrist/mpvpe/right'] == pytest.approx(3 / 778, abs=1e-9)
+  assert result['wrist/mpjpe/all'] == pytest.approx(5.0, abs=1e-9)
+  assert result['wrist/mpvpe/all'] == pytest.approx((210 + 3) / 778 / 2, abs=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------------
+# MRRPE, MIAA, PCK/AUC.
+
+def test_mrrpe_wrist_and_mcp():
+  rng = np.random.default_rng(3)
+  gt_l, gt_r = rng.normal(size=(2, 4, 21, 3)) * 0.05
+  error = np.array([[0.003, 0.004, 0.0]] * 4)  # 5 mm
+  offset = (gt_r[:, 0] - gt_l[:, 0] + error) / 0.15
+  pd_l, pd_r = rng.normal(size=(2, 4, 21, 3)) * 0.05  # ignored for the wrist
+  np.testing.assert_allclose(metrics.mrrpe(gt_l, gt_r, pd_l, pd_r, offset, 0), 0.005, atol=1e-12)
+  # MCP: predicted right MCP = pd_r[9] + 0.15 offset; make the predicted MCP vector the GT one + 12 mm.
+  offset9 = (gt_r[:, 9] - gt_l[:, 9] - pd_r[:, 9] + pd_l[:, 9] + [0.0, 0.0, 0.012]) / 0.15
+  np.testing.assert_allclose(metrics.mrrpe(gt_l, gt_r, pd_l, pd_r, offset9, 9), 0.012, atol=1e-12)
+
+
+def test_miaa_simple_intrinsics(eval_mano, mano):
+  """One joint moved sideways by d at depth z gives f d / z pixels on that joint only."""
+  one_hot = one_hot_eval_mano(eval_mano).joint_regressor['left']
+  gt, _ = make_batch(mano, 2, seed=4)
+  verts = gt['verts_cam_left']
+  pred = verts + np.array([0.2, -0.1, 0.05])  # translation, removed by the alignment
+  pred[:, 5, 0] += 0.002
+  err = metrics.hand_errors(one_hot, verts, pred, gt['intrinsics'], NO_SCALE_WRIST)
+  expected = gt['intrinsics'][:, 0, 0] * 0.002 / verts[:, 5, 2]
+  np.testing.assert_allclose(err['joint_px'][:, 5], expected, rtol=1e-9)
+  np.testing.assert_allclose(np.delete(err['joint_px'], 5, axis=1), 0.0, atol=1e-9)
+  np.testing.assert_allclose(err['vert_px'].sum(1), expected, rtol=1e-9)
+  assert expected.min() > 1.0
+
+
+def test_project():
+  k = np.array([[500.0, 0, 128], [0, 400.0, 100], [0, 0, 1]])
+  np.testing.assert_allclose(metrics.project(np.array([[0.1, -0.05, 0.5]]), k), [[228.0, 60.0]])
+
+
+def test_pck_step_and_auc():
+  errors = np.full((7, 21), 10.0)
+  curve = metrics.pck_curve(errors)
+  thresholds = np.asarray(metrics.PCK_THRESHOLDS_MM)
+  assert len(thresholds) == 101 and thresholds[-1] == 50.0
+  np.testing.assert_array_equal(curve, (thresholds >= 10.0).astype(float))
+  assert metrics.pck_auc(errors) == pytest.approx(0.8, abs=1e-12)
+  spread = np.array([0.0, 25.0, 50.0, 75.0])
+  assert metrics.pck_auc(spread) == pytest.approx((1 + 0.5 + 0 + 0) / 4, abs=1e-12)
+  assert metrics.pck_curve(spread)[50] == 0.5  # threshold 25 mm, inclusive
+  # Uniform errors on [0, 50]: PCK(t) = t / 50, AUC = 1/2.
+  uniform = np.linspace(0, 50, 100001)
+  assert metrics.pck_auc(uniform) == pytest.approx(0.5, abs=1e-4)
+  np.testing.assert_allclose(metrics.pck_curve(uniform), thresholds / 50, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Interpenetration volume.
+
+def cube(lo_m, size_m):
+  box = trimesh.creation.box(extents=(size_m,) * 3)
+  return box.vertices + np.asarray(lo_m) + size_m / 2, np.asarray(box.faces)
+
+
+def test_cube_winding_numbers_through_shared_edges():
+  """Grid columns at x = y run through the diagonal edge of the cube's top and bottom faces."""
+  verts, faces = cube([0.0, 0.0, 0.0], 0.04)
+  inside = (np.arange(8) + 0.5) * 0.005
+  np.testing.assert_array_equal(metrics.grid_winding_numbers(verts, faces, inside, inside, inside), 1)
+  np.testing.assert_array_equal(metrics.grid_winding_numbers(verts, faces[:, ::-1], inside, inside, inside), -1)
+  around = np.linspace(-0.0125, 0.0525, 14)  # centres 5 mm apart, 6 of them outside on each axis
+  w = metrics.grid_winding_numbers(verts, faces, around, around, around)
+  inside_1d = (around > 0) & (around < 0.04)
+  np.testing.assert_array_equal(w, inside_1d[:, None, None] & inside_1d[None, :, None] & inside_1d[None, None, :])
+  # Two overlapping cubes as one (self-intersecting) mesh: winding number 2 in the overlap.
+  v2, f2 = cube([0.02, 0.0, 0.0], 0.04)
+  both = np.concatenate([verts, v2]), np.concatenate([faces, f2 + 8])
+  w2 = metrics.grid_winding_numbers(*both, inside, inside, inside)
+  assert set(np.unique(w2[4:])) == {2} and set(np.unique(w2[:4])) == {1}
+
+
+def test_winding_numbers_through_axis_parallel_edges_and_vertices():
+  """A twice-subdivided cube has top/bottom edges along x and y at 1 cm spacing and vertices on a
+  1 cm grid; columns at x, y = 0.5 .. 3.5 cm run exactly through many of them (the tie-break case)."""
+  box = trimesh.creation.box(extents=(0.04,) * 3)
+  box.vertices += 0.02
+  mesh = box.subdivide().subdivide()
+  columns = np.linspace(0.005, 0.035, 7)
+  assert np.isin(columns, mesh.vertices[:, 0]).sum() >= 2
+  w = metrics.grid_winding_numbers(np.asarray(mesh.vertices), np.asarray(mesh.faces), columns, columns,
+                                   np.linspace(0.0025, 0.0375, 8))
+  np.testing.assert_array_equal(w, 1)
+
+
+def test_interpenetration_of_cubes():
+  a = cube([0.0, 0.0, 0.0], 0.04)
+  assert metrics.interpenetration_volume(*a, *cube([0.02, 0.0, 0.0], 0.04)) == pytest.approx(32.0, abs=1e-9)
+  assert metrics.interpenetration_volume(*a, *cube([0.05, 0.0, 0.0], 0.04)) == 0.0
+  assert metrics.interpenetration_volume(*a, *cube([0.03, 0.03, 0.03], 0.04)) == pytest.approx(1.0, abs=1e-9)
+  # Off-grid overlap 1.9 x 3.9 x 3.87 cm = 28.68 cm^3: within a voxel layer at 1 mm (< 1 cm^3).
+  shifted = cube([0.021, 0.001, 0.0013], 0.04)
+  assert metrics.interpenetration_volume(*a, *shifted, voxel_m=0.001) == pytest.approx(1.9 * 3.9 * 3.87, abs=1.0)
+  assert metrics.interpenetration_volume(*a, *shifted) == pytest.approx(32.0, abs=1e-9)  # 4 x 8 x 8 voxels
+
+
+def test_cap_hole_of_open_cube():
+  verts, faces = cube([0.0, 0.0, 0.0], 0.04)
+  top = np.all(verts[faces][:, :, 2] > 0.03, axis=1)
+  assert top.sum() == 2
+  loops = metrics.boundary_loops(faces[~top])
+  assert len(loops) == 1 and sorted(loops[0].tolist()) == sorted(np.unique(faces[top]).tolist())
+  closed = metrics.cap_faces(faces[~top], 8, loops)
+  closed_verts = metrics.cap_vertices(verts, loops)
+  assert closed.shape == (14, 3) and closed_verts.shape == (9, 3)
+  np.testing.assert_allclose(closed_verts[8], [0.02, 0.02, 0.04])
+  mesh = trimesh.Trimesh(closed_verts, closed, process=False)
+  assert mesh.is_watertight and mesh.is_winding_consistent
+  assert mesh.volume == pytest.approx(0.04 ** 3, rel=1e-9)
+  other = cube([0.02, 0.0, 0.0], 0.04)
+  assert metrics.interpenetration_volume(closed_verts, closed, *other) == pytest.approx(32.0, abs=1e-9)
+  assert metrics.boundary_loops(faces) == ()
+
+
+def test_mano_wrist_cap(mano, eval_mano):
+  for side in metrics.HANDS:
+    loops = eval_mano.hole_loops[side]
+    assert [len(loop) for loop in loops] == [16]
+    verts = metrics.cap_vertices(np.asarray(mano[side].v_template, np.float64), loops)
+    mesh = trimesh.Trimesh(verts, eval_mano.closed_faces[side], process=False)
+    assert mesh.is_watertight and mesh.is_winding_consistent
+    # The hand overlapping itself: its whole volume, to within the 2 mm voxel layer.
+    iv = metrics.interpenetration_volume(verts, eval_mano.closed_faces[side], verts, eval_mano.closed_faces[side],
+                                         voxel_m=0.002)
+    assert iv == pytest.approx(abs(mesh.volume) * 1e6, rel=0.03)
+
+
+def test_fixture_mano_cannot_be_capped(fixture_mano_dir, mano):
+  """The reference fixture's older synthetic hand is not manifold: no volume, a clear error."""
+  closable = metrics.EvalMano.from_pair(load_mano_pair(fixture_mano_dir))
+  assert closable.closed_faces is None
+  gt, stages = make_batch(mano, 1, seed=5)
+  with pytest.raises(ValueError, match='voxel_m=None'):
+    metrics.sample_errors(closable, gt, stages[0])
+  assert 'table2/mrrpe_mm' in metrics.sample_errors(closable, gt, stages[0], voxel_m=None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Accumulator, stages, report helpers.
+
+def reference_mpjpe(jr, gt_verts, pd_verts, root, scale):
+  """An independent loop implementation of one MPJPE number (mm)."""
+  errors = []
+  for g, p in zip(gt_verts, pd_verts):
+    gj, pj = jr @ g, jr @ p
+    s = np.linalg.norm(gj[9] - gj[0]) / np.linalg.norm(pj[9] - pj[0]) if scale else 1.0
+    errors.append(np.linalg.norm((pj - pj[root]) * s - (gj - gj[root]), axis=1))
+  return 1000 * np.mean(errors)
+
+
+def test_accumulator_with_padding_matches_one_shot(eval_mano, mano):
+  gt, stages = make_batch(mano, 5, seed=6)
+  one_shot = metrics.stage_metrics(eval_mano, gt, stages)
+  acc = metrics.MetricAccumulator(eval_mano)
+  for start in range(0, 5, 2):
+    idx = np.arange(start, start + 2)
+    valid = idx < 5
+    take = np.minimum(idx, 4)
+    pad = lambda d: {k: np.where(valid.reshape((-1,) + (1,) * (np.ndim(v) - 1)), np.asarray(v)[take], 0.0)
+                     for k, v in d.items()}
+    acc.update(pad(gt), [pad(s) for s in stages], valid)
+  result = acc.result()
+  assert result.keys() == one_shot.keys()
+  for key, value in one_shot.items():
+    np.testing.assert_allclose(result[key], value, rtol=1e-12, err_msg=key)
+  assert result['num_samples'] == 5
+  json.dumps(result)
+  assert all(isinstance(v, (float, int)) or all(isinstance(x, float) for x in v) for v in result.values())
+
+  for s, stage in enumerate(stages):
+    for h in metrics.HANDS:
+      for name, setting in metrics.SETTINGS.items():
+        expected = reference_mpjpe(eval_mano.joint_regressor[h], gt[f'verts_cam_{h}'], stage[f'mesh_xyz_{h}'],
+                                   setting.root_joint, setting.scale)
+        assert result[f'stage{s}/{name}/mpjpe/{h}'] == pytest.approx(expected, rel=1e-9)
+      assert 1.0 < result[f'stage{s}/table2/mpjpe/{h}'] < 20.0
+    assert result[f'stage{s}/iv/all'] > 1.0  # the hands were placed 3 cm apart
+    # Offsets were built so that the predicted wrist-to-wrist vector is 3 cm along x.
+    gt_rel = (eval_mano.joint_regressor['right'] @ gt['verts_cam_right'])[:, 0] \
+        - (eval_mano.joint_regressor['left'] @ gt['verts_cam_left'])[:, 0]
+    expected_root = 1000 * np.linalg.norm(gt_rel - [0.03, 0.0, 0.0], axis=1).mean()
+    assert result[f'stage{s}/table2/mrrpe/all'] == pytest.approx(expected_root, rel=1e-9)
+  # Stage 1 is scaled by 1.1: the scaled settings hardly notice, the unscaled one does.
+  assert result['stage1/table3_noscale/mpjpe/all'] > result['stage1/table3/mpjpe/all'] + 3.0
+
+
+def test_hand_errors_under_jit(eval_mano, mano):
+  gt, _ = make_batch(mano, 2, seed=7)
+  jr = eval_mano.joint_regressor['left']
+  args = (gt['verts_cam_left'], gt['verts_cam_left'] * 1.05 + 0.01, gt['intrinsics'])
+  expected = metrics.hand_errors(jr, *args, metrics.SETTINGS['table3'])
+  fn = jax.jit(lambda *a: metrics.hand_errors(jnp.asarray(jr, jnp.float32), *a, metrics.SETTINGS['table3']))
+  got = fn(*(jnp.asarray(a, jnp.float32) for a in args))
+  for key in expected:
+    np.testing.assert_allclose(got[key], expected[key], atol=0.05, err_msg=key)  # float32 at 0.5 m: ~1e-4 mm
+
+
+def test_reference_table_and_plot(eval_mano, mano, tmp_path):
+  gt, stages = make_batch(mano, 2, seed=8)
+  result = metrics.stage_metrics(eval_mano, gt, stages, voxel_m=None)
+  reference = metrics.paper_reference()
+  assert reference['table2/mpjpe/all'] == 10.228 and reference['table2/mrrpe/all'] == 29.261
+  assert metrics.paper_reference('oct2023')['table2/miaa_vert/right'] == 5.725
+  table = metrics.markdown_table(result, reference)
+  row = next(line for line in table.splitlines() if line.startswith('| table2 | mpjpe |'))
+  ours = f"{result['stage1/table2/mpjpe/left']:.3f}"
+  assert row.split(' | ')[3] == ours and row.rstrip(' |').endswith('10.733 | 9.722 | 10.228')
+  assert '| table3 | mpjpe |' in table and 'iv' not in table
+  assert metrics.scalar_metrics(result)['stage1/table2/auc/all'] == result['stage1/table2/auc/all']
+  path = tmp_path / 'pck.png'
+  metrics.pck_plot(result, str(path))
+  assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and path.stat().st_size > 10_000
