@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections ConfigDict files, one per experiment)."""

@@ -1,0 +1,61 @@
+"""The released code's training setup (spec §11).
+
+  python train.py --config=configs/dir_reference.py --workdir=runs/dir_ref \
+      --config.data.data_dir=DATA --config.mano_dir=MANO --config.torchvision_resnet50=resnet50.pth
+
+Batch 64, AdamW lr 5e-4, weight decay 0.01, cosine decay to 0 over 50 epochs stepped per epoch, two
+refinement stages (16x16 from c3, 32x32 from c2), ImageNet-pretrained encoder when a torchvision
+ResNet-50 state dict is given. Augmentation as the reference's loader.
+"""
+
+import ml_collections
+
+from dir_jax import losses
+from dir_jax.data import input_pipeline
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.mano_dir = 'mano'  # MANO_LEFT.pkl / MANO_RIGHT.pkl from https://mano.is.tue.mpg.de
+  config.image_size = 256  # side of the stored crops (pixels); intrinsics refer to it
+  config.data = input_pipeline.default_config()
+  config.data.data_dir = 'data/tfds'  # tfds data_dir holding interhand26m/ (data_prep/interhand26m)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.input_size = 256  # network input side; batches are resized on the accelerator if different
+  # Refinement stages as (grid side, encoder map for the skip connection, bone-mask radius in cells).
+  config.model.stages = ((16, 'c3', 1.0), (32, 'c2', 2.0))
+  config.model.center_idx = 0  # MANO centring joint (the released root_joint; spec Q1)
+  config.model.encoder_width = 64
+  config.model.attention_dim = 1024
+  config.model.img_feat_dim = 256
+  config.model.emb_dim = 128
+  config.model.joint_dim = 64
+  config.model.projection = 'bone'  # bone | mfp | sfp | mhp (paper Table 1)
+  config.model.use_gcn = True
+  config.model.use_transformer = True
+  config.model.transformer_blocks = (1, 2, 3)  # the released code skips block 0 (spec Q5)
+  config.model.heatmap_sigma = 1.0  # cells, for projection='mhp'
+  config.model.scan_stages = True
+  config.compute_dtype = 'float32'  # or 'bfloat16' (parameters stay float32)
+
+  config.loss = losses.default_loss_config()
+
+  config.batch_size = 64  # global, over all devices and hosts
+  config.eval_batch_size = 64
+  config.num_epochs = 50
+  config.num_train_steps = -1  # > 0 overrides num_epochs
+  config.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=5e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01,
+      schedule_unit='epoch'))  # CosineAnnealingLR stepped once per epoch, as train.py
+  config.init_checkpoint = ''  # orbax directory (ours or export_orbax output) to start from
+  config.torchvision_resnet50 = ''  # torchvision ResNet-50 state dict (.pth/.npz) for the encoder
+
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.eval_every_steps = 5000  # 0 = no periodic evaluation
+  config.eval_voxel_m = 0.005  # interpenetration voxel; None skips the volume (faster evaluation)
+  config.best_metric = 'table2/mpjpe/all'  # of the last stage, lower is better
+  return config

@@ -1,0 +1,64 @@
+"""Selected records -> examples, in the building process or inside Apache Beam workers.
+
+This module is imported by its absolute name (`data_prep.interhand26m.convert`) wherever it runs,
+so Beam workers can unpickle `beam_convert` whichever way the builder module itself was loaded.
+"""
+
+import functools
+import os
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+from PIL import Image
+
+from data_prep.interhand26m import preprocess
+from dir_jax.mano import load_mano_pair
+
+METRICS_NAMESPACE = 'interhand26m'
+
+
+def counter_name(split: str, reason: str) -> str:
+  """Name of the Beam counter of one split's skips for one reason: '<split>/<reason>'."""
+  return f'{split}/{reason}'
+
+
+def read_image(path: str) -> tuple[str | None, np.ndarray | None]:
+  """(None, (H, W, 3) uint8 RGB) or (IMAGE_MISSING | IMAGE_CORRUPT, None)."""
+  if not os.path.isfile(path):
+    return preprocess.IMAGE_MISSING, None
+  try:
+    with Image.open(path) as image:
+      return None, np.asarray(image.convert('RGB'), np.uint8)
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    return preprocess.IMAGE_CORRUPT, None
+
+
+class Converter:
+  """Converts records of `raw.plan_split` with one MANO pair (loaded once)."""
+
+  def __init__(self, mano_dir: str):
+    self.pair = load_mano_pair(mano_dir)
+    self.vertex_colors = preprocess.dense_vertex_colors(self.pair)
+
+  def __call__(self, record: Mapping[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    """(None, example) or (skip reason, None) for one record."""
+    reason, image_rgb_u8 = read_image(record['image_path'])
+    if reason:
+      return reason, None
+    return preprocess.convert_example(record, image_rgb_u8, self.pair, self.vertex_colors)
+
+
+@functools.lru_cache(maxsize=None)
+def converter_for(mano_dir: str) -> Converter:
+  """One `Converter` per process and MANO folder (Beam workers build it on first use)."""
+  return Converter(mano_dir)
+
+
+def beam_convert(record: Mapping[str, Any], mano_dir: str, split: str) -> Iterator[tuple[int, dict]]:
+  """Beam FlatMap body: yields (key, example), or counts the skip in a Beam counter."""
+  import apache_beam as beam  # pylint: disable=import-outside-toplevel
+  reason, example = converter_for(mano_dir)(record)
+  if reason:
+    beam.metrics.Metrics.counter(METRICS_NAMESPACE, counter_name(split, reason)).inc()
+    return
+  yield record['image_id'], example

@@ -1,0 +1,309 @@
+"""Per-example preprocessing of InterHand2.6M for DIR (spec §12), as pure functions: no file access.
+
+Steps for one annotation, in order (the first failing check names the skip reason):
+1. Selection on the annotation and the JSON files (`annotation_reason`, `mano_reason`,
+   `camera_from_raw`): an interacting annotation with a valid hand type, both hands' MANO present
+   and finite, a camera known to camera.json; then the image file must exist.
+2. The image (decoded by the caller): mean intensity at least `MIN_MEAN_INTENSITY` (`image_reason`).
+3. MANO NeuralAnnot (world frame) -> ground-truth layer parameters (`mano_params_world`) -> camera
+   frame (`dir_jax.mano.rigid.transform_params`) -> vertices (`hand_mesh`).
+4. The square crop around both hands (`crop_affine`, `warp_to_crop`, `crop_intrinsics`), then the
+   seg and dense targets rendered with the crop intrinsics (`render_targets`).
+
+Pixel convention: `dir_jax.data.schema` (pixel i covers [i, i + 1)); the raw OpenCV principal point
+gets +0.5 once, in `camera_from_raw`. The crop affine is applied in that continuous convention, so
+the crop is centred exactly on the hands' box. (The reference applies the same formula with
+cv2.warpAffine in OpenCV's integer-centre coordinates, which places its content half an output pixel
+further right and down; each crop is consistent with its own intrinsics.)
+"""
+
+import io
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from PIL import Image
+
+from dir_jax.data import schema
+from dir_jax.mano import ManoAsset, ManoPair, gt_mano, rigid
+from dir_jax.render import rasterizer
+
+CROP_SIZE_PX = schema.IMAGE_SIZE
+HAND_BBOX_RATIO = 0.8  # the two hands' box spans this fraction of the crop's side (reference value)
+MIN_MEAN_INTENSITY = 10.0  # darker images are skipped (mean over all pixels and channels, 0..255)
+JPEG_QUALITY = 95
+NEURALANNOT_SIZES = {'pose': 48, 'shape': 10, 'trans': 3}
+
+# Skip reasons, in the order they are tested.
+NOT_INTERACTING = 'not_interacting'  # hand_type is 'right' or 'left'
+HAND_TYPE_INVALID = 'hand_type_invalid'  # interacting, but hand_type_valid is false
+MANO_MISSING = 'mano_missing'  # no NeuralAnnot entry (or null) for the frame or one of the hands
+MANO_INVALID = 'mano_invalid'  # an entry with missing keys, wrong lengths or non-finite numbers
+CAMERA_MISSING = 'camera_missing'  # capture or camera id absent from camera.json (or not finite)
+IMAGE_MISSING = 'image_missing'  # no file at images/<split>/<file_name>, or no data.json image entry
+IMAGE_CORRUPT = 'image_corrupt'  # the file does not decode as an image
+IMAGE_DARK = 'image_dark'  # mean intensity below MIN_MEAN_INTENSITY
+HANDS_BEHIND_CAMERA = 'hands_behind_camera'  # a vertex at depth <= the rasterizer's near plane
+SKIP_REASONS = (NOT_INTERACTING, HAND_TYPE_INVALID, MANO_MISSING, MANO_INVALID, CAMERA_MISSING,
+                IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_DARK, HANDS_BEHIND_CAMERA)
+
+
+def annotation_reason(annotation: Mapping[str, Any]) -> str | None:
+  """Skip reason of a data.json annotation from its hand type, or None when it is selected."""
+  if annotation.get('hand_type') != 'interacting':
+    return NOT_INTERACTING
+  if not annotation.get('hand_type_valid'):
+    return HAND_TYPE_INVALID
+  return None
+
+
+def neuralannot_hand(entry: Any) -> dict[str, np.ndarray] | None:
+  """One hand's NeuralAnnot entry as float64 arrays `pose (48,)`, `shape (10,)`, `trans (3,)`.
+
+  Returns None when the entry is not a dict with finite lists of those lengths.
+  """
+  if not isinstance(entry, Mapping):
+    return None
+  hand = {}
+  for key, size in NEURALANNOT_SIZES.items():
+    try:
+      value = np.asarray(entry[key], np.float64)
+    except (KeyError, TypeError, ValueError):
+      return None
+    if value.shape != (size,) or not np.all(np.isfinite(value)):
+      return None
+    hand[key] = value
+  return hand
+
+
+def mano_reason(mano_frame: Any) -> str | None:
+  """Skip reason from a frame's NeuralAnnot dict `{'left': entry, 'right': entry}` (or None)."""
+  if not isinstance(mano_frame, Mapping) or any(mano_frame.get(side) is None for side in schema.SIDES):
+    return MANO_MISSING
+  if any(neuralannot_hand(mano_frame[side]) is None for side in schema.SIDES):
+    return MANO_INVALID
+  return None
+
+
+def camera_from_raw(camera_capture: Any, camera_id: str) -> dict[str, np.ndarray] | None:
+  """A camera of camera.json in this project's conventions, or None when absent or malformed.
+
+  Args:
+    camera_capture: camera.json's entry of one capture: `{'campos': {cam: [3] mm},
+      'camrot': {cam: [3x3]}, 'focal': {cam: [2] px}, 'princpt': {cam: [2] px}}`.
+    camera_id: e.g. '400262'.
+
+  Returns:
+    `rotation` (3, 3) world -> camera (`camrot`), `translation_m` (3,) = -R campos / 1000 (so
+    `X_cam = R X_world + t`), `K_px` (3, 3) intrinsics with the principal point moved by +0.5 to
+    the pixel convention of `dir_jax.data.schema`; all float64.
+  """
+  try:
+    campos_mm = np.asarray(camera_capture['campos'][camera_id], np.float64).reshape(3)
+    rotation = np.asarray(camera_capture['camrot'][camera_id], np.float64).reshape(3, 3)
+    focal_px = np.asarray(camera_capture['focal'][camera_id], np.float64).reshape(2)
+    princpt_px = np.asarray(camera_capture['princpt'][camera_id], np.float64).reshape(2)
+  except (KeyError, TypeError, ValueError):
+    return None
+  if not all(np.all(np.isfinite(a)) for a in (campos_mm, rotation, focal_px, princpt_px)):
+    return None
+  K_px = np.array([[focal_px[0], 0.0, princpt_px[0] + 0.5],
+                   [0.0, focal_px[1], princpt_px[1] + 0.5],
+                   [0.0, 0.0, 1.0]])
+  return {'rotation': rotation, 'translation_m': -rotation @ campos_mm / 1000.0, 'K_px': K_px}
+
+
+def image_reason(image_rgb_u8: np.ndarray) -> str | None:
+  """IMAGE_DARK when the image's mean intensity is below MIN_MEAN_INTENSITY, else None."""
+  return IMAGE_DARK if float(np.mean(image_rgb_u8)) < MIN_MEAN_INTENSITY else None
+
+
+def axis_angle_to_rotmat(axis_angle: np.ndarray) -> np.ndarray:
+  """(3,) axis-angle (radians) -> (3, 3) rotation matrix (Rodrigues, float64)."""
+  axis_angle = np.asarray(axis_angle, np.float64)
+  angle = np.linalg.norm(axis_angle)
+  if angle < 1e-12:
+    return np.eye(3)
+  x, y, z = axis_angle / angle
+  cross = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+  return np.eye(3) + np.sin(angle) * cross + (1.0 - np.cos(angle)) * cross @ cross
+
+
+def mano_params_world(asset: ManoAsset, hand: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Ground-truth layer parameters (`dir_jax.mano.rigid` layout) of a NeuralAnnot hand, world frame.
+
+  NeuralAnnot's `pose[3:]` is relative to the mean pose, so the full axis-angle is
+  `pose[3:] + hands_mean` and its PCA coefficients are `axis2pca` of that (spec §12): numerically
+  `dir_jax.mano.axis_angle_to_pca` in float64.
+
+  Args:
+    asset: the hand's MANO model.
+    hand: `neuralannot_hand` output (world frame, metres).
+
+  Returns:
+    `root_rotmat` (3, 3), `hand_pose` (45,) PCA coefficients, `betas` (10,), `trans` (3,) metres;
+    float64.
+  """
+  # axis2pca(pose[3:] + hands_mean) = (pose[3:] + hands_mean - hands_mean) @ inv(components).
+  hand_pose = np.asarray(hand['pose'][3:], np.float64) @ np.linalg.inv(
+      np.asarray(asset.hands_components, np.float64))
+  return {'root_rotmat': axis_angle_to_rotmat(hand['pose'][:3]), 'hand_pose': hand_pose,
+          'betas': np.asarray(hand['shape'], np.float64), 'trans': np.asarray(hand['trans'], np.float64)}
+
+
+def mano_params_camera(asset: ManoAsset, hand: Mapping[str, np.ndarray],
+                       camera: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """`mano_params_world` moved into the camera frame of `camera_from_raw` (float32)."""
+  return rigid.transform_params(asset, mano_params_world(asset, hand), camera['rotation'],
+                                camera['translation_m'])
+
+
+_gt_mano_jit = jax.jit(gt_mano, static_argnames=('pose_is_pca', 'center_idx'))
+
+
+def hand_mesh(asset: ManoAsset, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """Vertices (778, 3) and joints (21, 3), float32 metres, of `gt_mano` for one hand's parameters."""
+  verts, joints = _gt_mano_jit(
+      asset, *(np.asarray(params[k], np.float32)[None] for k in schema.MANO_KEYS))
+  return np.asarray(verts[0]), np.asarray(joints[0])
+
+
+def crop_affine(points_px: np.ndarray) -> np.ndarray:
+  """The crop of spec §12 as a (3, 3) affine map from image pixels to crop pixels.
+
+  The square of half-side `L = max(w, h) / 2 / HAND_BBOX_RATIO` centred on the points' bounding box
+  (width w, height h, centre mid) maps onto the `CROP_SIZE_PX` crop: `p_crop = s (p - mid + L)` with
+  `s = CROP_SIZE_PX / 2 / L`.
+
+  Args:
+    points_px: (N, 2) pixel coordinates (x, y) of both hands' projected vertices.
+
+  Returns:
+    (3, 3) float64 `[[s, 0, s (L - mid_x)], [0, s, s (L - mid_y)], [0, 0, 1]]`.
+  """
+  lo, hi = points_px.min(axis=0), points_px.max(axis=0)
+  mid = (lo + hi) / 2.0
+  half_side = max(float(np.max(hi - lo)) / 2.0 / HAND_BBOX_RATIO, 1e-6)
+  scale = CROP_SIZE_PX / 2.0 / half_side
+  return np.array([[scale, 0.0, scale * (half_side - mid[0])],
+                   [0.0, scale, scale * (half_side - mid[1])],
+                   [0.0, 0.0, 1.0]])
+
+
+def crop_intrinsics(K_px: np.ndarray, affine: np.ndarray) -> np.ndarray:
+  """(3, 3) intrinsics of the crop: `affine @ K_px` (fx, cx scaled and shifted; same for y)."""
+  return np.asarray(affine, np.float64) @ np.asarray(K_px, np.float64)
+
+
+def warp_to_crop(image_rgb_u8: np.ndarray, affine: np.ndarray, size: int = CROP_SIZE_PX) -> np.ndarray:
+  """(size, size, 3) uint8: the image resampled through `affine`, bilinear, black outside.
+
+  PIL's affine transform maps each output pixel centre (i + 0.5, j + 0.5) through the inverse
+  affine and samples there with pixel centres at +0.5: the convention of `dir_jax.data.schema`.
+  """
+  inverse = np.linalg.inv(np.asarray(affine, np.float64))
+  coefficients = tuple(float(c) for c in inverse[:2].reshape(-1))
+  warped = Image.fromarray(np.asarray(image_rgb_u8, np.uint8)).transform(
+      (size, size), Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR,
+      fillcolor=(0, 0, 0))
+  return np.asarray(warped, np.uint8)
+
+
+def dense_vertex_colors(pair: ManoPair) -> dict[str, np.ndarray]:
+  """Per-vertex colours of the dense target: template coordinates normalised to [0, 1] per axis.
+
+  The box is that of both hands' rest templates together (`v_template`, left and right), so the
+  two hands get different colours (the left template lies at negative x, the right at positive x)
+  and each colour names one point of one hand's surface.
+
+  Returns:
+    {'left': (778, 3), 'right': (778, 3)} float32 in [0, 1].
+  """
+  templates = {side: np.asarray(pair[side].v_template, np.float64) for side in schema.SIDES}
+  both = np.concatenate(list(templates.values()))
+  lo, hi = both.min(axis=0), both.max(axis=0)
+  return {side: ((v - lo) / (hi - lo)).astype(np.float32) for side, v in templates.items()}
+
+
+def render_targets(verts_cam_m: Mapping[str, np.ndarray], pair: ManoPair, K_px: np.ndarray,
+                   vertex_colors: Mapping[str, np.ndarray],
+                   size: int = CROP_SIZE_PX) -> tuple[np.ndarray, np.ndarray]:
+  """Seg and dense targets of both hands, rendered together so they occlude each other.
+
+  Args:
+    verts_cam_m: {'left', 'right'}: (778, 3) camera-frame vertices, metres.
+    pair: the MANO models (faces).
+    K_px: (3, 3) intrinsics of the (size, size) crop.
+    vertex_colors: `dense_vertex_colors(pair)`.
+    size: crop side in pixels.
+
+  Returns:
+    seg (size, size, 1) uint8 in {SEG_BACKGROUND, SEG_RIGHT, SEG_LEFT}; dense (size, size, 3) uint8
+    = round(255 * interpolated vertex colour), 0 on the background.
+  """
+  meshes = [(verts_cam_m[side], pair[side].faces, schema.SEG_LABEL[side], vertex_colors[side])
+            for side in ('right', 'left')]
+  seg, dense = rasterizer.render_seg_dense(meshes, K_px, size, size)
+  dense_u8 = np.clip(np.round(dense * 255.0), 0, 255).astype(np.uint8)
+  return seg[..., None], dense_u8
+
+
+def encode_jpeg(image_u8: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+  """JPEG bytes of an (H, W, 3) uint8 RGB image (PIL, fixed quality: same bytes for the same input)."""
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(image_u8, np.uint8)).save(buffer, format='JPEG', quality=quality)
+  return buffer.getvalue()
+
+
+def encode_png(image_u8: np.ndarray) -> bytes:
+  """PNG bytes of an (H, W, 1) or (H, W, 3) uint8 image."""
+  image_u8 = np.asarray(image_u8, np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(image_u8[..., 0] if image_u8.shape[-1] == 1 else image_u8).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def convert_example(record: Mapping[str, Any], image_rgb_u8: np.ndarray, pair: ManoPair,
+                    vertex_colors: Mapping[str, np.ndarray]) -> tuple[str | None, dict[str, Any] | None]:
+  """One selected annotation and its decoded image -> an example of `dir_jax.data.schema`.
+
+  Args:
+    record: a selected annotation (see `data_prep.interhand26m.raw.plan_split`): `camera`
+      (`camera_from_raw` output), `mano` ({side: `neuralannot_hand` output}) and the identifiers
+      `image_id`, `capture`, `frame`, `camera_id`.
+    image_rgb_u8: (H, W, 3) the raw image.
+    pair: the MANO models (left fix applied).
+    vertex_colors: `dense_vertex_colors(pair)`.
+
+  Returns:
+    (reason, None) when the example is skipped (IMAGE_DARK, HANDS_BEHIND_CAMERA), else
+    (None, example) with encoded `image` (JPEG), `seg` and `dense` (PNG) bytes and the arrays of the
+    schema.
+  """
+  reason = image_reason(image_rgb_u8)
+  if reason:
+    return reason, None
+  camera = record['camera']
+  params, verts_cam_m = {}, {}
+  for side in schema.SIDES:
+    params[side] = mano_params_camera(pair[side], record['mano'][side], camera)
+    verts_cam_m[side] = hand_mesh(pair[side], params[side])[0]
+  all_verts_m = np.concatenate([verts_cam_m[side] for side in schema.SIDES])
+  if not np.all(all_verts_m[:, 2] > rasterizer.DEFAULT_NEAR_M):
+    return HANDS_BEHIND_CAMERA, None
+  affine = crop_affine(rasterizer.project_perspective(all_verts_m, camera['K_px'])[:, :2])
+  K_crop = crop_intrinsics(camera['K_px'], affine)
+  seg, dense = render_targets(verts_cam_m, pair, K_crop, vertex_colors)
+  example = {
+      'image': encode_jpeg(warp_to_crop(image_rgb_u8, affine)),
+      'seg': encode_png(seg),
+      'dense': encode_png(dense),
+      'intrinsics': K_crop.astype(np.float32),
+      'mano': {side: {key: np.asarray(params[side][key], np.float32) for key in schema.MANO_KEYS}
+               for side in schema.SIDES},
+      'capture': int(record['capture']),
+      'frame': int(record['frame']),
+      'camera': str(record['camera_id']),
+      'image_id': int(record['image_id']),
+  }
+  return None, example

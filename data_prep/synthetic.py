@@ -1,0 +1,442 @@
+"""A small synthetic InterHand2.6M: the raw file layout, rendered two-hand images, broken entries.
+
+    python -m data_prep.synthetic --out RAW --num-train 8 --num-test 4 [--num-val 0] --seed 0 \\
+        [--mano-dir DIR]
+
+writes, as the real dataset lays it out (see `data_prep.interhand26m.raw`):
+
+    RAW/images/<split>/Capture<c>/<seq_name>/cam<camera>/image<frame>.jpg   512x334 or 334x512 JPEG
+    RAW/annotations/<split>/InterHand2.6M_<split>_{data,camera,joint_3d,MANO_NeuralAnnot}.json
+    RAW/mano/MANO_{LEFT,RIGHT}.pkl
+
+MANO: by default the synthetic pair of `dir_jax.mano.synthetic.write_all(RAW/mano, seed)` (official
+pickle layout, plus .npz copies and a preview picture). The real models come from
+https://mano.is.tue.mpg.de; `--mano-dir` copies MANO_{LEFT,RIGHT}.pkl (or .npz) from a folder
+instead, and the hands are posed with them.
+
+Content of a split: two captures, each with four cameras listed in camera.json (three landscape
+512x334, one portrait 334x512; focal ~1200 px, principal point near the centre, 1.0-1.3 m from
+the hands, looking at them) and one unlisted camera. Each frame poses two MANO hands (random root
+orientation, pose relative to the mean pose, shape) whose centroids lie 4-8 cm apart, so they
+interact and overlap in most views; they are rendered with flat Lambertian shading over smooth
+random backgrounds. Frame numbers step by 6, as in the 5 fps subset. data.json images carry
+id, file_name, width, height, capture, subject, seq_name, camera, frame_idx; annotations carry id
+(= image_id), image_id, bbox (of the projected joints), joint_valid, hand_type, hand_type_valid.
+
+Counts: `--num-<split> N` is the number of annotations the builder keeps (valid interacting views,
+four per frame). Every split with N > 0 adds `len(BROKEN_ENTRIES)` = 9 annotations that it must
+skip, with these reasons (`data_prep.interhand26m.preprocess`):
+
+    not_interacting 2    a right-hand-only and a left-hand-only frame (the other hand's MANO null)
+    hand_type_invalid 1  interacting, hand_type_valid 0
+    mano_missing 1       interacting, left hand's MANO null
+    mano_invalid 1       interacting, right hand's MANO trans has a NaN
+    camera_missing 1     a view from the unlisted camera
+    image_missing 1      no image file
+    image_corrupt 1      the JPEG truncated to a quarter of its bytes
+    image_dark 1         the image scaled to 3 % brightness (mean < 10)
+
+so data.json holds N + 9 annotations. A split with N = 0 is not written at all. The output is a
+function of the arguments only: JSON keys sorted, fixed JPEG quality, no timestamps.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from data_prep.interhand26m import preprocess
+from data_prep.interhand26m import raw
+from dir_jax.mano import ManoAsset, ManoPair, gt_mano, load_mano_pair, rotation
+from dir_jax.mano import synthetic as synthetic_mano
+from dir_jax.mano.asset import find_mano_file
+from dir_jax.render import render_shaded
+
+SPLIT_INDEX = {'train': 0, 'val': 1, 'test': 2}
+LANDSCAPE_WH = (512, 334)  # InterHand2.6M's image size (width, height); some cameras are portrait
+VIEWS_PER_FRAME = 4  # listed cameras per capture
+FRAME_STEP = 6  # 30 fps frame numbers, kept every 6th (the 5 fps subset)
+JPEG_QUALITY = 90
+DARK_FACTOR = 0.03
+HAND_SEPARATION_M = (0.04, 0.08)  # distance between the two hands' vertex centroids
+CAMERA_DISTANCE_M = (1.0, 1.3)
+FOCAL_PX = (1150.0, 1250.0)
+PRINCIPAL_JITTER_PX = 6.0
+# Standard deviation of each pose PCA coefficient (row 0 of the synthetic basis flexes every joint).
+PCA_STD = np.concatenate([[1.5, 0.6], 0.3 * np.exp(-np.arange(43) / 6.0)])
+BETAS_STD = 0.7
+# Annotation fates of the broken entries of each split, and the skip reason each should produce.
+BROKEN_ENTRIES = (
+    ('right_only', preprocess.NOT_INTERACTING),
+    ('left_only', preprocess.NOT_INTERACTING),
+    ('hand_type_invalid', preprocess.HAND_TYPE_INVALID),
+    ('mano_null', preprocess.MANO_MISSING),
+    ('mano_nan', preprocess.MANO_INVALID),
+    ('unlisted_camera', preprocess.CAMERA_MISSING),
+    ('missing_file', preprocess.IMAGE_MISSING),
+    ('truncated', preprocess.IMAGE_CORRUPT),
+    ('dark', preprocess.IMAGE_DARK),
+)
+_MOTIONS = ('touchROM', 'pray', 'interlock', 'clap', 'fingertip_touch')
+# InterHand2.6M's per-hand joint order (thumb tip..base, index, middle, ring, pinky, then the wrist)
+# as indices into DIR's 21-joint order (wrist, then each finger base..tip).
+INTERHAND_FROM_DIR = tuple(1 + 4 * finger + 3 - k for finger in range(5) for k in range(4)) + (0,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Camera:
+  """One camera of a capture.
+
+  Attributes:
+    camera_id: e.g. '400012'.
+    campos_m: (3,) centre in the world frame, metres.
+    rotation: (3, 3) world -> camera (OpenCV axes).
+    focal_px: (2,) fx, fy.
+    princpt_px: (2,) principal point in OpenCV's convention (pixel centres at integers).
+    width, height: image size in pixels.
+  """
+  camera_id: str
+  campos_m: np.ndarray
+  rotation: np.ndarray
+  focal_px: np.ndarray
+  princpt_px: np.ndarray
+  width: int
+  height: int
+
+  def to_camera_m(self, points_world_m: np.ndarray) -> np.ndarray:
+    """(N, 3) world points -> camera frame, metres."""
+    return (np.asarray(points_world_m, np.float64) - self.campos_m) @ self.rotation.T
+
+  def K_render(self) -> np.ndarray:  # pylint: disable=invalid-name
+    """(3, 3) intrinsics in the rasterizer's convention (principal point + 0.5)."""
+    return np.array([[self.focal_px[0], 0.0, self.princpt_px[0] + 0.5],
+                     [0.0, self.focal_px[1], self.princpt_px[1] + 0.5], [0.0, 0.0, 1.0]])
+
+
+@dataclasses.dataclass
+class Frame:
+  """One captured instant: the hands in the scene and what NeuralAnnot says of them.
+
+  Attributes:
+    capture, frame_idx, seq_name: identifiers.
+    meshes: {side: (verts (778, 3), joints (21, 3))} world metres, of the hands in the scene.
+    mano_json: {'left': entry or None, 'right': entry or None} as written to MANO_NeuralAnnot.json;
+      an entry is `{'pose': [48], 'shape': [10], 'trans': [3]}` (float32-representable values) and
+      poses its hand's mesh unless the frame is made broken on purpose.
+    light_dir_cam: (3,) direction towards the light, the same in every view's camera frame.
+    skin_rgb: {side: (3,) colour in [0, 1]}.
+  """
+  capture: int
+  frame_idx: int
+  seq_name: str
+  meshes: dict[str, tuple[np.ndarray, np.ndarray]]
+  mano_json: dict[str, Any]
+  light_dir_cam: np.ndarray
+  skin_rgb: dict[str, np.ndarray]
+
+
+def _f32_list(values: np.ndarray) -> list[float]:
+  """Values rounded to float32, as Python floats (what the JSON files hold)."""
+  return [float(v) for v in np.asarray(values, np.float32).reshape(-1)]
+
+
+def look_at_rotation(campos_m: np.ndarray, target_m: np.ndarray, roll_rad: float) -> np.ndarray:
+  """(3, 3) world -> camera rotation of a camera at `campos_m` whose optical axis hits `target_m`.
+
+  Rows are the camera's x (right), y (down), z (forward) axes in world coordinates; `roll_rad`
+  turns the image about the optical axis.
+  """
+  forward = np.asarray(target_m, np.float64) - np.asarray(campos_m, np.float64)
+  forward /= np.linalg.norm(forward)
+  helper = np.array([0.0, 1.0, 0.0]) if abs(forward[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
+  right = np.cross(helper, forward)
+  right /= np.linalg.norm(right)
+  down = np.cross(forward, right)
+  cos, sin = math.cos(roll_rad), math.sin(roll_rad)
+  return np.stack([cos * right + sin * down, -sin * right + cos * down, forward])
+
+
+def make_cameras(rng: np.random.Generator, capture: int, center_m: np.ndarray) -> list[Camera]:
+  """The capture's VIEWS_PER_FRAME listed cameras (the last one portrait) and one unlisted camera."""
+  cameras = []
+  for j in range(VIEWS_PER_FRAME + 1):
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    campos_m = center_m + rng.uniform(*CAMERA_DISTANCE_M) * direction
+    target_m = center_m + rng.normal(0.0, 0.01, 3)
+    width, height = LANDSCAPE_WH[::-1] if j == VIEWS_PER_FRAME - 1 else LANDSCAPE_WH
+    focal = rng.uniform(*FOCAL_PX)
+    cameras.append(Camera(
+        camera_id=str(400002 + 100 * capture + 10 * j),
+        campos_m=campos_m,
+        rotation=look_at_rotation(campos_m, target_m, rng.uniform(-0.3, 0.3)),
+        focal_px=np.array([focal, focal * rng.uniform(0.998, 1.002)]),
+        princpt_px=(np.array([width / 2, height / 2])
+                    + rng.uniform(-PRINCIPAL_JITTER_PX, PRINCIPAL_JITTER_PX, 2)),
+        width=width, height=height))
+  return cameras
+
+
+def _random_axis_angle(rng: np.random.Generator) -> np.ndarray:
+  """(3,) axis-angle of a uniformly random rotation."""
+  quat = rng.normal(size=4)
+  quat *= np.sign(quat[0]) / np.linalg.norm(quat)
+  sin_half = np.linalg.norm(quat[1:])
+  return 2.0 * math.atan2(sin_half, quat[0]) * quat[1:] / max(sin_half, 1e-12)
+
+
+_gt_mano_aa = jax.jit(gt_mano, static_argnames=('pose_is_pca', 'center_idx'))
+
+
+def hand_mesh_world(asset: ManoAsset, hand: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
+  """Vertices (778, 3) and joints (21, 3), world metres, of a NeuralAnnot entry.
+
+  The full hand pose is `pose[3:] + hands_mean` (axis-angle), posed by the ground-truth layer.
+  """
+  pose = jnp.asarray(hand['pose'], jnp.float32)
+  root = rotation.axis_angle_to_matrix(pose[:3])
+  verts, joints = _gt_mano_aa(asset, root[None], (pose[3:] + asset.hands_mean)[None],
+                              jnp.asarray(hand['shape'], jnp.float32)[None],
+                              jnp.asarray(hand['trans'], jnp.float32)[None], pose_is_pca=False)
+  return np.asarray(verts[0], np.float64), np.asarray(joints[0], np.float64)
+
+
+def sample_hand(rng: np.random.Generator, asset: ManoAsset, centroid_m: np.ndarray) -> dict[str, list[float]]:
+  """A NeuralAnnot entry (world frame) of a random hand whose vertex centroid is `centroid_m`."""
+  coefficients = rng.normal(size=45) * PCA_STD
+  pose_rel = coefficients @ np.asarray(asset.hands_components, np.float64)  # relative to the mean
+  hand = {'pose': _f32_list(np.concatenate([_random_axis_angle(rng), pose_rel])),
+          'shape': _f32_list(rng.normal(0.0, BETAS_STD, 10)), 'trans': [0.0, 0.0, 0.0]}
+  verts, _ = hand_mesh_world(asset, hand)
+  hand['trans'] = _f32_list(centroid_m - verts.mean(axis=0))
+  return hand
+
+
+def make_frame(rng: np.random.Generator, pair: ManoPair, capture: int, frame_idx: int, seq_name: str,
+               center_m: np.ndarray, sides: tuple[str, ...] = ('left', 'right')) -> Frame:
+  """A frame with random hands of `sides` near `center_m`; its MANO entries are the hands' own."""
+  offset = rng.normal(size=3)
+  offset *= rng.uniform(*HAND_SEPARATION_M) / 2.0 / np.linalg.norm(offset)
+  middle = center_m + rng.normal(0.0, 0.02, 3)
+  hands, meshes = {}, {}
+  for side, sign in (('right', 1.0), ('left', -1.0)):
+    if side in sides:
+      hands[side] = sample_hand(rng, pair[side], middle + sign * offset if len(sides) == 2 else middle)
+      meshes[side] = hand_mesh_world(pair[side], hands[side])
+  light = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.8, 0.2), -1.0])
+  skin = {side: rng.uniform([0.72, 0.52, 0.42], [0.95, 0.8, 0.7]) for side in ('left', 'right')}
+  mano_json = {side: hands.get(side) for side in ('left', 'right')}
+  return Frame(capture, frame_idx, seq_name, meshes, mano_json, light, skin)
+
+
+def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+  """(height, width, 3) uint8: smooth colour noise, a brightness gradient and fine texture."""
+  coarse = Image.fromarray(rng.uniform(30, 230, (4, 6, 3)).astype(np.uint8))
+  fine = Image.fromarray(rng.uniform(0, 255, (height // 8, width // 8)).astype(np.uint8))
+  coarse = np.asarray(coarse.resize((width, height), Image.Resampling.BICUBIC), np.float64)
+  coarse = 0.5 * coarse + 0.5 * coarse.mean(axis=-1, keepdims=True)  # halve the saturation
+  fine = np.asarray(fine.resize((width, height), Image.Resampling.BILINEAR), np.float64) - 127.5
+  angle = rng.uniform(0.0, 2.0 * np.pi)
+  yy, xx = np.mgrid[0:height, 0:width]
+  ramp = (np.cos(angle) * xx / width + np.sin(angle) * yy / height) * rng.uniform(-60, 60)
+  return np.clip(coarse + ramp[..., None] + 0.12 * fine[..., None], 0, 255).astype(np.uint8)
+
+
+def render_view(rng: np.random.Generator, frame: Frame, camera: Camera, pair: ManoPair) -> np.ndarray:
+  """(height, width, 3) uint8: the frame's hands, shaded, over a random background."""
+  image = background(rng, camera.width, camera.height)
+  meshes = [(camera.to_camera_m(frame.meshes[side][0]), pair[side].faces, frame.skin_rgb[side])
+            for side in frame.meshes]
+  rgb, mask = render_shaded(meshes, camera.K_render(), camera.height, camera.width,
+                            light_dir_cam=frame.light_dir_cam)
+  image[mask] = np.clip(np.round(rgb[mask] * 255.0), 0, 255).astype(np.uint8)
+  return image
+
+
+def _projected_bbox(frame: Frame, camera: Camera) -> list[float]:
+  """[x, y, w, h] (OpenCV pixels) of the projected joints of the frame's hands."""
+  joints_cam = camera.to_camera_m(np.concatenate([frame.meshes[s][1] for s in frame.meshes]))
+  xy = joints_cam[:, :2] / joints_cam[:, 2:] * camera.focal_px + camera.princpt_px
+  lo, hi = xy.min(axis=0), xy.max(axis=0)
+  return _f32_list(np.concatenate([lo, hi - lo]))
+
+
+def _hand_type(frame: Frame) -> str:
+  return 'interacting' if len(frame.meshes) == 2 else next(iter(frame.meshes))
+
+
+def _joint_3d_entry(frame: Frame) -> dict[str, Any]:
+  """joint_3d.json entry: 42 joints (right, then left; InterHand2.6M order), millimetres."""
+  world_mm, valid = [], []
+  for side in ('right', 'left'):
+    present = side in frame.meshes
+    joints = frame.meshes[side][1][list(INTERHAND_FROM_DIR)] * 1000.0 if present else np.zeros((21, 3))
+    world_mm += [_f32_list(j) for j in joints]
+    valid += [[present]] * 21
+  return {'world_coord': world_mm, 'joint_valid': valid, 'hand_type': _hand_type(frame),
+          'hand_type_valid': True}
+
+
+def _capture_camera_json(cameras: list[Camera]) -> dict[str, dict[str, Any]]:
+  """camera.json entry of a capture (the listed cameras only)."""
+  listed = cameras[:VIEWS_PER_FRAME]
+  return {
+      'campos': {c.camera_id: _f32_list(c.campos_m * 1000.0) for c in listed},
+      'camrot': {c.camera_id: [_f32_list(row) for row in c.rotation] for c in listed},
+      'focal': {c.camera_id: _f32_list(c.focal_px) for c in listed},
+      'princpt': {c.camera_id: _f32_list(c.princpt_px) for c in listed},
+  }
+
+
+def _write_json(path: str, obj: Any) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, sort_keys=True)
+
+
+def _plan_views(rng: np.random.Generator, pair: ManoPair, split: str,
+                num_valid: int) -> tuple[list[tuple[Frame, Camera, int, str]], dict[int, list[Camera]]]:
+  """The split's frames and views: `num_valid` good ones, then the BROKEN_ENTRIES.
+
+  Returns:
+    views: (frame, camera, hand_type_valid, fate) with fate in {'ok', 'missing_file', 'truncated',
+      'dark'}, in data.json order; cameras: {capture: `make_cameras` output}.
+  """
+  captures = [10 * SPLIT_INDEX[split], 10 * SPLIT_INDEX[split] + 1]
+  centers_m = {c: np.array([0.0, 0.0, 1.0]) + rng.normal(0.0, 0.05, 3) for c in captures}
+  cameras = {c: make_cameras(rng, c, centers_m[c]) for c in captures}
+  next_frame = {c: 100 + 6000 * k for k, c in enumerate(captures)}
+
+  def new_frame(capture, seq_name, sides=('left', 'right')):
+    frame = make_frame(rng, pair, capture, next_frame[capture], seq_name, centers_m[capture], sides)
+    next_frame[capture] += FRAME_STEP
+    return frame
+
+  views = []
+  for f in range(math.ceil(num_valid / VIEWS_PER_FRAME)):
+    capture = captures[f % 2]
+    frame = new_frame(capture, f'{capture:04d}_dh_{_MOTIONS[capture % len(_MOTIONS)]}')
+    for camera in cameras[capture][:min(VIEWS_PER_FRAME, num_valid - f * VIEWS_PER_FRAME)]:
+      views.append((frame, camera, 1, 'ok'))
+  capture, listed = captures[0], cameras[captures[0]]
+  broken_seq = f'{capture:04d}_dh_{_MOTIONS[-1]}'
+  for k, side in enumerate(('right', 'left')):
+    views.append((new_frame(capture, f'{capture:04d}_{side[0]}h_fist', (side,)), listed[k], 1, 'ok'))
+  frame = new_frame(capture, broken_seq)
+  views += [(frame, listed[0], 0, 'ok'), (frame, cameras[capture][VIEWS_PER_FRAME], 1, 'ok'),
+            (frame, listed[1], 1, 'missing_file'), (frame, listed[2], 1, 'truncated'),
+            (frame, listed[3], 1, 'dark')]
+  frame = new_frame(capture, broken_seq)
+  frame.mano_json['left'] = None
+  views.append((frame, listed[1], 1, 'ok'))
+  frame = new_frame(capture, broken_seq)
+  frame.mano_json['right'] = dict(frame.mano_json['right'], trans=[math.nan, 0.0, 0.0])
+  views.append((frame, listed[2], 1, 'ok'))
+  return views, cameras
+
+
+def write_split(out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: int) -> dict[str, Any]:
+  """Writes one split's images and annotation files.
+
+  Returns:
+    {'annotations': total, 'kept': num_valid, 'skipped': {reason: count}}: what the builder should find.
+  """
+  rng = np.random.default_rng([seed, SPLIT_INDEX[split]])
+  views, cameras = _plan_views(rng, pair, split, num_valid)
+  image_root = os.path.join(out_dir, 'images', split)
+  data = {'images': [], 'annotations': []}
+  mano_json, joint_json = {}, {}
+  for k, (frame, camera, hand_type_valid, fate) in enumerate(views):
+    image_id = 100000 * SPLIT_INDEX[split] + k
+    file_name = f'Capture{frame.capture}/{frame.seq_name}/cam{camera.camera_id}/image{frame.frame_idx}.jpg'
+    data['images'].append({
+        'id': image_id, 'file_name': file_name, 'width': camera.width, 'height': camera.height,
+        'capture': frame.capture, 'subject': frame.capture, 'seq_name': frame.seq_name,
+        'camera': camera.camera_id, 'frame_idx': frame.frame_idx})
+    data['annotations'].append({
+        'id': image_id, 'image_id': image_id, 'bbox': _projected_bbox(frame, camera),
+        'joint_valid': [[int(side in frame.meshes)] for side in ('right', 'left') for _ in range(21)],
+        'hand_type': _hand_type(frame), 'hand_type_valid': hand_type_valid})
+    mano_json.setdefault(str(frame.capture), {})[str(frame.frame_idx)] = frame.mano_json
+    joint_json.setdefault(str(frame.capture), {})[str(frame.frame_idx)] = _joint_3d_entry(frame)
+    image = render_view(rng, frame, camera, pair)
+    if fate == 'missing_file':
+      continue
+    if fate == 'dark':
+      image = np.round(image * DARK_FACTOR).astype(np.uint8)
+    encoded = preprocess.encode_jpeg(image, quality=JPEG_QUALITY)
+    if fate == 'truncated':
+      encoded = encoded[:len(encoded) // 4]
+    path = os.path.join(image_root, file_name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'wb') as f:
+      f.write(encoded)
+
+  _write_json(raw.annotation_path(out_dir, split, 'data'), data)
+  _write_json(raw.annotation_path(out_dir, split, 'camera'),
+              {str(c): _capture_camera_json(cams) for c, cams in cameras.items()})
+  _write_json(raw.annotation_path(out_dir, split, 'joint_3d'), joint_json)
+  _write_json(raw.annotation_path(out_dir, split, 'MANO_NeuralAnnot'), mano_json)
+  skipped = {reason: 0 for reason in preprocess.SKIP_REASONS}
+  for _, reason in BROKEN_ENTRIES:
+    skipped[reason] += 1
+  return {'annotations': len(views), 'kept': num_valid, 'skipped': skipped}
+
+
+def write_mano(out_dir: str, seed: int, mano_dir: str | None = None) -> str:
+  """Writes `out_dir/mano/MANO_{LEFT,RIGHT}.*` (synthetic, or copied from `mano_dir`); returns it."""
+  folder = raw.mano_dir(out_dir)
+  os.makedirs(folder, exist_ok=True)
+  if mano_dir:
+    for side in ('left', 'right'):
+      source = find_mano_file(mano_dir, side)
+      shutil.copyfile(source, os.path.join(folder, os.path.basename(source)))
+  else:
+    synthetic_mano.write_all(folder, seed)
+  return folder
+
+
+def generate(out_dir: str, num_train: int, num_test: int, num_val: int = 0, seed: int = 0,
+             mano_dir: str | None = None) -> dict[str, dict[str, Any]]:
+  """Writes the synthetic raw dataset (see the module docstring).
+
+  Args:
+    out_dir: output folder (created; existing files of the same names are overwritten).
+    num_train, num_test, num_val: annotations per split the builder should keep; 0 = no split.
+    seed: seeds everything random.
+    mano_dir: folder with MANO_{LEFT,RIGHT} files to use instead of the synthetic pair.
+
+  Returns:
+    {split: `write_split` summary} for the splits written.
+  """
+  pair = load_mano_pair(write_mano(out_dir, seed, mano_dir))
+  counts = {'train': num_train, 'val': num_val, 'test': num_test}
+  return {split: write_split(out_dir, split, n, pair, seed) for split, n in counts.items() if n > 0}
+
+
+def main(argv: list[str] | None = None) -> None:
+  """Command line; prints, per split, the annotations written and what the builder should keep."""
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--out', required=True, help='output folder (the raw layout)')
+  parser.add_argument('--num-train', type=int, required=True, help='train annotations to keep')
+  parser.add_argument('--num-test', type=int, required=True, help='test annotations to keep')
+  parser.add_argument('--num-val', type=int, default=0, help='val annotations to keep (0: no val split)')
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--mano-dir', default=None, help='MANO_{LEFT,RIGHT}.pkl to use (default: synthetic)')
+  args = parser.parse_args(argv)
+  summary = generate(args.out, args.num_train, args.num_test, args.num_val, args.seed, args.mano_dir)
+  for split, counts in summary.items():
+    skipped = ', '.join(f'{r} {n}' for r, n in counts['skipped'].items() if n)
+    print(f'{split}: {counts["annotations"]} annotations, {counts["kept"]} to keep; to skip: {skipped}')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,1 @@
+"""Training: ground truth from MANO, train state and optimizer, the jit-compiled steps, the loop."""

@@ -1,0 +1,62 @@
+"""Train state, optimizer and learning-rate schedule (spec §11: AdamW, cosine decay to 0)."""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from dir_jax.model.dir import DIR, placeholder_mano
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training; `tx` is static (rebuilt from the config)."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+  def checkpoint_tree(self) -> dict:
+    """The state as `dir_jax.checkpoint` stores it ('variables' first, so inference restores only it)."""
+    return {'variables': {'params': self.params, 'batch_stats': self.batch_stats},
+            'opt_state': self.opt_state, 'step': self.step}
+
+  def replace_from_checkpoint(self, tree: dict) -> 'TrainState':
+    return self.replace(step=tree['step'], params=tree['variables']['params'],
+                        batch_stats=tree['variables']['batch_stats'], opt_state=tree['opt_state'])
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int):
+  """Cosine decay from `config.learning_rate` to 0.
+
+  `config.schedule_unit == 'epoch'` reproduces the reference's CosineAnnealingLR stepped once per
+  epoch (constant within an epoch, T_max = num_epochs); 'step' decays smoothly per step.
+  """
+  if config.schedule_unit == 'epoch':
+    epochs = max(1, -(-total_steps // steps_per_epoch))
+    per_epoch = optax.cosine_decay_schedule(config.learning_rate, epochs)
+    return lambda step: per_epoch(step // steps_per_epoch)
+  if config.schedule_unit == 'step':
+    return optax.cosine_decay_schedule(config.learning_rate, total_steps)
+  raise ValueError(f"config.optimizer.schedule_unit must be 'epoch' or 'step', got {config.schedule_unit!r}")
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int):
+  """AdamW with PyTorch's defaults (decoupled weight decay on every parameter, as the reference)."""
+  return optax.adamw(learning_rate_schedule(config, steps_per_epoch, total_steps), b1=config.b1, b2=config.b2,
+                     eps=config.eps, weight_decay=config.weight_decay)
+
+
+def create_train_state(model: DIR, tx: optax.GradientTransformation, rng: jax.Array, image_size: int,
+                       variables: dict | None = None) -> TrainState:
+  """A fresh state (random init, or `variables` when given) with zero optimizer moments."""
+  if variables is None:
+    images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    variables = model.init(rng, images, placeholder_mano())
+  params, batch_stats = variables['params'], variables.get('batch_stats', {})
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params), tx=tx)

@@ -1,0 +1,279 @@
+"""The training loop: data-parallel over every device of every host, checkpointed, resumable.
+
+`train_and_evaluate(config, workdir)` is what `train.py` calls. Layout of `workdir`:
+  checkpoints/<step>/   the latest `config.keep_checkpoints` states (orbax, `dir_jax.checkpoint` layout)
+  best/<step>/          the state with the best `config.best_metric` at evaluation time
+  events.out.tfevents*  TensorBoard: every loss term, learning rate, gradient norm, steps/s, metrics
+  metrics_<step>.json   evaluation results
+
+Parallelism: one mesh axis 'data' over `jax.devices()` (all hosts). The state is replicated; each
+process feeds its own share of the global batch (`jax.make_array_from_process_local_data`), so the
+jit-compiled step sees one global batch and BatchNorm statistics are global-batch statistics.
+
+Resumption: the newest restorable step in `checkpoints/` is restored (damaged steps are skipped with a
+warning), and the input stream is advanced to that step (`create_train_dataset(start_step=...)`), so
+an interrupted run continues exactly as an uninterrupted one. SIGTERM (preemption) makes the loop save
+the current step and return.
+"""
+
+import functools
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from dir_jax import checkpoint, metrics
+from dir_jax.convert.torch_checkpoint import import_torchvision_resnet50, load_torch_checkpoint
+from dir_jax.data import input_pipeline
+from dir_jax.mano import load_mano_pair
+from dir_jax.model.dir import placeholder_mano
+from dir_jax.train import state as state_lib
+from dir_jax.train import step as step_lib
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+class _PreemptionFlag:
+  """Set by SIGTERM; the loop polls it once per step (also agreed across hosts)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no signal handling
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    logging.warning('SIGTERM received: saving a checkpoint at the end of this step')
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return bool(multihost_utils.reached_preemption_sync_point(step)) or self._agreed(step)
+    return self.requested
+
+  def _agreed(self, step: int) -> bool:
+    flags = multihost_utils.process_allgather(np.asarray([self.requested]))
+    return bool(np.any(flags))
+
+
+class _LibraryInfoFilter(logging.Filter):
+  """Drops INFO records of orbax (a dozen lines per checkpoint), keeping its warnings and errors."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  """Keeps the run's log readable: our progress lines, and only warnings from orbax."""
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  absl_logging.get_absl_handler().addFilter(_LibraryInfoFilter())
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), ('data',))
+
+
+def compute_dtype(name: str):
+  dtypes = {'float32': None, 'bfloat16': jnp.bfloat16}
+  if name not in dtypes:
+    raise ValueError(f"config.compute_dtype must be one of {sorted(dtypes)}, got {name!r}")
+  return dtypes[name]
+
+
+def build_model(config: ml_collections.ConfigDict):
+  return checkpoint.model_from_config(config.model, compute_dtype(config.compute_dtype))
+
+
+def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Process-local numpy batch -> global arrays sharded over the 'data' axis."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+
+
+def _abstract_state(state: state_lib.TrainState, sharding: NamedSharding) -> dict:
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state.checkpoint_tree())
+
+
+def _initial_variables(config: ml_collections.ConfigDict, model, init_fn) -> dict:
+  """Random init, optionally overwritten by an orbax checkpoint or a torchvision ResNet-50."""
+  variables = jax.device_get(init_fn())
+  if config.init_checkpoint:
+    _, restored, step = checkpoint.restore_variables(config.init_checkpoint)
+    logging.info('initialised from %s (step %d)', config.init_checkpoint, step)
+    return jax.device_get(restored)
+  if config.torchvision_resnet50:
+    variables, report = import_torchvision_resnet50(load_torch_checkpoint(config.torchvision_resnet50), variables)
+    logging.info('encoder from %s: %s', config.torchvision_resnet50, report.summary())
+  return variables
+
+
+def evaluate(model, variables, mano, builder, config: ml_collections.ConfigDict, mesh: Mesh,
+             predict_fn=None) -> dict[str, Any]:
+  """Metrics of every stage over the eval split (`dir_jax.metrics`), identical on every process."""
+  data_sharding = NamedSharding(mesh, PartitionSpec('data'))
+  local_batch = config.eval_batch_size // jax.process_count()
+  ds, _ = input_pipeline.create_eval_dataset(
+      builder, config.data, batch_size=local_batch, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  predict_fn = predict_fn or jax.jit(functools.partial(
+      step_lib.predict_step, model=model, mano=mano, image_size=config.image_size, input_size=config.model.input_size))
+  accumulator = metrics.MetricAccumulator(metrics.EvalMano.from_pair(mano), voxel_m=config.eval_voxel_m)
+  for local in input_pipeline.numpy_batches(ds):
+    valid = local.pop('valid')
+    out = predict_fn(variables, global_batch(local, data_sharding))
+    out, valid, intrinsics = multihost_utils.process_allgather(
+        (out, jax.make_array_from_process_local_data(data_sharding, valid),
+         jax.make_array_from_process_local_data(data_sharding, local['intrinsics'])), tiled=True)
+    gt = {'verts_cam_left': out['gt']['mesh_3d_left'], 'verts_cam_right': out['gt']['mesh_3d_right'],
+          'intrinsics': intrinsics}
+    accumulator.update(gt, out['stages'], valid=valid)
+  return accumulator.result()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains until `config.num_train_steps` (or `num_epochs`), evaluating and checkpointing on the way.
+
+  Returns:
+    {'step': last step, 'train': last logged train metrics, 'losses': [(step, loss)] at every log
+    step, 'eval': last evaluation results, 'preempted': bool}.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  mesh = make_mesh()
+  replicated = NamedSharding(mesh, PartitionSpec())
+  data_sharding = NamedSharding(mesh, PartitionSpec('data'))
+  if config.batch_size % jax.device_count():
+    raise ValueError(f'config.batch_size={config.batch_size} must be divisible by the {jax.device_count()} devices')
+  local_batch_size = config.batch_size // jax.process_count()
+
+  mano = load_mano_pair(config.mano_dir)
+  builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
+  steps_per_epoch = input_pipeline.train_steps_per_epoch(builder, config.data.train_split, local_batch_size,
+                                                        jax.process_count())
+  total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
+  model = build_model(config)
+  tx = state_lib.make_optimizer(config.optimizer, steps_per_epoch, total_steps)
+
+  init_fn = jax.jit(lambda: model.init(jax.random.PRNGKey(config.seed),
+                                       jnp.zeros((1, config.model.input_size, config.model.input_size, 3)),
+                                       placeholder_mano()))
+  make_state = jax.jit(lambda v: state_lib.create_train_state(model, tx, None, config.model.input_size, v),
+                       out_shardings=replicated)
+  ckpt_dir, best_dir = os.path.join(workdir, 'checkpoints'), os.path.join(workdir, 'best')
+  mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.keep_checkpoints)
+  best_key = f'stage{len(config.model.stages)}/{config.best_metric}'
+  best_mngr = checkpoint.manager(best_dir, max_to_keep=1, best_fn=lambda m: m[best_key], best_mode='min',
+                                 keep_checkpoints_without_metrics=False)
+  if mngr.all_steps():
+    state = make_state(jax.tree.map(jnp.zeros_like, jax.eval_shape(init_fn)))
+    target = _abstract_state(state, replicated)
+
+    def restore(s):
+      return mngr.restore(s, args=checkpoint.restore_state_args(target))[checkpoint.STATE_ITEM]
+
+    start_step, tree = checkpoint.restore_candidates(mngr, restore)
+    state = state.replace_from_checkpoint(tree)
+    logging.info('resumed from %s step %d', ckpt_dir, start_step)
+  else:
+    state = make_state(_initial_variables(config, model, init_fn))
+    start_step = 0
+
+  train_step = jax.jit(functools.partial(
+      step_lib.train_step, model=model, mano=mano, loss_config=config.loss, image_size=config.image_size,
+      input_size=config.model.input_size), in_shardings=(replicated, data_sharding),
+      out_shardings=(replicated, replicated), donate_argnums=0)
+  ds = input_pipeline.create_train_dataset(
+      builder, config.data, mano, batch_size=local_batch_size, seed=config.seed, process_index=jax.process_index(),
+      process_count=jax.process_count(), start_step=start_step)
+  batches = input_pipeline.numpy_batches(ds)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+                                             every_steps=config.log_every_steps)
+  schedule = state_lib.learning_rate_schedule(config.optimizer, steps_per_epoch, total_steps)
+  result: dict[str, Any] = {'step': start_step, 'train': {}, 'losses': [], 'eval': {}, 'preempted': False}
+  pending = None  # (step, metrics) of the previous step, checked for NaN one step late (no sync stall)
+  last_log_time, last_log_step = time.time(), start_step
+  logging.info('training steps %d..%d (%d per epoch), global batch %d on %d devices, %d processes',
+               start_step, total_steps, steps_per_epoch, config.batch_size, jax.device_count(), jax.process_count())
+  with _PreemptionFlag() as preemption:
+    for step in range(start_step + 1, total_steps + 1):
+      state, step_metrics = train_step(state, global_batch(next(batches), data_sharding))
+      if pending is not None:
+        _check_finite(*pending, mngr)
+      pending = (step, step_metrics)
+      progress(step)
+      if step % config.log_every_steps == 0 or step == total_steps:
+        _check_finite(step, step_metrics, mngr)
+        scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        scalars['learning_rate'] = float(schedule(step - 1))
+        writer.write_scalars(step, scalars)
+        now = time.time()
+        rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
+        eta = (total_steps - step) / max(rate, 1e-9)
+        logging.info('step %d/%d  loss %.5f  %.2f steps/s  %.1f images/s  ETA %s', step, total_steps,
+                     scalars['loss'], rate, rate * config.batch_size, _format_seconds(eta))
+        last_log_time, last_log_step = now, step
+        result['train'] = scalars
+        result['losses'].append((step, scalars['loss']))
+      stop = preemption.should_stop(step)
+      if step % config.checkpoint_every_steps == 0 or step == total_steps or stop:
+        mngr.save(step, args=checkpoint.save_args(state.checkpoint_tree(), model), force=True)
+      if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0 or step == total_steps) and not stop:
+        variables = {'params': state.params, 'batch_stats': state.batch_stats}
+        results = evaluate(model, variables, mano, builder, config, mesh)
+        writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.scalar_metrics(results).items()})
+        if jax.process_index() == 0:
+          with open(os.path.join(workdir, f'metrics_{step}.json'), 'w') as f:
+            json.dump(results, f, indent=1)
+        best_mngr.save(step, args=checkpoint.save_args(state.checkpoint_tree(), model),
+                       metrics=metrics.scalar_metrics(results), force=True)
+        logging.info('eval at step %d: %s = %.3f', step, best_key, results[best_key])
+        result['eval'] = results
+      result['step'] = step
+      if stop:
+        result['preempted'] = True
+        logging.warning('stopped by SIGTERM after step %d; checkpoint saved in %s', step, ckpt_dir)
+        break
+  if pending is not None:
+    _check_finite(*pending, mngr)
+  writer.flush()
+  mngr.wait_until_finished()
+  best_mngr.wait_until_finished()
+  mngr.close()
+  best_mngr.close()
+  return result
+
+
+def _check_finite(step: int, step_metrics: dict, mngr) -> None:
+  loss = float(step_metrics['loss'])
+  if not np.isfinite(loss):
+    mngr.wait_until_finished()
+    last = mngr.latest_step()
+    where = f'the last good checkpoint is step {last} in {mngr.directory}' if last is not None else 'no checkpoint was saved'
+    raise NonFiniteLossError(f'loss is {loss} at step {step}; {where}. Lower config.optimizer.learning_rate '
+                             'or check the data, then restart (the run resumes from that checkpoint).')
+
+
+def _format_seconds(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'

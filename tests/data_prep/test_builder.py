@@ -1,0 +1,176 @@
+"""The `interhand26m` TFDS builder on the synthetic raw dataset, in-process and with Apache Beam."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+from PIL import Image
+import tensorflow_datasets as tfds
+
+from data_prep import synthetic
+from data_prep.interhand26m import preprocess as pp
+from data_prep.interhand26m import raw
+from dir_jax.data import schema
+from dir_jax.render import project_perspective, rasterize
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _examples(builder, split):
+  """Decoded examples of a split, sorted by image_id."""
+  examples = list(tfds.as_numpy(builder.as_dataset(split=split)))
+  return sorted(examples, key=lambda ex: int(ex['image_id']))
+
+
+def _data_json(raw_dir, split):
+  with open(raw.annotation_path(raw_dir, split, 'data'), encoding='utf-8') as f:
+    return json.load(f)
+
+
+def _verts_cam_m(mano_pair, example):
+  params = {side: {key: example['mano'][side][key] for key in schema.MANO_KEYS} for side in schema.SIDES}
+  return {side: pp.hand_mesh(mano_pair[side], params[side])[0].astype(np.float64) for side in schema.SIDES}
+
+
+def _bilinear_warp(image_u8, affine, size):
+  """Independent of PIL: sample each crop pixel centre through the inverse affine (centres at +0.5)."""
+  rows, cols = np.mgrid[0:size, 0:size]
+  centres = np.stack([cols + 0.5, rows + 0.5, np.ones_like(cols, dtype=np.float64)], -1)
+  points = centres @ np.linalg.inv(affine).T
+  x, y = points[..., 0] - 0.5, points[..., 1] - 0.5
+  x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+  inside = (x0 >= 0) & (y0 >= 0) & (x0 + 1 < image_u8.shape[1]) & (y0 + 1 < image_u8.shape[0])
+  x0c, y0c = np.clip(x0, 0, image_u8.shape[1] - 2), np.clip(y0, 0, image_u8.shape[0] - 2)
+  fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+  img = image_u8.astype(np.float64)
+  out = ((1 - fx) * (1 - fy) * img[y0c, x0c] + fx * (1 - fy) * img[y0c, x0c + 1]
+         + (1 - fx) * fy * img[y0c + 1, x0c] + fx * fy * img[y0c + 1, x0c + 1])
+  return out, inside
+
+
+def test_split_counts_and_skip_reasons(local_build, beam_build, synthetic_raw):
+  summary = synthetic_raw[1]
+  for builder in (local_build, beam_build):
+    assert sorted(builder.info.splits) == ['test', 'train']  # no val annotations, no val split
+    for split, counts in summary.items():
+      assert builder.info.splits[split].num_examples == counts['kept']
+    assert builder.info.metadata['skipped'] == {split: counts['skipped'] for split, counts in summary.items()}
+
+
+def test_plan_split_without_images(synthetic_raw, tmp_path):
+  """Annotations whose image files are absent are skipped before conversion (no split then)."""
+  raw_dir, summary = synthetic_raw
+  shutil.copytree(os.path.join(raw_dir, 'annotations'), tmp_path / 'annotations')
+  records, skipped = raw.plan_split(str(tmp_path), 'train')
+  assert records == []
+  image_stage = (pp.IMAGE_MISSING, pp.IMAGE_CORRUPT, pp.IMAGE_DARK)
+  expected = {r: n for r, n in summary['train']['skipped'].items() if n and r not in image_stage}
+  expected[pp.IMAGE_MISSING] = (summary['train']['kept']
+                                + sum(summary['train']['skipped'][r] for r in image_stage))
+  assert dict(skipped) == expected
+
+
+def test_metadata_reads_back(local_build, synthetic_raw):
+  reloaded = tfds.builder_from_directory(local_build.data_dir)
+  assert reloaded.info.metadata['skipped']['train'] == synthetic_raw[1]['train']['skipped']
+
+
+def test_local_and_beam_builds_are_identical(local_build, beam_build):
+  """Same seed, other raw folder, other execution mode: the same decoded examples and metadata."""
+  assert dict(local_build.info.metadata) == dict(beam_build.info.metadata)
+  for split in ('train', 'test'):
+    local, beam = _examples(local_build, split), _examples(beam_build, split)
+    assert len(local) == len(beam)
+    for a, b in zip(local, beam):
+      jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_examples_match_the_raw_files(local_build, synthetic_raw, mano_pair):
+  raw_dir, _ = synthetic_raw
+  with open(raw.annotation_path(raw_dir, 'train', 'camera'), encoding='utf-8') as f:
+    cameras = json.load(f)
+  with open(raw.annotation_path(raw_dir, 'train', 'MANO_NeuralAnnot'), encoding='utf-8') as f:
+    mano = json.load(f)
+  images = {image['id']: image for image in _data_json(raw_dir, 'train')['images']}
+  for example in _examples(local_build, 'train'):
+    image = images[int(example['image_id'])]
+    assert (int(example['capture']), int(example['frame']), example['camera'].decode()) == (
+        image['capture'], image['frame_idx'], image['camera'])
+    capture, cam = str(image['capture']), image['camera']
+    rotation = np.asarray(cameras[capture]['camrot'][cam], np.float64)
+    campos_m = np.asarray(cameras[capture]['campos'][cam], np.float64) / 1000.0
+    # MANO: the stored camera-frame parameters pose the hands the raw world-frame ones pose,
+    # recomputed here through the generator's axis-angle path.
+    verts_cam_m = _verts_cam_m(mano_pair, example)
+    for side in schema.SIDES:
+      hand = mano[capture][str(image['frame_idx'])][side]
+      verts_world_m, _ = synthetic.hand_mesh_world(mano_pair[side], hand)
+      np.testing.assert_allclose(verts_cam_m[side], (verts_world_m - campos_m) @ rotation.T, atol=3e-5)
+    # Intrinsics: the raw ones (+0.5) scaled and shifted so the hands' box fills 80 % of the crop.
+    K_crop = example['intrinsics'].astype(np.float64)
+    focal, princpt = cameras[capture]['focal'][cam], np.asarray(cameras[capture]['princpt'][cam]) + 0.5
+    scale = K_crop[0, 0] / focal[0]
+    np.testing.assert_allclose(K_crop[1, 1] / focal[1], scale, rtol=1e-6)
+    assert K_crop[0, 1] == K_crop[1, 0] == 0 and list(K_crop[2]) == [0, 0, 1]
+    xy = project_perspective(np.concatenate(list(verts_cam_m.values())), K_crop)[:, :2]
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    np.testing.assert_allclose((lo + hi) / 2, [128.0, 128.0], atol=2e-3)
+    np.testing.assert_allclose(np.max(hi - lo), 0.8 * schema.IMAGE_SIZE, atol=2e-3)
+    # Image: the raw image resampled through affine = K_crop K_raw^-1, to the half pixel.
+    K_raw = np.array([[focal[0], 0.0, princpt[0]], [0.0, focal[1], princpt[1]], [0.0, 0.0, 1.0]])
+    affine = K_crop @ np.linalg.inv(K_raw)
+    with Image.open(raw.image_path(raw_dir, 'train', image['file_name'])) as decoded:
+      raw_rgb = np.asarray(decoded.convert('RGB'))
+    expected, inside = _bilinear_warp(raw_rgb, affine, schema.IMAGE_SIZE)
+    error = np.abs(example['image'] - expected)[inside].mean()  # ~1.7: two JPEG encodings
+    assert error < 2.5
+    for shift_px in ((0.5, 0.0), (-0.5, 0.0), (0.0, 0.5), (0.0, -0.5)):  # half a crop pixel off is worse
+      shifted, _ = _bilinear_warp(raw_rgb, np.array([[1.0, 0.0, shift_px[0]], [0.0, 1.0, shift_px[1]],
+                                                     [0.0, 0.0, 1.0]]) @ affine, schema.IMAGE_SIZE)
+      assert error < np.abs(example['image'] - shifted)[inside].mean()
+
+
+def _dilate(mask):
+  """(H, W) bool mask grown by one pixel (3x3)."""
+  padded = np.pad(mask, 1)
+  h, w = mask.shape
+  shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+  return np.any([padded[1 + dy:h + 1 + dy, 1 + dx:w + 1 + dx] for dy, dx in shifts], axis=0)
+
+
+def test_seg_and_dense_targets(local_build, mano_pair):
+  overlapping = 0
+  for split in ('train', 'test'):
+    for example in _examples(local_build, split):
+      seg, dense, K_crop = example['seg'][..., 0], example['dense'], example['intrinsics']
+      assert seg.shape == (256, 256)
+      assert min(np.sum(seg == schema.SEG_RIGHT), np.sum(seg == schema.SEG_LEFT)) > 200
+      # Every vertex projected with the stored intrinsics lies on (or next to) a hand pixel.
+      verts_cam_m = _verts_cam_m(mano_pair, example)
+      near_hands = _dilate(seg != schema.SEG_BACKGROUND)
+      for verts_m in verts_cam_m.values():
+        px = np.floor(project_perspective(verts_m, K_crop)[:, :2]).astype(int)
+        assert np.all((px >= 0) & (px < 256)) and np.all(near_hands[px[:, 1], px[:, 0]])
+      # Labels: the nearer hand where both cover a pixel, from each hand rasterised on its own.
+      depth = {side: rasterize(project_perspective(verts_cam_m[side], K_crop), mano_pair[side].faces,
+                               256, 256).depth for side in schema.SIDES}
+      expected = np.where(depth['right'] <= depth['left'], schema.SEG_RIGHT, schema.SEG_LEFT)
+      expected[np.isinf(depth['right']) & np.isinf(depth['left'])] = schema.SEG_BACKGROUND
+      np.testing.assert_array_equal(seg, expected)
+      overlapping += np.any(np.isfinite(depth['right']) & np.isfinite(depth['left']))
+      # Dense: zero off the hands, template x (right hand positive) on them.
+      assert np.all(dense[seg == schema.SEG_BACKGROUND] == 0)
+      assert np.all(dense[seg != schema.SEG_BACKGROUND].max(axis=-1) > 0)
+      assert np.median(dense[seg == schema.SEG_RIGHT][:, 0]) > np.median(dense[seg == schema.SEG_LEFT][:, 0])
+  assert overlapping >= 2  # occlusion between the hands is exercised
+
+
+def test_tfds_cli_finds_the_builder():
+  """`tfds build data_prep/interhand26m` loads the builder from the folder's module."""
+  from tensorflow_datasets.scripts.cli import build as build_cli  # pylint: disable=import-outside-toplevel
+  builder_cls, kwargs = build_cli._get_builder_cls_and_kwargs(  # pylint: disable=protected-access
+      os.path.join(REPO_ROOT, 'data_prep', 'interhand26m'), has_imports=False)
+  assert (builder_cls.name, kwargs) == ('interhand26m', {})
+  assert builder_cls.__module__ == 'interhand26m.interhand26m_dataset_builder'
