@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo interhand test bench clean
+DEMO_TRAIN ?= 384
+DEMO_TEST ?= 48
 
 install: $(STAMP)
 
@@ -17,14 +19,29 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The embedded default: a synthetic InterHand2.6M, its TFRecords, training, evaluation, pictures.
+DEMO := outputs/demo
 demo: $(STAMP)
-	$(PY) -m dir_jax.demo --out outputs/demo
+	$(PY) -m data_prep.synthetic --out $(DEMO)/raw --num-train $(DEMO_TRAIN) --num-test $(DEMO_TEST) --seed 0
+	$(VENV)/bin/tfds build data_prep/interhand26m --manual_dir $(DEMO)/raw --data_dir $(DEMO)/tfds
+	$(PY) train.py --config=configs/synthetic.py --workdir=$(DEMO)/run
+	$(PY) evaluate.py --config=configs/synthetic.py --checkpoint=$(DEMO)/run --out=$(DEMO)/eval
+	$(PY) -m dir_jax.demo --workdir $(DEMO)/run --eval $(DEMO)/eval --config configs/synthetic.py --out $(DEMO)
+
+# Converts a raw InterHand2.6M download (RAW, laid out as the builder's instructions say) to TFRecords in OUT.
+RAW ?= data/InterHand2.6M
+OUT ?= data/tfds
+interhand: $(STAMP)
+	$(VENV)/bin/tfds build data_prep/interhand26m --manual_dir $(RAW) --data_dir $(OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) bench/mano.py
+	$(PY) bench/model.py
+	$(PY) bench/input_pipeline.py
+	$(PY) bench/convert_interhand.py
 
 clean:
 	rm -rf $(VENV) outputs

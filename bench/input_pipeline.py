@@ -1,6 +1,7 @@
 """Images per second of the tf.data input pipeline at 256x256: decode only, decode + augment, full train.
 
-Writes a small synthetic `interhand26m` dataset (the test builder of tests/data), keeps its encoded
+Generates a small synthetic raw InterHand2.6M (`data_prep.synthetic`), builds it with the real
+`interhand26m` builder, keeps its encoded
 examples in memory, and measures three pipelines in alternating rounds (median reported):
   decode      encoded example -> `decode_example` (JPEG image, PNG seg and dense)
   augment     decode + `augment.augment` (blur p=0.3, warp, colour), the training map
@@ -8,7 +9,7 @@ examples in memory, and measures three pipelines in alternating rounds (median r
 each with a private tf.data threadpool of 1 thread (per-core figures) and with TensorFlow's default
 pool (all cores). The ratio augment / decode is measured within the same run.
 
-  PYTHONPATH=. .venv/bin/python bench/input_pipeline.py [--examples 48] [--batch 32] [--seconds 4] [--rounds 3]
+  .venv/bin/python bench/input_pipeline.py [--examples 48] [--batch 32] [--seconds 4] [--rounds 3]
 """
 
 import argparse
@@ -17,12 +18,12 @@ import statistics
 import tempfile
 import time
 
-import numpy as np
 import tensorflow as tf
 
 from dir_jax.data import augment, input_pipeline
-from dir_jax.mano import load_mano_pair, synthetic
-from tests.data import fake_interhand
+from data_prep import synthetic
+from data_prep.interhand26m.interhand26m_dataset_builder import build
+from dir_jax.mano import load_mano_pair
 
 
 def images_per_second(ds: tf.data.Dataset, batch_size: int, seconds: float) -> float:
@@ -47,12 +48,10 @@ def main():
 
   input_pipeline.hide_gpus_from_tensorflow()
   workdir = tempfile.mkdtemp(prefix='bench_input_pipeline_')
-  synthetic.write_all(os.path.join(workdir, 'mano'), seed=0)
-  pair = load_mano_pair(os.path.join(workdir, 'mano'))
-  rng = np.random.default_rng(0)
-  examples = [fake_interhand.random_example(pair, rng, i) for i in range(args.examples)]
-  data_dir = os.path.join(workdir, 'tfds')
-  fake_interhand.write_dataset(data_dir, {'train': examples})
+  raw_dir, data_dir = os.path.join(workdir, 'raw'), os.path.join(workdir, 'tfds')
+  synthetic.generate(raw_dir, num_train=args.examples, num_test=0, seed=0)
+  build(raw_dir, data_dir)
+  pair = load_mano_pair(os.path.join(raw_dir, 'mano'))
   builder = input_pipeline.get_builder(data_dir)
   constants = augment.mano_constants(pair)
 

@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.use_transformer = True
   config.model.transformer_blocks = (1, 2, 3)  # the released code skips block 0 (spec Q5)
   config.model.heatmap_sigma = 1.0  # cells, for projection='mhp'
+  config.model.camera_scale_init = 0.0  # initial weak-perspective scale bias of the heads (uv per metre)
   config.model.scan_stages = True
   config.compute_dtype = 'float32'  # or 'bfloat16' (parameters stay float32)
 
@@ -56,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.eval_every_steps = 5000  # 0 = no periodic evaluation
+  config.eval_at_start = False  # also evaluate the initial parameters (metrics_0.json)
   config.eval_voxel_m = 0.005  # interpenetration voxel; None skips the volume (faster evaluation)
   config.best_metric = 'table2/mpjpe/all'  # of the last stage, lower is better
   return config

@@ -1,4 +1,9 @@
-"""The embedded default (`make demo`): a small model trained on CPU on the synthetic InterHand2.6M."""
+"""The embedded default (`make demo`): a small model trained on CPU on the synthetic InterHand2.6M.
+
+The tiny model (configs/tiny.py: 64x64 input, narrow encoder and decoder) with batch 16 for 800
+steps, about 4 minutes on 2 CPU cores; the held-out test split is evaluated at initialisation, halfway
+and at the end.
+"""
 
 from configs import tiny
 
@@ -7,20 +12,18 @@ def get_config():
   config = tiny.get_config()
   config.mano_dir = 'outputs/demo/raw/mano'
   config.data.data_dir = 'outputs/demo/tfds'
-  config.model.input_size = 128
-  config.model.stages = ((8, 'c3', 1.0), (16, 'c2', 2.0))
-  config.model.encoder_width = 16
-  config.model.attention_dim = 64
-  config.model.img_feat_dim = 64
-  config.model.emb_dim = 64
-  config.model.joint_dim = 32
+  # Short run: start the heads' weak-perspective scale at the data's typical 2 f / (256 z) ~ 9 per metre
+  # (from 0 it takes AdamW thousands of steps), and no in-plane rotation augmentation.
+  config.model.camera_scale_init = 9.0
+  config.data.augment.rotate = False
   config.batch_size = 16
   config.eval_batch_size = 16
-  config.num_train_steps = 600
+  config.num_train_steps = 800
   config.optimizer.learning_rate = 1e-3
   config.data.shuffle_buffer_size = 512
-  config.log_every_steps = 25
+  config.log_every_steps = 50
   config.checkpoint_every_steps = 200
-  config.eval_every_steps = 300
+  config.eval_every_steps = 400
   config.eval_voxel_m = 0.005
+  config.eval_at_start = True  # the README compares the error at initialisation with the trained one
   return config

@@ -1,78 +1,107 @@
-"""The embedded default job (`make demo`) until training lands: the MANO layer on the synthetic hands.
+"""Pictures and the summary of the embedded default job (`make demo`, last step).
 
-Writes the synthetic MANO asset (official pickle layout and npz), poses both hands with the JAX
-network layer in an interacting configuration, and renders them with the project's rasterizer:
+  python -m dir_jax.demo --workdir outputs/demo/run --eval outputs/demo/eval --config configs/synthetic.py \
+      --out outputs/demo --num-images 6
 
-  python -m dir_jax.demo --out outputs/demo
-
-Outputs: `mano/MANO_{RIGHT,LEFT}.{pkl,npz}` with the generator's preview `mano/hands.png`, `hands_front.png` (camera view), `hands_side.png`
-(side view), `hands_rest.png` (both hands in the rest pose) and `joints.json` (21 joints per hand, m).
+After `make demo` has generated the synthetic InterHand2.6M, built its TFRecords, trained
+`configs/synthetic.py` and evaluated it, this writes:
+  pictures.png      one row per held-out test image: input crop | predicted meshes | ground truth
+  pictures/<i>.png  the same rows, one file each
+  summary.md        the held-out errors at initialisation (the trainer's metrics_0.json) next to the
+                    trained model's (evaluate.py's metrics.json)
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
-from dir_jax.mano import load_mano_pair, network_mano
-from dir_jax.mano import synthetic
+from dir_jax import checkpoint
+from dir_jax.data import input_pipeline
+from dir_jax.mano import load_mano_pair
+from dir_jax.predict import render_hands
 from dir_jax.render import overlay
+from dir_jax.render.stages_figure import titled_row
+from dir_jax.train import step as step_lib
+from dir_jax.train.targets import ground_truth
 
-# Pinhole camera of a 256x256 crop (OpenCV frame: x right, y down, z forward), as in the fixture.
-CROP_K = np.array([[500.0, 0, 128], [0, 500.0, 128], [0, 0, 1]])
+SUMMARY_KEYS = (('table2/mpjpe/all', 'MPJPE, wrist-aligned and scaled (mm)'),
+                ('table2/mpvpe/all', 'MPVPE, wrist-aligned and scaled (mm)'),
+                ('table3_noscale/mpjpe/all', 'MPJPE, middle-MCP-aligned, no scaling (mm)'),
+                ('table2/mrrpe/all', 'MRRPE (mm)'),
+                ('table2/miaa_joint/all', 'MIAA joints (px)'),
+                ('table2/auc/all', 'PCK AUC 0-50 mm (higher is better)'))
 
 
-def _pose(six_d, pca_flex):
-  """One 51-vector (6D root + 45 PCA) with only the first (flexion) PCA coefficient set."""
-  pose = np.zeros(51, np.float32)
-  pose[:6] = six_d
-  pose[6] = pca_flex
-  return pose
+def load_config(path: str):
+  spec = importlib.util.spec_from_file_location('demo_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
-def _rotation_6d(axis, angle):
-  """6D representation (first two columns) of the rotation `angle` about `axis`."""
-  axis = np.asarray(axis, np.float64) / np.linalg.norm(axis)
-  k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-  rot = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
-  return np.concatenate([rot[:, 0], rot[:, 1]]).astype(np.float32)
+def picture_rows(workdir: str, config, num_images: int) -> list[np.ndarray]:
+  """Rows of (input | prediction of the last stage | ground truth) for the first test images."""
+  model, variables, _ = checkpoint.restore_variables(workdir)
+  mano = load_mano_pair(config.mano_dir)
+  builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
+  ds, _ = input_pipeline.create_eval_dataset(builder, config.data, batch_size=num_images)
+  batch = next(input_pipeline.numpy_batches(ds))
+  valid = batch.pop('valid')
+  input_size = model.stages[0].size * 16
+  images = step_lib.model_input(batch, input_size)
+  outputs = jax.device_get(jax.jit(lambda v, x: model.apply(v, x, mano, train=False))(variables, images))
+  targets = jax.device_get(ground_truth(batch, mano, config.image_size))
+  faces = {side: np.asarray(mano[side].faces) for side in ('left', 'right')}
+  rows = []
+  for i in np.flatnonzero(valid):
+    crop = batch['image'][i]
+    stage = {k: v[i] for k, v in outputs['stages'][-1].items()}
+    predicted = render_hands(crop, stage, faces)
+    truth = overlay.render_overlay(
+        crop, [(targets[f'mesh_3d_{side}'][i], faces[side], overlay.LEFT_HAND_RGB if side == 'left'
+                else overlay.RIGHT_HAND_RGB) for side in ('left', 'right')], batch['intrinsics'][i])
+    rows.append(titled_row([crop, predicted, truth], ['input', 'prediction', 'ground truth']))
+  return rows
+
+
+def summary_table(initial: dict, trained: dict, stage: int) -> str:
+  lines = [f'| held-out synthetic test images ({trained["num_samples"]}) | at initialisation | trained |',
+           '| --- | --- | --- |']
+  for key, label in SUMMARY_KEYS:
+    full = f'stage{stage}/{key}'
+    lines.append(f'| {label} | {initial[full]:.2f} | {trained[full]:.2f} |')
+  return '\n'.join(lines)
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--out', default='outputs/demo')
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--workdir', required=True, help='train.py workdir')
+  parser.add_argument('--eval', required=True, help="evaluate.py's output folder (metrics.json)")
+  parser.add_argument('--config', required=True, help='the config the run was trained with')
+  parser.add_argument('--out', required=True)
+  parser.add_argument('--num-images', type=int, default=6)
   args = parser.parse_args(argv)
-  mano_dir = os.path.join(args.out, 'mano')
-  synthetic.write_all(mano_dir, args.seed)
-  mano = load_mano_pair(mano_dir)
-
-  # Fingers of the canonical hands point along +x (right) / -x (left); turn them to point up the image
-  # (-y in the camera frame) with palms towards the camera, and place the hands side by side.
-  scenes = {
-      'rest': {'left': _pose(_rotation_6d([0, 0, 1], np.pi / 2), 0.0), 'right': _pose(_rotation_6d([0, 0, 1], -np.pi / 2), 0.0)},
-      'front': {'left': _pose(_rotation_6d([0, 0, 1], np.pi / 2), 1.2), 'right': _pose(_rotation_6d([0, 0, 1], -np.pi / 2), -0.4)},
-  }
-  roots_m = {'left': np.array([-0.06, 0.08, 0.55]), 'right': np.array([0.06, 0.08, 0.6])}
-  layer = jax.jit(network_mano, static_argnames='center_idx')
-  joints_out = {}
-  for name, poses in scenes.items():
-    meshes = []
-    for side, color in (('left', overlay.LEFT_HAND_RGB), ('right', overlay.RIGHT_HAND_RGB)):
-      verts, joints = layer(mano[side], jnp.asarray(poses[side])[None], jnp.zeros((1, 10)), center_idx=0)
-      meshes.append((np.asarray(verts[0]) + roots_m[side], np.asarray(mano[side].faces), color))
-      joints_out[f'{name}_{side}'] = (np.asarray(joints[0]) + roots_m[side]).round(5).tolist()
-    background = np.full((256, 256, 3), 235, np.uint8)
-    overlay.save_png(os.path.join(args.out, f'hands_{name}.png'), overlay.render_overlay(background, meshes, CROP_K, alpha=1.0))
-    if name == 'front':
-      overlay.save_png(os.path.join(args.out, 'hands_side.png'), overlay.render_side_view(meshes, size=256, yaw_deg=90))
-  with open(os.path.join(args.out, 'joints.json'), 'w') as f:
-    json.dump(joints_out, f, indent=1)
-  print(f'wrote {args.out}/hands_front.png, hands_side.png, hands_rest.png, joints.json and the synthetic MANO in {mano_dir}')
+  config = load_config(args.config)
+  os.makedirs(os.path.join(args.out, 'pictures'), exist_ok=True)
+  rows = picture_rows(args.workdir, config, args.num_images)
+  for i, row in enumerate(rows):
+    Image.fromarray(row).save(os.path.join(args.out, 'pictures', f'{i}.png'))
+  Image.fromarray(np.concatenate(rows, axis=0)).save(os.path.join(args.out, 'pictures.png'))
+  with open(os.path.join(args.workdir, 'metrics_0.json')) as f:
+    initial = json.load(f)
+  with open(os.path.join(args.eval, 'metrics.json')) as f:
+    trained = json.load(f)
+  table = summary_table(initial, trained, len(config.model.stages))
+  with open(os.path.join(args.out, 'summary.md'), 'w') as f:
+    f.write(table + '\n')
+  print(table)
+  print(f'pictures: {os.path.join(args.out, "pictures.png")}')
   return 0
 
 

@@ -48,6 +48,7 @@ class Projecter(nn.Module):
   use_transformer: bool = True
   transformer_blocks: tuple[int, ...] = (1, 2, 3)
   heatmap_sigma: float = 1.0
+  camera_scale_init: float = 0.0
   dtype: jnp.dtype | None = None
 
   @nn.compact
@@ -79,7 +80,7 @@ class Projecter(nn.Module):
       joint_feat = nn.Dense(self.joint_dim, name='interaction_linear', dtype=self.dtype)(joint_feat)
     self.sow('intermediates', 'interaction_out', joint_feat)
     feat_left, feat_right = jnp.split(joint_feat, 2, axis=1)
-    result = RegressorOffset(self.center_idx, name='regressor', dtype=self.dtype)(feat_left, feat_right, prev, mano)
+    result = RegressorOffset(self.center_idx, self.camera_scale_init, name='regressor', dtype=self.dtype)(feat_left, feat_right, prev, mano)
 
     proj_feat_emb = ConvBNReLUConv(self.joint_dim, self.joint_dim, name='proj_feat_emb', dtype=self.dtype)
     planes = {}

@@ -43,10 +43,20 @@ def hand_outputs(mano: ManoPair, para_left, para_right, offset, center_idx: int)
   return result
 
 
+def mano_head_bias_init(camera_scale: float):
+  """Bias initialiser of a 64-vector head: zeros, with the weak-perspective scale (entry 61) at
+  `camera_scale` (uv per metre). Only random initialisation uses it; converted weights replace it."""
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    return jnp.zeros(shape, dtype).at[61].set(camera_scale)
+  return init
+
+
 class InitRegressor(nn.Module):
   """Stage 0 from c4 (spec §4): per-hand sigmoid attention pooling, MANO heads, offset from the mean of c4."""
   center_idx: int = 0
   attention_dim: int = 1024  # hidden channels of the attention branch
+  camera_scale_init: float = 0.0
   dtype: jnp.dtype | None = None
 
   @nn.compact
@@ -59,7 +69,8 @@ class InitRegressor(nn.Module):
       self.sow('intermediates', f'attention_{side}_out', attn)
       # Attention pooling; the denominator's 1e-8 is the reference's (quirk Q16).
       pooled = jnp.sum(c4 * attn, axis=(1, 2)) / (jnp.sum(attn, axis=(1, 2)) + 1e-8)
-      paras[side] = nn.Dense(MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype)(pooled)
+      paras[side] = nn.Dense(MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype,
+                             bias_init=mano_head_bias_init(self.camera_scale_init))(pooled)
     return hand_outputs(mano, paras['left'].astype(jnp.float32), paras['right'].astype(jnp.float32),
                         offset.astype(jnp.float32), self.center_idx)
 
@@ -70,6 +81,7 @@ class RegressorOffset(nn.Module):
   Not residual: the previous 64-vector is an input, not a base to add to.
   """
   center_idx: int = 0
+  camera_scale_init: float = 0.0
   dtype: jnp.dtype | None = None
 
   @nn.compact
@@ -80,7 +92,8 @@ class RegressorOffset(nn.Module):
     para = {}
     for side, flat in (('left', flat_left), ('right', flat_right)):
       inputs = jnp.concatenate([flat, prev[f'mano_para_{side}'].astype(flat.dtype)], axis=-1)
-      para[side] = nn.Dense(MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype)(inputs).astype(jnp.float32)
+      para[side] = nn.Dense(MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype,
+                           bias_init=mano_head_bias_init(self.camera_scale_init))(inputs).astype(jnp.float32)
     offset_in = jnp.concatenate([flat_left, flat_right, prev['offset'].astype(flat_left.dtype)], axis=-1)
     offset = nn.Dense(3, name='offset', dtype=self.dtype)(offset_in).astype(jnp.float32)
     return hand_outputs(mano, para['left'], para['right'], offset, self.center_idx)

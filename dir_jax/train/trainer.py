@@ -4,7 +4,7 @@
   checkpoints/<step>/   the latest `config.keep_checkpoints` states (orbax, `dir_jax.checkpoint` layout)
   best/<step>/          the state with the best `config.best_metric` at evaluation time
   events.out.tfevents*  TensorBoard: every loss term, learning rate, gradient norm, steps/s, metrics
-  metrics_<step>.json   evaluation results
+  metrics_<step>.json   evaluation results (step 0 = at initialisation, with `config.eval_at_start`)
 
 Parallelism: one mesh axis 'data' over `jax.devices()` (all hosts). The state is replicated; each
 process feeds its own share of the global batch (`jax.make_array_from_process_local_data`), so the
@@ -67,14 +67,11 @@ class _PreemptionFlag:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
 
-  def should_stop(self, step: int) -> bool:
+  def should_stop(self) -> bool:
+    """True when any process got SIGTERM (all processes then save the same step and stop)."""
     if jax.process_count() > 1:
-      return bool(multihost_utils.reached_preemption_sync_point(step)) or self._agreed(step)
+      return bool(np.any(multihost_utils.process_allgather(np.asarray([self.requested]))))
     return self.requested
-
-  def _agreed(self, step: int) -> bool:
-    flags = multihost_utils.process_allgather(np.asarray([self.requested]))
-    return bool(np.any(flags))
 
 
 class _LibraryInfoFilter(logging.Filter):
@@ -192,6 +189,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     start_step, tree = checkpoint.restore_candidates(mngr, restore)
     state = state.replace_from_checkpoint(tree)
+    for damaged in [s for s in mngr.all_steps() if s > start_step]:
+      logging.warning('deleting unrestorable checkpoint step %d; training resumes from step %d', damaged, start_step)
+      mngr.delete(damaged)
     logging.info('resumed from %s step %d', ckpt_dir, start_step)
   else:
     state = make_state(_initial_variables(config, model, init_fn))
@@ -215,6 +215,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   last_log_time, last_log_step = time.time(), start_step
   logging.info('training steps %d..%d (%d per epoch), global batch %d on %d devices, %d processes',
                start_step, total_steps, steps_per_epoch, config.batch_size, jax.device_count(), jax.process_count())
+  def run_eval(step):
+    results = evaluate(model, {'params': state.params, 'batch_stats': state.batch_stats}, mano, builder, config, mesh)
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.scalar_metrics(results).items()})
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, f'metrics_{step}.json'), 'w') as f:
+        json.dump(results, f, indent=1)
+    logging.info('eval at step %d: %s = %.3f', step, best_key, results[best_key])
+    result['eval'] = results
+    return results
+
+  if config.eval_at_start and start_step == 0:
+    run_eval(0)
   with _PreemptionFlag() as preemption:
     for step in range(start_step + 1, total_steps + 1):
       state, step_metrics = train_step(state, global_batch(next(batches), data_sharding))
@@ -235,20 +247,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         last_log_time, last_log_step = now, step
         result['train'] = scalars
         result['losses'].append((step, scalars['loss']))
-      stop = preemption.should_stop(step)
+      stop = preemption.should_stop()
       if step % config.checkpoint_every_steps == 0 or step == total_steps or stop:
         mngr.save(step, args=checkpoint.save_args(state.checkpoint_tree(), model), force=True)
       if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0 or step == total_steps) and not stop:
-        variables = {'params': state.params, 'batch_stats': state.batch_stats}
-        results = evaluate(model, variables, mano, builder, config, mesh)
-        writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.scalar_metrics(results).items()})
-        if jax.process_index() == 0:
-          with open(os.path.join(workdir, f'metrics_{step}.json'), 'w') as f:
-            json.dump(results, f, indent=1)
+        results = run_eval(step)
         best_mngr.save(step, args=checkpoint.save_args(state.checkpoint_tree(), model),
                        metrics=metrics.scalar_metrics(results), force=True)
-        logging.info('eval at step %d: %s = %.3f', step, best_key, results[best_key])
-        result['eval'] = results
       result['step'] = step
       if stop:
         result['preempted'] = True

@@ -6,7 +6,7 @@ image, two PNGs). The stages are timed one after another on the same records in 
 shares of the total are ratios measured together; the end-to-end converter (`convert.Converter`,
 what the builder runs per example) is timed as well. XLA is limited to one thread before JAX loads.
 
-  .venv/bin/python bench/data_prep.py [--raw-dir RAW] [--num-examples 16] [--repeats 5]
+  .venv/bin/python bench/convert_interhand.py [--raw-dir RAW] [--num-examples 16] [--repeats 5]
 
 Without --raw-dir a synthetic raw dataset (`data_prep.synthetic`) is written to a temporary folder.
 """
