@@ -90,11 +90,12 @@ def test_eight_fake_devices_match_one(tiny_data, compilation_cache, tmp_path):
   for step in (1, 2, 3):
     np.testing.assert_allclose(losses[8][step], losses[1][step], rtol=DEVICE_LAYOUT_RTOL)
   assert results[1][0] == results[8][0] == 3
-  # BatchNorm running statistics are global-batch statistics on 8 devices as on 1.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=DEVICE_LAYOUT_RTOL, atol=1e-6),
+  # BatchNorm running statistics are global-batch statistics on 8 devices as on 1 (tolerance relative
+  # to each array's scale: some entries are near 0).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=DEVICE_LAYOUT_RTOL * np.abs(b).max()),
                results[1][1]['batch_stats'], results[8][1]['batch_stats'])
-  # Parameters: equal up to the sign flips above, at most 2 * lr per step apart.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=3 * 2 * LAYOUT_TEST_LR),
+  # Parameters: equal up to the sign flips above; an AdamW step is at most ~2 lr here, so 2 * 2 lr per step.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=3 * 4 * LAYOUT_TEST_LR),
                results[1][1]['params'], results[8][1]['params'])
 
 
