@@ -24,6 +24,10 @@ from tests.train.conftest import NUM_TEST, REPO_ROOT, tiny_overrides, train_env
 # fixture's train mode, see compare_reference's 1e-3), so 1e-3 relative.
 DEVICE_LAYOUT_RTOL = 1e-3
 LAYOUT_TEST_LR = 1e-6
+# Running statistics after 3 steps, relative to each array's scale: a bone-mask cell at its threshold
+# can flip under rounding differences and change stage-2 features discretely (compare_reference's
+# "Discontinuities"); measured 3.5e-3 of the scale in the stage-2 fusion BatchNorm.
+BN_STATS_LAYOUT_TOL = 1e-2
 
 
 def _config(data, **overrides):
@@ -92,7 +96,7 @@ def test_eight_fake_devices_match_one(tiny_data, compilation_cache, tmp_path):
   assert results[1][0] == results[8][0] == 3
   # BatchNorm running statistics are global-batch statistics on 8 devices as on 1 (tolerance relative
   # to each array's scale: some entries are near 0).
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=DEVICE_LAYOUT_RTOL * np.abs(b).max()),
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=BN_STATS_LAYOUT_TOL * np.abs(b).max()),
                results[1][1]['batch_stats'], results[8][1]['batch_stats'])
   # Parameters: equal up to the sign flips above; an AdamW step is at most ~2 lr here, so 2 * 2 lr per step.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=3 * 4 * LAYOUT_TEST_LR),
