@@ -112,12 +112,12 @@ def _abstract_state(state: state_lib.TrainState, sharding: NamedSharding) -> dic
 
 
 def _initial_variables(config: ml_collections.ConfigDict, model, init_fn) -> dict:
-  """Random init, optionally overwritten by an orbax checkpoint or a torchvision ResNet-50."""
-  variables = jax.device_get(init_fn())
+  """An orbax checkpoint's variables, or a random init with optionally a torchvision ResNet-50 encoder."""
   if config.init_checkpoint:
     _, restored, step = checkpoint.restore_variables(config.init_checkpoint)
     logging.info('initialised from %s (step %d)', config.init_checkpoint, step)
     return jax.device_get(restored)
+  variables = jax.device_get(init_fn())
   if config.torchvision_resnet50:
     variables, report = import_torchvision_resnet50(load_torch_checkpoint(config.torchvision_resnet50), variables)
     logging.info('encoder from %s: %s', config.torchvision_resnet50, report.summary())
@@ -181,7 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   best_mngr = checkpoint.manager(best_dir, max_to_keep=1, best_fn=lambda m: m[best_key], best_mode='min',
                                  keep_checkpoints_without_metrics=False)
   if mngr.all_steps():
-    state = make_state(jax.tree.map(jnp.zeros_like, jax.eval_shape(init_fn)))
+    state = jax.eval_shape(lambda: make_state(init_fn()))  # structure only; every array is restored
     target = _abstract_state(state, replicated)
 
     def restore(s):
