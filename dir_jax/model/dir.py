@@ -75,8 +75,9 @@ class Decoder(nn.Module):
       if skip_src.shape[1] > spec.size:  # encoder maps above the stage size are average-pooled down
         pool = skip_src.shape[1] // spec.size
         skip_src = nn.avg_pool(skip_src, (pool, pool), strides=(pool, pool))
-      projecter = self.projecter.clone(size=spec.size, threshold=spec.threshold, parent=None)
-      stage_args = (projecter, self.img_feat_dim, train, self.dtype)
+      in_loop = g > 0  # every group after the first runs as an nn.scan
+      projecter = self.projecter.clone(size=spec.size, threshold=spec.threshold, in_loop=in_loop, parent=None)
+      stage_args = (projecter, self.img_feat_dim, train, self.dtype, in_loop)
       if g == 0:  # c4 in, 256 channels out: not a scan body; parameters are not stacked
         (carry_feat, prev), (result, feats) = RefinementStage(*stage_args, name=f'group_{g}')(
             (carry_feat, prev), skip_src, mano)

@@ -4,11 +4,16 @@ Module and parameter names mirror the reference's state-dict names (a Sequential
 '0', '1', '3', ...), so that `dir_jax.convert` maps a checkpoint with one set of rules.
 """
 
+import functools
+
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 class BatchNorm(nn.Module):
@@ -43,23 +48,83 @@ class BatchNorm(nn.Module):
     return y + bias.astype(x.dtype)
 
 
+def _conv_nhwc(x, w, padding):
+  return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_NHWC)
+
+
+def _canonical_conv_grads(padding, x, w, dy):
+  """Gradients of a stride-1 NHWC conv written as two forward convs in the canonical NHWC/HWIO layout.
+
+  dx: dy convolved with the spatially flipped, in/out-swapped kernel. dw: the padded input with batch
+  and channels swapped (channels as the batch, images as the features) convolved with dy as an
+  (H', W', B, O) kernel, giving (C, kh, kw, O).
+  """
+  (kh, kw) = w.shape[:2]
+  (top, bottom), (left, right) = padding
+  dx = _conv_nhwc(dy, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2),
+                  ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
+  x_padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  dw = _conv_nhwc(x_padded.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), ((0, 0), (0, 0)))
+  return dx, dw.transpose(1, 2, 0, 3)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _loop_conv(x, w, padding):
+  return _conv_nhwc(x, w, padding)
+
+
+def _loop_conv_fwd(x, w, padding):
+  return _conv_nhwc(x, w, padding), (x, w)
+
+
+def _loop_conv_bwd(padding, residuals, dy):
+  x, w = residuals
+  native = lambda x, w, dy: jax.vjp(lambda a, b: _conv_nhwc(a, b, padding), x, w)[1](dy)
+  return lax.platform_dependent(x, w, dy, cpu=functools.partial(_canonical_conv_grads, padding), default=native)
+
+
+_loop_conv.defvjp(_loop_conv_fwd, _loop_conv_bwd)
+
+
+def loop_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                              dimension_numbers=None, feature_group_count=1, precision=None):
+  """`lax.conv_general_dilated` for stride-1 NHWC convs inside a loop body (`nn.scan`), same forward.
+
+  XLA:CPU runs the gradient convolutions of a conv inside a while loop without its fast kernels,
+  50-70x slower than outside (jax-ml/jax#12868); on CPU this conv's gradients are therefore two
+  canonical-layout forward convs. Other backends use the native gradient.
+  """
+  del precision
+  expected = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+  if (tuple(window_strides) != (1, 1) or any(d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+      or feature_group_count != 1 or dimension_numbers != expected or isinstance(padding, str)):
+    raise ValueError('loop_conv_general_dilated supports stride-1, undilated, ungrouped NHWC convs with explicit padding')
+  return _loop_conv(lhs, rhs, tuple(tuple(p) for p in padding))
+
+
 def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True, name=None,
-         dtype=None) -> nn.Conv:
-  """A torch.nn.Conv2d equivalent (symmetric explicit padding) in NHWC."""
+         dtype=None, in_loop: bool = False) -> nn.Conv:
+  """A torch.nn.Conv2d equivalent (symmetric explicit padding) in NHWC.
+
+  `in_loop`: the conv runs inside an `nn.scan` body; use `loop_conv_general_dilated` (stride 1 only).
+  """
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((padding, padding), (padding, padding)), use_bias=bias, name=name, dtype=dtype)
+                 padding=((padding, padding), (padding, padding)), use_bias=bias, name=name, dtype=dtype,
+                 conv_general_dilated=loop_conv_general_dilated if in_loop else None)
 
 
 class ConvBNReLUConv(nn.Module):
   """Sequential[conv k, BN, ReLU, conv 1x1] with children '0', '1', '3' (the reference's heads).
 
   `kernel=0` means Conv1d with kernel 1 over a (B, L, C) sequence, i.e. a Dense per position.
+  `in_loop`: inside an `nn.scan` body (see `loop_conv_general_dilated`).
   """
   hidden: int
   out: int
   kernel: int = 0
   first_bias: bool = True
   dtype: jnp.dtype | None = None
+  in_loop: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -67,11 +132,11 @@ class ConvBNReLUConv(nn.Module):
       x = nn.Dense(self.hidden, name='0', dtype=self.dtype)(x)
     else:
       x = conv(self.hidden, self.kernel, padding=self.kernel // 2, bias=self.first_bias, name='0',
-               dtype=self.dtype)(x)
+               dtype=self.dtype, in_loop=self.in_loop)(x)
     x = nn.relu(BatchNorm(name='1')(x, train))
     if self.kernel == 0:
       return nn.Dense(self.out, name='3', dtype=self.dtype)(x)
-    return conv(self.out, 1, name='3', dtype=self.dtype)(x)
+    return conv(self.out, 1, name='3', dtype=self.dtype, in_loop=self.in_loop)(x)
 
 
 class _BiasConv(nn.Module):
@@ -79,28 +144,32 @@ class _BiasConv(nn.Module):
   features: int
   kernel: int
   dtype: jnp.dtype | None = None
+  in_loop: bool = False
 
   @nn.compact
   def __call__(self, x):
-    return conv(self.features, self.kernel, padding=(self.kernel - 1) // 2, name='conv', dtype=self.dtype)(x)
+    return conv(self.features, self.kernel, padding=(self.kernel - 1) // 2, name='conv', dtype=self.dtype,
+                in_loop=self.in_loop)(x)
 
 
 class Residual(nn.Module):
   """Pre-activation bottleneck of the reference's hourglass (spec §5, quirk Q23).
 
   x -> BN-ReLU-conv1x1 -> BN-ReLU-conv3x3 -> BN-ReLU-conv1x1, plus `skip_layer` (1x1 conv with bias),
-  mid = out // 2. Input (B, H, W, in) -> (B, H, W, out).
+  mid = out // 2. Input (B, H, W, in) -> (B, H, W, out). `in_loop`: inside an `nn.scan` body.
   """
   out: int
   dtype: jnp.dtype | None = None
+  in_loop: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
     mid = self.out // 2
-    skip = _BiasConv(self.out, 1, name='skip_layer', dtype=self.dtype)(x)
-    h = _BiasConv(mid, 1, name='conv1', dtype=self.dtype)(nn.relu(BatchNorm(name='bn1')(x, train)))
-    h = _BiasConv(mid, 3, name='conv2', dtype=self.dtype)(nn.relu(BatchNorm(name='bn2')(h, train)))
-    h = _BiasConv(self.out, 1, name='conv3', dtype=self.dtype)(nn.relu(BatchNorm(name='bn3')(h, train)))
+    bias_conv = functools.partial(_BiasConv, dtype=self.dtype, in_loop=self.in_loop)
+    skip = bias_conv(self.out, 1, name='skip_layer')(x)
+    h = bias_conv(mid, 1, name='conv1')(nn.relu(BatchNorm(name='bn1')(x, train)))
+    h = bias_conv(mid, 3, name='conv2')(nn.relu(BatchNorm(name='bn2')(h, train)))
+    h = bias_conv(self.out, 1, name='conv3')(nn.relu(BatchNorm(name='bn3')(h, train)))
     return h + skip
 
 

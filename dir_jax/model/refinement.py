@@ -4,6 +4,8 @@
 skip, fusion and enhance Residual blocks so that stages of equal shape can run under `nn.scan`.
 """
 
+import functools
+
 import chex
 import flax.linen as nn
 import jax
@@ -36,6 +38,7 @@ class Projecter(nn.Module):
     projection: 'bone' (released), 'mfp', 'sfp' or 'mhp' (paper Table 1).
     use_gcn / use_transformer: ablation switches (paper Table 1 rows 2-5).
     transformer_blocks: which of the 4 blocks run (released: 1, 2, 3; quirk Q5).
+    in_loop: the stage runs inside `nn.scan` (convs take `layers.loop_conv_general_dilated`).
   """
   size: int
   threshold: float
@@ -50,6 +53,7 @@ class Projecter(nn.Module):
   heatmap_sigma: float = 1.0
   camera_scale_init: float = 0.0
   dtype: jnp.dtype | None = None
+  in_loop: bool = False
 
   @nn.compact
   def __call__(self, img_feat, prev: dict, mano: ManoPair, train: bool):
@@ -90,7 +94,8 @@ class Projecter(nn.Module):
       self.sow('intermediates', 'proj_feat_emb_out', z)
       joint_feats[side] = z
       planes[side] = self._project(result[f'joint_uv_{side}'].astype(z.dtype), z, side)
-    fused = ConvBNReLUConv(self.img_feat_dim, self.img_feat_dim, kernel=3, name='fusion', dtype=self.dtype)(
+    fused = ConvBNReLUConv(self.img_feat_dim, self.img_feat_dim, kernel=3, name='fusion', dtype=self.dtype,
+                           in_loop=self.in_loop)(
         jnp.concatenate([planes['left'], planes['right']], axis=-1), train)
     return result, {'img_feat': fused, 'joint_feat_left': joint_feats['left'],
                     'joint_feat_right': joint_feats['right'], 'vis_img_feat': planes['left'] + planes['right']}
@@ -116,24 +121,26 @@ class RefinementStage(nn.Module):
 
   Call signature fits `nn.scan`: carry = (E_in (B,S,S,C), previous stage result), broadcast inputs
   (skip source (B,S,S,Cs), MANO pair). Returns (E, result) as the new carry and (result, features)
-  as the per-stage output.
+  as the per-stage output. `in_loop`: this module is the body of an `nn.scan` (the projecter's
+  `in_loop` is set alike by the caller).
   """
   projecter: Projecter
   img_feat_dim: int = 256
   train: bool = False
   dtype: jnp.dtype | None = None
+  in_loop: bool = False
 
   @nn.compact
   def __call__(self, carry, skip_src, mano: ManoPair):
     e_in, prev = carry
     prev = jax.tree.map(jax.lax.stop_gradient, prev)  # stage inputs are detached (spec §7)
-    skip = Residual(self.img_feat_dim, name='skip_layer', dtype=self.dtype)(skip_src, self.train)
+    residual = functools.partial(Residual, self.img_feat_dim, dtype=self.dtype, in_loop=self.in_loop)
+    skip = residual(name='skip_layer')(skip_src, self.train)
     self.sow('intermediates', 'skip_layer_out', skip)
-    fused = Residual(self.img_feat_dim, name='fusion_layer', dtype=self.dtype)(
-        jnp.concatenate([e_in, skip.astype(e_in.dtype)], axis=-1), self.train)
+    fused = residual(name='fusion_layer')(jnp.concatenate([e_in, skip.astype(e_in.dtype)], axis=-1), self.train)
     self.sow('intermediates', 'fusion_layer_out', fused)
     result, feats = self.projecter(fused, prev, mano, self.train)
-    enhanced = Residual(self.img_feat_dim, name='enhance_layer', dtype=self.dtype)(
+    enhanced = residual(name='enhance_layer')(
         jnp.concatenate([fused, feats['img_feat'].astype(fused.dtype)], axis=-1), self.train)
     self.sow('intermediates', 'enhance_layer_out', enhanced)
     return (enhanced, result), (result, feats)
