@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo interhand test bench clean
-DEMO_TRAIN ?= 384
+DEMO_TRAIN ?= 768
 DEMO_TEST ?= 48
 
 install: $(STAMP)
@@ -40,6 +40,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/mano.py
 	$(PY) bench/model.py
+	$(PY) bench/loop_conv.py
 	$(PY) bench/input_pipeline.py
 	$(PY) bench/convert_interhand.py
 

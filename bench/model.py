@@ -14,7 +14,6 @@ Prints, for the config's model on the default backend:
 
 import argparse
 import functools
-import importlib.util
 import resource
 import time
 
@@ -22,18 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from configs import load_config
 from dir_jax import checkpoint, losses
 from dir_jax.mano import load_mano_pair, synthetic
 from dir_jax.model.dir import StageSpec
 from dir_jax.train import state as state_lib
 from dir_jax.train import step as step_lib
-
-
-def load_config(path):
-  spec = importlib.util.spec_from_file_location('bench_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def fake_batch(batch_size: int, image_size: int, seed: int = 0) -> dict:

@@ -1,6 +1,6 @@
 """The embedded default (`make demo`): a small model trained on CPU on the synthetic InterHand2.6M.
 
-The tiny model (configs/tiny.py: 64x64 input, narrow encoder and decoder) with batch 16 for 800
+The tiny model (configs/tiny.py: 64x64 input, narrow encoder and decoder) with batch 16 for 1200
 steps, about 4 minutes on 2 CPU cores; the held-out test split is evaluated at initialisation, halfway
 and at the end.
 """
@@ -18,12 +18,12 @@ def get_config():
   config.data.augment.rotate = False
   config.batch_size = 16
   config.eval_batch_size = 16
-  config.num_train_steps = 800
+  config.num_train_steps = 1200
   config.optimizer.learning_rate = 1e-3
   config.data.shuffle_buffer_size = 512
   config.log_every_steps = 50
-  config.checkpoint_every_steps = 200
-  config.eval_every_steps = 400
+  config.checkpoint_every_steps = 300
+  config.eval_every_steps = 600
   config.eval_voxel_m = 0.005
   config.eval_at_start = True  # the README compares the error at initialisation with the trained one
   return config

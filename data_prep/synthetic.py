@@ -16,8 +16,9 @@ instead, and the hands are posed with them.
 
 Content of a split: two captures, each with four cameras listed in camera.json (three landscape
 512x334, one portrait 334x512; focal ~1200 px, principal point near the centre, 1.0-1.3 m from
-the hands, looking at them) and one unlisted camera. Each frame poses two MANO hands (random root
-orientation, pose relative to the mean pose, shape) whose centroids lie 4-8 cm apart, so they
+the hands, looking at them from within 40 degrees of one direction) and one unlisted camera. Each
+frame poses two MANO hands (root orientation within about 25 degrees per axis of a fixed one, pose
+relative to the mean pose, shape) whose centroids lie 4-8 cm apart, so they
 interact and overlap in most views; they are rendered with flat Lambertian shading over smooth
 random backgrounds. Frame numbers step by 6, as in the 5 fps subset. data.json images carry
 id, file_name, width, height, capture, subject, seq_name, camera, frame_idx; annotations carry id
@@ -68,6 +69,12 @@ JPEG_QUALITY = 90
 DARK_FACTOR = 0.03
 HAND_SEPARATION_M = (0.04, 0.08)  # distance between the two hands' vertex centroids
 CAMERA_DISTANCE_M = (1.0, 1.3)
+# The rig: cameras within CAMERA_CONE_RAD of the world -z direction from the hands, and hand roots
+# turned from ROOT_BASE_AXIS_ANGLE by a random rotation of ROOT_JITTER_RAD per axis-angle component,
+# so every camera sees hands of a similar range of orientations (train and test captures alike).
+CAMERA_CONE_RAD = 0.7
+ROOT_BASE_AXIS_ANGLE = np.array([-np.pi / 2, 0.0, 0.0])
+ROOT_JITTER_RAD = 0.4
 FOCAL_PX = (1150.0, 1250.0)
 PRINCIPAL_JITTER_PX = 6.0
 # Standard deviation of each pose PCA coefficient (row 0 of the synthetic basis flexes every joint).
@@ -168,8 +175,8 @@ def make_cameras(rng: np.random.Generator, capture: int, center_m: np.ndarray) -
   """The capture's VIEWS_PER_FRAME listed cameras (the last one portrait) and one unlisted camera."""
   cameras = []
   for j in range(VIEWS_PER_FRAME + 1):
-    direction = rng.normal(size=3)
-    direction /= np.linalg.norm(direction)
+    tilt, azimuth = CAMERA_CONE_RAD * math.sqrt(rng.uniform()), rng.uniform(0.0, 2.0 * math.pi)
+    direction = np.array([math.sin(tilt) * math.cos(azimuth), math.sin(tilt) * math.sin(azimuth), -math.cos(tilt)])
     campos_m = center_m + rng.uniform(*CAMERA_DISTANCE_M) * direction
     target_m = center_m + rng.normal(0.0, 0.01, 3)
     width, height = LANDSCAPE_WH[::-1] if j == VIEWS_PER_FRAME - 1 else LANDSCAPE_WH
@@ -185,12 +192,21 @@ def make_cameras(rng: np.random.Generator, capture: int, center_m: np.ndarray) -
   return cameras
 
 
-def _random_axis_angle(rng: np.random.Generator) -> np.ndarray:
-  """(3,) axis-angle of a uniformly random rotation."""
-  quat = rng.normal(size=4)
-  quat *= np.sign(quat[0]) / np.linalg.norm(quat)
-  sin_half = np.linalg.norm(quat[1:])
-  return 2.0 * math.atan2(sin_half, quat[0]) * quat[1:] / max(sin_half, 1e-12)
+def _quaternion(axis_angle: np.ndarray) -> np.ndarray:
+  """(4,) unit quaternion (w, x, y, z) of an axis-angle."""
+  angle = np.linalg.norm(axis_angle)
+  axis = axis_angle / angle if angle > 0 else np.zeros(3)
+  return np.concatenate([[math.cos(angle / 2)], math.sin(angle / 2) * axis])
+
+
+def _random_root_axis_angle(rng: np.random.Generator) -> np.ndarray:
+  """(3,) axis-angle of ROOT_BASE_AXIS_ANGLE followed by a random turn of ROOT_JITTER_RAD."""
+  (w1, *v1), (w2, *v2) = _quaternion(rng.normal(0.0, ROOT_JITTER_RAD, 3)), _quaternion(ROOT_BASE_AXIS_ANGLE)
+  v1, v2 = np.asarray(v1), np.asarray(v2)
+  w, v = w1 * w2 - v1 @ v2, w1 * v2 + w2 * v1 + np.cross(v1, v2)
+  v *= np.sign(w) if w != 0 else 1.0
+  sin_half = np.linalg.norm(v)
+  return 2.0 * math.atan2(sin_half, abs(w)) * v / max(sin_half, 1e-12)
 
 
 _gt_mano_aa = jax.jit(gt_mano, static_argnames=('pose_is_pca', 'center_idx'))
@@ -213,7 +229,7 @@ def sample_hand(rng: np.random.Generator, asset: ManoAsset, centroid_m: np.ndarr
   """A NeuralAnnot entry (world frame) of a random hand whose vertex centroid is `centroid_m`."""
   coefficients = rng.normal(size=45) * PCA_STD
   pose_rel = coefficients @ np.asarray(asset.hands_components, np.float64)  # relative to the mean
-  hand = {'pose': _f32_list(np.concatenate([_random_axis_angle(rng), pose_rel])),
+  hand = {'pose': _f32_list(np.concatenate([_random_root_axis_angle(rng), pose_rel])),
           'shape': _f32_list(rng.normal(0.0, BETAS_STD, 10)), 'trans': [0.0, 0.0, 0.0]}
   verts, _ = hand_mesh_world(asset, hand)
   hand['trans'] = _f32_list(centroid_m - verts.mean(axis=0))

@@ -12,7 +12,6 @@ After `make demo` has generated the synthetic InterHand2.6M, built its TFRecords
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from configs import load_config
 from dir_jax import checkpoint
 from dir_jax.data import input_pipeline
 from dir_jax.mano import load_mano_pair
@@ -36,13 +36,6 @@ SUMMARY_KEYS = (('table2/mpjpe/all', 'MPJPE, wrist-aligned and scaled (mm)'),
                 ('table2/mrrpe/all', 'MRRPE (mm)'),
                 ('table2/miaa_joint/all', 'MIAA joints (px)'),
                 ('table2/auc/all', 'PCK AUC 0-50 mm (higher is better)'))
-
-
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location('demo_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def picture_rows(workdir: str, config, num_images: int) -> list[np.ndarray]:
