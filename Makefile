@@ -35,7 +35,7 @@ interhand: $(STAMP)
 	$(VENV)/bin/tfds build data_prep/interhand26m --manual_dir $(RAW) --data_dir $(OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(PY) bench/mano.py

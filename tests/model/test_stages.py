@@ -9,8 +9,9 @@ import pytest
 from dir_jax.mano import load_mano_pair
 from dir_jax.model.dir import DIR, StageSpec, stage_groups
 
-# 64x64 input keeps the tests small: c4 is 2x2, c3 4x4, c2 8x8.
+# 64x64 input keeps the tests small: c4 is 2x2, c3 4x4, c2 8x8; and narrow layers (as configs/tiny.py).
 STAGES = (StageSpec(4, 'c3', 1.0), StageSpec(8, 'c2', 2.0), StageSpec(8, 'c2', 2.0))
+NARROW = dict(encoder_width=8, attention_dim=32, img_feat_dim=32, emb_dim=32, joint_dim=16)
 
 
 def test_stage_groups():
@@ -38,14 +39,15 @@ def _split_group(tree):
 @pytest.mark.parametrize('train', [False, True])
 def test_scan_equals_separate_stages(mano, train):
   images = jax.random.normal(jax.random.PRNGKey(1), (2, 64, 64, 3))
-  scanned = DIR(stages=STAGES)
-  separate = DIR(stages=STAGES, scan_stages=False)
-  variables = scanned.init(jax.random.PRNGKey(0), images, mano)
+  scanned = DIR(stages=STAGES, **NARROW)
+  separate = DIR(stages=STAGES, scan_stages=False, **NARROW)
+  variables = jax.jit(lambda x: scanned.init(jax.random.PRNGKey(0), x, mano))(images)
   assert variables['params']['decoder']['group_1']['projecter']['regressor']['offset']['kernel'].shape[0] == 2
   split = {k: _split_group(v) for k, v in variables.items()}
-  chex.assert_trees_all_equal_shapes(split, separate.init(jax.random.PRNGKey(0), images, mano))
-  out_a, state_a = scanned.apply(variables, images, mano, train=train, mutable=['batch_stats'])
-  out_b, state_b = separate.apply(split, images, mano, train=train, mutable=['batch_stats'])
+  chex.assert_trees_all_equal_shapes(split, jax.eval_shape(lambda x: separate.init(jax.random.PRNGKey(0), x, mano), images))
+  apply = lambda model: jax.jit(lambda v, x: model.apply(v, x, mano, train=train, mutable=['batch_stats']))
+  out_a, state_a = apply(scanned)(variables, images)
+  out_b, state_b = apply(separate)(split, images)
   # Same arithmetic, different XLA fusion: eval mode agrees to float32 rounding; train mode normalises
   # with batch statistics over 2 examples, which amplifies that rounding ~100x (spec Q28).
   tol = 1e-3 if train else 1e-5
@@ -56,18 +58,12 @@ def test_scan_equals_separate_stages(mano, train):
   assert out_a['seg'].shape == (2, 8, 8, 3)
 
 
-class JitTest(chex.TestCase):
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_jit_and_eager_agree(self):
-    from tests.conftest import FIXTURE_DIR  # pylint: disable=import-outside-toplevel
-    mano = load_mano_pair(f'{FIXTURE_DIR}/mano')
-    model = DIR(stages=STAGES[:2])
-    images = jax.random.normal(jax.random.PRNGKey(2), (1, 64, 64, 3))
-    variables = model.init(jax.random.PRNGKey(0), images, mano)
-    fn = self.variant(lambda v, x: model.apply(v, x, mano))
-    chex.assert_trees_all_close(fn(variables, images), jax.jit(lambda v, x: model.apply(v, x, mano))(variables, images),
-                                atol=1e-5, rtol=1e-5)
+def test_jit_and_eager_agree(mano):
+  model = DIR(stages=STAGES[:2], **NARROW)
+  images = jax.random.normal(jax.random.PRNGKey(2), (1, 64, 64, 3))
+  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, mano))(images)
+  apply = lambda v, x: model.apply(v, x, mano)
+  chex.assert_trees_all_close(apply(variables, images), jax.jit(apply)(variables, images), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('projection', ['mfp', 'sfp', 'mhp'])
