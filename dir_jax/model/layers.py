@@ -94,8 +94,9 @@ def loop_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=No
   """`lax.conv_general_dilated` for stride-1 NHWC convs inside a loop body (`nn.scan`), same forward.
 
   XLA:CPU runs the gradient convolutions of a conv inside a while loop without its fast kernels,
-  50-70x slower than outside (jax-ml/jax#12868); on CPU this conv's gradients are therefore two
-  canonical-layout forward convs. Other backends use the native gradient.
+  50-96x slower than outside (jax-ml/jax#12868); on CPU this conv's gradients are therefore
+  `_canonical_conv_grads` (a canonical-layout forward conv and per-tap matrix products). Other
+  backends use the native gradient.
   """
   del precision
   expected = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)

@@ -6,12 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import tiny
 from dir_jax.mano import load_mano_pair
 from dir_jax.model.dir import DIR, StageSpec, stage_groups
 
 # 64x64 input keeps the tests small: c4 is 2x2, c3 4x4, c2 8x8; and narrow layers (as configs/tiny.py).
 STAGES = (StageSpec(4, 'c3', 1.0), StageSpec(8, 'c2', 2.0), StageSpec(8, 'c2', 2.0))
-NARROW = dict(encoder_width=8, attention_dim=32, img_feat_dim=32, emb_dim=32, joint_dim=16)
+NARROW = {k: tiny.get_config().model[k] for k in ('encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim')}
 
 
 def test_stage_groups():
