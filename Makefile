@@ -40,6 +40,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/mano.py
 	$(PY) bench/model.py
+	$(PY) bench/flops.py
 	$(PY) bench/loop_conv.py
 	$(PY) bench/input_pipeline.py
 	$(PY) bench/convert_interhand.py

@@ -20,7 +20,7 @@ import time
 
 import tensorflow as tf
 
-from dir_jax.data import augment, input_pipeline
+from dir_jax.data import augment, input_pipeline, settings
 from data_prep import synthetic
 from data_prep.interhand26m.interhand26m_dataset_builder import build
 from dir_jax.mano import load_mano_pair
@@ -56,7 +56,7 @@ def main():
   constants = augment.mano_constants(pair)
 
   def pipeline(name: str, threads: int) -> tf.data.Dataset:
-    config = input_pipeline.default_config()
+    config = settings.pipeline_config()
     config.threadpool_size = threads
     config.shuffle_buffer_size = args.examples
     if name == 'train':
@@ -70,10 +70,10 @@ def main():
     ds = encoded.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(args.batch, drop_remainder=True).prefetch(2).with_options(input_pipeline.dataset_options(config))
 
-  settings = [(name, threads) for threads in (1, 0) for name in ('decode', 'augment', 'train')]
-  results = {setting: [] for setting in settings}
+  variants = [(name, threads) for threads in (1, 0) for name in ('decode', 'augment', 'train')]
+  results = {variant: [] for variant in variants}
   for _ in range(args.rounds):
-    for setting in settings:
+    for setting in variants:
       results[setting].append(images_per_second(pipeline(*setting), args.batch, args.seconds))
   cores = len(os.sched_getaffinity(0))
   print(f'{args.examples} synthetic 256x256 examples, batch {args.batch}, {args.rounds} rounds of '

@@ -24,7 +24,7 @@ from dir_jax.model.dir import DIR, StageSpec
 STATE_ITEM = 'state'
 CONFIG_ITEM = 'model_config'
 _MODEL_FIELDS = ('center_idx', 'encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim', 'projection', 'use_gcn',
-                 'use_transformer', 'transformer_blocks', 'heatmap_sigma', 'camera_scale_init', 'scan_stages')
+                 'use_transformer', 'transformer_blocks', 'heatmap_sigma', 'camera_scale_init', 'fusion', 'scan_stages')
 
 
 class CheckpointError(FileNotFoundError):

@@ -55,35 +55,6 @@ _OTHER_SIDE = {'left': 'right', 'right': 'left'}
 INTERPOLATIONS = ('nearest', 'bilinear')
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Every augmentation switch and range; defaults are the reference's (spec §11)."""
-  config = ml_collections.ConfigDict()
-  config.flip = True
-  config.flip_prob = 0.5
-  config.rotate = True
-  config.rotation_max_deg = 180.0  # theta ~ U(-max, max)
-  config.zoom = True
-  config.zoom_max_delta = 0.1  # s ~ U(1 - delta, 1 + delta)
-  config.translate = True
-  config.translation_max_px = 10.0  # t_x, t_y ~ U(-max, max) independently
-  config.motion_blur = True
-  config.motion_blur_prob = 0.3
-  config.motion_blur_min_size_px = 3  # line length ~ uniform integer in [min, max] (np.random.randint(3, 10))
-  config.motion_blur_max_size_px = 9
-  # The reference passes radians where cv2 wants degrees (spec Q25), so its blur is within +-3.1 deg of
-  # horizontal; the uniform rotation that follows makes either choice uniform in the final image.
-  config.motion_blur_max_angle_deg = 180.0
-  # Nearest keeps every dense value a real surface coordinate and keeps dense and seg aligned; bilinear
-  # (the reference's cv2 default) mixes coordinates with the 0 background along the silhouette.
-  config.dense_interpolation = 'nearest'
-  config.color = True
-  config.color_on_eval = False  # the reference applies colour noise to test images too (spec Q25)
-  config.color_gain_max_delta = 0.3  # per-channel gain ~ U(1 - delta, 1 + delta)
-  config.color_offset_max = 12.75  # offset ~ U(-max, max) on the 0..255 scale, one for all channels
-  config.color_noise_std = 2.55  # on the 0..255 scale
-  return config
-
-
 def mano_feature(side: str, key: str) -> str:
   """Flat example key of one MANO parameter, e.g. `mano_left_betas`."""
   return f'mano_{side}_{key}'
@@ -134,7 +105,7 @@ def sample_geometry(seed: tf.Tensor, config: ml_collections.ConfigDict) -> dict[
 
   Args:
     seed: (2,) int stateless seed.
-    config: `default_config()`.
+    config: `settings.augment_config()`.
 
   Returns:
     `flip` () bool, `angle_rad` () float32, `zoom` () float32 (s), `translation_px` (2,) float32.
@@ -317,7 +288,7 @@ def augment(example: dict[str, tf.Tensor], seed: tf.Tensor, config: ml_collectio
   Args:
     example: flat example with `image` (H, W, 3) uint8 RGB.
     seed: (2,) int stateless seed.
-    config: `default_config()`.
+    config: `settings.augment_config()`.
     constants: `mano_constants` of the MANO pair.
 
   Returns:

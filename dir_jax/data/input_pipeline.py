@@ -45,23 +45,6 @@ _ENCODED_FEATURES = ('image', 'seg', 'dense')
 _ID_FEATURES = ('capture', 'frame', 'image_id')
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """The pipeline's settings; training configs embed it (e.g. as `config.data`)."""
-  config = ml_collections.ConfigDict()
-  # `get_builder(data_dir, dataset_name)`: a tfds data_dir holding interhand26m/<version>/, or that directory.
-  config.data_dir = ''
-  config.dataset_name = 'interhand26m'
-  config.train_split = 'train'
-  config.eval_split = 'test'
-  config.shuffle_buffer_size = 2048  # encoded examples (tens of KB each) per process
-  config.interleave_cycle_length = 16  # train files read at a time, interleaved record by record
-  config.threadpool_size = 0  # private tf.data threadpool per dataset; 0 = TensorFlow's default (all cores)
-  config.prefetch_batches = -1  # tf.data.AUTOTUNE
-  config.eval_seed = 0  # only used for colour noise on eval (`augment.color_on_eval`)
-  config.augment = augment.default_config()
-  return config
-
-
 def hide_gpus_from_tensorflow() -> None:
   """Makes TensorFlow see no GPU, so that it never takes accelerator memory (idempotent)."""
   if tf.config.get_visible_devices('GPU'):
@@ -169,7 +152,7 @@ def create_train_dataset(builder: tfds.core.DatasetBuilder, config: ml_collectio
 
   Args:
     builder: `get_builder(...)`.
-    config: `default_config()`.
+    config: `settings.pipeline_config()`.
     mano: the MANO pair (left fix applied); its constants drive the flip and rotation of the targets.
     batch_size: per-process batch size.
     seed: the run's seed.
@@ -253,6 +236,25 @@ def create_eval_dataset(builder: tfds.core.DatasetBuilder, config: ml_collection
   ds = ds.concatenate(padding.repeat(num_steps * batch_size - num_examples))
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(config.prefetch_batches)
   return ds.with_options(dataset_options(config)), num_steps
+
+
+# What reading a damaged TFRecord file raises (DataLossError for a bad checksum or a truncated record).
+READ_ERRORS = (tf.errors.OpError,)
+
+
+def damaged_files(builder: tfds.core.DatasetBuilder, split: tfds.typing.SplitArg) -> list[tuple[str, str]]:
+  """(file, error) for every TFRecord file of `split` that does not read to its end (checksums included).
+
+  Reads each file once, without decoding: for naming the damaged file after a read error.
+  """
+  damaged = []
+  for path in _shard_files(builder, split)[0]:
+    try:
+      for _ in tf.data.TFRecordDataset(path):
+        pass
+    except READ_ERRORS as e:
+      damaged.append((path, e.message.splitlines()[0] if e.message else type(e).__name__))
+  return damaged
 
 
 def numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:

@@ -13,6 +13,9 @@ from dir_jax.mano import constants
 BONE_PARENTS = np.asarray(constants.PARENTS_21[1:])  # bone k joins joint BONE_PARENTS[k] to joint k + 1
 BONE_CHILDREN = np.arange(1, constants.NUM_JOINTS)
 NUM_BONES = len(BONE_CHILDREN)
+# Which joints' features a plane blends: (planes, ends) joint indices, for `planes_from_coefficients`.
+BONE_ENDS = np.stack([BONE_PARENTS, BONE_CHILDREN], axis=1)  # (20, 2): bone k = parent, child
+JOINT_ENDS = np.arange(constants.NUM_JOINTS)[:, None]  # (21, 1): plane j = joint j
 
 
 def grid_centres(size: int) -> np.ndarray:
@@ -46,33 +49,63 @@ def bone_distances(joints_uv, size: int):
   return point_to_segment_distance(jnp.asarray(grid_centres(size)), joints_cell[BONE_PARENTS], joints_cell[BONE_CHILDREN])
 
 
-def project_bones(joints_uv, joint_feat, size: int, threshold: float):
-  """The released code's bone planes: one plane of C channels per bone (`bone`).
+def bone_coefficients(joints_uv, size: int, threshold: float):
+  """The released code's bone planes as scalar fields: per cell, bone and endpoint, the blend weight.
 
-  A cell within `threshold` cells (strict) of bone k gets the endpoint features blended by distance:
-  wa = 1 - da/(da+db), with `da = |p - a + 1e-6|` as F.pairwise_distance computes it.
+  A cell within `threshold` cells (strict) of bone k gets its endpoint features blended by distance,
+  wa = 1 - da/(da+db), with `da = |p - a + 1e-6|` as F.pairwise_distance computes it; other cells get 0.
+  Plane k is then `coef[:, k, 0] * f[parent_k] + coef[:, k, 1] * f[child_k]` (`BONE_ENDS`).
+
+  Args:
+    joints_uv: (21, 2) normalised uv of this stage's prediction (geometry in this dtype; float32).
+    size: grid side S.
+    threshold: mask radius in cells.
+
+  Returns:
+    coef: (S*S, 20, 2) masked endpoint weights. distance: (S*S, 20) cell-to-bone distance in cells.
+  """
+  joints_cell = (joints_uv + 1) / 2 * size
+  grid = jnp.asarray(grid_centres(size), joints_uv.dtype)[:, None, :]
+  a, b = joints_cell[BONE_PARENTS], joints_cell[BONE_CHILDREN]
+  distance = point_to_segment_distance(grid[:, 0], a, b)
+  dist_a = jnp.sqrt(jnp.sum((grid - a + 1e-6) ** 2, axis=-1))
+  dist_b = jnp.sqrt(jnp.sum((grid - b + 1e-6) ** 2, axis=-1))
+  weights = jnp.stack([1 - dist_a / (dist_a + dist_b), 1 - dist_b / (dist_a + dist_b)], axis=-1)
+  return jnp.where((distance < threshold)[..., None], weights, 0), distance
+
+
+def joint_coefficients(joints_uv, size: int, threshold: float):
+  """Multi-plane projection (`mfp`) as scalar fields: (S*S, 21, 1), 1 within `threshold` cells of joint j.
+
+  Plane j is `coef[:, j, 0] * f[j]` (`JOINT_ENDS`).
+  """
+  return (_joint_distances(joints_uv, size) < threshold).astype(joints_uv.dtype)[..., None]
+
+
+def planes_from_coefficients(coef, joint_feat, ends: np.ndarray):
+  """Dense planes from scalar fields: (P, K, E) coefficients, (21, C) features -> (P, K * C).
+
+  Plane k, channel k * C + c (bone-major, quirk Q12) = sum over ends e of coef[:, k, e] * f[ends[k, e], c].
+  """
+  coef = coef.astype(joint_feat.dtype)
+  planes = sum(coef[..., e, None] * joint_feat[ends[:, e]][None] for e in range(ends.shape[1]))
+  return planes.reshape(coef.shape[0], -1)
+
+
+def project_bones(joints_uv, joint_feat, size: int, threshold: float):
+  """The released code's bone planes (`bone`): one plane of C channels per bone.
 
   Args:
     joints_uv: (21, 2) normalised uv of this stage's prediction.
     joint_feat: (21, C) joint features.
     size: grid side S.
-    threshold: mask radius in cells.
+    threshold: mask radius in cells (see `bone_coefficients`).
 
   Returns:
     planes: (S, S, 20 * C), channel k * C + c. distance: (S*S, 20) for inspection.
   """
-  joints_cell = (joints_uv + 1) / 2 * size
-  grid = jnp.asarray(grid_centres(size))[:, None, :]
-  a, b = joints_cell[BONE_PARENTS], joints_cell[BONE_CHILDREN]
-  distance = point_to_segment_distance(grid[:, 0], a, b)
-  dist_a = jnp.sqrt(jnp.sum((grid - a + 1e-6) ** 2, axis=-1))
-  dist_b = jnp.sqrt(jnp.sum((grid - b + 1e-6) ** 2, axis=-1))
-  weight_a = 1 - dist_a / (dist_a + dist_b)
-  weight_b = 1 - dist_b / (dist_a + dist_b)
-  feat = (joint_feat[BONE_PARENTS][None] * weight_a[..., None].astype(joint_feat.dtype)
-          + joint_feat[BONE_CHILDREN][None] * weight_b[..., None].astype(joint_feat.dtype))
-  feat = jnp.where((distance < threshold)[..., None], feat, 0)
-  return feat.reshape(size, size, -1), distance
+  coef, distance = bone_coefficients(joints_uv, size, threshold)
+  return planes_from_coefficients(coef, joint_feat, BONE_ENDS).reshape(size, size, -1), distance
 
 
 def _joint_distances(joints_uv, size: int):
@@ -87,9 +120,8 @@ def project_joint_planes(joints_uv, joint_feat, size: int, threshold: float):
   Cells within `threshold` cells of joint j carry that joint's features in plane j.
   Returns (S, S, 21 * C).
   """
-  mask = _joint_distances(joints_uv, size) < threshold
-  feat = jnp.where(mask[..., None], joint_feat[None], 0)
-  return feat.reshape(size, size, -1)
+  coef = joint_coefficients(joints_uv, size, threshold)
+  return planes_from_coefficients(coef, joint_feat, JOINT_ENDS).reshape(size, size, -1)
 
 
 def project_single_plane(joints_uv, joint_feat, size: int, threshold: float):

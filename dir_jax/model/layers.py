@@ -82,7 +82,10 @@ def _loop_conv_fwd(x, w, padding):
 
 def _loop_conv_bwd(padding, residuals, dy):
   x, w = residuals
-  native = lambda x, w, dy: jax.vjp(lambda a, b: _conv_nhwc(a, b, padding), x, w)[1](dy)
+  def native(x, w, dy):  # XLA's own gradient convs (the transposes of the conv in each argument)
+    dx, = jax.linear_transpose(lambda a: _conv_nhwc(a, w, padding), x)(dy)
+    dw, = jax.linear_transpose(lambda b: _conv_nhwc(x, b, padding), w)(dy)
+    return dx, dw
   return lax.platform_dependent(x, w, dy, cpu=functools.partial(_canonical_conv_grads, padding), default=native)
 
 

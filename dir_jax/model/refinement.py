@@ -13,9 +13,15 @@ import jax.numpy as jnp
 
 from dir_jax.mano import ManoPair
 from dir_jax.model import image_space
+from dir_jax.model.fusion import PlaneFusion
 from dir_jax.model.joint_space import InterHandTransformer, JointGCN
 from dir_jax.model.layers import ConvBNReLUConv, Residual, sample_joints
 from dir_jax.model.regressor import OFFSET_UNIT_M, RegressorOffset
+
+# Projections whose planes are scalar fields times joint features (fused by `PlaneFusion`), with the
+# function giving the fields and the joints each plane blends.
+_SCALAR_FIELD_PROJECTIONS = {'bone': (image_space.bone_coefficients, image_space.BONE_ENDS),
+                             'mfp': (image_space.joint_coefficients, image_space.JOINT_ENDS)}
 
 
 class Img2Joint(nn.Module):
@@ -38,6 +44,7 @@ class Projecter(nn.Module):
     projection: 'bone' (released), 'mfp', 'sfp' or 'mhp' (paper Table 1).
     use_gcn / use_transformer: ablation switches (paper Table 1 rows 2-5).
     transformer_blocks: which of the 4 blocks run (released: 1, 2, 3; quirk Q5).
+    fusion: how `bone` / `mfp` planes are fused: 'factored' (default) or 'dense' (see `model.fusion`).
     in_loop: the stage runs inside `nn.scan` (convs take `layers.loop_conv_general_dilated`).
   """
   size: int
@@ -52,6 +59,7 @@ class Projecter(nn.Module):
   transformer_blocks: tuple[int, ...] = (1, 2, 3)
   heatmap_sigma: float = 1.0
   camera_scale_init: float = 0.0
+  fusion: str = 'factored'
   dtype: jnp.dtype | None = None
   in_loop: bool = False
 
@@ -87,30 +95,50 @@ class Projecter(nn.Module):
     result = RegressorOffset(self.center_idx, self.camera_scale_init, name='regressor', dtype=self.dtype)(feat_left, feat_right, prev, mano)
 
     proj_feat_emb = ConvBNReLUConv(self.joint_dim, self.joint_dim, name='proj_feat_emb', dtype=self.dtype)
-    planes = {}
     joint_feats = {}
     for side, feat in (('left', feat_left), ('right', feat_right)):
-      z = proj_feat_emb(feat, train)
-      self.sow('intermediates', 'proj_feat_emb_out', z)
-      joint_feats[side] = z
-      planes[side] = self._project(result[f'joint_uv_{side}'].astype(z.dtype), z, side)
-    fused = ConvBNReLUConv(self.img_feat_dim, self.img_feat_dim, kernel=3, name='fusion', dtype=self.dtype,
-                           in_loop=self.in_loop)(
-        jnp.concatenate([planes['left'], planes['right']], axis=-1), train)
+      joint_feats[side] = proj_feat_emb(feat, train)
+      self.sow('intermediates', 'proj_feat_emb_out', joint_feats[side])
+    if self.projection in _SCALAR_FIELD_PROJECTIONS:
+      fused, vis_img_feat = self._fuse_scalar_fields(result, joint_feats, train)
+    else:
+      planes = [self._project(result[f'joint_uv_{side}'], joint_feats[side]) for side in ('left', 'right')]
+      fused = ConvBNReLUConv(self.img_feat_dim, self.img_feat_dim, kernel=3, name='fusion', dtype=self.dtype,
+                             in_loop=self.in_loop)(jnp.concatenate(planes, axis=-1), train)
+      vis_img_feat = planes[0] + planes[1]
     return result, {'img_feat': fused, 'joint_feat_left': joint_feats['left'],
-                    'joint_feat_right': joint_feats['right'], 'vis_img_feat': planes['left'] + planes['right']}
+                    'joint_feat_right': joint_feats['right'], 'vis_img_feat': vis_img_feat}
 
-  def _project(self, joints_uv, joint_feat, side):
-    """This stage's uv (not detached, quirk Q14) and features -> (B, S, S, channels)."""
-    if self.projection == 'bone':
-      planes, distance = jax.vmap(image_space.project_bones, in_axes=(0, 0, None, None))(
-          joints_uv, joint_feat, self.size, self.threshold)
-      self.sow('intermediates', f'bone_dist_{side}_out', distance)
-      return planes
-    if self.projection == 'mfp':
-      return jax.vmap(image_space.project_joint_planes, in_axes=(0, 0, None, None))(joints_uv, joint_feat, self.size, self.threshold)
+  def _fuse_scalar_fields(self, result, joint_feats, train):
+    """`bone` / `mfp`: scalar fields from this stage's uv (float32, not detached, quirk Q14) -> fusion.
+
+    Returns the fused (B, S, S, img_feat_dim) map and the sum of both hands' planes (B, S, S, K * C) for
+    inspection (only computed where an output uses it).
+    """
+    coefficients, ends = _SCALAR_FIELD_PROJECTIONS[self.projection]
+    coef = {}
+    for side in ('left', 'right'):
+      uv = result[f'joint_uv_{side}'].astype(jnp.float32)
+      if self.projection == 'bone':
+        coef[side], distance = jax.vmap(coefficients, in_axes=(0, None, None))(uv, self.size, self.threshold)
+        self.sow('intermediates', f'bone_dist_{side}_out', distance)
+      else:
+        coef[side] = jax.vmap(coefficients, in_axes=(0, None, None))(uv, self.size, self.threshold)
+    coef_both = jnp.stack([coef['left'], coef['right']], axis=2)  # (B, S*S, 2, K, E)
+    coef_both = coef_both.reshape(coef_both.shape[0], self.size, self.size, *coef_both.shape[2:])
+    feat_both = jnp.stack([joint_feats['left'], joint_feats['right']], axis=1)  # (B, 2, 21, C)
+    fused = PlaneFusion(self.img_feat_dim, tuple(map(tuple, ends.tolist())), self.fusion, self.dtype,
+                        self.in_loop, name='fusion')(coef_both, feat_both, train)
+    to_planes = jax.vmap(image_space.planes_from_coefficients, in_axes=(0, 0, None))
+    vis_img_feat = sum(to_planes(coef[side], joint_feats[side], ends) for side in ('left', 'right'))
+    return fused, vis_img_feat.reshape(fused.shape[0], self.size, self.size, -1)
+
+  def _project(self, joints_uv, joint_feat):
+    """`sfp` / `mhp` planes from this stage's uv (float32, not detached) -> (B, S, S, channels)."""
+    joints_uv = joints_uv.astype(jnp.float32)
     if self.projection == 'sfp':
-      return jax.vmap(image_space.project_single_plane, in_axes=(0, 0, None, None))(joints_uv, joint_feat, self.size, self.threshold)
+      return jax.vmap(image_space.project_single_plane, in_axes=(0, 0, None, None))(
+          joints_uv, joint_feat, self.size, self.threshold)
     if self.projection == 'mhp':
       return jax.vmap(image_space.project_heatmaps, in_axes=(0, None, None))(joints_uv, self.size, self.heatmap_sigma).astype(joint_feat.dtype)
     raise ValueError(f"projection must be 'bone', 'mfp', 'sfp' or 'mhp', got {self.projection!r}")

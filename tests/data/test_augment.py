@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dir_jax.data import augment, schema
+from dir_jax.data import augment, schema, settings
 from dir_jax.mano.asset import ManoPair
 from dir_jax.render import rasterizer
 from tests.data import fake_interhand, reference
@@ -165,7 +165,7 @@ def test_bilinear_dense_option(mano_pair, examples, constants):
 def test_random_augmentation_keeps_targets_on_the_seg(mano_pair, examples, constants, seed):
   example = flat_example(examples['train'][4 + seed])
   example['image'] = tf.cast(example['image'], tf.uint8)
-  out = augment.augment(example, tf.constant([seed, 7], tf.int64), augment.default_config(), constants)
+  out = augment.augment(example, tf.constant([seed, 7], tf.int64), settings.augment_config(), constants)
   assert out['image'].dtype == tf.uint8
   check_targets_match_seg(mano_pair, out)
 
@@ -173,7 +173,7 @@ def test_random_augmentation_keeps_targets_on_the_seg(mano_pair, examples, const
 def test_augment_is_a_function_of_the_seed(examples, constants):
   example = flat_example(examples['train'][0])
   example['image'] = tf.cast(example['image'], tf.uint8)
-  config = augment.default_config()
+  config = settings.augment_config()
   first, again, other = (augment.augment(example, tf.constant(seed, tf.int64), config, constants)
                          for seed in ([3, 4], [3, 4], [3, 5]))
   for key in first:
@@ -182,7 +182,7 @@ def test_augment_is_a_function_of_the_seed(examples, constants):
 
 
 def test_sample_geometry_ranges_and_switches():
-  config = augment.default_config()
+  config = settings.augment_config()
   samples = [augment.sample_geometry(tf.constant([i, 0], tf.int64), config) for i in range(400)]
   flips = np.array([s['flip'].numpy() for s in samples])
   angles = np.degrees([s['angle_rad'].numpy() for s in samples])
@@ -211,7 +211,7 @@ def test_motion_blur_kernel_is_a_normalised_line():
 
 
 def test_motion_blur_keeps_flat_images_and_spreads_a_dot():
-  config = augment.default_config()
+  config = settings.augment_config()
   flat = tf.fill([32, 32, 3], 90.0)
   np.testing.assert_allclose(augment.motion_blur(flat, tf.constant([1, 2], tf.int64), config), flat, atol=1e-3)
   dot = np.zeros((32, 32, 3), np.float32)
@@ -224,7 +224,7 @@ def test_motion_blur_keeps_flat_images_and_spreads_a_dot():
 
 def test_color_statistics():
   """Gains U(0.7, 1.3) per channel, offset U(-12.75, 12.75), noise sigma 2.55, as the reference."""
-  config = augment.default_config()
+  config = settings.augment_config()
   image = np.full((64, 64, 3), 50.0, np.float32)
   image[32:] = 150.0
   gains, offsets, noise_std = [], [], []

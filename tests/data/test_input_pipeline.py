@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dir_jax.data import augment, input_pipeline, normalize, schema
+from dir_jax.data import augment, input_pipeline, normalize, schema, settings
 from tests.data import conftest
 
 BATCH = 4
 
 
 def small_config(**augment_overrides):
-  config = input_pipeline.default_config()
+  config = settings.pipeline_config()
   config.shuffle_buffer_size = 16
   config.augment.update(augment_overrides)
   return config
