@@ -16,10 +16,13 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from configs import DEFAULT_CONFIG
+
 flags.DEFINE_string('checkpoint', None, 'train.py workdir or export_orbax output', required=True)
 flags.DEFINE_string('out', None, 'output folder (default: <checkpoint>/eval)')
 flags.DEFINE_string('split', None, 'split to evaluate (default: config.data.eval_split)')
-config_flags.DEFINE_config_file('config', 'configs/dir_reference.py', 'config file for data and evaluation settings')
+config_flags.DEFINE_config_file('config', DEFAULT_CONFIG, 'config file for data and evaluation settings (default: the '
+                                'installed package\'s configs/dir_reference.py, not one in the current folder)')
 FLAGS = flags.FLAGS
 
 

@@ -1,8 +1,12 @@
 """Experiment configs (ml_collections ConfigDict files, one per experiment)."""
 
 import importlib.util
+import os
 
 import ml_collections
+
+# The released code's config, resolved inside this package (never a `configs/` of the current folder).
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'dir_reference.py')
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:

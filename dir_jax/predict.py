@@ -68,6 +68,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from dir_jax import checkpoint
+from dir_jax.data import image_io
 from dir_jax.mano import ManoAssetError, ManoPair, UnsafePickleError, load_mano_pair
 from dir_jax.mano.constants import JOINT_NAMES_21, SIDES
 from dir_jax.mano.rotation import rot6d_to_matrix
@@ -80,6 +81,7 @@ from dir_jax.train.step import model_input
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 MIN_IMAGE_SIDE_PX = 32
 HAND_BOX_FILL = 0.8  # the hands' box spans 80 % of the training crops' side (spec §12, HAND_BBOX_RATIO)
+MAX_BOX_TO_IMAGE = 2.0  # a --bbox side may exceed the image's longer side at most this much (bounds the padded canvas)
 INPUT_PX_PER_CELL = 16  # the network's input side is 16x its first stage's grid (256 for 16x16)
 # Render camera focal length in crop sides: long enough that the depth extent of a hand moves its
 # vertices by well under a pixel from their weak-perspective positions (module docstring).
@@ -143,7 +145,7 @@ def load_image(path: str) -> np.ndarray:
   """
   try:
     with Image.open(path) as image:
-      rgb = np.asarray(ImageOps.exif_transpose(image).convert('RGB'), np.uint8)
+      rgb = image_io.to_rgb_u8(ImageOps.exif_transpose(image))
   except (OSError, ValueError, Image.DecompressionBombError) as e:
     raise ImageInputError(f'{path}: cannot read the image ({type(e).__name__}: {e}); '
                           'replace it with a complete JPEG or PNG file') from e
@@ -192,9 +194,14 @@ def crop_square(width_px: int, height_px: int, bbox_px: Sequence[float] | None =
   if bbox_px is None:
     return CropSquare(width_px / 2.0, height_px / 2.0, max(width_px, height_px) / 2.0)
   x0, y0, x1, y1 = (float(v) for v in bbox_px)
+  if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
+    raise ImageInputError(f'--bbox {x0:g},{y0:g},{x1:g},{y1:g} is not a box; give finite x0 < x1 and y0 < y1')
   if x1 <= 0 or y1 <= 0 or x0 >= width_px or y0 >= height_px:
     raise ImageInputError(f'--bbox {x0:g},{y0:g},{x1:g},{y1:g} lies outside the {width_px}x{height_px} image; '
                           'give a box in this image\'s pixels')
+  if max(x1 - x0, y1 - y0) > MAX_BOX_TO_IMAGE * max(width_px, height_px):
+    raise ImageInputError(f'--bbox {x0:g},{y0:g},{x1:g},{y1:g} is more than {MAX_BOX_TO_IMAGE:g}x the '
+                          f'{width_px}x{height_px} image; give a box around the hands in this image\'s pixels')
   return CropSquare((x0 + x1) / 2.0, (y0 + y1) / 2.0, max(x1 - x0, y1 - y0) / 2.0 / HAND_BOX_FILL)
 
 
@@ -453,6 +460,8 @@ def _parse_bbox(text: str) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = (float(v) for v in text.split(','))
   except ValueError as e:
     raise argparse.ArgumentTypeError(f'expected x0,y0,x1,y1 (four numbers), got {text!r}') from e
+  if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+    raise argparse.ArgumentTypeError(f'expected four finite numbers, got {text!r}')
   if not (x1 > x0 and y1 > y0):
     raise argparse.ArgumentTypeError(f'expected x0 < x1 and y0 < y1, got {text!r}')
   return x0, y0, x1, y1

@@ -402,3 +402,32 @@ def test_no_images_is_a_clear_error(tmp_path, tiny_checkpoint, mano_dir, capsys)
   status, err = _main_status(['--checkpoint', tiny_checkpoint, '--images', str(tmp_path / '*.png'), '--out',
                               str(tmp_path / 'out'), '--mano-dir', mano_dir], capsys)
   assert status == 2 and 'no images found' in err
+
+
+@pytest.mark.parametrize('box', [(0, 0, float('inf'), float('inf')), (0, 0, 1e12, 1e12), (0, 0, 20000, 20000),
+                                 (float('nan'), 0, 10, 10), (10, 10, 5, 20)])
+def test_unusable_bbox_is_a_per_image_error_not_a_crash(box):
+  with pytest.raises(predict.ImageInputError, match='--bbox'):
+    predict.crop_square(512, 334, box)
+
+
+def test_bbox_argument_must_be_finite(capsys):
+  with pytest.raises(SystemExit):
+    predict.parse_args(['--checkpoint', 'c', '--images', 'i', '--out', 'o', '--bbox', '0,0,inf,inf'])
+  assert 'finite' in capsys.readouterr().err
+
+
+def test_box_larger_than_the_image_within_the_bound_is_cropped_with_black():
+  image = np.full((40, 60, 3), 200, np.uint8)
+  square = predict.crop_square(60, 40, (-30, -30, 90, 70))  # 2x the image's longer side
+  crop = predict.crop_image(image, square, 64)
+  assert crop.shape == (64, 64, 3) and crop[32, 32, 0] == 200 and crop[0, 0, 0] == 0
+
+
+def test_sixteen_bit_png_named_jpg_reads_as_its_picture(tmp_path):
+  gradient = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (48, 1))
+  path = tmp_path / 'scan.jpg'
+  Image.fromarray(gradient).save(path, format='PNG')
+  rgb = predict.load_image(str(path))
+  np.testing.assert_array_equal(rgb[..., 0], np.round(gradient / 257).astype(np.uint8))
+  assert rgb[:, 0].max() == 0 and rgb[:, -1].min() == 255

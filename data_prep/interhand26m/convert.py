@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from data_prep.interhand26m import preprocess
+from dir_jax.data import image_io
 from dir_jax.mano import load_mano_pair
 
 METRICS_NAMESPACE = 'interhand26m'
@@ -28,7 +29,7 @@ def read_image(path: str) -> tuple[str | None, np.ndarray | None]:
     return preprocess.IMAGE_MISSING, None
   try:
     with Image.open(path) as image:
-      return None, np.asarray(image.convert('RGB'), np.uint8)
+      return None, image_io.to_rgb_u8(image)
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
     return preprocess.IMAGE_CORRUPT, None
 

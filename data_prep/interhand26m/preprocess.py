@@ -35,6 +35,7 @@ JPEG_QUALITY = 95
 NEURALANNOT_SIZES = {'pose': 48, 'shape': 10, 'trans': 3}
 
 # Skip reasons, in the order they are tested.
+ANNOTATION_INVALID = 'annotation_invalid'  # an annotation or its image entry lacks an id, capture, frame, camera or file name
 NOT_INTERACTING = 'not_interacting'  # hand_type is 'right' or 'left'
 HAND_TYPE_INVALID = 'hand_type_invalid'  # interacting, but hand_type_valid is false
 MANO_MISSING = 'mano_missing'  # no NeuralAnnot entry (or null) for the frame or one of the hands
@@ -44,7 +45,7 @@ IMAGE_MISSING = 'image_missing'  # no file at images/<split>/<file_name>, or no 
 IMAGE_CORRUPT = 'image_corrupt'  # the file does not decode as an image
 IMAGE_DARK = 'image_dark'  # mean intensity below MIN_MEAN_INTENSITY
 HANDS_BEHIND_CAMERA = 'hands_behind_camera'  # a vertex at depth <= the rasterizer's near plane
-SKIP_REASONS = (NOT_INTERACTING, HAND_TYPE_INVALID, MANO_MISSING, MANO_INVALID, CAMERA_MISSING,
+SKIP_REASONS = (ANNOTATION_INVALID, NOT_INTERACTING, HAND_TYPE_INVALID, MANO_MISSING, MANO_INVALID, CAMERA_MISSING,
                 IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_DARK, HANDS_BEHIND_CAMERA)
 
 

@@ -10,7 +10,7 @@ joint_3d.json is not read: DIR computes every target from the MANO parameters (s
 import collections
 import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from data_prep.interhand26m import preprocess
 
@@ -38,9 +38,30 @@ def has_split(raw_dir: str, split: str) -> bool:
   return os.path.isfile(annotation_path(raw_dir, split, 'data'))
 
 
+class RawDataError(ValueError):
+  """An annotation file of the raw download cannot be read: the message names it and what to do."""
+
+
 def _load_json(path: str) -> Any:
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise RawDataError(f'{path}: not valid JSON ({type(e).__name__}: {e}); the file is truncated or damaged, '
+                       'download and unpack it again') from e
+
+
+def _joined(annotation: Any, images: Mapping[Any, Mapping[str, Any]]) -> tuple[str | None, dict[str, Any]]:
+  """(skip reason or None, the ids of an annotation joined with its image entry)."""
+  try:
+    image = images.get(annotation['image_id'])
+    if image is None:  # an annotation without its image entry
+      return preprocess.IMAGE_MISSING, {}
+    return None, {'image_id': int(annotation['id']), 'capture': int(image['capture']),
+                  'frame': int(image['frame_idx']), 'camera_id': str(image['camera']),
+                  'file_name': str(image['file_name'])}
+  except (KeyError, TypeError, ValueError):
+    return preprocess.ANNOTATION_INVALID, {}
 
 
 def plan_split(raw_dir: str, split: str) -> tuple[list[dict[str, Any]], collections.Counter]:
@@ -64,29 +85,29 @@ def plan_split(raw_dir: str, split: str) -> tuple[list[dict[str, Any]], collecti
   data = _load_json(annotation_path(raw_dir, split, 'data'))
   cameras = _load_json(annotation_path(raw_dir, split, 'camera'))
   mano = _load_json(annotation_path(raw_dir, split, 'MANO_NeuralAnnot'))
-  images = {image['id']: image for image in data['images']}
+  images = {image['id']: image for image in data['images'] if isinstance(image, Mapping) and 'id' in image}
   records, skipped = [], collections.Counter()
   for annotation in data['annotations']:
-    image = images.get(annotation['image_id'])
-    if image is None:  # an annotation without its image entry
-      skipped[preprocess.IMAGE_MISSING] += 1
+    reason, ids = _joined(annotation, images)
+    if reason:
+      skipped[reason] += 1
       continue
-    capture, frame, camera_id = str(image['capture']), str(image['frame_idx']), str(image['camera'])
+    capture, frame, camera_id = str(ids['capture']), str(ids['frame']), ids['camera_id']
     mano_frame = mano.get(capture, {}).get(frame)
     reason = preprocess.annotation_reason(annotation) or preprocess.mano_reason(mano_frame)
     camera = None if reason else preprocess.camera_from_raw(cameras.get(capture), camera_id)
     if reason is None and camera is None:
       reason = preprocess.CAMERA_MISSING
-    path = image_path(raw_dir, split, image['file_name'])
+    path = image_path(raw_dir, split, ids['file_name'])
     if reason is None and not os.path.isfile(path):
       reason = preprocess.IMAGE_MISSING
     if reason:
       skipped[reason] += 1
       continue
     records.append({
-        'image_id': int(annotation['id']),
-        'capture': int(image['capture']),
-        'frame': int(image['frame_idx']),
+        'image_id': ids['image_id'],
+        'capture': ids['capture'],
+        'frame': ids['frame'],
         'camera_id': camera_id,
         'image_path': path,
         'camera': camera,

@@ -4,7 +4,8 @@
   python -m dir_jax.convert.compare_reference --fixture DUMP --checkpoint X.pth --mano-dir M
 
 Without --checkpoint the weights are regenerated from the fixture's `recipe.py`,
-`state_dict_shapes.json` and seed (numpy only). With --checkpoint the fixture can also be a folder
+`state_dict_shapes.json` and seed (numpy only). That runs the fixture's `recipe.py` as Python code:
+use it only on a fixture folder you trust (with --checkpoint, no code of the fixture runs). With --checkpoint the fixture can also be a folder
 written by `dir_jax.convert.dump_torch_reference` for that checkpoint (the authors' model run on
 your images); pass the MANO folder it used as --mano-dir. The Flax model runs on `inputs.npz` with
 the MANO folder (default: the fixture's `mano/`); the table lists max absolute and relative error
@@ -261,7 +262,9 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--fixture', required=True, help='fixture folder (e.g. ../shared/fixtures/dir_reference)')
+  parser.add_argument('--fixture', required=True,
+                      help='fixture folder (e.g. ../shared/fixtures/dir_reference); without --checkpoint its '
+                           'recipe.py is executed as Python code, so use only a fixture you trust')
   parser.add_argument('--checkpoint', help='a .pth or .npz state dict; default: regenerate from the recipe')
   parser.add_argument('--mano-dir', help='folder with MANO_{RIGHT,LEFT} (.pkl or .npz); default: FIXTURE/mano')
   args = parser.parse_args(argv)

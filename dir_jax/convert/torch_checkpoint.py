@@ -49,15 +49,22 @@ def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f'checkpoint not found: {path}')
   if path.endswith('.npz'):
-    with np.load(path, allow_pickle=False) as data:
-      state = {k: data[k] for k in data.files}
+    try:
+      with np.load(path, allow_pickle=False) as data:
+        state = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as e:
+      raise ConversionError(f'{path}: not a readable .npz state dict ({type(e).__name__}: {e})') from e
   else:
     try:
       import torch  # pylint: disable=import-outside-toplevel
     except ImportError as e:
       raise ImportError(f'reading {path} needs torch; where torch is installed, save the state dict '
                         'with numpy.savez(out, **{k: v.numpy() for k, v in state_dict.items()}) and pass the .npz') from e
-    raw = torch.load(path, map_location='cpu', weights_only=True)
+    try:
+      raw = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # torch raises struct.error, IndexError, RuntimeError, UnpicklingError ... on non-checkpoints
+      raise ConversionError(f'{path}: not a PyTorch checkpoint that loads with weights_only=True '
+                            f'({type(e).__name__}: {str(e)[:200]}); give the .pth file of a DIR state dict') from e
     if isinstance(raw, Mapping) and 'net' in raw and isinstance(raw['net'], Mapping):
       raw = raw['net']
     if not isinstance(raw, Mapping):

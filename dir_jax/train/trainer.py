@@ -13,14 +13,18 @@ jit-compiled step sees one global batch and BatchNorm statistics are global-batc
 Resumption: the newest restorable step in `checkpoints/` is restored (damaged steps are skipped with a
 warning), and the input stream is advanced to that step (`create_train_dataset(start_step=...)`), so
 an interrupted run continues exactly as an uninterrupted one. SIGTERM (preemption) makes the loop save
-the current step and return.
+the current step and return; before the run's first step is compiled it ends the process at once
+(nothing new to save). One run per workdir: `workdir/.train.lock` is held while training.
 """
 
+import contextlib
+import fcntl
 import functools
 import json
 import logging
 import os
 import signal
+import socket
 import time
 from typing import Any
 
@@ -41,23 +45,70 @@ from dir_jax.train import state as state_lib
 from dir_jax.train import step as step_lib
 
 
+LOCK_FILE = '.train.lock'
+
+
+class TrainingDataError(RuntimeError):
+  """A training TFRecord file is damaged; the message names it and the last good checkpoint."""
+
+
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
+class WorkdirInUseError(RuntimeError):
+  """Another process trains in the same workdir; the message names it and what to do."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Holds `workdir/.train.lock` (flock) while training, so a second run on the same workdir refuses.
+
+  The operating system releases the lock when the holder exits in any way (kill -9 included), so a
+  crashed run never leaves it stuck. Raises WorkdirInUseError when another process holds it.
+  """
+  path = os.path.join(workdir, LOCK_FILE)
+  with open(path, 'a+') as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+      lock.seek(0)
+      holder = lock.read().strip() or 'unknown'
+      raise WorkdirInUseError(
+          f'{workdir} is in use by another training run ({holder}); two runs on one workdir would overwrite '
+          'each other\'s checkpoints. Wait for it to end or stop it, or give another --workdir.') from e
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f'pid {os.getpid()} on {socket.gethostname()}, since {time.strftime("%Y-%m-%d %H:%M:%S")}')
+    lock.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class _PreemptionFlag:
-  """Set by SIGTERM; the loop polls it once per step (also agreed across hosts)."""
+  """Set by SIGTERM once armed; the loop polls it once per step (also agreed across hosts).
+
+  It is armed after the run's first step has been compiled and dispatched: before that there is
+  nothing new to save, so SIGTERM keeps its default action and ends the process at once, instead of
+  after a first compile that can take minutes.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
 
   def __enter__(self):
+    return self
+
+  def arm(self) -> None:
+    if self._previous is not None:
+      return
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread: no signal handling
       self._previous = None
-    return self
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     logging.warning('SIGTERM received: saving a checkpoint at the end of this step')
@@ -150,11 +201,18 @@ def evaluate(model, variables, mano, builder, config: ml_collections.ConfigDict,
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains until `config.num_train_steps` (or `num_epochs`), evaluating and checkpointing on the way.
 
+  Process 0 holds `workdir_lock(workdir)` throughout: a second run on the same workdir refuses to start.
+
   Returns:
     {'step': last step, 'train': last logged train metrics, 'losses': [(step, loss)] at every log
     step, 'eval': last evaluation results, 'preempted': bool}.
   """
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   mesh = make_mesh()
   replicated = NamedSharding(mesh, PartitionSpec())
   data_sharding = NamedSharding(mesh, PartitionSpec('data'))
@@ -229,7 +287,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     run_eval(0)
   with _PreemptionFlag() as preemption:
     for step in range(start_step + 1, total_steps + 1):
-      state, step_metrics = train_step(state, global_batch(next(batches), data_sharding))
+      try:
+        local_batch = next(batches)
+      except input_pipeline.READ_ERRORS as e:
+        raise _data_error(e, step, builder, config, mngr) from e
+      state, step_metrics = train_step(state, global_batch(local_batch, data_sharding))
+      preemption.arm()
       if pending is not None:
         _check_finite(*pending, mngr)
       pending = (step, step_metrics)
@@ -269,13 +332,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return result
 
 
+def _last_good_checkpoint(mngr) -> str:
+  mngr.wait_until_finished()
+  last = mngr.latest_step()
+  return f'the last good checkpoint is step {last} in {mngr.directory}' if last is not None else 'no checkpoint was saved'
+
+
+def _data_error(error, step: int, builder, config: ml_collections.ConfigDict, mngr) -> TrainingDataError:
+  """The error for a failed read of the training data, naming the damaged file(s) of this process's share."""
+  split = input_pipeline.process_split(config.data.train_split, jax.process_index(), jax.process_count())
+  damaged = input_pipeline.damaged_files(builder, split)
+  files = '; '.join(f'{path} ({message})' for path, message in damaged) or 'no file fails a full re-read'
+  return TrainingDataError(
+      f'reading the training data failed before step {step} ({type(error).__name__}: '
+      f'{str(error).splitlines()[0] if str(error) else ""}). Damaged TFRecord files of {config.data.train_split!r}: '
+      f'{files}; {_last_good_checkpoint(mngr)}. Rebuild the dataset (tfds build '
+      'data_prep/interhand26m) or restore those files, then restart: the run resumes from that checkpoint.')
+
+
 def _check_finite(step: int, step_metrics: dict, mngr) -> None:
   loss = float(step_metrics['loss'])
   if not np.isfinite(loss):
-    mngr.wait_until_finished()
-    last = mngr.latest_step()
-    where = f'the last good checkpoint is step {last} in {mngr.directory}' if last is not None else 'no checkpoint was saved'
-    raise NonFiniteLossError(f'loss is {loss} at step {step}; {where}. Lower config.optimizer.learning_rate '
+    raise NonFiniteLossError(f'loss is {loss} at step {step}; {_last_good_checkpoint(mngr)}. Lower config.optimizer.learning_rate '
                              'or check the data, then restart (the run resumes from that checkpoint).')
 
 

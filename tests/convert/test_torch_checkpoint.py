@@ -125,3 +125,12 @@ def test_export_orbax_round_trip(setup, fixture_dir, tmp_path):
   assert restored_model == model and step == 0
   expected, _ = convert_state_dict(weights, template, model.stages)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(variables), expected)
+
+
+@pytest.mark.parametrize('name, content', [('notes.pth', b'just some text\n' * 40), ('empty.pth', b''),
+                                           ('zip.pth', b'PK\x03\x04' + b'\x00' * 60), ('bad.npz', b'not a zip')])
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, name, content):
+  path = tmp_path / name
+  path.write_bytes(content)
+  with pytest.raises(ConversionError, match=f'{path}: not a'):
+    load_torch_checkpoint(str(path))

@@ -1,13 +1,15 @@
 """Training with the tiny config: the loss falls, 8 devices equal 1, two processes train together,
-and a run killed by SIGTERM (with its newest checkpoint damaged) resumes to the uninterrupted result."""
+a run stopped by SIGTERM (its newest checkpoint then damaged) and killed with SIGKILL resumes to the
+uninterrupted result, one run per workdir, early SIGTERM, damaged training shards, NaN losses."""
 
+import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -49,6 +51,19 @@ def _final_params(workdir):
 def _train_cmd(workdir, data, **extra):
   return [sys.executable, os.path.join(REPO_ROOT, 'train.py'), '--config=' + os.path.join(REPO_ROOT, 'configs/tiny.py'),
           f'--workdir={workdir}'] + tiny_overrides(data, **extra)
+
+
+def _run_and_signal(workdir, data, env, trigger, sig, **extra):
+  """Runs train.py and sends `sig` at the first log line containing `trigger`: (return code, log lines)."""
+  proc = subprocess.Popen(_train_cmd(workdir, data, **extra), env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  log, sent = [], False
+  for line in proc.stdout:
+    log.append(line)
+    if not sent and trigger in line:
+      proc.send_signal(sig)
+      sent = True
+  return proc.wait(timeout=600), log
 
 
 def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cache, tmp_path):
@@ -131,28 +146,26 @@ def _damage_step(workdir, step):
           f.write(b'\0')
 
 
-def test_sigterm_and_damaged_checkpoint_resume_to_the_same_parameters(tiny_data, compilation_cache, tmp_path):
+def test_sigterm_damaged_checkpoint_and_kill_9_resume_to_the_same_parameters(tiny_data, compilation_cache, tmp_path):
   total = 8
   reference_dir, resumed_dir = str(tmp_path / 'uninterrupted'), str(tmp_path / 'resumed')
   subprocess.run(_train_cmd(reference_dir, tiny_data, num_train_steps=total), check=True,
                  env=train_env(compilation_cache), capture_output=True)
-  proc = subprocess.Popen(_train_cmd(resumed_dir, tiny_data, num_train_steps=total), env=train_env(compilation_cache),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  log = []
-  for line in proc.stdout:
-    log.append(line)
-    if f'step 5/{total}' in line:
-      proc.send_signal(signal.SIGTERM)
-  assert proc.wait(timeout=600) == 0, ''.join(log[-40:])
+  returncode, log = _run_and_signal(resumed_dir, tiny_data, train_env(compilation_cache), f'step 5/{total}',
+                                    signal.SIGTERM, num_train_steps=total)
+  assert returncode == 0, ''.join(log[-40:])
   assert any('stopped by SIGTERM' in line for line in log), ''.join(log[-40:])
   steps = sorted(int(s) for s in os.listdir(os.path.join(resumed_dir, 'checkpoints')) if s.isdigit())
   stopped_at = steps[-1]
   assert 5 <= stopped_at < total
   _damage_step(resumed_dir, stopped_at)
+  # The rerun skips the damaged step, then is killed with SIGKILL (no handler, no save) one step on.
+  returncode, log = _run_and_signal(resumed_dir, tiny_data, train_env(compilation_cache),
+                                    f'step {stopped_at + 1}/{total}', signal.SIGKILL, num_train_steps=total)
+  assert any(f'step {stopped_at} in' in line and 'cannot be restored' in line for line in log), ''.join(log[-40:])
   rerun = subprocess.run(_train_cmd(resumed_dir, tiny_data, num_train_steps=total), env=train_env(compilation_cache),
                          capture_output=True, text=True)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
-  assert f'step {stopped_at} in' in rerun.stderr and 'cannot be restored' in rerun.stderr
   ref_step, ref_params = _final_params(reference_dir)
   res_step, res_params = _final_params(resumed_dir)
   assert ref_step == res_step == total
@@ -164,3 +177,57 @@ def test_non_finite_loss_names_the_step_and_checkpoint(tiny_data, compilation_ca
   config.optimizer.learning_rate = 1e30
   with pytest.raises(trainer.NonFiniteLossError, match=r'at step \d+; .*checkpoint'):
     trainer.train_and_evaluate(config, str(tmp_path / 'nan'))
+
+
+def test_a_second_run_on_one_workdir_refuses_and_a_killed_holder_frees_it(tiny_data, tmp_path):
+  workdir = str(tmp_path / 'run')
+  os.makedirs(workdir)
+  with trainer.workdir_lock(workdir):
+    with pytest.raises(trainer.WorkdirInUseError, match=rf'is in use by another training run \(pid {os.getpid()} '):
+      trainer.train_and_evaluate(_config(tiny_data, num_train_steps=1), workdir)
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time\nfrom dir_jax.train import trainer\n'
+       'trainer.workdir_lock(sys.argv[1]).__enter__()\nprint("locked", flush=True)\ntime.sleep(600)', workdir],
+      env=dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu'), stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    with pytest.raises(trainer.WorkdirInUseError, match=f'pid {holder.pid} '):
+      with trainer.workdir_lock(workdir):
+        pass
+  finally:
+    holder.kill()  # SIGKILL: no clean-up runs in the holder
+    holder.wait()
+  with trainer.workdir_lock(workdir):  # the operating system released the dead holder's lock
+    pass
+
+
+def test_sigterm_during_the_first_compile_stops_at_once(tiny_data, tmp_path):
+  """Nothing new to save before the first step: the process ends by SIGTERM without finishing the
+  compile or writing a checkpoint (an empty compilation cache keeps it compiling when the signal comes)."""
+  workdir = str(tmp_path / 'early')
+  returncode, log = _run_and_signal(workdir, tiny_data, train_env(str(tmp_path / 'empty_cache')), 'training steps',
+                                    signal.SIGTERM, num_train_steps=4)
+  assert returncode == -signal.SIGTERM, ''.join(log[-40:])
+  assert not any('saving a checkpoint' in line for line in log)
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  assert not [s for s in (os.listdir(checkpoints) if os.path.isdir(checkpoints) else []) if s.isdigit()]
+
+
+@pytest.mark.parametrize('damage', ['flipped bytes', 'truncated'])
+def test_a_damaged_training_shard_stops_the_run_naming_it(tiny_data, compilation_cache, tmp_path, damage):
+  data_dir = str(tmp_path / 'tfds')
+  shutil.copytree(tiny_data['tfds'], data_dir)
+  shards = sorted(glob.glob(os.path.join(data_dir, '**', '*-train.tfrecord-*'), recursive=True))
+  assert shards
+  with open(shards[0], 'rb') as f:
+    content = bytearray(f.read())
+  if damage == 'truncated':
+    content = content[:len(content) * 2 // 3]
+  else:
+    middle = len(content) // 2
+    content[middle:middle + 16] = bytes(255 - b for b in content[middle:middle + 16])
+  with open(shards[0], 'wb') as f:
+    f.write(bytes(content))
+  config = _config(dict(tiny_data, tfds=data_dir), num_train_steps=3)
+  with pytest.raises(trainer.TrainingDataError, match=re.escape(shards[0]) + r'.*no checkpoint was saved'):
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
