@@ -187,7 +187,7 @@ def test_a_second_run_on_one_workdir_refuses_and_a_killed_holder_frees_it(tiny_d
       trainer.train_and_evaluate(_config(tiny_data, num_train_steps=1), workdir)
   holder = subprocess.Popen(
       [sys.executable, '-c', 'import sys, time\nfrom dir_jax.train import trainer\n'
-       'trainer.workdir_lock(sys.argv[1]).__enter__()\nprint("locked", flush=True)\ntime.sleep(600)', workdir],
+       'held = trainer.workdir_lock(sys.argv[1])\nheld.__enter__()\nprint("locked", flush=True)\ntime.sleep(600)', workdir],
       env=dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu'), stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == 'locked'
