@@ -43,12 +43,6 @@ def point_to_segment_distance(points, a, b):
   return _hypot(h, c)
 
 
-def bone_distances(joints_uv, size: int):
-  """(21, 2) uv -> (S*S, 20) distance of every cell centre to every bone, in cells."""
-  joints_cell = (joints_uv + 1) / 2 * size
-  return point_to_segment_distance(jnp.asarray(grid_centres(size)), joints_cell[BONE_PARENTS], joints_cell[BONE_CHILDREN])
-
-
 def bone_coefficients(joints_uv, size: int, threshold: float):
   """The released code's bone planes as scalar fields: per cell, bone and endpoint, the blend weight.
 
@@ -92,36 +86,10 @@ def planes_from_coefficients(coef, joint_feat, ends: np.ndarray):
   return planes.reshape(coef.shape[0], -1)
 
 
-def project_bones(joints_uv, joint_feat, size: int, threshold: float):
-  """The released code's bone planes (`bone`): one plane of C channels per bone.
-
-  Args:
-    joints_uv: (21, 2) normalised uv of this stage's prediction.
-    joint_feat: (21, C) joint features.
-    size: grid side S.
-    threshold: mask radius in cells (see `bone_coefficients`).
-
-  Returns:
-    planes: (S, S, 20 * C), channel k * C + c. distance: (S*S, 20) for inspection.
-  """
-  coef, distance = bone_coefficients(joints_uv, size, threshold)
-  return planes_from_coefficients(coef, joint_feat, BONE_ENDS).reshape(size, size, -1), distance
-
-
 def _joint_distances(joints_uv, size: int):
   joints_cell = (joints_uv + 1) / 2 * size
   grid = jnp.asarray(grid_centres(size))[:, None, :]
   return jnp.sqrt(jnp.sum((grid - joints_cell[None]) ** 2, axis=-1))  # (S*S, 21)
-
-
-def project_joint_planes(joints_uv, joint_feat, size: int, threshold: float):
-  """Multi-plane feature projection (`mfp`, the paper's description): one plane per joint.
-
-  Cells within `threshold` cells of joint j carry that joint's features in plane j.
-  Returns (S, S, 21 * C).
-  """
-  coef = joint_coefficients(joints_uv, size, threshold)
-  return planes_from_coefficients(coef, joint_feat, JOINT_ENDS).reshape(size, size, -1)
 
 
 def project_single_plane(joints_uv, joint_feat, size: int, threshold: float):

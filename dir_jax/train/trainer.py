@@ -97,26 +97,31 @@ class _PreemptionFlag:
 
   def __init__(self):
     self.requested = False
+    self._armed = False
+    self._installed = False
     self._previous = None
 
   def __enter__(self):
     return self
 
   def arm(self) -> None:
-    if self._previous is not None:
+    """Installs the handler on the first call; later calls (one per step) return at once."""
+    if self._armed:
       return
+    self._armed = True
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._installed = True
     except ValueError:  # not the main thread: no signal handling
-      self._previous = None
+      pass
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     logging.warning('SIGTERM received: saving a checkpoint at the end of this step')
     self.requested = True
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    if self._installed:  # a handler installed outside Python reads back as None: restore the default
+      signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
 
   def should_stop(self) -> bool:
     """True when any process got SIGTERM (all processes then save the same step and stop)."""
