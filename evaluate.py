@@ -1,13 +1,19 @@
 """Evaluates a checkpoint with the paper's metrics (spec §13), per hand and per refinement stage.
 
   python evaluate.py --checkpoint runs/exp1 --config=configs/dir_reference.py \
-      --config.data.data_dir=DATA --config.mano_dir=MANO --out runs/exp1/eval
+      --config.data.data_dir=DATA --out runs/exp1/eval [--config.mano_dir=MANO] [--compilation_cache=DIR]
 
-`--checkpoint` is a `train.py` workdir (its newest restorable checkpoint; `runs/exp1/best` for the
-best one) or the output of `python -m dir_jax.convert.export_orbax` (a converted authors' checkpoint).
-The model is rebuilt from the checkpoint's own model config; the config file supplies the data, the
-MANO folder and evaluation settings. Writes `metrics.json`, `metrics.md` (our numbers next to the
-released checkpoint's README numbers) and `pck.png` to `--out`.
+`--checkpoint` is a `train.py` workdir RUN (its newest restorable checkpoint in RUN/checkpoints, not
+RUN/best), RUN/checkpoints or RUN/best (their newest step), one step folder such as RUN/best/1200
+(exactly that step), or the output of `python -m dir_jax.convert.export_orbax` (a converted authors'
+checkpoint). The model is rebuilt from the checkpoint's own model config and run at the input size it
+was trained with (recorded by `train.py`, else implied by its first stage). MANO: `--config.mano_dir`
+when given on the command line, else the folder the checkpoint was trained with (an error asks for
+`--config.mano_dir` when that folder is gone), else the config file's. The config file supplies the
+data and evaluation settings. `--compilation_cache` keeps compiled programs on disk for the next run
+(default ~/.cache/dir_jax/jax_cache, under $XDG_CACHE_HOME when set; `--compilation_cache=` turns it
+off). Writes `metrics.json`, `metrics.md` (our numbers next to the released checkpoint's README numbers)
+and `pck.png` to `--out` (default: CHECKPOINT/eval; for a step folder, eval-STEP beside it).
 """
 
 import json
@@ -18,8 +24,11 @@ from ml_collections import config_flags
 
 from configs import DEFAULT_CONFIG
 
-flags.DEFINE_string('checkpoint', None, 'train.py workdir or export_orbax output', required=True)
-flags.DEFINE_string('out', None, 'output folder (default: <checkpoint>/eval)')
+flags.DEFINE_string('checkpoint', None, 'train.py workdir, its checkpoints/ or best/, one step folder in them, or '
+                    'export_orbax output', required=True)
+flags.DEFINE_string('out', None, 'output folder (default: <checkpoint>/eval; for a step folder, eval-<step> beside it)')
+flags.DEFINE_string('compilation_cache', None, 'persistent compilation cache folder (default: '
+                    '$XDG_CACHE_HOME/dir_jax/jax_cache or ~/.cache/dir_jax/jax_cache; empty turns it off)')
 flags.DEFINE_string('split', None, 'split to evaluate (default: config.data.eval_split)')
 config_flags.DEFINE_config_file('config', DEFAULT_CONFIG, 'config file for data and evaluation settings (default: the '
                                 'installed package\'s configs/dir_reference.py, not one in the current folder)')
@@ -28,7 +37,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from dir_jax import checkpoint, metrics  # pylint: disable=import-outside-toplevel
+  from dir_jax import checkpoint, compilation_cache, metrics  # pylint: disable=import-outside-toplevel
   from dir_jax.data import input_pipeline  # pylint: disable=import-outside-toplevel
   from dir_jax.mano import load_mano_pair  # pylint: disable=import-outside-toplevel
   from dir_jax.train import trainer  # pylint: disable=import-outside-toplevel
@@ -36,15 +45,24 @@ def main(argv):
   config = FLAGS.config
   if FLAGS.split:
     config.data.eval_split = FLAGS.split
-  out_dir = FLAGS.out or os.path.join(FLAGS.checkpoint, 'eval')
+  mano_flag = config.mano_dir if 'mano_dir' in config_flags.get_override_values(FLAGS['config']) else None
+  try:  # the cache first: JAX opens it at the process's first compilation
+    cache_dir = compilation_cache.configure(FLAGS.compilation_cache, '--compilation_cache')
+    restored = checkpoint.restore_checkpoint(FLAGS.checkpoint, dtype=trainer.compute_dtype(config.compute_dtype))
+    mano_dir, mano_source = checkpoint.mano_dir_choice(mano_flag, restored, config.mano_dir, '--config.mano_dir')
+  except (compilation_cache.CompilationCacheError, checkpoint.CheckpointError, checkpoint.ManoDirGoneError) as e:
+    raise SystemExit(f'error: {e}') from e
+  logging.info('evaluating step %d of %s (%s) on %s', restored.step, restored.location.directory,
+               restored.location.description, config.data.eval_split)
+  logging.info('MANO: %s (%s); persistent compilation cache: %s', os.path.abspath(mano_dir), mano_source,
+               cache_dir or 'off')
+  out_dir = FLAGS.out or _default_out_dir(FLAGS.checkpoint, restored.location)
   os.makedirs(out_dir, exist_ok=True)
-  model, variables, step = checkpoint.restore_variables(FLAGS.checkpoint, dtype=trainer.compute_dtype(config.compute_dtype))
-  logging.info('evaluating %s (step %d) on %s', FLAGS.checkpoint, step, config.data.eval_split)
-  config.model.input_size = _input_size(config, model)
-  mano = load_mano_pair(config.mano_dir)
+  config.model.input_size = _input_size(config, restored)
+  mano = load_mano_pair(mano_dir)
   builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
-  results = trainer.evaluate(model, variables, mano, builder, config, trainer.make_mesh())
-  results['checkpoint'], results['step'] = os.path.abspath(FLAGS.checkpoint), int(step)
+  results = trainer.evaluate(restored.model, restored.variables, mano, builder, config, trainer.make_mesh())
+  results['checkpoint'], results['step'] = os.path.abspath(FLAGS.checkpoint), int(restored.step)
   with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
     json.dump(results, f, indent=1)
   table = metrics.markdown_table(results, metrics.paper_reference())
@@ -55,13 +73,24 @@ def main(argv):
   print(f'wrote metrics.json, metrics.md and pck.png to {out_dir}')
 
 
-def _input_size(config, model) -> int:
-  """The network input side implied by the checkpoint: the first stage runs at 1/16 of the input."""
-  implied = model.stages[0].size * 16
-  if implied != config.model.input_size:
-    logging.info('input size %d (from the checkpoint\'s first stage %d), not the config\'s %d', implied,
-                 model.stages[0].size, config.model.input_size)
-  return implied
+def _default_out_dir(checkpoint_path: str, location) -> str:
+  """CHECKPOINT/eval, or eval-STEP beside a step folder: never inside one, which orbax owns (and deletes)."""
+  if location.step is None:
+    return os.path.join(checkpoint_path, 'eval')
+  return os.path.join(location.directory, f'eval-{location.step}')
+
+
+def _input_size(config, restored) -> int:
+  """The network input side the checkpoint was trained with: recorded by train.py, else implied by its
+  first stage (which runs at 1/16 of the input)."""
+  first_stage = restored.model.stages[0].size
+  if restored.input_size_px is not None:
+    trained, source = restored.input_size_px, 'recorded in the checkpoint'
+  else:
+    trained, source = first_stage * 16, f'from the checkpoint\'s first stage {first_stage}'
+  if trained != config.model.input_size:
+    logging.info('input size %d (%s), not the config\'s %d', trained, source, config.model.input_size)
+  return trained
 
 
 if __name__ == '__main__':

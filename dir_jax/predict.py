@@ -1,11 +1,22 @@
 """Two hand meshes from RGB images with a trained DIR: the command-line predictor.
 
   python -m dir_jax.predict --checkpoint CKPT --images PATH_OR_GLOB --out DIR
-      [--bbox x0,y0,x1,y1] [--mano-dir mano] [--batch-size 8] [--render-size 256]
+      [--bbox x0,y0,x1,y1] [--mano-dir MANO] [--batch-size 8] [--render-size 256] [--compilation-cache DIR]
 
-CKPT is an orbax directory (`train.py`'s workdir or `python -m dir_jax.convert.export_orbax` output);
-PATH_OR_GLOB an image file, a folder (its .jpg/.jpeg/.png files, sorted) or a glob (the image files it
-matches). Images are read with their EXIF orientation applied, as RGB.
+CKPT is an orbax location: a `train.py` workdir RUN (its newest checkpoint in RUN/checkpoints, not
+RUN/best), RUN/checkpoints or RUN/best (their newest step), one step folder such as RUN/best/1200
+(exactly that step), or `python -m dir_jax.convert.export_orbax` output. PATH_OR_GLOB is an image file,
+a folder (its .jpg/.jpeg/.png files, sorted) or a glob (the image files it matches). Images are read
+with their EXIF orientation applied, as RGB.
+
+MANO. `--mano-dir` when given; else the MANO folder the checkpoint was trained with (`train.py`
+checkpoints remember it; an error asks for `--mano-dir` when that folder is gone); else ./mano (the
+converted authors' checkpoint and older checkpoints remember none). The choice is printed.
+
+Compilation. The network is compiled once per run for the batch size; `--compilation-cache` keeps the
+compiled program on disk (default ~/.cache/dir_jax/jax_cache, under $XDG_CACHE_HOME when set; '' turns
+it off), so a later run of a model of the same configuration at the same batch size loads it instead.
+The compile time is printed.
 
 Crop. Pixel (col i, row j) covers [i, i+1) x [j, j+1) (`dir_jax.data.schema`). With `--bbox` (the
 box around both hands, in pixels of the upright image) the crop is the square centred on the box
@@ -13,9 +24,9 @@ whose side is the box's longer side / 0.8, so the hands fill 80 % of it as in th
 (spec §12). Without a box the crop is the whole image padded to a centred square with black, as the
 training crops are padded at image borders: nothing is cut off, but the hands fill less of the crop
 than in training, so give a box when they are small in the picture. The square is resampled
-(bilinear, antialiased when shrinking) to the network's input side (16x the first stage's grid: 256
-for the released model) and, for the pictures, to `--render-size`; `prediction.json` records the
-square in image pixels.
+(bilinear, antialiased when shrinking) to the network's input side (the one the checkpoint was trained
+with, else 16x the first stage's grid: 256 for the released model) and, for the pictures, to
+`--render-size`; `prediction.json` records the square in image pixels.
 
 Camera. DIR's camera is weak-perspective per hand: uv = s * xyz[:2] + (tu, tv), xyz in metres centred
 at the hand's root, uv in [-1, 1] across the crop: pixel x = (u + 1) * W / 2 in a W-pixel picture.
@@ -67,7 +78,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from dir_jax import checkpoint
+from dir_jax import checkpoint, compilation_cache
 from dir_jax.data import image_io
 from dir_jax.mano import ManoAssetError, ManoPair, UnsafePickleError, load_mano_pair
 from dir_jax.mano.constants import JOINT_NAMES_21, SIDES
@@ -91,9 +102,10 @@ HAND_RGB = {'left': overlay.LEFT_HAND_RGB, 'right': overlay.RIGHT_HAND_RGB}
 SIDE_VIEW_YAW_DEG = 90.0
 JSON_DECIMALS = 6
 MANO_URL = 'https://mano.is.tue.mpg.de'
-CHECKPOINT_HELP = ('--checkpoint takes a train.py workdir (`python train.py --config=configs/dir_reference.py '
-                   '--workdir=DIR`) or the folder that `python -m dir_jax.convert.export_orbax --checkpoint '
-                   'DIR_released.pth --out FOLDER` writes from the authors\' checkpoint')
+DEFAULT_MANO_DIR = 'mano'  # when neither --mano-dir nor the checkpoint names a MANO folder
+CHECKPOINT_HELP = ('a checkpoint is made by `python train.py --config=configs/dir_reference.py --workdir=RUN` or, from '
+                   'the authors\' checkpoint, by `python -m dir_jax.convert.export_orbax --checkpoint DIR_released.pth '
+                   '--out FOLDER`')
 _STAGE_KEYS = ('mesh_xyz', 'joint_xyz', 'mesh_uv', 'joint_uv', 'mano_para', 'camera')
 
 
@@ -258,13 +270,17 @@ class Predictor:
   `root_rotmat_{side}` (3, 3) and `offset` (3,) in units of 0.15 m. A short batch is zero-padded.
 
   Attributes:
-    compile_s: seconds spent compiling. network_s: seconds in the network calls so far, transfers
-      to and from the device included. images: crops run so far (padding excluded).
+    input_px: the crops' side S: `input_px` if given (the checkpoint's recorded input side), else
+      `input_side_px(model)`.
+    compile_s: seconds spent compiling (or loading from the persistent compilation cache).
+    network_s: seconds in the network calls so far, transfers to and from the device included.
+    images: crops run so far (padding excluded).
   """
 
-  def __init__(self, model: DIR, variables: Mapping[str, Any], mano: ManoPair, batch_size: int):
+  def __init__(self, model: DIR, variables: Mapping[str, Any], mano: ManoPair, batch_size: int,
+               input_px: int | None = None):
     self.model, self.variables, self.batch_size = model, variables, batch_size
-    self.input_px = input_side_px(model)
+    self.input_px = input_px or input_side_px(model)
     self.mano = jax.device_put(mano)
     self.network_s, self.images = 0.0, 0
     tic = time.perf_counter()
@@ -478,48 +494,76 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog='python -m dir_jax.predict', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--checkpoint', required=True,
-                      help='orbax checkpoint directory (train.py workdir or export_orbax output)')
+                      help='train.py workdir, its checkpoints/ or best/, one step folder in them, or export_orbax output')
   parser.add_argument('--images', required=True, help='image file, folder of .jpg/.jpeg/.png, or a quoted glob')
   parser.add_argument('--out', required=True, help='output folder; one subfolder per image')
   parser.add_argument('--bbox', type=_parse_bbox,
                       help='x0,y0,x1,y1: box around both hands in image pixels (used for every image)')
-  parser.add_argument('--mano-dir', default='mano', help='folder with MANO_LEFT and MANO_RIGHT (.pkl or .npz)')
+  parser.add_argument('--mano-dir', help='folder with MANO_LEFT and MANO_RIGHT (.pkl or .npz); default: the one the '
+                      f'checkpoint was trained with, else {DEFAULT_MANO_DIR}')
   parser.add_argument('--batch-size', type=_positive_int, default=8, help='images per network call')
   parser.add_argument('--render-size', type=_positive_int, default=256, help='side of the pictures in pixels')
+  parser.add_argument('--compilation-cache', metavar='DIR',
+                      help=f'persistent compilation cache (default: {compilation_cache.default_cache_dir()}; '
+                      '\'\' turns it off)')
   return parser.parse_args(argv)
 
 
-def _load_setup(args: argparse.Namespace) -> tuple[list[str], ManoPair, DIR, dict, int]:
-  """(image paths, MANO, model, variables, step), or SetupError naming the path and what to do."""
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What a run needs before its first image, and where each part came from."""
+  paths: list[str]  # the images
+  restored: checkpoint.RestoredCheckpoint
+  mano: ManoPair
+  mano_dir: str
+  mano_source: str  # where the MANO folder choice came from: --mano-dir, the checkpoint or the default
+  cache_dir: str | None  # persistent compilation cache folder; None = off
+
+
+def _load_setup(args: argparse.Namespace) -> Setup:
+  """The run's images, checkpoint, MANO and compilation cache, or SetupError naming the input and what to do."""
+  try:  # first: JAX opens the cache at the process's first compilation
+    cache_dir = compilation_cache.configure(args.compilation_cache)
+  except compilation_cache.CompilationCacheError as e:
+    raise SetupError(str(e)) from e
   paths = list_images(args.images)
   try:
-    mano = load_mano_pair(args.mano_dir)
+    restored = checkpoint.restore_checkpoint(args.checkpoint)
+  except checkpoint.CheckpointError as e:
+    raise SetupError(f'cannot load the checkpoint {args.checkpoint!r}: {e}. {CHECKPOINT_HELP}.') from e
+  try:
+    mano_dir, mano_source = checkpoint.mano_dir_choice(args.mano_dir, restored, DEFAULT_MANO_DIR, '--mano-dir')
+  except checkpoint.ManoDirGoneError as e:
+    raise SetupError(str(e)) from e
+  try:
+    mano = load_mano_pair(mano_dir)
   except (FileNotFoundError, ManoAssetError, UnsafePickleError) as e:
-    message = f'cannot load MANO from {args.mano_dir!r}: {e}'
+    message = f'cannot load MANO from {mano_dir!r} ({mano_source}): {e}'
     if MANO_URL not in message:
       message += (f' --mano-dir must hold the MANO model files MANO_LEFT.pkl and MANO_RIGHT.pkl from {MANO_URL} '
                   '(or the .npz files of python -m dir_jax.mano.synthetic).')
     raise SetupError(message) from e
-  try:
-    model, variables, step = checkpoint.restore_variables(args.checkpoint)
-  except checkpoint.CheckpointError as e:
-    raise SetupError(f'cannot load the checkpoint {args.checkpoint!r}: {e}. {CHECKPOINT_HELP}.') from e
-  return paths, mano, model, variables, step
+  return Setup(paths, restored, mano, mano_dir, mano_source, cache_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   try:
-    paths, mano, model, variables, step = _load_setup(args)
+    setup = _load_setup(args)
   except SetupError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  predictor = Predictor(model, variables, mano, min(args.batch_size, len(paths)))
+  paths, mano, restored, model = setup.paths, setup.mano, setup.restored, setup.restored.model
+  print(f'checkpoint: step {restored.step} of {restored.location.directory} ({restored.location.description})')
+  print(f'MANO: {os.path.abspath(setup.mano_dir)} ({setup.mano_source})')
+  predictor = Predictor(model, restored.variables, mano, min(args.batch_size, len(paths)), restored.input_size_px)
+  print(f'compiled the network for batches of {predictor.batch_size} in {predictor.compile_s:.1f} s '
+        f'(persistent compilation cache: {setup.cache_dir or "off"})')
   faces = {side: np.asarray(mano[side].faces, np.int64) for side in SIDES}
   titles = stage_titles(model)
   crop_info = {'rule': f'--bbox at {HAND_BOX_FILL:.0%} fill' if args.bbox else 'whole image padded to a square',
                'network_input_px': predictor.input_px}
-  checkpoint_info = {'path': os.path.abspath(args.checkpoint), 'step': int(step)}
+  checkpoint_info = {'path': os.path.abspath(args.checkpoint), 'step': int(restored.step)}
   failures: list[str] = []
   progress = tqdm(total=len(paths), unit='image', disable=len(paths) == 1, file=sys.stderr)
 

@@ -230,11 +230,19 @@ def test_images_are_listed_from_files_folders_and_globs(tmp_path):
 
 
 @pytest.fixture(scope='module')
-def tiny_checkpoint(tmp_path_factory):
+def tiny_checkpoint(tmp_path_factory, mano_dir):
+  """A random tiny model as train.py writes it (step 0, remembering `mano_dir` and its 64 px input)."""
   model = checkpoint.model_from_config(tiny.get_config().model)
   key = jax.random.key(0, impl='unsafe_rbg')  # compiles in half the time of threefry on CPU
   variables = jax.jit(lambda x: model.init(key, x, placeholder_mano()))(jnp.zeros((1, 64, 64, 3)))
-  return checkpoint.save_variables(str(tmp_path_factory.mktemp('ckpt')), variables, model)
+  return checkpoint.save_variables(str(tmp_path_factory.mktemp('ckpt')), variables, model,
+                                   training=checkpoint.training_facts(mano_dir, 64))
+
+
+def _copy_checkpoint(source, directory, training=None):
+  """`source` written again to `directory`, remembering `training` (None: nothing, as older checkpoints)."""
+  model, variables, _ = checkpoint.restore_variables(source)
+  return checkpoint.save_variables(str(directory), variables, model, training=training)
 
 
 def test_predictor_outputs_drawn_by_the_render_camera_land_on_mesh_uv(tiny_checkpoint, mano_dir, hands):
@@ -275,14 +283,16 @@ def image_folder(tmp_path_factory, hands):
 
 
 @pytest.fixture(scope='module')
-def run(tiny_checkpoint, image_folder, mano_dir, tmp_path_factory):
+def run(tiny_checkpoint, image_folder, tmp_path_factory, restore_compilation_cache_options):
+  """predict on `image_folder` with the step folder of `tiny_checkpoint`, without --mano-dir."""
   out = tmp_path_factory.mktemp('predictions')
-  argv = ['--checkpoint', tiny_checkpoint, '--images', str(image_folder), '--out', str(out), '--mano-dir', mano_dir,
-          '--batch-size', '3', '--render-size', '96']
+  cache_dir = str(tmp_path_factory.mktemp('jax_cache'))
+  argv = ['--checkpoint', os.path.join(tiny_checkpoint, '0'), '--images', str(image_folder), '--out', str(out),
+          '--batch-size', '3', '--render-size', '96', '--compilation-cache', cache_dir]
   stdout, stderr = io.StringIO(), io.StringIO()
   with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
     status = predict.main(argv)
-  return {'status': status, 'out': out, 'stdout': stdout.getvalue(), 'stderr': stderr.getvalue()}
+  return {'status': status, 'out': out, 'stdout': stdout.getvalue(), 'stderr': stderr.getvalue(), 'cache': cache_dir}
 
 
 def test_bad_images_are_reported_and_the_others_processed(run, capsys):
@@ -292,6 +302,15 @@ def test_bad_images_are_reported_and_the_others_processed(run, capsys):
   assert 'broken.jpg: cannot read the image' in run['stderr']
   assert 'tiny.png: the image is 16x16 px, smaller than 32 px' in run['stderr']
   assert sorted(os.listdir(run['out'])) == ['hands_a', 'hands_b']
+
+
+def test_the_run_says_which_checkpoint_mano_and_cache_it_used(run, tiny_checkpoint, mano_dir):
+  lines = run['stdout'].splitlines()
+  assert f'checkpoint: step 0 of {tiny_checkpoint} (step folder {os.path.join(tiny_checkpoint, "0")})' in lines
+  assert f'MANO: {mano_dir} (remembered by the checkpoint, as --mano-dir was not given)' in lines
+  compiled = [line for line in lines if line.startswith('compiled the network for batches of 3 in ')]
+  assert compiled and compiled[0].endswith(f' s (persistent compilation cache: {run["cache"]})')
+  assert jax.config.jax_compilation_cache_dir == run['cache']
 
 
 @pytest.mark.parametrize('name', ['hands_a', 'hands_b'])
@@ -396,6 +415,25 @@ def test_missing_or_wrong_mano_is_a_clear_error(tmp_path, image_folder, tiny_che
                               str(tmp_path / 'out'), '--mano-dir', str(mano_dir)], capsys)
   assert status == 2
   assert str(mano_dir) in err and 'https://mano.is.tue.mpg.de' in err
+
+
+def test_a_remembered_mano_folder_that_is_gone_asks_for_mano_dir(tmp_path, image_folder, tiny_checkpoint, capsys):
+  gone = str(tmp_path / 'moved_mano')
+  moved = _copy_checkpoint(tiny_checkpoint, tmp_path / 'ckpt', checkpoint.training_facts(gone, 64))
+  status, err = _main_status(['--checkpoint', moved, '--images', str(image_folder), '--out', str(tmp_path / 'out')],
+                             capsys)
+  assert status == 2
+  assert gone in err and 'no longer exists' in err and 'give --mano-dir' in err
+
+
+def test_without_mano_dir_or_a_remembered_folder_the_default_is_named(tmp_path, image_folder, tiny_checkpoint, capsys,
+                                                                      monkeypatch):
+  older = _copy_checkpoint(tiny_checkpoint, tmp_path / 'ckpt')
+  monkeypatch.chdir(tmp_path)  # no ./mano here
+  status, err = _main_status(['--checkpoint', older, '--images', str(image_folder), '--out', str(tmp_path / 'out')],
+                             capsys)
+  assert status == 2
+  assert "cannot load MANO from 'mano' (the default: --mano-dir not given and the checkpoint remembers none)" in err
 
 
 def test_no_images_is_a_clear_error(tmp_path, tiny_checkpoint, mano_dir, capsys):

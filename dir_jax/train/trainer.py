@@ -238,7 +238,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                                        placeholder_mano()))
   make_state = jax.jit(lambda v: state_lib.create_train_state(model, tx, None, config.model.input_size, v),
                        out_shardings=replicated)
-  ckpt_dir, best_dir = os.path.join(workdir, 'checkpoints'), os.path.join(workdir, 'best')
+  training = checkpoint.training_facts(config.mano_dir, config.model.input_size)  # remembered by every checkpoint
+  ckpt_dir, best_dir = os.path.join(workdir, checkpoint.CHECKPOINTS_DIR), os.path.join(workdir, checkpoint.BEST_DIR)
   mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.keep_checkpoints)
   best_key = f'stage{len(config.model.stages)}/{config.best_metric}'
   best_mngr = checkpoint.manager(best_dir, max_to_keep=1, best_fn=lambda m: m[best_key], best_mode='min',
@@ -317,10 +318,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         result['losses'].append((step, scalars['loss']))
       stop = preemption.should_stop()
       if step % config.checkpoint_every_steps == 0 or step == total_steps or stop:
-        mngr.save(step, args=checkpoint.save_args(state.checkpoint_tree(), model), force=True)
+        mngr.save(step, args=checkpoint.save_args(state.checkpoint_tree(), model, training), force=True)
       if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0 or step == total_steps) and not stop:
         results = run_eval(step)
-        best_mngr.save(step, args=checkpoint.save_args(state.checkpoint_tree(), model),
+        best_mngr.save(step, args=checkpoint.save_args(state.checkpoint_tree(), model, training),
                        metrics=metrics.scalar_metrics(results), force=True)
       result['step'] = step
       if stop:

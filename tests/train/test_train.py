@@ -84,6 +84,9 @@ def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cach
   assert initial['num_samples'] == final['num_samples'] == NUM_TEST
   assert all(np.isfinite(final[f'stage{s}/table2/mpjpe/all']) for s in range(3))
   assert os.listdir(os.path.join(workdir, 'best')) == ['12']
+  for location in (workdir, os.path.join(workdir, 'best', '12')):  # both remember the run's MANO folder and input
+    restored = checkpoint.restore_checkpoint(location)
+    assert restored.mano_dir == os.path.abspath(tiny_data['mano']) and restored.input_size_px == 64
   # The demo's pictures and summary from this run.
   rows = demo.picture_rows(workdir, config, num_images=2)
   assert len(rows) == 2 and rows[0].dtype == np.uint8 and rows[0].shape[1] > 3 * 64
