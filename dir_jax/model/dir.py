@@ -19,7 +19,7 @@ import numpy as np
 from dir_jax.mano import ManoAsset, ManoPair
 from dir_jax.mano.constants import NUM_BETAS, NUM_FACES, NUM_MANO_JOINTS, NUM_PCA, NUM_VERTS
 from dir_jax.model.encoder import ResNet50
-from dir_jax.model.layers import ConvBNReLUConv, upsample_bilinear
+from dir_jax.model.layers import ConvBNReLUConv, full_precision, upsample_bilinear
 from dir_jax.model.refinement import Projecter, RefinementStage
 from dir_jax.model.regressor import InitRegressor
 
@@ -85,7 +85,7 @@ class Decoder(nn.Module):
         stage_feats.append(feats)
         continue
       scanned = nn.scan(
-          RefinementStage, variable_axes={'params': 0, 'batch_stats': 0, 'intermediates': 0},
+          RefinementStage, variable_axes={'params': 0, 'batch_stats': 0, 'intermediates': 0, 'forced_masks': 0},
           split_rngs={'params': True}, in_axes=(nn.broadcast, nn.broadcast), length=len(group))
       (carry_feat, prev), (group_results, group_feats) = scanned(*stage_args, name=f'group_{g}')(
           (carry_feat, prev), skip_src, mano)
@@ -96,7 +96,7 @@ class Decoder(nn.Module):
                              name='conv_final', dtype=self.dtype)(carry_feat, train)
     seg = ConvBNReLUConv(128, 3, kernel=3, name='seg', dtype=self.dtype)(head_in, train)
     dense = ConvBNReLUConv(128, 3, kernel=3, name='dense', dtype=self.dtype)(head_in, train)
-    return results, stage_feats, seg.astype(jnp.float32), dense.astype(jnp.float32)
+    return results, stage_feats, full_precision(seg), full_precision(dense)
 
 
 class DIR(nn.Module):

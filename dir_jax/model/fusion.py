@@ -72,7 +72,7 @@ class _FactoredPlaneConv(nn.Module):
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (3, 3, 2 * ends.shape[0] * joint_feat.shape[-1],
                                                                     self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
-    dtype = self.dtype or jnp.float32
+    dtype = self.dtype or jnp.promote_types(joint_feat.dtype, jnp.float32)
     # Both hands' planes are one concatenation: hand h's plane k is plane h * K + k of the conv input.
     both_ends = np.concatenate([ends, ends + joint_feat.shape[2]], axis=0)
     per_example = lambda c, f: factored_plane_conv(c, f, kernel.astype(dtype), both_ends)

@@ -43,7 +43,7 @@ def point_to_segment_distance(points, a, b):
   return _hypot(h, c)
 
 
-def bone_coefficients(joints_uv, size: int, threshold: float):
+def bone_coefficients(joints_uv, size: int, threshold: float, mask=None):
   """The released code's bone planes as scalar fields: per cell, bone and endpoint, the blend weight.
 
   A cell within `threshold` cells (strict) of bone k gets its endpoint features blended by distance,
@@ -54,6 +54,8 @@ def bone_coefficients(joints_uv, size: int, threshold: float):
     joints_uv: (21, 2) normalised uv of this stage's prediction (geometry in this dtype; float32).
     size: grid side S.
     threshold: mask radius in cells.
+    mask: optional (S*S, 20) bool used instead of `distance < threshold` (a debugging input: the
+      reference's own masks forced into this forward, see `Projecter`).
 
   Returns:
     coef: (S*S, 20, 2) masked endpoint weights. distance: (S*S, 20) cell-to-bone distance in cells.
@@ -65,15 +67,19 @@ def bone_coefficients(joints_uv, size: int, threshold: float):
   dist_a = jnp.sqrt(jnp.sum((grid - a + 1e-6) ** 2, axis=-1))
   dist_b = jnp.sqrt(jnp.sum((grid - b + 1e-6) ** 2, axis=-1))
   weights = jnp.stack([1 - dist_a / (dist_a + dist_b), 1 - dist_b / (dist_a + dist_b)], axis=-1)
-  return jnp.where((distance < threshold)[..., None], weights, 0), distance
+  inside = distance < threshold if mask is None else mask
+  return jnp.where(inside[..., None], weights, 0), distance
 
 
-def joint_coefficients(joints_uv, size: int, threshold: float):
+def joint_coefficients(joints_uv, size: int, threshold: float, mask=None):
   """Multi-plane projection (`mfp`) as scalar fields: (S*S, 21, 1), 1 within `threshold` cells of joint j.
 
-  Plane j is `coef[:, j, 0] * f[j]` (`JOINT_ENDS`).
+  Plane j is `coef[:, j, 0] * f[j]` (`JOINT_ENDS`). `mask`: optional (S*S, 21) bool used instead of
+  the threshold, as in `bone_coefficients`. Returns (coef, distance (S*S, 21) in cells).
   """
-  return (_joint_distances(joints_uv, size) < threshold).astype(joints_uv.dtype)[..., None]
+  distance = _joint_distances(joints_uv, size)
+  inside = distance < threshold if mask is None else mask
+  return inside.astype(joints_uv.dtype)[..., None], distance
 
 
 def planes_from_coefficients(coef, joint_feat, ends: np.ndarray):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dir_jax.mano import constants
-from dir_jax.model.layers import BatchNorm
+from dir_jax.model.layers import BatchNorm, full_precision
 
 
 def skeleton_adjacency_entries():
@@ -44,8 +44,8 @@ class PGraphConv(nn.Module):
     w = w.astype(x.dtype)
     h0 = jnp.einsum('bji,jio->bjo', x, w[0])
     h1 = jnp.einsum('bji,jio->bjo', x, w[1])
-    a0 = jnp.full((num_joints, num_joints), -9e15, jnp.float32).at[np.arange(num_joints), np.arange(num_joints)].set(e_0[0])
-    a1 = jnp.full((num_joints, num_joints), -9e15, jnp.float32).at[rows, cols].set(e_1[0])
+    a0 = jnp.full((num_joints, num_joints), -9e15, e_0.dtype).at[np.arange(num_joints), np.arange(num_joints)].set(e_0[0])
+    a1 = jnp.full((num_joints, num_joints), -9e15, e_1.dtype).at[rows, cols].set(e_1[0])
     a0 = jax.nn.softmax(a0, axis=1).astype(x.dtype)
     a1 = jax.nn.softmax(a1, axis=1).astype(x.dtype)
     return jnp.einsum('jk,bko->bjo', a0, h0) + jnp.einsum('jk,bko->bjo', a1, h1) + bias.astype(x.dtype)
@@ -97,7 +97,7 @@ class Attention(nn.Module):
     qkv = nn.Dense(3 * dim, name='qkv', dtype=self.dtype)(x).reshape(batch, n, 3, self.num_heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, H, D)
     logits = jnp.einsum('bnhd,bmhd->bhnm', q, k) * head_dim ** -0.5
-    attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    attn = jax.nn.softmax(full_precision(logits), axis=-1).astype(v.dtype)
     out = jnp.einsum('bhnm,bmhd->bnhd', attn, v).reshape(batch, n, dim)
     return nn.Dense(dim, name='proj', dtype=self.dtype)(out)
 

@@ -16,6 +16,11 @@ from jax import lax
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
+
+def full_precision(x):
+  """`x` in float32, or float64 when it already is (bfloat16 compute keeps statistics and geometry in float32)."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
 class BatchNorm(nn.Module):
   """BatchNorm over every axis but the last, as torch.nn.BatchNorm{1,2}d (eps 1e-5, momentum 0.1).
 
@@ -35,7 +40,7 @@ class BatchNorm(nn.Module):
     ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((features,), jnp.float32))
     axes = tuple(range(x.ndim - 1))
     if train:
-      x32 = x.astype(jnp.float32)
+      x32 = full_precision(x)
       mean = jnp.mean(x32, axis=axes)
       var = jnp.mean(jnp.square(x32 - mean), axis=axes)
       if not self.is_initializing():

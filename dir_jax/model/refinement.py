@@ -15,7 +15,7 @@ from dir_jax.mano import ManoPair
 from dir_jax.model import image_space
 from dir_jax.model.fusion import PlaneFusion
 from dir_jax.model.joint_space import InterHandTransformer, JointGCN
-from dir_jax.model.layers import ConvBNReLUConv, Residual, sample_joints
+from dir_jax.model.layers import ConvBNReLUConv, Residual, full_precision, sample_joints
 from dir_jax.model.regressor import OFFSET_UNIT_M, RegressorOffset
 
 # Projections whose planes are scalar fields times joint features (fused by `PlaneFusion`), with the
@@ -112,18 +112,25 @@ class Projecter(nn.Module):
   def _fuse_scalar_fields(self, result, joint_feats, train):
     """`bone` / `mfp`: scalar fields from this stage's uv (float32, not detached, quirk Q14) -> fusion.
 
+    Masks normally come from thresholding the distances. A `forced_masks` collection given to
+    `apply` ({'left', 'right'}: (B, S*S, K) bool per stage, stacked like `params` in scanned groups)
+    replaces them: `compare_reference` forces the reference's own masks so that a cell whose distance
+    lies within rounding of the threshold cannot make the downstream comparison a matter of luck.
+
     Returns the fused (B, S, S, img_feat_dim) map and the sum of both hands' planes (B, S, S, K * C) for
     inspection (only computed where an output uses it).
     """
     coefficients, ends = _SCALAR_FIELD_PROJECTIONS[self.projection]
     coef = {}
     for side in ('left', 'right'):
-      uv = result[f'joint_uv_{side}'].astype(jnp.float32)
-      if self.projection == 'bone':
-        coef[side], distance = jax.vmap(coefficients, in_axes=(0, None, None))(uv, self.size, self.threshold)
-        self.sow('intermediates', f'bone_dist_{side}_out', distance)
+      uv = full_precision(result[f'joint_uv_{side}'])
+      if self.has_variable('forced_masks', side):
+        mask = self.get_variable('forced_masks', side)
+        chex.assert_shape(mask, (uv.shape[0], self.size * self.size, ends.shape[0]))
+        coef[side], distance = jax.vmap(coefficients, in_axes=(0, None, None, 0))(uv, self.size, self.threshold, mask)
       else:
-        coef[side] = jax.vmap(coefficients, in_axes=(0, None, None))(uv, self.size, self.threshold)
+        coef[side], distance = jax.vmap(coefficients, in_axes=(0, None, None))(uv, self.size, self.threshold)
+      self.sow('intermediates', f'{self.projection}_dist_{side}_out', distance)
     coef_both = jnp.stack([coef['left'], coef['right']], axis=2)  # (B, S*S, 2, K, E)
     coef_both = coef_both.reshape(coef_both.shape[0], self.size, self.size, *coef_both.shape[2:])
     feat_both = jnp.stack([joint_feats['left'], joint_feats['right']], axis=1)  # (B, 2, 21, C)
@@ -135,7 +142,7 @@ class Projecter(nn.Module):
 
   def _project(self, joints_uv, joint_feat):
     """`sfp` / `mhp` planes from this stage's uv (float32, not detached) -> (B, S, S, channels)."""
-    joints_uv = joints_uv.astype(jnp.float32)
+    joints_uv = full_precision(joints_uv)
     if self.projection == 'sfp':
       return jax.vmap(image_space.project_single_plane, in_axes=(0, 0, None, None))(
           joints_uv, joint_feat, self.size, self.threshold)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from dir_jax.mano import ManoPair, network_mano
-from dir_jax.model.layers import ConvBNReLUConv
+from dir_jax.model.layers import ConvBNReLUConv, full_precision
 
 MANO_PARA_DIM = 64
 OFFSET_UNIT_M = 0.15  # offsets and normalised xyz are in units of 0.15 m
@@ -71,8 +71,8 @@ class InitRegressor(nn.Module):
       pooled = jnp.sum(c4 * attn, axis=(1, 2)) / (jnp.sum(attn, axis=(1, 2)) + 1e-8)
       paras[side] = nn.Dense(MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype,
                              bias_init=mano_head_bias_init(self.camera_scale_init))(pooled)
-    return hand_outputs(mano, paras['left'].astype(jnp.float32), paras['right'].astype(jnp.float32),
-                        offset.astype(jnp.float32), self.center_idx)
+    return hand_outputs(mano, full_precision(paras['left']), full_precision(paras['right']),
+                        full_precision(offset), self.center_idx)
 
 
 class RegressorOffset(nn.Module):
@@ -93,7 +93,8 @@ class RegressorOffset(nn.Module):
     for side, flat in (('left', flat_left), ('right', flat_right)):
       inputs = jnp.concatenate([flat, prev[f'mano_para_{side}'].astype(flat.dtype)], axis=-1)
       para[side] = nn.Dense(MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype,
-                           bias_init=mano_head_bias_init(self.camera_scale_init))(inputs).astype(jnp.float32)
+                           bias_init=mano_head_bias_init(self.camera_scale_init))(inputs)
+      para[side] = full_precision(para[side])
     offset_in = jnp.concatenate([flat_left, flat_right, prev['offset'].astype(flat_left.dtype)], axis=-1)
-    offset = nn.Dense(3, name='offset', dtype=self.dtype)(offset_in).astype(jnp.float32)
+    offset = full_precision(nn.Dense(3, name='offset', dtype=self.dtype)(offset_in))
     return hand_outputs(mano, para['left'], para['right'], offset, self.center_idx)

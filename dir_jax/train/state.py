@@ -20,6 +20,12 @@ class TrainState:
   opt_state: Any
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
+  def apply_gradients(self, grads, batch_stats) -> 'TrainState':
+    """One optimizer step: `tx` on `grads`, BatchNorm statistics from the forward that made them."""
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                        batch_stats=batch_stats, opt_state=opt_state)
+
   def checkpoint_tree(self) -> dict:
     """The state as `dir_jax.checkpoint` stores it ('variables' first, so inference restores only it)."""
     return {'variables': {'params': self.params, 'batch_stats': self.batch_stats},

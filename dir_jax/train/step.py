@@ -5,6 +5,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 
 from dir_jax import losses
 from dir_jax.data.normalize import normalize_image
@@ -42,11 +43,8 @@ def train_step(state: TrainState, batch: dict, *, model: DIR, mano: ManoPair, lo
     return losses.total_loss(terms), (terms, updates['batch_stats'])
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  params = jax.tree.map(lambda p, u: p + u, state.params, updates)
-  metrics = dict(terms, loss=loss, grad_norm=jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2)
-                                                         for g in jax.tree.leaves(grads))))
-  return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state), metrics
+  metrics = dict(terms, loss=loss, grad_norm=optax.global_norm(grads))
+  return state.apply_gradients(grads, batch_stats), metrics
 
 
 def predict_step(variables: dict, batch: dict, *, model: DIR, mano: ManoPair, image_size: int,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dir_jax import checkpoint
-from dir_jax.convert import compare_reference, export_orbax
+from dir_jax.convert import export_orbax, fixture
 from dir_jax.convert.torch_checkpoint import (ConversionError, convert_state_dict, import_torchvision_resnet50,
                                               load_torch_checkpoint)
 from dir_jax.mano import load_mano_pair
@@ -21,7 +21,7 @@ def setup(fixture_dir):
   mano = load_mano_pair(f'{fixture_dir}/mano')
   images = np.zeros((1, 256, 256, 3), np.float32)
   template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, mano), images)
-  weights = compare_reference.recipe_weights(fixture_dir)
+  weights = fixture.recipe_weights(fixture_dir)
   # A real checkpoint also holds the constants the recipe does not draw (MANO buffers, grids, counters).
   with open(f'{fixture_dir}/state_dict_shapes.json') as f:
     for key, shape, _ in json.load(f):

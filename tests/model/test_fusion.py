@@ -1,5 +1,10 @@
 """Factored plane fusion equals the dense conv over the planes: forward and every gradient, both projections."""
 
+import json
+import os
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -13,6 +18,7 @@ from dir_jax.model import image_space
 from dir_jax.model.dir import DIR, StageSpec
 from dir_jax.model.fusion import PlaneFusion, factored_plane_conv
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = (StageSpec(4, 'c3', 1.0), StageSpec(8, 'c2', 2.0), StageSpec(8, 'c2', 2.0))
 NARROW = {k: tiny.get_config().model[k] for k in ('encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim')}
 PROJECTIONS = {'bone': (image_space.bone_coefficients, image_space.BONE_ENDS),
@@ -21,8 +27,7 @@ PROJECTIONS = {'bone': (image_space.bone_coefficients, image_space.BONE_ENDS),
 
 def _coefficients(projection, uv, size, threshold):
   coefficients, _ = PROJECTIONS[projection]
-  coef = coefficients(uv, size, threshold)
-  coef = coef[0] if projection == 'bone' else coef
+  coef, _ = coefficients(uv, size, threshold)
   return coef.reshape(size, size, *coef.shape[1:])
 
 
@@ -183,3 +188,73 @@ def test_bone_geometry_stays_float32_in_bfloat16(mano):
   _, inter = jax.eval_shape(lambda v, x: model.apply(v, x, mano, mutable=['intermediates']), variables, images)
   distances = inter['intermediates']['decoder']['group_0']['projecter']['bone_dist_left_out']
   assert distances[0].dtype == jnp.float32
+
+
+def test_forced_masks_replace_the_threshold(mano):
+  """`forced_masks` equal to the thresholded masks change nothing; one flipped cell changes that stage on.
+
+  Covers the unscanned first stage and the scanned group of two 8x8 stages (masks stacked on axis 0).
+  """
+  model = DIR(stages=STAGES, **NARROW)
+  images = jax.random.normal(jax.random.PRNGKey(1), (2, 64, 64, 3))
+  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, mano))(images)
+  apply = jax.jit(lambda v, x: model.apply(v, x, mano, train=False, mutable=['intermediates']))
+  outputs, inter = apply(variables, images)
+  decoder = inter['intermediates']['decoder']
+  forced = {}
+  for g, group in enumerate(('group_0', 'group_1')):
+    proj = decoder[group]['projecter']
+    threshold = STAGES[g].threshold
+    forced[group] = {'projecter': {h: proj[f'bone_dist_{h}_out'][0] < threshold for h in ('left', 'right')}}
+  same, _ = apply(dict(variables, forced_masks={'decoder': forced}), images)
+  chex.assert_trees_all_equal(same, outputs)
+
+  # Flip one cell of the last stage (group_1, stacked index 1), right hand, example 0.
+  mask = np.asarray(forced['group_1']['projecter']['right']).copy()
+  mask[1, 0, 27, 3] = ~mask[1, 0, 27, 3]
+  flipped = jax.tree.map(lambda x: x, forced)
+  flipped['group_1']['projecter']['right'] = jnp.asarray(mask)
+  changed, _ = apply(dict(variables, forced_masks={'decoder': flipped}), images)
+  chex.assert_trees_all_equal(changed['stages'][:3], outputs['stages'][:3])
+  for key in ('vis_img_feat', 'img_feat'):
+    assert not np.array_equal(changed['stage_features'][2][key][0], outputs['stage_features'][2][key][0]), key
+    np.testing.assert_array_equal(changed['stage_features'][2][key][1], outputs['stage_features'][2][key][1])
+
+
+_FLOAT64_CHECK = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from configs import tiny
+from dir_jax.convert.fixture import as_float64
+from dir_jax.mano import load_mano_pair
+from dir_jax.model.dir import DIR, StageSpec
+narrow = {k: tiny.get_config().model[k] for k in ('encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim')}
+model = DIR(stages=(StageSpec(4, 'c3', 1.0), StageSpec(8, 'c2', 2.0)), **narrow)
+mano = load_mano_pair(sys.argv[1])
+images = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (2, 64, 64, 3)), np.float32)
+variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, mano))(images)
+train = jax.jit(lambda v, x, m: model.apply(v, x, m, train=True, mutable=['batch_stats']))
+evaluate = jax.jit(lambda v, x, m: model.apply(v, x, m, train=False)['stages'][0])
+floating = lambda tree: [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+wide = as_float64((variables, images, mano))
+# Numbers: the initial regressor in eval mode (no mask threshold, no batch statistics of 2 examples).
+stage0_32, stage0_64 = floating(evaluate(variables, images, mano)), floating(evaluate(*wide))
+print(json.dumps({'dtypes32': sorted({str(x.dtype) for x in floating(train(variables, images, mano))}),
+                  'dtypes64': sorted({str(x.dtype) for x in floating(train(*wide))}),
+                  'max_rel': max(float(np.max(np.abs(np.float64(a) - b)) / max(np.max(np.abs(b)), 1e-6))
+                                 for a, b in zip(stage0_32, stage0_64))}))
+"""
+
+
+def test_float64_variables_compute_in_float64(fixture_mano_dir):
+  """Under jax x64 (as `compare_reference --float64` sets it), float64 variables, inputs and MANO give
+  float64 everywhere, batch statistics included (no float32 cast narrows them), float32 variables still
+  compute in float32, and the initial stage agrees to float32 rounding (later stages of a random tiny
+  model in train mode are too ill-conditioned to compare). A subprocess: x64 is process-wide."""
+  env = dict(os.environ, JAX_ENABLE_X64='1', PYTHONPATH=REPO_ROOT)
+  done = subprocess.run([sys.executable, '-c', _FLOAT64_CHECK, fixture_mano_dir], env=env, cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=1800, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  assert result['dtypes32'] == ['float32'] and result['dtypes64'] == ['float64'], result
+  assert result['max_rel'] < 1e-4, result
