@@ -48,7 +48,8 @@ import numpy as np
 
 from dir_jax import losses
 from dir_jax.convert import compare_training
-from dir_jax.convert.fixture import HANDS, as_float64, build, forced_masks, reference_masks, train_targets
+from dir_jax.convert.fixture import (HANDS, as_float64, build, forced_masks, reference_masks, released_stages,
+                                     train_targets)
 from dir_jax.convert.torch_checkpoint import flax_location
 from dir_jax.mano import load_mano_pair, network_mano, gt_mano
 from dir_jax.model.dir import DIR
@@ -95,8 +96,7 @@ def eval_arrays(outputs: dict, inter: dict, model: DIR, with_intermediates: bool
   for h in ('left', 'right'):
     ours[f'init.attention_{h}.call0'] = _nchw(inter['init_regressor'][f'attention_{h}_out'][0])
   dec = inter['decoder']
-  # The released stages: group_0 = projecter_4 (unstacked), group_1 = projecter_3 (stacked, length 1).
-  for suffix, group, pick in (('4', dec['group_0'], lambda x: x), ('3', dec['group_1'], lambda x: x[0])):
+  for suffix, group, pick in released_stages(dec):
     for block in ('skip_layer', 'fusion_layer', 'enhance_layer'):
       value = _nchw(pick(group[f'{block}_out'][0]))
       ours[f'decoder.{block}{suffix}.call0'] = value
@@ -246,7 +246,7 @@ def train_arrays(outputs: dict, batch_stats: dict, inter: dict, model: DIR, refe
   """Our train-mode arrays under train.npz's `train.*` names and layouts."""
   ours = {f'train.{k}': v for k, v in eval_arrays(outputs, {}, model, with_intermediates=False).items()}
   dec = inter['decoder']
-  for s, (suffix, group, pick) in enumerate((('4', dec['group_0'], lambda x: x), ('3', dec['group_1'], lambda x: x[0]))):
+  for s, (suffix, group, pick) in enumerate(released_stages(dec)):
     for h in HANDS:
       dist = np.asarray(pick(group['projecter'][f'bone_dist_{h}_out'][0]))
       ours[f'train.decoder.projecter_{suffix}.bone_dist_{h}'] = dist

@@ -48,7 +48,7 @@ import ml_collections
 import numpy as np
 
 from dir_jax import losses
-from dir_jax.convert.fixture import HANDS, REFERENCE_THRESHOLDS, forced_masks, train_targets
+from dir_jax.convert.fixture import HANDS, REFERENCE_THRESHOLDS, forced_masks, released_stages, train_targets
 from dir_jax.convert.torch_checkpoint import flax_location
 from dir_jax.model.dir import DIR
 from dir_jax.train.state import create_train_state, learning_rate_schedule, make_optimizer
@@ -119,9 +119,8 @@ class StepRunner:
 
       (total, (terms, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
       dec = updates['intermediates']['decoder']
-      distances = {f'projecter_{suffix}.bone_dist_{h}': pick(dec[group]['projecter'][f'bone_dist_{h}_out'][0])
-                   for suffix, group, pick in (('4', 'group_0', lambda x: x), ('3', 'group_1', lambda x: x[0]))
-                   for h in HANDS}
+      distances = {f'projecter_{suffix}.bone_dist_{h}': pick(group['projecter'][f'bone_dist_{h}_out'][0])
+                   for suffix, group, pick in released_stages(dec) for h in HANDS}
       return state.apply_gradients(grads, updates['batch_stats']), {
           'total': total, 'terms': terms, 'grads': grads, 'distances': distances}
 
@@ -234,14 +233,17 @@ def training_rows(fixture: TrainingFixture, ours: OurSteps, model: DIR) -> list[
   rows.append(_row('step1', 'loss total', ours.totals[0], float(steps['loss_total'][0]), LOSS_REL_TOL))
   rows += _step1_parameter_rows(fixture, ours, model)
   # Steps 2..n: chaotic in the reference itself (module docstring); totals judged, terms shown.
-  spread = {t['step']: t for t in info['thread_spread']['steps']}
+  # The reference's own one-thread rerun, when the fixture recorded it (dump_torch_reference --thread-spread).
+  spread = {t['step']: t for t in info.get('thread_spread', {}).get('steps', [])}
   for s in range(2, fixture.n_steps + 1):
     tol = LATER_TOTAL_REL_TOL[min(s, max(LATER_TOTAL_REL_TOL))]
+    total_spread = f'{spread[s]["total_rel_diff"]:.1e}' if s in spread else 'not recorded'
     rows.append(_row(f'step{s}', 'loss total', ours.totals[s - 1], float(steps['loss_total'][s - 1]), tol,
-                     note=f'rel {tol:g} (ref. spread {spread[s]["total_rel_diff"]:.1e})'))
+                     note=f'rel {tol:g} (ref. spread {total_spread})'))
     for i, name in enumerate(names):
+      term_spread = f'{spread[s]["loss_terms_rel_diff"][name]:.1e}' if s in spread else 'not recorded'
       rows.append(_row(f'step{s}', f'loss {name}', ours.terms[s - 1][name], float(steps['losses'][s - 1, i]),
-                       np.inf, judged=False, note=f'shown (ref. spread {spread[s]["loss_terms_rel_diff"][name]:.1e})'))
+                       np.inf, judged=False, note=f'shown (ref. spread {term_spread})'))
   falling = all(b < a for a, b in zip(ours.totals, ours.totals[1:]))
   rows.append({'kind': 'steps', 'key': 'loss falls at every step', 'abs': 0.0, 'rel': 0.0,
                'tol': ' > '.join(f'{t:.4f}' for t in ours.totals), 'ok': falling})

@@ -1,7 +1,7 @@
 """Runs the authors' PyTorch DIR on images and writes its outputs in the reference-fixture layout.
 
   python -m dir_jax.convert.dump_torch_reference --reference-code PATH --checkpoint X.pth \
-      --mano-dir M --images IMG [IMG ...] --out OUT
+      --mano-dir M --images IMG [IMG ...] --out OUT [--train-steps N]
 
 PATH is a checkout of https://github.com/PengfeiRen96/DIR (put on sys.path, together with
 PATH/manopth for its vendored MANO layer). The model is `models.dir.DIR(21, M, root_joint=0)`, whose
@@ -14,8 +14,13 @@ OUT (shared/fixtures/dir_reference/README.md gives every array's meaning):
   index.json        name -> shape, dtype of every array
   summary.json      versions, paths, checkpoint key counts, preprocessing, bone-mask margins
 
+With `--train-steps N` (and `--targets`, `--target-seed`, `--lr`, `--thread-spread`) it then runs N of
+the authors' training iterations on the same images and writes the fixture's training files
+(train.npz, train_losses.json, train_grad_norms.json, train_steps.npz/.json, state_dict_shapes.json;
+see `dump_torch_training`).
+
 `python -m dir_jax.convert.compare_reference --fixture OUT --checkpoint X.pth --mano-dir M` then
-compares the Flax port loaded from the same checkpoint against these outputs.
+compares the Flax port loaded from the same checkpoint against these outputs (and the steps).
 
 Dependencies: torch, numpy, pillow; no jax (this runs wherever the authors' code does).
 
@@ -43,7 +48,9 @@ Where this differs from running `DIR.forward`, and why no eval output changes:
 """
 
 import argparse
+import contextlib
 import importlib
+import itertools
 import json
 import math
 import os
@@ -352,17 +359,20 @@ def normalise(images_u8: np.ndarray) -> np.ndarray:
 
 
 def _np(t) -> np.ndarray:
-  return t.detach().cpu().numpy()
+  """A numpy copy (a CPU tensor's `.numpy()` shares memory that later steps or in-place ops change)."""
+  return t.detach().cpu().numpy().copy()
 
 
-def run_reference(model, img: np.ndarray, device: str = 'cpu') -> dict[str, np.ndarray]:
-  """Eval-mode forward of the authors' model on (B, 3, 256, 256) -> {fixture key: array}.
+@contextlib.contextmanager
+def recording(model):
+  """Records, while active, what the fixture stores of each forward into the dict it yields.
 
-  Stage outputs come first, then the hooked intermediate features in the order they were computed.
+  Hooked submodules (HOOKS) as `<prefix>.call<i>`; each projecter's point-to-bone distances as
+  `decoder.<projecter>.bone_dist_<hand>` (B, S*S, 20) and their masks; the init regressor's stage dict
+  under `init`, the decoder's output dict under `decoded` (the last forward's).
   """
-  model.eval().to(device)
   modules = dict(model.named_modules())
-  recorded: dict[str, np.ndarray] = {}
+  recorded: dict[str, Any] = {}
   calls: dict[str, int] = {}
 
   def record(prefix, value, first_only):
@@ -371,9 +381,11 @@ def run_reference(model, img: np.ndarray, device: str = 'cpu') -> dict[str, np.n
 
   handles = [modules[path].register_forward_hook(lambda m, i, o, p=prefix, b=b0: record(p, o, b))
              for path, prefix, b0 in HOOKS if path in modules]
+  handles.append(model.init_regressor.register_forward_hook(lambda m, i, o: recorded.__setitem__('init', o)))
+  handles.append(model.decoder.register_forward_hook(lambda m, i, o: recorded.__setitem__('decoded', o)))
   projecters = {name: modules[f'decoder.{name}'] for name in PROJECTERS if f'decoder.{name}' in modules}
   for name, proj in projecters.items():
-    def lineseg_dists(p, a, b, proj=proj, name=name, hands=iter(HANDS), original=proj.lineseg_dists):
+    def lineseg_dists(p, a, b, proj=proj, name=name, hands=itertools.cycle(HANDS), original=proj.lineseg_dists):
       """Records the point-to-bone distances of each bone_proj call (left hand, then right)."""
       d = original(p, a, b)
       hand = next(hands)
@@ -383,26 +395,44 @@ def run_reference(model, img: np.ndarray, device: str = 'cpu') -> dict[str, np.n
       return d
     proj.lineseg_dists = lineseg_dists
   try:
-    with torch.no_grad():
-      feats = model.backbone(torch.from_numpy(img).to(device))
-      init = model.init_regressor(feats[-1])
-      decoded = model.decoder(feats, init)
+    yield recorded
   finally:
     for h in handles:
       h.remove()
     for proj in projecters.values():
       del proj.lineseg_dists
 
+
+def stage_arrays(init: Mapping, decoded: Mapping, with_features: bool = True) -> dict[str, np.ndarray]:
+  """The fixture's `stage{s}.*` (joint features of stages 1, 2 included), `seg` and `dense` arrays; with
+  `with_features` also `img_feat`, `proj_feat` and `vis_img_feat`, as the eval dump stores them."""
   out = {}
   for s, stage in enumerate([init] + list(decoded['result_list'])):
     # Stage 2's vis_img_feat is DIR's proj_feat, stored under that name below.
-    keys = STAGE_KEYS + (STAGE_FEATURE_KEYS if s else ()) + (('vis_img_feat',) if s == 1 else ())
+    keys = STAGE_KEYS
+    if s:
+      keys += STAGE_FEATURE_KEYS if with_features else STAGE_FEATURE_KEYS[1:]
+    if with_features and s == 1:
+      keys += ('vis_img_feat',)
     for key in keys:
       if stage.get(key) is not None:
         out[f'stage{s}.{key}'] = _np(stage[key])
-  for key in ('seg', 'dense', 'proj_feat'):
+  for key in ('seg', 'dense') + (('proj_feat',) if with_features else ()):
     if decoded.get(key) is not None:
       out[key] = _np(decoded[key])
+  return out
+
+
+def run_reference(model, img: np.ndarray, device: str = 'cpu') -> dict[str, np.ndarray]:
+  """Eval-mode forward of the authors' model on (B, 3, 256, 256) -> {fixture key: array}.
+
+  Stage outputs come first, then the hooked intermediate features in the order they were computed.
+  """
+  model.eval().to(device)
+  with recording(model) as recorded, torch.no_grad():
+    feats = model.backbone(torch.from_numpy(img).to(device))
+    model.decoder(feats, model.init_regressor(feats[-1]))
+  out = stage_arrays(recorded.pop('init'), recorded.pop('decoded'))
   out['backbone.c1.b0'], out['backbone.c2.b0'] = _np(feats[0][:1]), _np(feats[1][:1])
   out['backbone.c3'], out['backbone.c4'] = _np(feats[2]), _np(feats[3])
   return {**out, **recorded}
@@ -434,8 +464,12 @@ def _git_commit(path: str) -> str | None:
 
 
 def dump(reference_code: str, checkpoint: str, mano_dir: str, images: Sequence[str], out_dir: str,
-         device: str = 'cpu') -> dict:
-  """Writes inputs.npz, eval_outputs.npz, index.json and summary.json to `out_dir`; returns the summary."""
+         device: str = 'cpu', training: Mapping[str, Any] | None = None) -> dict:
+  """Writes inputs.npz, eval_outputs.npz, index.json and summary.json to `out_dir`; returns the summary.
+
+  With `training` (the keyword arguments of `dump_torch_training.dump_training` but the model and
+  images, `n_steps` >= 1), the training files after the eval files.
+  """
   start = time.time()
   stand_ins = install_stand_ins()
   dir_module = import_reference(reference_code)
@@ -470,6 +504,9 @@ def dump(reference_code: str, checkpoint: str, mano_dir: str, images: Sequence[s
       'bone_mask_min_abs_distance_minus_threshold': bone_mask_margins(outputs, model),
       'seconds': {'build_and_load': round(built - start, 2), 'eval_forward': round(time.time() - built, 2)},
   }
+  if training:
+    from dir_jax.convert import dump_torch_training  # pylint: disable=import-outside-toplevel  # it imports this module
+    summary['training'] = dump_torch_training.dump_training(model, img, out_dir, device=device, **training)
   with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=1)
   return summary
@@ -483,14 +520,32 @@ def main(argv=None) -> int:
   parser.add_argument('--images', required=True, nargs='+', help='RGB images (square 256x256 hand crops)')
   parser.add_argument('--out', required=True, help='output folder')
   parser.add_argument('--device', default='cpu', help='torch device for the forward (default cpu)')
+  parser.add_argument('--train-steps', type=int, default=0,
+                      help="also run N of the authors' training iterations (AdamW) on the images and write the "
+                           'training files (see dump_torch_training); default 0')
+  parser.add_argument('--targets', help="npz with the training targets in train.npz's gt.* layout; default: "
+                                        'synthetic hands as in the shared fixture')
+  parser.add_argument('--target-seed', type=int, default=0, help='seed of the synthetic targets (default 0)')
+  parser.add_argument('--lr', type=float, default=5e-4, help="AdamW learning rate (default 5e-4, the authors' config)")
+  parser.add_argument('--thread-spread', action='store_true',
+                      help='rerun the training steps with one thread and record how far the losses move')
   args = parser.parse_args(argv)
+  training = None
+  if args.train_steps:
+    training = {'n_steps': args.train_steps, 'targets_path': args.targets, 'target_seed': args.target_seed,
+                'lr': args.lr, 'with_thread_spread': args.thread_spread}
+  elif args.targets or args.thread_spread:
+    parser.error('--targets and --thread-spread need --train-steps N')
   try:
-    summary = dump(args.reference_code, args.checkpoint, args.mano_dir, args.images, args.out, args.device)
+    summary = dump(args.reference_code, args.checkpoint, args.mano_dir, args.images, args.out, args.device, training)
   except (ReferenceCodeError, FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(f'wrote {summary["eval_output_arrays"]} arrays for {len(args.images)} images to {args.out} '
         f'({summary["checkpoint_keys"]} checkpoint entries, stand-ins: {", ".join(summary["stand_ins"]) or "none"})')
+  if training:
+    totals = ', '.join(f'{t:.4f}' for t in summary['training']['loss_total_per_step'])
+    print(f'and {args.train_steps} training steps (loss total per step: {totals})')
   return 0
 
 

@@ -8,7 +8,7 @@ authors' PyTorch DIR run on CPU (its README gives every array's meaning). `compa
 import importlib.util
 import json
 import os
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -20,6 +20,19 @@ from dir_jax.model.dir import DIR, RELEASED_STAGES
 HANDS = ('left', 'right')
 # The released code's mask radius per projecter (cells): the reference's masks are its distances below these.
 REFERENCE_THRESHOLDS = {'4': RELEASED_STAGES[0].threshold, '3': RELEASED_STAGES[1].threshold}
+# Where the released projecters live in the Flax model's decoder trees (params, intermediates, masks):
+# projecter_4 is group_0, one unstacked stage; projecter_3 is group_1, a scanned group of one whose
+# arrays carry a leading stage axis of length 1.
+RELEASED_GROUPS = (('4', 'group_0', False), ('3', 'group_1', True))
+
+
+def released_stages(decoder_tree: Mapping) -> list[tuple[str, Mapping, Callable]]:
+  """[(projecter suffix '4' / '3', that stage's subtree of `decoder_tree`, unstack)] for the released model.
+
+  `unstack` turns one of the subtree's arrays into the stage's own (drops the scan axis of group_1).
+  """
+  return [(suffix, decoder_tree[group], (lambda x: x[0]) if stacked else (lambda x: x))
+          for suffix, group, stacked in RELEASED_GROUPS]
 
 
 def recipe_weights(fixture_dir: str) -> dict[str, np.ndarray]:
@@ -73,14 +86,11 @@ def forced_masks(reference: Any, prefix: str) -> dict:
     reference: arrays with `{prefix}decoder.projecter_{4,3}.bone_dist_{side}` (B, S*S, 20) in cells.
     prefix: '' (eval_outputs.npz) or 'train.' (train.npz) or 'step1.' (train_steps.npz).
   """
-  # The released stages: projecter_4 = group_0, projecter_3 = group_1 (a scanned group of one).
   tree = {}
-  for g, suffix in enumerate(REFERENCE_THRESHOLDS):
+  for suffix, group, stacked in RELEASED_GROUPS:
     masks = {h: np.asarray(reference[f'{prefix}decoder.projecter_{suffix}.bone_dist_{h}'])
              < REFERENCE_THRESHOLDS[suffix] for h in HANDS}
-    if g > 0:  # the released stage 2 is a scanned group of one: stacked on a leading axis
-      masks = {h: m[None] for h, m in masks.items()}
-    tree[f'group_{g}'] = {'projecter': masks}
+    tree[group] = {'projecter': {h: m[None] if stacked else m for h, m in masks.items()}}
   return {'decoder': tree}
 
 

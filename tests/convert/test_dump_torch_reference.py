@@ -1,10 +1,11 @@
 """dump_torch_reference's plumbing, run on a small stand-in for the authors' `models/dir.py`.
 
 CI has no checkout of the authors' code; the stand-in below has DIR's constructor signature, module
-names, output dicts and the `lineseg_dists` method the script records, at toy sizes, and imports
-torchvision and timm at module level as the real file does. The real run needs their checkout and is done by hand:
-with the fixture's recipe weights and images it reproduces the fixture's eval_outputs.npz to 3.4e-6
-relative.
+names, output dicts, the `lineseg_dists` method the script records and a training forward with a loss
+dict, at toy sizes, and imports torchvision and timm at module level as the real file does. The real
+run needs their checkout and is done by hand: with the fixture's recipe weights and images it
+reproduces the fixture's eval_outputs.npz to 3.4e-6 relative, and with `--train-steps 3` the
+fixture's targets and step-1 train.npz arrays bit for bit (docs/parity.md).
 """
 
 import json
@@ -62,11 +63,18 @@ class ManoStandIn(nn.Module):
     with open(os.path.join(mano_path, 'MANO_%s.pkl' % side.upper()), 'rb') as f:
       self.register_buffer('th_v_template', torch.tensor(pickle.load(f)['v_template']))
 
+  def forward(self, pose, betas):
+    """(B, 51), (B, 10) -> wrist-centred vertices (B, 778, 3) and joints (B, 21, 3) (toy geometry)."""
+    verts = self.th_v_template[None] + pose[:, None, :3] * 0.01 + betas[:, None, :3] * 0.001
+    joints = verts[:, :21]
+    return verts - joints[:, :1], joints - joints[:, :1]
+
 
 class Backbone(nn.Module):
   def __init__(self):
     super().__init__()
     self.conv1 = nn.Conv2d(3, C, 1)
+    self.fc = nn.Linear(C, 2)  # never called, as ResNet-50's classifier in DIR: no gradient
 
   def forward(self, x):
     return [F.avg_pool2d(self.conv1(x), k) for k in (4, 8, 16, 32)]
@@ -103,6 +111,7 @@ class Joint2Bone(nn.Module):
     self.proj_feat_emb = nn.Conv1d(C, C, 1)
     self.regressor = nn.Linear(21 * C, 128)
     self.fusion = nn.Conv2d(2 * 20 * C, C, 1)
+    self.e_0 = nn.Parameter(torch.ones(1))  # enters multiplied by 0: an exactly zero gradient, as DIR's GCN e_0
 
   def lineseg_dists(self, p, a, b):
     return torch.minimum(torch.hypot(*(p - a).T), torch.hypot(*(p - b).T))
@@ -125,7 +134,7 @@ class Joint2Bone(nn.Module):
     x = {h: getattr(self, 'img2joint_' + h)(F.grid_sample(img_feat, uv[h].unsqueeze(1), align_corners=False).squeeze(2))
          for h in hands}
     x = {h: x[h] + getattr(self, 'pos_emb_' + h)(xyz[h]) for h in hands}
-    x = {h: getattr(self, 'gcn_' + h)(x[h].transpose(1, 2)) for h in hands}
+    x = {h: getattr(self, 'gcn_' + h)(x[h].transpose(1, 2)) + 0 * self.e_0 for h in hands}
     x = {h: x[h] + self.global_pos_emb(xyz[h]).transpose(1, 2) for h in hands}
     y = self.interaction(torch.cat([x['left'], x['right']], 1))
     params = torch.stack([self.regressor(y[:, :21].reshape(B, -1)), self.regressor(y[:, 21:].reshape(B, -1))], 1)
@@ -173,7 +182,27 @@ class DIR(nn.Module):
     self.seg_loss = nn.CrossEntropyLoss(weight=torch.tensor([0.1, 0.45, 0.45]))
 
   def forward(self, input, target, meta_info):
-    raise AssertionError('the script must not call DIR.forward (it moves the input to CUDA)')
+    """As DIR.forward: inputs moved to CUDA unconditionally; in train mode a loss dict over the stages."""
+    feats = self.backbone(input['img'].cuda())
+    init = self.init_regressor(feats[-1])
+    decoded = self.decoder(feats, init)
+    loss = {}
+    if self.training:
+      size = decoded['seg'].shape[-1]
+      seg = F.interpolate(target['seg'].cuda(), (size, size), mode='nearest').long().squeeze(1)
+      loss['seg'] = self.seg_loss(decoded['seg'], seg) * 0.1
+      loss['dense'] = F.huber_loss(decoded['dense'], F.interpolate(target['dense'].cuda(), (size, size),
+                                                                   mode='bilinear'), delta=0.01)
+      offset = (meta_info['center_right'].cuda() - meta_info['center_left'].cuda()).squeeze(1) / 0.15
+      for s, out in enumerate([init] + decoded['result_list']):
+        for hand in ('left', 'right'):
+          loss['joint_%s_uv_%d' % (hand, s)] = F.huber_loss(
+              out['pd_joint_uv_' + hand], target['joint_2d_' + hand].cuda()[..., :2], delta=0.01) * 10
+          centred = (target['joint_3d_' + hand].cuda() - meta_info['center_' + hand].cuda()) / 0.15
+          loss['joint_%s_xyz_%d' % (hand, s)] = F.huber_loss(out['pd_joint_xyz_' + hand] / 0.15, centred,
+                                                             delta=0.01) * 10
+        loss['offset_%d' % s] = F.huber_loss(out['pd_offset'], offset, delta=0.01) * 10
+    return [init] + decoded['result_list'], loss
 '''
 
 
@@ -370,9 +399,149 @@ def test_runs_without_jax(setup, tmp_path):
       import sys
       from dir_jax.convert import dump_torch_reference
       rc = dump_torch_reference.main(['--reference-code', {reference!r}, '--checkpoint', {checkpoint!r},
-                                      '--mano-dir', {mano!r}, '--images', *{images!r}, '--out', {str(tmp_path / 'sub')!r}])
+                                      '--mano-dir', {mano!r}, '--images', *{images!r}, '--out', {str(tmp_path / 'sub')!r},
+                                      '--train-steps', '1'])
       print('rc', rc, 'jax modules', sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax')))
   ''')
   result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, 'PYTHONPATH': REPO_ROOT}, check=False)
   assert 'rc 0 jax modules []' in result.stdout, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# --train-steps
+
+
+def test_training_steps_write_the_fixture_layout(setup, tmp_path, fixture_dir):
+  reference, mano, images, checkpoint, state = setup
+  out = str(tmp_path / 'out')
+  assert dump_mod.main(['--reference-code', reference, '--checkpoint', checkpoint, '--mano-dir', mano,
+                        '--images', *images, '--out', out, '--train-steps', '2', '--thread-spread']) == 0
+  assert sorted(os.listdir(out)) == ['eval_outputs.npz', 'index.json', 'inputs.npz', 'state_dict_shapes.json',
+                                     'summary.json', 'train.npz', 'train_grad_norms.json', 'train_losses.json',
+                                     'train_steps.json', 'train_steps.npz']
+  steps = np.load(os.path.join(out, 'train_steps.npz'))
+  # The shared fixture's keys, in its order, for the steps taken (its full final arrays are not written).
+  expected = [k for k in np.load(os.path.join(fixture_dir, 'train_steps.npz')).files
+              if not k.startswith(('final.', 'step3.'))]
+  assert steps.files == expected
+  with open(os.path.join(out, 'train_steps.json')) as f:
+    info = json.load(f)
+  params = [n for n, _ in dump_mod.build_model(dump_mod.import_reference(reference), mano).named_parameters()]
+  assert list(steps['param_names']) == params and list(steps['state_names']) == list(state)
+  n_terms = 2 + 3 * 5  # seg, dense; per stage two uv, two xyz terms and the offset
+  assert steps['losses'].shape == (2, n_terms) and list(steps['loss_names'])[:3] == ['seg', 'dense', 'joint_left_uv_0']
+  np.testing.assert_allclose(steps['loss_total'], steps['losses'].sum(1), rtol=1e-6)
+  np.testing.assert_array_equal(steps['lr'], [5e-4, 5e-4])
+  # No gradient: never called; zero by construction: an exactly zero gradient, and biases feeding a BatchNorm.
+  assert info['no_grad'] == ['backbone.fc.weight', 'backbone.fc.bias']
+  assert sorted(info['zero_by_construction']) == sorted(
+      ['decoder.seg.0.bias'] + [f'decoder.projecter_{s}.{m}' for s in (4, 3)
+                                for m in ('pos_emb_left.0.bias', 'pos_emb_right.0.bias', 'e_0')])
+  no_grad = [params.index(n) for n in info['no_grad']]
+  assert np.isnan(steps['grad_norm'][:, no_grad]).all() and not np.isnan(np.delete(steps['grad_norm'], no_grad, 1)).any()
+  np.testing.assert_array_equal(steps['update_norm'][:, no_grad], 0)
+  # AdamW with decoupled decay on every tensor: a zero gradient leaves only the decay, (1 - lr * wd) per step.
+  for s in (4, 3):
+    name = f'decoder.projecter_{s}.e_0'
+    start = state[name].double().sum().item()
+    assert info['final_checksums'][name]['sum'] == pytest.approx(start * (1 - 5e-4 * 0.01) ** 2, rel=1e-7)
+  # Elsewhere the first step moves each value with a gradient by lr (plus the decay): at most lr * sqrt(n)
+  # in norm (fewer where part of a tensor gets no gradient, as the unused rows of the stand-in's heads).
+  sizes = np.array([state[n].numel() for n in params])
+  moving = [i for i, n in enumerate(params) if n not in info['no_grad'] + info['zero_by_construction']]
+  assert (steps['update_norm'][0, moving] > 0.4 * 5e-4 * np.sqrt(sizes[moving])).all()
+  assert (steps['update_norm'][0, moving] < 1.01 * 5e-4 * np.sqrt(sizes[moving])).all()
+  assert [t['step'] for t in info['thread_spread']['steps']] == [1, 2]
+  assert info['thread_spread']['steps'][0]['total_rel_diff'] < 1e-5
+  train = np.load(os.path.join(out, 'train.npz'))
+  assert train['gt.seg'].shape == (2, 1, 256, 256) and train['gt.seg_down'].shape == (2, 32, 32)
+  assert train['train.decoder.projecter_3.bone_dist_left'].shape == (2, 32 * 32, 20)
+  assert 'train.after_step.decoder.seg.1.running_var' in train.files
+  with open(os.path.join(out, 'train_losses.json')) as f:
+    first = json.load(f)
+  assert first['__order__'] == list(steps['loss_names']) and first['__total__'] == steps['loss_total'][0]
+  with open(os.path.join(out, 'summary.json')) as f:
+    assert json.load(f)['training']['train_steps'] == 2
+
+
+def test_training_steps_are_read_by_compare_training(setup, tmp_path):
+  from dir_jax.convert import compare_training  # pylint: disable=import-outside-toplevel  # jax only here
+  reference, mano, images, checkpoint, _ = setup
+  out = str(tmp_path / 'out')
+  dump_mod.dump(reference, checkpoint, mano, images, out, training={'n_steps': 1})
+  fixture = compare_training.read_fixture(out)
+  assert fixture.n_steps == 1 and 'thread_spread' not in fixture.info
+  assert fixture.targets['seg'].shape == (2, 256, 256) and fixture.targets['dense'].shape == (2, 256, 256, 3)
+  assert fixture.shapes['decoder.projecter_4.e_0'] == (1,)
+  assert set(fixture.single_grad_norms['__no_grad__']) == set(fixture.info['no_grad'])
+
+
+def _fixture_templates(fixture_dir):
+  templates = {}
+  for hand in ('left', 'right'):
+    with open(os.path.join(fixture_dir, 'mano', f'MANO_{hand.upper()}.pkl'), 'rb') as f:
+      templates[hand] = np.asarray(pickle.load(f, encoding='latin1')['v_template'])
+  return templates
+
+
+def test_targets_reproduce_the_fixture(fixture_dir):
+  """Projection, normalisation, centre and the painted seg/dense maps against the fixture's train.npz."""
+  from dir_jax.convert import dump_torch_training  # pylint: disable=import-outside-toplevel
+  train = np.load(os.path.join(fixture_dir, 'train.npz'))
+  gt = dump_torch_training.targets_from_geometry(
+      {h: train[f'gt.joint_3d_{h}'] for h in ('left', 'right')},
+      {h: train[f'gt.mesh_3d_{h}'] for h in ('left', 'right')}, _fixture_templates(fixture_dir))
+  for key, value in gt.items():
+    assert value.dtype == train[key].dtype and value.shape == train[key].shape, key
+    atol = 1e-4 if '_uv_px_' in key else 1e-6  # the fixture projected its float64 points
+    np.testing.assert_allclose(value, train[key], rtol=0, atol=atol, err_msg=key)
+  np.testing.assert_array_equal(gt['gt.seg'], train['gt.seg'])
+  down = dump_torch_training.loss_resolution_targets(gt, 32)
+  np.testing.assert_array_equal(down['gt.seg_down'], train['gt.seg_down'])
+  np.testing.assert_allclose(down['gt.dense_down'], train['gt.dense_down'], atol=1e-6)
+
+
+def test_synthetic_targets_draw_as_the_fixture(fixture_dir):
+  """The random draws (order, distributions, 6D layout) and the root placement of the fixture's targets;
+  the MANO layer is replaced by one that returns the fixture's own wrist-centred hands."""
+  from dir_jax.convert import dump_torch_training  # pylint: disable=import-outside-toplevel
+  train = np.load(os.path.join(fixture_dir, 'train.npz'))
+  seen = {}
+
+  def layer(hand):
+    def call(pose, betas):
+      seen[hand] = (pose.numpy(), betas.numpy())
+      root = train[f'gt.root_{hand}'][:, None]
+      return (torch.from_numpy(train[f'gt.mesh_3d_{hand}'] - root), torch.from_numpy(train[f'gt.joint_3d_{hand}'] - root))
+    return call
+
+  gt = dump_torch_training.synthetic_targets({h: layer(h) for h in ('left', 'right')}, _fixture_templates(fixture_dir),
+                                             batch=2, seed=0)
+  for hand in ('left', 'right'):
+    np.testing.assert_allclose(seen[hand][0], train[f'gt.mano_pose_{hand}'], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(seen[hand][1], train[f'gt.mano_beta_{hand}'], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(gt[f'gt.root_{hand}'], train[f'gt.root_{hand}'], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(gt[f'gt.mesh_3d_{hand}'], train[f'gt.mesh_3d_{hand}'], rtol=0, atol=1e-6)
+  assert (gt['gt.seg'] != train['gt.seg']).mean() < 1e-3  # floor() of pixel positions moved by rounding only
+
+
+def test_targets_file_is_checked(setup, tmp_path, fixture_dir):
+  from dir_jax.convert import dump_torch_training  # pylint: disable=import-outside-toplevel
+  train = dict(np.load(os.path.join(fixture_dir, 'train.npz')))
+  path = str(tmp_path / 'targets.npz')
+  np.savez(path, **{k: v for k, v in train.items() if k != 'gt.center_left'})
+  with pytest.raises(ValueError, match=r"lacks \['gt.center_left'\]"):
+    dump_torch_training.read_targets(path, 2)
+  np.savez(path, **train)
+  assert dump_torch_training.read_targets(path, 2)['gt.seg'].shape == (2, 1, 256, 256)
+  with pytest.raises(ValueError, match=r'do not fit 3 images'):
+    dump_torch_training.read_targets(path, 3)
+  reference, mano, images, checkpoint, _ = setup
+  out = str(tmp_path / 'given')
+  assert dump_mod.main(['--reference-code', reference, '--checkpoint', checkpoint, '--mano-dir', mano,
+                        '--images', *images, '--out', out, '--train-steps', '1', '--targets', path]) == 0
+  np.testing.assert_array_equal(np.load(os.path.join(out, 'train.npz'))['gt.dense'], train['gt.dense'])
+  with pytest.raises(SystemExit):
+    dump_mod.main(['--reference-code', reference, '--checkpoint', checkpoint, '--mano-dir', mano,
+                   '--images', *images, '--out', out, '--targets', path])
