@@ -180,16 +180,25 @@ def _initial_variables(config: ml_collections.ConfigDict, model, init_fn) -> dic
   return variables
 
 
+def make_predict_fn(model, mano, config: ml_collections.ConfigDict):
+  """The jit-compiled eval step `(variables, global batch) -> predictions`; build it once per run, so
+  that repeated evaluations reuse one trace and compilation."""
+  return jax.jit(functools.partial(step_lib.predict_step, model=model, mano=mano, image_size=config.image_size,
+                                   input_size=config.model.input_size))
+
+
 def evaluate(model, variables, mano, builder, config: ml_collections.ConfigDict, mesh: Mesh,
              predict_fn=None) -> dict[str, Any]:
-  """Metrics of every stage over the eval split (`dir_jax.metrics`), identical on every process."""
+  """Metrics of every stage over the eval split (`dir_jax.metrics`), identical on every process.
+
+  `predict_fn`: from `make_predict_fn` (built here when not given).
+  """
   data_sharding = NamedSharding(mesh, PartitionSpec('data'))
   local_batch = config.eval_batch_size // jax.process_count()
   ds, _ = input_pipeline.create_eval_dataset(
       builder, config.data, batch_size=local_batch, process_index=jax.process_index(),
       process_count=jax.process_count())
-  predict_fn = predict_fn or jax.jit(functools.partial(
-      step_lib.predict_step, model=model, mano=mano, image_size=config.image_size, input_size=config.model.input_size))
+  predict_fn = predict_fn or make_predict_fn(model, mano, config)
   accumulator = metrics.MetricAccumulator(metrics.EvalMano.from_pair(mano), voxel_m=config.eval_voxel_m)
   for local in input_pipeline.numpy_batches(ds):
     valid = local.pop('valid')
@@ -279,8 +288,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   last_log_time, last_log_step = time.time(), start_step
   logging.info('training steps %d..%d (%d per epoch), global batch %d on %d devices, %d processes',
                start_step, total_steps, steps_per_epoch, config.batch_size, jax.device_count(), jax.process_count())
+  predict_fn = make_predict_fn(model, mano, config)  # one trace for every evaluation of the run
+
   def run_eval(step):
-    results = evaluate(model, {'params': state.params, 'batch_stats': state.batch_stats}, mano, builder, config, mesh)
+    results = evaluate(model, {'params': state.params, 'batch_stats': state.batch_stats}, mano, builder, config, mesh,
+                       predict_fn)
     writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.scalar_metrics(results).items()})
     if jax.process_index() == 0:
       with open(os.path.join(workdir, f'metrics_{step}.json'), 'w') as f:

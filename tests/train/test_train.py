@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -66,11 +67,13 @@ def _run_and_signal(workdir, data, env, trigger, sig, **extra):
   return proc.wait(timeout=600), log
 
 
-def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cache, tmp_path):
+def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cache, tmp_path, monkeypatch):
   config = _config(tiny_data, num_train_steps=12, eval_at_start=True, eval_every_steps=12)
   for switch in ('flip', 'rotate', 'zoom', 'translate', 'motion_blur', 'color'):
     config.data.augment[switch] = False
   workdir = str(tmp_path / 'run')
+  # Two evaluations (steps 0 and 12), one trace of the predict step.
+  monkeypatch.setattr(trainer.step_lib, 'predict_step', chex.assert_max_traces(trainer.step_lib.predict_step, n=1))
   result = trainer.train_and_evaluate(config, workdir)
   losses = [loss for _, loss in result['losses']]
   assert len(losses) == 12 and np.all(np.isfinite(losses))
