@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/loop_conv.py
 	$(PY) bench/input_pipeline.py
 	$(PY) bench/convert_interhand.py
+	$(PY) bench/plan_interhand.py --fraction 0.125
 
 clean:
 	rm -rf $(VENV) outputs

@@ -71,7 +71,8 @@ def main():
     raw_dir = args.raw_dir or tmp
     if not args.raw_dir:
       synthetic.generate(raw_dir, num_train=args.num_examples, num_test=0, seed=0)
-    records, _ = raw.plan_split(raw_dir, 'train')
+    plan, _ = raw.plan_split(raw_dir, 'train')
+    records = [plan.record(i) for i in range(len(plan))]
     converter = convert.Converter(raw.mano_dir(raw_dir))
     records = [r for r in records if converter(r)[0] is None]  # also warms up the JIT
     stage_s = np.array([[_stage_seconds(r, converter) for r in records] for _ in range(args.repeats)])

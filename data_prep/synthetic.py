@@ -407,6 +407,75 @@ def write_split(out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: 
   return {'annotations': len(views), 'kept': num_valid, 'skipped': skipped}
 
 
+def write_annotations_at_scale(out_dir: str, split: str, num_images: int, num_captures: int = 70,
+                               cameras_per_frame: int = 40, seed: int = 0) -> dict[str, int]:
+  """Writes only a split's four annotation JSONs, shaped as the real ones, for `num_images` images.
+
+  For measuring planning at the real dataset's size (train: 1,361,062 images, about 70 captures);
+  no image is written. Frames go round the captures, each seen by `cameras_per_frame` cameras of
+  its capture (all listed in camera.json, 512x334); hand types cycle interacting, interacting,
+  right, left (the absent hand's MANO null); every value is random and float32-representable. The
+  files are written entry by entry (the generator's memory does not grow with `num_images`).
+
+  Returns:
+    {'images': num_images, 'frames': frames written, 'interacting': images of interacting frames}.
+  """
+  rng = np.random.default_rng([seed, SPLIT_INDEX[split]])
+  num_frames = math.ceil(num_images / cameras_per_frame)
+  cameras = [str(400000 + k) for k in range(cameras_per_frame)]
+  hand_types = ('interacting', 'interacting', 'right', 'left')
+  paths = {kind: raw.annotation_path(out_dir, split, kind) for kind in raw.ANNOTATION_KINDS}
+  os.makedirs(os.path.dirname(paths['data']), exist_ok=True)
+
+  def frame_of(f):
+    return f % num_captures, FRAME_STEP * (f // num_captures), hand_types[f % len(hand_types)]
+
+  with open(paths['data'], 'w', encoding='utf-8') as out:
+    for section in ('images', 'annotations'):
+      out.write('{"images": [' if section == 'images' else '], "annotations": [')
+      for k in range(num_images):
+        capture, frame_idx, hand_type = frame_of(k // cameras_per_frame)
+        camera = cameras[k % cameras_per_frame]
+        seq_name = f'{capture:04d}_dh_{_MOTIONS[capture % len(_MOTIONS)]}'
+        if section == 'images':
+          entry = {'id': k, 'file_name': f'Capture{capture}/{seq_name}/cam{camera}/image{frame_idx}.jpg',
+                   'width': LANDSCAPE_WH[0], 'height': LANDSCAPE_WH[1], 'capture': capture, 'subject': capture,
+                   'seq_name': seq_name, 'camera': camera, 'frame_idx': frame_idx}
+        else:
+          entry = {'id': k, 'image_id': k, 'bbox': _f32_list(rng.uniform(0, 300, 4)),
+                   'joint_valid': [[1]] * 42, 'hand_type': hand_type, 'hand_type_valid': 1}
+        out.write((', ' if k else '') + json.dumps(entry))
+    out.write(']}')
+  for kind in ('camera', 'MANO_NeuralAnnot', 'joint_3d'):
+    with open(paths[kind], 'w', encoding='utf-8') as out:
+      out.write('{')
+      for capture in range(min(num_captures, num_frames)):
+        if kind == 'camera':
+          value = {'campos': {c: _f32_list(rng.uniform(-1000, 1000, 3)) for c in cameras},
+                   'camrot': {c: [_f32_list(row) for row in look_at_rotation(rng.normal(size=3), np.zeros(3), 0.0)]
+                              for c in cameras},
+                   'focal': {c: _f32_list(rng.uniform(*FOCAL_PX, 2)) for c in cameras},
+                   'princpt': {c: _f32_list(rng.uniform(160, 260, 2)) for c in cameras}}
+        else:
+          value = {}
+          for f in range(capture, num_frames, num_captures):
+            _, frame_idx, hand_type = frame_of(f)
+            present = ('right', 'left') if hand_type == 'interacting' else (hand_type,)
+            if kind == 'joint_3d':
+              value[str(frame_idx)] = {'world_coord': [_f32_list(rng.normal(0, 100, 3)) for _ in range(42)],
+                                       'joint_valid': [[True]] * 42, 'hand_type': hand_type, 'hand_type_valid': True}
+            else:
+              value[str(frame_idx)] = {side: {'pose': _f32_list(rng.normal(0, 0.3, 48)),
+                                              'shape': _f32_list(rng.normal(0, 1, 10)),
+                                              'trans': _f32_list(rng.normal(0, 0.1, 3))} if side in present else None
+                                       for side in ('left', 'right')}
+        out.write((', ' if capture else '') + json.dumps(str(capture)) + ': ' + json.dumps(value))
+      out.write('}')
+  interacting = sum(min(cameras_per_frame, num_images - f * cameras_per_frame)
+                    for f in range(num_frames) if frame_of(f)[2] == 'interacting')
+  return {'images': num_images, 'frames': num_frames, 'interacting': interacting}
+
+
 def write_mano(out_dir: str, seed: int, mano_dir: str | None = None) -> str:
   """Writes `out_dir/mano/MANO_{LEFT,RIGHT}.*` (synthetic, or copied from `mano_dir`); returns it."""
   folder = raw.mano_dir(out_dir)

@@ -1,7 +1,9 @@
 """Selected records -> examples, in the building process or inside Apache Beam workers.
 
 This module is imported by its absolute name (`data_prep.interhand26m.convert`) wherever it runs,
-so Beam workers can unpickle `beam_convert` whichever way the builder module itself was loaded.
+so Beam workers can unpickle `beam_convert_shard` whichever way the builder module itself was loaded.
+A Beam element is a shard of a saved `raw.SplitPlan` (folder, first record, end): the worker maps
+the plan's arrays and reads only its rows, so the launching process never holds the records.
 """
 
 import functools
@@ -12,10 +14,12 @@ import numpy as np
 from PIL import Image
 
 from data_prep.interhand26m import preprocess
+from data_prep.interhand26m import raw
 from dir_jax.data import image_io
 from dir_jax.mano import load_mano_pair
 
 METRICS_NAMESPACE = 'interhand26m'
+RECORDS_PER_SHARD = 1024  # one Beam element: about 20 s of conversion on one core
 
 
 def counter_name(split: str, reason: str) -> str:
@@ -35,7 +39,7 @@ def read_image(path: str) -> tuple[str | None, np.ndarray | None]:
 
 
 class Converter:
-  """Converts records of `raw.plan_split` with one MANO pair (loaded once)."""
+  """Converts records of `raw.SplitPlan.record` with one MANO pair (loaded once)."""
 
   def __init__(self, mano_dir: str):
     self.pair = load_mano_pair(mano_dir)
@@ -46,6 +50,8 @@ class Converter:
     reason, image_rgb_u8 = read_image(record['image_path'])
     if reason:
       return reason, None
+    if image_rgb_u8.shape[:2] != (record['height'], record['width']):
+      return preprocess.IMAGE_SIZE_MISMATCH, None
     return preprocess.convert_example(record, image_rgb_u8, self.pair, self.vertex_colors)
 
 
@@ -55,11 +61,21 @@ def converter_for(mano_dir: str) -> Converter:
   return Converter(mano_dir)
 
 
-def beam_convert(record: Mapping[str, Any], mano_dir: str, split: str) -> Iterator[tuple[int, dict]]:
-  """Beam FlatMap body: yields (key, example), or counts the skip in a Beam counter."""
+def shards(num_records: int, records_per_shard: int) -> list[tuple[int, int]]:
+  """(start, end) ranges covering `num_records` records, `records_per_shard` each (the last fewer)."""
+  return [(start, min(start + records_per_shard, num_records)) for start in range(0, num_records, records_per_shard)]
+
+
+def beam_convert_shard(shard: tuple[str, int, int], mano_dir: str, split: str) -> Iterator[tuple[int, dict]]:
+  """Beam FlatMap body over (plan folder, start, end): yields (image_id, example) per converted
+  record, and counts each skip in a Beam counter."""
   import apache_beam as beam  # pylint: disable=import-outside-toplevel
-  reason, example = converter_for(mano_dir)(record)
-  if reason:
-    beam.metrics.Metrics.counter(METRICS_NAMESPACE, counter_name(split, reason)).inc()
-    return
-  yield record['image_id'], example
+  plan_dir, start, end = shard
+  plan, converter = raw.SplitPlan.load(plan_dir), converter_for(mano_dir)
+  for i in range(start, end):
+    record = plan.record(i)
+    reason, example = converter(record)
+    if reason:
+      beam.metrics.Metrics.counter(METRICS_NAMESPACE, counter_name(split, reason)).inc()
+      continue
+    yield record['image_id'], example

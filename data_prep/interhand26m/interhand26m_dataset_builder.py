@@ -10,8 +10,14 @@ hands' MANO parameters in the camera frame, and rendered seg/dense targets (`dir
 or from Python, `build(raw_dir, data_dir, beam=False)`. Without Beam options the examples are
 converted in the building process; with them (`--beam_pipeline_options` or
 `DownloadConfig.beam_options` / `beam_runner`) `_generate_examples` returns a Beam PTransform over
-the selected annotations. Skipped annotations are counted by reason (`preprocess.SKIP_REASONS`), in
+shards of the selected annotations. Skipped annotations are counted by reason (`preprocess.SKIP_REASONS`), in
 both modes, printed at the end and stored in `builder.info.metadata['skipped'][split][reason]`.
+
+Memory is bounded: each split is planned from streamed annotation files (`raw.plan_split`, about
+50 bytes per selected annotation plus one row per selected frame and camera), the plan is saved to
+`<data_dir>/downloads/interhand26m_plan/<split>/` and dropped, and each split's generator (or each
+Beam worker, shard by shard) maps the saved arrays while it converts. The Beam launcher holds only
+the list of shards. `bench/plan_interhand.py` measures planning's peak memory and time.
 """
 
 import collections
@@ -119,13 +125,16 @@ Then: tfds build data_prep/interhand26m --manual_dir <manual folder> --data_dir 
         logging.info('interhand26m: %s not found; split %r is not produced',
                      raw.annotation_path(raw_dir, split, 'data'), split)
         continue
-      records, self._skipped[split] = raw.plan_split(raw_dir, split)
-      if not records:
+      plan, self._skipped[split] = raw.plan_split(raw_dir, split)
+      if not len(plan):
         logging.warning('interhand26m: no annotation of %r selected (skipped: %s); split not produced',
                         split, dict(self._skipped[split]))
         continue
-      logging.info('interhand26m: %s: %d annotations selected before reading images', split, len(records))
-      generators[split] = self._generate_examples(records, mano_dir, split)
+      logging.info('interhand26m: %s: %d annotations selected before reading images', split, len(plan))
+      plan_dir = os.path.join(os.fspath(dl_manager.download_dir), 'interhand26m_plan', split)
+      plan.save(plan_dir)
+      generators[split] = self._generate_examples(plan_dir, len(plan), mano_dir, split)
+      del plan  # the generator maps the saved plan when its split is written
     if not generators:
       raise FileNotFoundError(
           f'no usable annotation in {raw_dir}: no annotations/<split>/InterHand2.6M_<split>_data.json, '
@@ -133,17 +142,20 @@ Then: tfds build data_prep/interhand26m --manual_dir <manual folder> --data_dir 
           + self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     return generators
 
-  def _generate_examples(self, records: list[dict[str, Any]], mano_dir: str, split: str):
-    """A generator of (image_id, example), or the equivalent Beam PTransform when Beam is on."""
+  def _generate_examples(self, plan_dir: str, num_records: int, mano_dir: str, split: str):
+    """A generator of (image_id, example) over the plan saved in `plan_dir`, or the equivalent Beam
+    PTransform over its shards (`convert.shards`) when Beam is on."""
     if self._use_beam:
       beam = tfds.core.lazy_imports.apache_beam
-      return beam.Create(records) | beam.FlatMap(convert.beam_convert, mano_dir=mano_dir, split=split)
-    return self._generate_local(records, mano_dir, split)
+      shards = [(plan_dir, start, end) for start, end in convert.shards(num_records, convert.RECORDS_PER_SHARD)]
+      return (beam.Create(shards) | beam.Reshuffle()
+              | beam.FlatMap(convert.beam_convert_shard, mano_dir=mano_dir, split=split))
+    return self._generate_local(plan_dir, mano_dir, split)
 
-  def _generate_local(self, records: list[dict[str, Any]], mano_dir: str,
-                      split: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    converter = convert.converter_for(mano_dir)
-    for record in records:
+  def _generate_local(self, plan_dir: str, mano_dir: str, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    plan, converter = raw.SplitPlan.load(plan_dir), convert.converter_for(mano_dir)
+    for i in range(len(plan)):
+      record = plan.record(i)
       reason, example = converter(record)
       if reason:
         self._skipped[split][reason] += 1

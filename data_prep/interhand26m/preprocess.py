@@ -4,7 +4,8 @@ Steps for one annotation, in order (the first failing check names the skip reaso
 1. Selection on the annotation and the JSON files (`annotation_reason`, `mano_reason`,
    `camera_from_raw`): an interacting annotation with a valid hand type, both hands' MANO present
    and finite, a camera known to camera.json; then the image file must exist.
-2. The image (decoded by the caller): mean intensity at least `MIN_MEAN_INTENSITY` (`image_reason`).
+2. The image (decoded by the caller): data.json's width x height (IMAGE_SIZE_MISMATCH otherwise,
+   tested by the caller), mean intensity at least `MIN_MEAN_INTENSITY` (`image_reason`).
 3. MANO NeuralAnnot (world frame) -> ground-truth layer parameters (`mano_params_world`) -> camera
    frame (`dir_jax.mano.rigid.transform_params`) -> vertices (`hand_mesh`).
 4. The square crop around both hands (`crop_affine`, `warp_to_crop`, `crop_intrinsics`), then the
@@ -35,7 +36,8 @@ JPEG_QUALITY = 95
 NEURALANNOT_SIZES = {'pose': 48, 'shape': 10, 'trans': 3}
 
 # Skip reasons, in the order they are tested.
-ANNOTATION_INVALID = 'annotation_invalid'  # an annotation or its image entry lacks an id, capture, frame, camera or file name
+# An annotation or its image entry lacks an id, capture, frame, camera, file name, width or height.
+ANNOTATION_INVALID = 'annotation_invalid'
 NOT_INTERACTING = 'not_interacting'  # hand_type is 'right' or 'left'
 HAND_TYPE_INVALID = 'hand_type_invalid'  # interacting, but hand_type_valid is false
 MANO_MISSING = 'mano_missing'  # no NeuralAnnot entry (or null) for the frame or one of the hands
@@ -43,10 +45,11 @@ MANO_INVALID = 'mano_invalid'  # an entry with missing keys, wrong lengths or no
 CAMERA_MISSING = 'camera_missing'  # capture or camera id absent from camera.json (or not finite)
 IMAGE_MISSING = 'image_missing'  # no file at images/<split>/<file_name>, or no data.json image entry
 IMAGE_CORRUPT = 'image_corrupt'  # the file does not decode as an image
+IMAGE_SIZE_MISMATCH = 'image_size_mismatch'  # the decoded image is not data.json's width x height
 IMAGE_DARK = 'image_dark'  # mean intensity below MIN_MEAN_INTENSITY
 HANDS_BEHIND_CAMERA = 'hands_behind_camera'  # a vertex at depth <= the rasterizer's near plane
 SKIP_REASONS = (ANNOTATION_INVALID, NOT_INTERACTING, HAND_TYPE_INVALID, MANO_MISSING, MANO_INVALID, CAMERA_MISSING,
-                IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_DARK, HANDS_BEHIND_CAMERA)
+                IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_SIZE_MISMATCH, IMAGE_DARK, HANDS_BEHIND_CAMERA)
 
 
 def annotation_reason(annotation: Mapping[str, Any]) -> str | None:
@@ -269,7 +272,7 @@ def convert_example(record: Mapping[str, Any], image_rgb_u8: np.ndarray, pair: M
   """One selected annotation and its decoded image -> an example of `dir_jax.data.schema`.
 
   Args:
-    record: a selected annotation (see `data_prep.interhand26m.raw.plan_split`): `camera`
+    record: a selected annotation (`data_prep.interhand26m.raw.SplitPlan.record`): `camera`
       (`camera_from_raw` output), `mano` ({side: `neuralannot_hand` output}) and the identifiers
       `image_id`, `capture`, `frame`, `camera_id`.
     image_rgb_u8: (H, W, 3) the raw image.

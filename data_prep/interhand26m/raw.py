@@ -1,21 +1,41 @@
-"""The raw InterHand2.6M layout: file paths, annotation loading, and selection of one split.
+"""The raw InterHand2.6M layout: file paths, streaming annotation reading, and the plan of one split.
 
     <raw_dir>/images/<split>/<file_name>          file_name = Capture<c>/<seq_name>/cam<id>/image<frame>.jpg
     <raw_dir>/annotations/<split>/InterHand2.6M_<split>_{data,camera,joint_3d,MANO_NeuralAnnot}.json
     <raw_dir>/mano/MANO_{LEFT,RIGHT}.pkl
 
 joint_3d.json is not read: DIR computes every target from the MANO parameters (spec §12).
+
+Memory: the annotation files are read as streams (ijson), one data.json entry or one capture of
+camera.json / MANO_NeuralAnnot.json at a time, and a split's plan (`SplitPlan`) keeps
+`RECORD_DTYPE.itemsize` = 48 bytes per selected annotation plus one row of MANO parameters per
+selected frame and one camera per selected (capture, camera). While data.json is read, every image
+entry takes about 50 bytes more (`_ImageTable`), released when the plan is made.
 """
 
+import array
 import collections
-import json
+import dataclasses
 import os
-from typing import Any, Mapping
+import re
+from typing import Any, Iterator, Mapping
+
+import ijson
+import numpy as np
 
 from data_prep.interhand26m import preprocess
 
 SPLITS = ('train', 'val', 'test')
 ANNOTATION_KINDS = ('data', 'camera', 'joint_3d', 'MANO_NeuralAnnot')
+HAND_SIDES = ('left', 'right')  # order of the hands in `SplitPlan.mano_*`
+# yajl2_c is ijson's C parser (about 6x its pure-Python one on data.json, see docs/benchmarks.md);
+# a wheel without it falls back to ijson's default backend.
+try:
+  _IJSON = ijson.get_backend('yajl2_c')
+except ImportError:
+  _IJSON = ijson
+_INT64_MAX = np.iinfo(np.int64).max
+_INT32_MAX = np.iinfo(np.int32).max
 
 
 def annotation_path(raw_dir: str, split: str, kind: str) -> str:
@@ -42,75 +62,421 @@ class RawDataError(ValueError):
   """An annotation file of the raw download cannot be read: the message names it and what to do."""
 
 
-def _load_json(path: str) -> Any:
+class _NonFiniteQuoted:
+  """A binary file whose bare NaN, Infinity and -Infinity tokens are read as JSON strings.
+
+  Python's json module writes and reads those tokens (the synthetic dataset has them); ijson's
+  parsers refuse them. As strings they reach the same verdicts: `np.asarray('NaN', np.float64)` is
+  NaN, so MANO and cameras are refused as not finite, and `int('NaN')` fails as `int(nan)` does.
+  Tokens inside JSON strings are left alone: the quotes that delimit strings (those not escaped by
+  an odd run of backslashes) are counted across reads.
+  """
+
+  _TOKEN = re.compile(rb'-?Infinity|NaN')
+  _HOLD_BYTES = 9  # the longest token: one cut by a read is completed by the next
+
+  def __init__(self, f):
+    self._f = f
+    self._pending = b''
+    self._in_string = False
+    self._escaped = False  # the bytes returned so far end in an odd run of backslashes
+
+  def read(self, size: int = -1) -> bytes:
+    if size == 0:  # ijson asks for 0 bytes to tell text from binary files
+      return b''
+    while True:
+      chunk = self._f.read(size if size > 0 else 1 << 20)
+      buffer, final = self._pending + chunk, not chunk
+      cut = len(buffer) if final else max(len(buffer) - self._HOLD_BYTES, 0)
+      tokens = []
+      if b'NaN' in buffer or b'Infinity' in buffer:
+        tokens = list(self._TOKEN.finditer(buffer))
+        for m in tokens:
+          if m.start() < cut < m.end():
+            cut = m.start()
+      if cut == 0 and not final:
+        self._pending = buffer
+        continue
+      data, self._pending = buffer[:cut], buffer[cut:]
+      return self._quote_tokens(data, [m for m in tokens if m.end() <= cut])
+
+  def _quote_tokens(self, data: bytes, tokens: list[re.Match]) -> bytes:
+    """`data` with its tokens outside strings quoted; advances the string state past `data`."""
+    if not tokens and not self._escaped and b'\\' not in data:
+      self._in_string ^= data.count(b'"') % 2 == 1
+      return data
+    lead = int(self._escaped)  # a carried odd backslash run counts as one leading backslash
+    codes = np.frombuffer(b'\\' * lead + data, np.uint8)
+    last_plain = np.maximum.accumulate(np.where(codes == 0x5C, -1, np.arange(len(codes))))
+    quotes = np.flatnonzero(codes == 0x22)
+    backslashes_before = quotes - 1 - np.concatenate([[-1], last_plain])[quotes]
+    delimiters = quotes[backslashes_before % 2 == 0] - lead
+    pieces, start = [], 0
+    for m in tokens:
+      if not self._in_string ^ (np.searchsorted(delimiters, m.start()) % 2 == 1):
+        pieces += [data[start:m.start()], b'"', m.group(), b'"']
+        start = m.end()
+    pieces.append(data[start:])
+    self._in_string ^= len(delimiters) % 2 == 1
+    self._escaped = bool(len(codes)) and (len(codes) - 1 - last_plain[-1]) % 2 == 1
+    return b''.join(pieces)
+
+
+def _json_stream(path: str, prefix: str, key_values: bool = False) -> Iterator[Any]:
+  """ijson's `items` (or `kvitems`) of a file; a damaged or truncated file raises RawDataError."""
+  parse = _IJSON.kvitems if key_values else _IJSON.items
   try:
-    with open(path, encoding='utf-8') as f:
-      return json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise RawDataError(f'{path}: not valid JSON ({type(e).__name__}: {e}); the file is truncated or damaged, '
+    with open(path, 'rb') as f:
+      yield from parse(_NonFiniteQuoted(f), prefix, use_float=True)
+  except (ijson.JSONError, UnicodeDecodeError) as e:
+    first_line = str(e).strip().split('\n')[0]  # yajl adds lines that point into the text
+    raise RawDataError(f'{path}: not valid JSON ({type(e).__name__}: {first_line}); the file is truncated or damaged, '
                        'download and unpack it again') from e
 
 
-def _joined(annotation: Any, images: Mapping[Any, Mapping[str, Any]]) -> tuple[str | None, dict[str, Any]]:
-  """(skip reason or None, the ids of an annotation joined with its image entry)."""
+def _int64(value: Any) -> int | None:
+  """`int(value)` when it converts and fits in int64, else None."""
   try:
-    image = images.get(annotation['image_id'])
-    if image is None:  # an annotation without its image entry
-      return preprocess.IMAGE_MISSING, {}
-    return None, {'image_id': int(annotation['id']), 'capture': int(image['capture']),
-                  'frame': int(image['frame_idx']), 'camera_id': str(image['camera']),
-                  'file_name': str(image['file_name'])}
-  except (KeyError, TypeError, ValueError):
-    return preprocess.ANNOTATION_INVALID, {}
+    number = int(value)
+  except (TypeError, ValueError, OverflowError):
+    return None
+  return number if -_INT64_MAX <= number <= _INT64_MAX else None
 
 
-def plan_split(raw_dir: str, split: str) -> tuple[list[dict[str, Any]], collections.Counter]:
+def _int_key(value: Any) -> int | None:
+  """The int a data.json id equals as a dict key (ints, bools, integral floats in int64), else None."""
+  if isinstance(value, (bool, int)) or (isinstance(value, float) and value.is_integer()):
+    number = int(value)
+    return number if -_INT64_MAX <= number <= _INT64_MAX else None
+  return None
+
+
+def _canonical_int(key: str) -> int | None:
+  """The int whose `str` is exactly `key` (the only keys a `str(int)` lookup can hit), else None."""
+  number = _int64(key) if key[:1].isdigit() or key[:1] == '-' else None
+  return number if number is not None and str(number) == key else None
+
+
+
+class _Interned:
+  """Strings numbered in order of first appearance."""
+
+  def __init__(self):
+    self.index: dict[str, int] = {}
+
+  def __call__(self, text: str) -> int:
+    return self.index.setdefault(text, len(self.index))
+
+  def names(self) -> list[str]:
+    return list(self.index)
+
+
+class _ImageTable:
+  """data.json's image entries as parallel arrays (about 50 bytes each), looked up by id as a dict.
+
+  An entry is usable when its capture, frame_idx, width and height convert with `int` (int64;
+  width and height positive int32) and it has a camera and a file_name. The file name is kept as
+  two interned strings: its folder with the trailing '/' and its base name. Integral ids are looked
+  up in a sorted array, other ids in a dict; a later entry with the same id replaces an earlier one,
+  as in `{image['id']: image}`.
+  """
+
+  def __init__(self):
+    self.int_key, self.has_int_key = array.array('q'), array.array('b')
+    self.capture, self.frame = array.array('q'), array.array('q')
+    self.width, self.height = array.array('i'), array.array('i')
+    self.camera, self.folder, self.base = array.array('i'), array.array('i'), array.array('i')
+    self.usable = array.array('b')
+    self.other_keys: dict[Any, int] = {}
+    self.cameras, self.folders, self.bases = _Interned(), _Interned(), _Interned()
+
+  def add(self, image: Any) -> None:
+    if not isinstance(image, Mapping) or 'id' not in image:
+      return
+    key = _int_key(image['id'])
+    if key is None:
+      try:
+        self.other_keys[image['id']] = len(self.usable)
+      except TypeError:  # an unhashable id (a list or an object) is never found
+        return
+    values = [_int64(image.get(name)) for name in ('capture', 'frame_idx', 'width', 'height')]
+    usable = (all(v is not None for v in values) and all(0 < v <= _INT32_MAX for v in values[2:])
+              and 'camera' in image and 'file_name' in image)
+    folder, sep, base = str(image['file_name']).rpartition('/') if usable else ('', '', '')
+    self.int_key.append(0 if key is None else key)
+    self.has_int_key.append(key is not None)
+    for column, value in zip((self.capture, self.frame, self.width, self.height), values):
+      column.append(value if usable else 0)
+    self.camera.append(self.cameras(str(image['camera'])) if usable else -1)
+    self.folder.append(self.folders(folder + sep))
+    self.base.append(self.bases(base))
+    self.usable.append(usable)
+
+  def rows(self, keys: np.ndarray) -> np.ndarray:
+    """(N,) int64 row of each int64 id in `keys`, -1 when absent."""
+    table = np.frombuffer(self.int_key, np.int64)
+    candidates = np.flatnonzero(np.frombuffer(self.has_int_key, np.int8))
+    if not len(candidates):
+      return np.full(len(keys), -1, np.int64)
+    order = candidates[np.argsort(table[candidates], kind='stable')]  # repeated ids: the last one last
+    position = np.maximum(np.searchsorted(table[order], keys, side='right') - 1, 0)
+    return np.where(table[order][position] == keys, order[position], -1)
+
+  def column(self, name: str) -> np.ndarray:
+    values = getattr(self, name)
+    return np.frombuffer(values, {'q': np.int64, 'i': np.int32, 'b': np.int8}[values.typecode])
+
+
+RECORD_DTYPE = np.dtype([
+    ('image_id', np.int64), ('capture', np.int64), ('frame', np.int64),  # as data.json gives them
+    ('width', np.int32), ('height', np.int32),  # data.json's image size, pixels
+    ('camera_row', np.int32), ('mano_row', np.int32),  # rows of SplitPlan.camera_* / mano_*
+    ('folder', np.int32), ('base', np.int32),  # file_name = folders[folder] + bases[base]
+])
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPlan:
+  """The selected annotations of a split, in data.json order, as arrays (see `plan_split`).
+
+  Attributes:
+    images_dir: `<raw_dir>/images/<split>`.
+    records: (N,) RECORD_DTYPE, 48 bytes per selected annotation.
+    camera_ids: (C,) str; camera_rotation (C, 3, 3), camera_translation_m (C, 3), camera_K_px
+      (C, 3, 3) float64: `preprocess.camera_from_raw` of each selected (capture, camera).
+    mano_pose (F, 2, 48), mano_shape (F, 2, 10), mano_trans (F, 2, 3): float64
+      `preprocess.neuralannot_hand` of each selected frame, hands in HAND_SIDES order.
+    folders (D,), bases (B,): str, the parts of the selected file names.
+  """
+  images_dir: str
+  records: np.ndarray
+  camera_ids: np.ndarray
+  camera_rotation: np.ndarray
+  camera_translation_m: np.ndarray
+  camera_K_px: np.ndarray
+  mano_pose: np.ndarray
+  mano_shape: np.ndarray
+  mano_trans: np.ndarray
+  folders: np.ndarray
+  bases: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  @property
+  def nbytes(self) -> int:
+    """Bytes of all the plan's arrays."""
+    return sum(getattr(self, f.name).nbytes for f in dataclasses.fields(self) if f.name != 'images_dir')
+
+  def record(self, i: int) -> dict[str, Any]:
+    """Selected annotation i as `preprocess.convert_example` and `convert.Converter` take it.
+
+    Returns:
+      `image_id`, `capture`, `frame`, `width`, `height` (int), `camera_id` (str), `image_path`,
+      `camera` (`preprocess.camera_from_raw` output), `mano` ({side: `preprocess.neuralannot_hand`
+      output}, world frame).
+    """
+    row = self.records[i]
+    camera, frame = int(row['camera_row']), int(row['mano_row'])
+    return {
+        'image_id': int(row['image_id']),
+        'capture': int(row['capture']),
+        'frame': int(row['frame']),
+        'width': int(row['width']),
+        'height': int(row['height']),
+        'camera_id': str(self.camera_ids[camera]),
+        'image_path': os.path.join(self.images_dir, str(self.folders[row['folder']]) + str(self.bases[row['base']])),
+        'camera': {'rotation': np.array(self.camera_rotation[camera]),
+                   'translation_m': np.array(self.camera_translation_m[camera]),
+                   'K_px': np.array(self.camera_K_px[camera])},
+        'mano': {side: {'pose': np.array(self.mano_pose[frame, k]), 'shape': np.array(self.mano_shape[frame, k]),
+                        'trans': np.array(self.mano_trans[frame, k])}
+                 for k, side in enumerate(HAND_SIDES)},
+    }
+
+  def save(self, folder: str) -> None:
+    """Writes one `<field>.npy` per attribute into `folder` (created; existing files replaced)."""
+    os.makedirs(folder, exist_ok=True)
+    for field in dataclasses.fields(self):
+      np.save(os.path.join(folder, f'{field.name}.npy'), np.asarray(getattr(self, field.name)))
+
+  @classmethod
+  def load(cls, folder: str) -> 'SplitPlan':
+    """The plan `save` wrote, its arrays memory-mapped (a worker reads only the rows it converts)."""
+    fields = {}
+    for field in dataclasses.fields(cls):
+      path = os.path.join(folder, f'{field.name}.npy')
+      if not os.path.isfile(path):
+        raise FileNotFoundError(f'{path}: missing from the split plan in {folder}; build the dataset again '
+                                '(the plan is written when the split is planned)')
+      fields[field.name] = np.load(path, mmap_mode='r')
+    fields['images_dir'] = str(fields['images_dir'])
+    return cls(**fields)
+
+
+_REASON_CODE = {reason: code for code, reason in enumerate(preprocess.SKIP_REASONS, start=1)}
+
+
+def _annotation_codes(annotations: Iterator[Any], images: _ImageTable) -> dict[str, np.ndarray]:
+  """Per data.json annotation: its image row, its id and the first skip reason data.json gives.
+
+  Returns:
+    `row` (N,) int64 image row (-1: none), `image_id` (N,) int64, `code` (N,) int8: 0 or the
+    reason's `_REASON_CODE`, in `raw.plan_split`'s order: ANNOTATION_INVALID (no usable image_id),
+    IMAGE_MISSING (no image entry), ANNOTATION_INVALID (no usable id, or the image entry unusable),
+    then `preprocess.annotation_reason`.
+  """
+  keys, key_is_int, other_rows = array.array('q'), array.array('b'), array.array('q')
+  ids, codes = array.array('q'), array.array('b')
+  invalid, missing = _REASON_CODE[preprocess.ANNOTATION_INVALID], _REASON_CODE[preprocess.IMAGE_MISSING]
+  for annotation in annotations:
+    code, key, other_row, image_id = 0, 0, -1, None
+    try:
+      raw_key = annotation['image_id']
+      key = _int_key(raw_key)
+      if key is None:
+        other_row = images.other_keys.get(raw_key, -1)
+      image_id = _int64(annotation.get('id'))
+    except (KeyError, TypeError, IndexError, AttributeError):
+      code = invalid
+    if not code:
+      code = _REASON_CODE.get(preprocess.annotation_reason(annotation), 0)
+      code = code if image_id is not None else -code - 1  # id unusable: invalid once the image is found
+    keys.append(0 if key is None else key)
+    key_is_int.append(key is not None and code != invalid)
+    other_rows.append(other_row)
+    ids.append(0 if image_id is None else image_id)
+    codes.append(code)
+  code = np.frombuffer(codes, np.int8).astype(np.int8)
+  rows = np.where(np.frombuffer(key_is_int, np.int8).astype(bool),
+                  images.rows(np.frombuffer(keys, np.int64)), np.frombuffer(other_rows, np.int64))
+  looked_up = code != invalid
+  no_image = looked_up & (rows < 0)
+  unusable = looked_up & ~no_image & ((code < 0) | (images.column('usable')[np.maximum(rows, 0)] == 0))
+  code = np.where(no_image, missing, np.where(unusable, invalid, code)).astype(np.int8)
+  return {'row': rows, 'image_id': np.frombuffer(ids, np.int64), 'code': code}
+
+
+def _cameras(path: str, needed: Mapping[int, set[str]]) -> dict[tuple[int, str], dict[str, np.ndarray] | None]:
+  """`preprocess.camera_from_raw` of each needed (capture, camera id), one capture read at a time."""
+  found = {}
+  for key, capture_entry in _json_stream(path, '', key_values=True):
+    capture = _canonical_int(key)
+    for camera_id in needed.get(capture, ()):
+      found[capture, camera_id] = preprocess.camera_from_raw(capture_entry, camera_id)
+  return found
+
+
+def _mano(path: str, needed: Mapping[int, set[int]]) -> tuple[dict[tuple[int, int], int | str], list[np.ndarray]]:
+  """Each needed (capture, frame): its row in the returned MANO list, or its `mano_reason`."""
+  found, hands = {}, []
+  for key, capture_entry in _json_stream(path, '', key_values=True):
+    capture = _canonical_int(key)
+    for frame in needed.get(capture, ()):
+      mano_frame = capture_entry.get(str(frame)) if isinstance(capture_entry, Mapping) else None
+      reason = preprocess.mano_reason(mano_frame)
+      if reason:
+        found[capture, frame] = reason
+        continue
+      found[capture, frame] = len(hands)
+      hands.append({side: preprocess.neuralannot_hand(mano_frame[side]) for side in HAND_SIDES})
+  return found, hands
+
+
+def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tuple[SplitPlan, collections.Counter]:
   """Selects a split's annotations on everything the JSON files and the file listing tell.
 
   Annotations are joined to their images by `image_id` and visited in data.json order. Each one
-  either becomes a record or counts under the first skip reason that applies
-  (`preprocess.annotation_reason`, `preprocess.mano_reason`, CAMERA_MISSING, IMAGE_MISSING). Images
-  are not opened here, only looked up, so a split whose images were not downloaded has no records.
+  either becomes a record or counts under the first skip reason that applies (ANNOTATION_INVALID or
+  IMAGE_MISSING from the join, `preprocess.annotation_reason`, `preprocess.mano_reason`,
+  CAMERA_MISSING, IMAGE_MISSING). Images are not opened here, only looked up, so a split whose
+  images were not downloaded has no records. The JSON files are read as streams: data.json twice
+  (images, then annotations), camera.json and MANO_NeuralAnnot.json once, one capture at a time,
+  keeping only the selected cameras and frames.
 
   Args:
     raw_dir: root of the raw layout.
     split: 'train', 'val' or 'test'.
+    check_image_files: look each selected image file up (False: assume it exists; for measuring
+      the planning of annotations without their images).
 
   Returns:
-    records: per selected annotation, `image_id` (the annotation's id), `capture`, `frame` (int),
-      `camera_id` (str), `image_path`, `camera` (`preprocess.camera_from_raw` output) and `mano`
-      ({side: `preprocess.neuralannot_hand` output}, world frame).
+    plan: the selected annotations (`SplitPlan`).
     skipped: Counter of skip reasons.
+
+  Raises:
+    RawDataError: an annotation file is not valid JSON (truncated or damaged).
   """
-  data = _load_json(annotation_path(raw_dir, split, 'data'))
-  cameras = _load_json(annotation_path(raw_dir, split, 'camera'))
-  mano = _load_json(annotation_path(raw_dir, split, 'MANO_NeuralAnnot'))
-  images = {image['id']: image for image in data['images'] if isinstance(image, Mapping) and 'id' in image}
-  records, skipped = [], collections.Counter()
-  for annotation in data['annotations']:
-    reason, ids = _joined(annotation, images)
-    if reason:
-      skipped[reason] += 1
-      continue
-    capture, frame, camera_id = str(ids['capture']), str(ids['frame']), ids['camera_id']
-    mano_frame = mano.get(capture, {}).get(frame)
-    reason = preprocess.annotation_reason(annotation) or preprocess.mano_reason(mano_frame)
-    camera = None if reason else preprocess.camera_from_raw(cameras.get(capture), camera_id)
-    if reason is None and camera is None:
+  data_path = annotation_path(raw_dir, split, 'data')
+  images = _ImageTable()
+  for image in _json_stream(data_path, 'images.item'):
+    images.add(image)
+  annotations = _annotation_codes(_json_stream(data_path, 'annotations.item'), images)
+  skipped = collections.Counter()
+  for code, count in zip(*np.unique(annotations['code'], return_counts=True)):
+    if code:
+      skipped[preprocess.SKIP_REASONS[code - 1]] += int(count)
+  chosen = np.flatnonzero(annotations['code'] == 0)
+  rows = annotations['row'][chosen]
+  image_ids = annotations['image_id'][chosen]
+  del annotations
+  capture, frame = images.column('capture')[rows], images.column('frame')[rows]
+  camera_names = images.cameras.names()
+  camera_index = images.column('camera')[rows]
+  needed_cameras, needed_frames = collections.defaultdict(set), collections.defaultdict(set)
+  for c, f, k in np.unique(np.stack([capture, frame, camera_index], axis=1), axis=0).tolist():
+    needed_cameras[c].add(camera_names[k])
+    needed_frames[c].add(f)
+  mano_rows, hands = _mano(annotation_path(raw_dir, split, 'MANO_NeuralAnnot'), needed_frames)
+  cameras = _cameras(annotation_path(raw_dir, split, 'camera'), needed_cameras)
+  folder_names, base_names = images.folders.names(), images.bases.names()
+  images_dir = os.path.join(raw_dir, 'images', split)
+  camera_rows: dict[tuple[int, str], int] = {}
+  kept, mano_row, camera_row = [], [], []
+  for i, (c, f, k, folder, base) in enumerate(zip(
+      capture.tolist(), frame.tolist(), camera_index.tolist(), images.column('folder')[rows].tolist(),
+      images.column('base')[rows].tolist())):
+    found = mano_rows.get((c, f), preprocess.MANO_MISSING)
+    camera = cameras.get((c, camera_names[k]))
+    if isinstance(found, str):
+      reason = found
+    elif camera is None:
       reason = preprocess.CAMERA_MISSING
-    path = image_path(raw_dir, split, ids['file_name'])
-    if reason is None and not os.path.isfile(path):
+    elif check_image_files and not os.path.isfile(os.path.join(images_dir, folder_names[folder] + base_names[base])):
       reason = preprocess.IMAGE_MISSING
+    else:
+      reason = None
     if reason:
       skipped[reason] += 1
       continue
-    records.append({
-        'image_id': ids['image_id'],
-        'capture': ids['capture'],
-        'frame': ids['frame'],
-        'camera_id': camera_id,
-        'image_path': path,
-        'camera': camera,
-        'mano': {side: preprocess.neuralannot_hand(mano_frame[side]) for side in ('left', 'right')},
-    })
-  return records, skipped
+    kept.append(i)
+    mano_row.append(found)
+    camera_row.append(camera_rows.setdefault((c, camera_names[k]), len(camera_rows)))
+  kept = np.asarray(kept, np.int64)
+  kept_rows = rows[kept]
+  records = np.zeros(len(kept), RECORD_DTYPE)
+  records['image_id'], records['capture'], records['frame'] = image_ids[kept], capture[kept], frame[kept]
+  records['width'], records['height'] = images.column('width')[kept_rows], images.column('height')[kept_rows]
+  used_mano, records['mano_row'] = np.unique(np.asarray(mano_row, np.int64), return_inverse=True)
+  used_folders, records['folder'] = np.unique(images.column('folder')[kept_rows], return_inverse=True)
+  used_bases, records['base'] = np.unique(images.column('base')[kept_rows], return_inverse=True)
+  records['camera_row'] = camera_row
+  camera_list = [cameras[key] for key in camera_rows]
+  del images
+
+  def stacked(values: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    return np.stack(values).astype(np.float64) if values else np.zeros((0, *shape))
+
+  plan = SplitPlan(
+      images_dir=images_dir,
+      records=records,
+      camera_ids=np.array([camera_id for _, camera_id in camera_rows], dtype=str).reshape(-1),
+      camera_rotation=stacked([cam['rotation'] for cam in camera_list], (3, 3)),
+      camera_translation_m=stacked([cam['translation_m'] for cam in camera_list], (3,)),
+      camera_K_px=stacked([cam['K_px'] for cam in camera_list], (3, 3)),
+      **{f'mano_{key}': stacked([np.stack([hands[r][side][key] for side in HAND_SIDES]) for r in used_mano.tolist()],
+                                (2, size)) for key, size in preprocess.NEURALANNOT_SIZES.items()},
+      folders=np.array([folder_names[j] for j in used_folders.tolist()], dtype=str).reshape(-1),
+      bases=np.array([base_names[j] for j in used_bases.tolist()], dtype=str).reshape(-1),
+  )
+  return plan, skipped

@@ -3,7 +3,7 @@
 import pytest
 
 from data_prep import synthetic
-from data_prep.interhand26m import raw
+from data_prep.interhand26m import convert, raw
 from data_prep.interhand26m.interhand26m_dataset_builder import build
 from dir_jax.mano import load_mano_pair
 
@@ -39,6 +39,9 @@ def local_build(synthetic_raw, tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def beam_build(synthetic_raw_again, tmp_path_factory):
-  """The builder prepared with Beam (one worker process) from the second raw folder."""
-  return build(synthetic_raw_again[0], str(tmp_path_factory.mktemp('tfds_beam')), beam=True,
-               num_workers=1)
+  """The builder prepared with Beam (one worker process) from the second raw folder, 3 records a
+  shard (train: two shards)."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(convert, 'RECORDS_PER_SHARD', 3)
+    return build(synthetic_raw_again[0], str(tmp_path_factory.mktemp('tfds_beam')), beam=True,
+                 num_workers=1)

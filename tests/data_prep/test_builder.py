@@ -63,8 +63,8 @@ def test_plan_split_without_images(synthetic_raw, tmp_path):
   """Annotations whose image files are absent are skipped before conversion (no split then)."""
   raw_dir, summary = synthetic_raw
   shutil.copytree(os.path.join(raw_dir, 'annotations'), tmp_path / 'annotations')
-  records, skipped = raw.plan_split(str(tmp_path), 'train')
-  assert records == []
+  plan, skipped = raw.plan_split(str(tmp_path), 'train')
+  assert len(plan) == 0
   image_stage = (pp.IMAGE_MISSING, pp.IMAGE_CORRUPT, pp.IMAGE_DARK)
   expected = {r: n for r, n in summary['train']['skipped'].items() if n and r not in image_stage}
   expected[pp.IMAGE_MISSING] = (summary['train']['kept']
