@@ -6,7 +6,7 @@
 Without --checkpoint the weights are regenerated from the fixture's `recipe.py`,
 `state_dict_shapes.json` and seed (numpy only). That runs the fixture's `recipe.py` as Python code:
 use it only on a fixture folder you trust (with --checkpoint, no code of the fixture runs). With
---checkpoint the fixture can also be a folder written by `dir_jax.convert.dump_torch_reference` for
+--checkpoint the fixture can also be a folder written by `tools.dump_torch_reference` for
 that checkpoint (the authors' model run on your images); pass the MANO folder it used as --mano-dir.
 The Flax model runs on `inputs.npz` with the MANO folder (default: the fixture's `mano/`); the table
 lists max absolute and relative error (relative to the array's max |value|) for every array of

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dir_jax.convert import dump_torch_reference as dump_mod
+from tools import dump_torch_reference as dump_mod
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -397,7 +397,7 @@ def test_runs_without_jax(setup, tmp_path):
   reference, mano, images, checkpoint, _ = setup
   code = textwrap.dedent(f'''
       import sys
-      from dir_jax.convert import dump_torch_reference
+      from tools import dump_torch_reference
       rc = dump_torch_reference.main(['--reference-code', {reference!r}, '--checkpoint', {checkpoint!r},
                                       '--mano-dir', {mano!r}, '--images', *{images!r}, '--out', {str(tmp_path / 'sub')!r},
                                       '--train-steps', '1'])
@@ -487,7 +487,7 @@ def _fixture_templates(fixture_dir):
 
 def test_targets_reproduce_the_fixture(fixture_dir):
   """Projection, normalisation, centre and the painted seg/dense maps against the fixture's train.npz."""
-  from dir_jax.convert import dump_torch_training  # pylint: disable=import-outside-toplevel
+  from tools import dump_torch_training  # pylint: disable=import-outside-toplevel
   train = np.load(os.path.join(fixture_dir, 'train.npz'))
   gt = dump_torch_training.targets_from_geometry(
       {h: train[f'gt.joint_3d_{h}'] for h in ('left', 'right')},
@@ -505,7 +505,7 @@ def test_targets_reproduce_the_fixture(fixture_dir):
 def test_synthetic_targets_draw_as_the_fixture(fixture_dir):
   """The random draws (order, distributions, 6D layout) and the root placement of the fixture's targets;
   the MANO layer is replaced by one that returns the fixture's own wrist-centred hands."""
-  from dir_jax.convert import dump_torch_training  # pylint: disable=import-outside-toplevel
+  from tools import dump_torch_training  # pylint: disable=import-outside-toplevel
   train = np.load(os.path.join(fixture_dir, 'train.npz'))
   seen = {}
 
@@ -527,7 +527,7 @@ def test_synthetic_targets_draw_as_the_fixture(fixture_dir):
 
 
 def test_targets_file_is_checked(setup, tmp_path, fixture_dir):
-  from dir_jax.convert import dump_torch_training  # pylint: disable=import-outside-toplevel
+  from tools import dump_torch_training  # pylint: disable=import-outside-toplevel
   train = dict(np.load(os.path.join(fixture_dir, 'train.npz')))
   path = str(tmp_path / 'targets.npz')
   np.savez(path, **{k: v for k, v in train.items() if k != 'gt.center_left'})

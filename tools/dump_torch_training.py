@@ -1,6 +1,6 @@
 """A few AdamW steps of the authors' PyTorch DIR on one batch, written in the reference-fixture layout.
 
-`python -m dir_jax.convert.dump_torch_reference ... --train-steps N` runs this after the eval
+`python -m tools.dump_torch_reference ... --train-steps N` runs this after the eval
 forward. Each step does what the authors' `train.py` does per iteration: gradients reset to None,
 `DIR.forward({'img': x}, targets, meta_info)` in train mode, the plain sum of its loss dict,
 backward, `torch.optim.AdamW` step (lr `--lr`, 5e-4 in the released config; PyTorch's defaults
@@ -43,7 +43,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from dir_jax.convert.dump_torch_reference import HANDS, _index, _np, _rodrigues, recording, stage_arrays
+from tools.dump_torch_reference import HANDS, _index, _np, _rodrigues, recording, stage_arrays
 
 IMG_SIZE = 256
 FOCAL_PX = 500.0

@@ -1,6 +1,6 @@
 """Runs the authors' PyTorch DIR on images and writes its outputs in the reference-fixture layout.
 
-  python -m dir_jax.convert.dump_torch_reference --reference-code PATH --checkpoint X.pth \
+  python -m tools.dump_torch_reference --reference-code PATH --checkpoint X.pth \
       --mano-dir M --images IMG [IMG ...] --out OUT [--train-steps N]
 
 PATH is a checkout of https://github.com/PengfeiRen96/DIR (put on sys.path, together with
@@ -73,7 +73,7 @@ JOINT_NUM = 21
 
 # State-dict entries that are constants rebuilt by the constructor (MANO buffers, the projection grid,
 # BN counters, the CE class weights; spec §14). A checkpoint may omit them. Same list as
-# torch_checkpoint.IGNORED_PATTERNS, repeated because that module imports jax.
+# dir_jax.convert.torch_checkpoint.IGNORED_PATTERNS, repeated because that module imports jax.
 CONSTANT_PATTERNS = (r'\.mano_layer_(left|right)\.', r'\.img_gird$', r'\.num_batches_tracked$', r'^seg_loss\.weight$')
 
 # Hooked submodules: (module path, key prefix in eval_outputs.npz, first batch element only).
@@ -505,7 +505,7 @@ def dump(reference_code: str, checkpoint: str, mano_dir: str, images: Sequence[s
       'seconds': {'build_and_load': round(built - start, 2), 'eval_forward': round(time.time() - built, 2)},
   }
   if training:
-    from dir_jax.convert import dump_torch_training  # pylint: disable=import-outside-toplevel  # it imports this module
+    from tools import dump_torch_training  # pylint: disable=import-outside-toplevel  # it imports this module
     summary['training'] = dump_torch_training.dump_training(model, img, out_dir, device=device, **training)
   with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=1)
