@@ -56,6 +56,7 @@ from PIL import Image
 
 from data_prep.interhand26m import preprocess
 from data_prep.interhand26m import raw
+from dir_jax.data import schema
 from dir_jax.mano import ManoAsset, ManoPair, gt_mano, load_mano_pair, rotation
 from dir_jax.mano import synthetic as synthetic_mano
 from dir_jax.mano.asset import find_mano_file
@@ -93,9 +94,6 @@ BROKEN_ENTRIES = (
     ('dark', preprocess.IMAGE_DARK),
 )
 _MOTIONS = ('touchROM', 'pray', 'interlock', 'clap', 'fingertip_touch')
-# InterHand2.6M's per-hand joint order (thumb tip..base, index, middle, ring, pinky, then the wrist)
-# as indices into DIR's 21-joint order (wrist, then each finger base..tip).
-INTERHAND_FROM_DIR = tuple(1 + 4 * finger + 3 - k for finger in range(5) for k in range(4)) + (0,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,7 +292,7 @@ def _joint_3d_entry(frame: Frame) -> dict[str, Any]:
   world_mm, valid = [], []
   for side in ('right', 'left'):
     present = side in frame.meshes
-    joints = frame.meshes[side][1][list(INTERHAND_FROM_DIR)] * 1000.0 if present else np.zeros((21, 3))
+    joints = frame.meshes[side][1][list(schema.INTERHAND_FROM_DIR)] * 1000.0 if present else np.zeros((21, 3))
     world_mm += [_f32_list(j) for j in joints]
     valid += [[present]] * 21
   return {'world_coord': world_mm, 'joint_valid': valid, 'hand_type': _hand_type(frame),

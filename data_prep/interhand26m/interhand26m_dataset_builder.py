@@ -14,7 +14,7 @@ shards of the selected annotations. Skipped annotations are counted by reason (`
 both modes, printed at the end and stored in `builder.info.metadata['skipped'][split][reason]`.
 
 Memory is bounded: each split is planned from streamed annotation files (`raw.plan_split`, about
-50 bytes per selected annotation plus one row per selected frame and camera), the plan is saved to
+80 bytes per selected annotation plus one row per selected frame and camera), the plan is saved to
 `<data_dir>/downloads/interhand26m_plan/<split>/` and dropped, and each split's generator (or each
 Beam worker, shard by shard) maps the saved arrays while it converts. The Beam launcher holds only
 the list of shards. `bench/plan_interhand.py` measures planning's peak memory and time.
@@ -66,14 +66,26 @@ def features() -> tfds.features.FeaturesDict:
       'frame': np.int64,
       'camera': tfds.features.Text(),
       'image_id': np.int64,
+      'joint_3d_cam_m': tfds.features.Tensor(shape=(schema.INTERHAND_NUM_JOINTS, 3), dtype=np.float32),
+      'joint_3d_valid': tfds.features.Tensor(shape=(schema.INTERHAND_NUM_JOINTS,), dtype=np.bool_),
+      'hand_type': tfds.features.Text(),
+      'hand_type_valid': np.bool_,
+      'bbox_px': tfds.features.Tensor(shape=(4,), dtype=np.float32),
   })
 
 
 class Interhand26m(tfds.core.GeneratorBasedBuilder):
   """InterHand2.6M (interacting hands, MANO NeuralAnnot) cropped for DIR."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release: 256x256 crops, camera-frame MANO, seg and dense targets.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'First release: 256x256 crops, camera-frame MANO, seg and dense targets.',
+      '1.1.0': ('Keeps the annotations the field evaluates with: joint_3d.json\'s triangulated joints in the '
+                'camera frame in metres (joint_3d_cam_m, InterHand2.6M\'s 42-joint order) and their validity '
+                '(joint_3d_valid), hand_type, hand_type_valid and data.json\'s box (bbox_px). Annotations '
+                'whose joint_valid or bbox is unusable are skipped as annotation_invalid; images whose size '
+                'differs from data.json\'s as image_size_mismatch.'),
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 InterHand2.6M and MANO are licensed downloads; place them in the manual folder as below.
 
@@ -176,7 +188,7 @@ def build(raw_dir: str, data_dir: str, beam: bool = False, num_workers: int = 2)
 
   Args:
     raw_dir: the manual folder (layout in `Interhand26m.MANUAL_DOWNLOAD_INSTRUCTIONS`).
-    data_dir: TFDS data folder; the dataset lands in `<data_dir>/interhand26m/1.0.0`.
+    data_dir: TFDS data folder; the dataset lands in `<data_dir>/interhand26m/<VERSION>`.
     beam: convert with Apache Beam (the DirectRunner's FnApiRunner, one process per worker)
       instead of in-process.
     num_workers: Beam worker processes.

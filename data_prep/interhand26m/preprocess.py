@@ -19,6 +19,7 @@ further right and down; each crop is consistent with its own intrinsics.)
 """
 
 import io
+import math
 from typing import Any, Mapping
 
 import jax
@@ -36,7 +37,8 @@ JPEG_QUALITY = 95
 NEURALANNOT_SIZES = {'pose': 48, 'shape': 10, 'trans': 3}
 
 # Skip reasons, in the order they are tested.
-# An annotation or its image entry lacks an id, capture, frame, camera, file name, width or height.
+# An annotation or its image entry lacks an id, capture, frame, camera, file name, width or height, or
+# the annotation's joint_valid (42 values) or bbox (4 finite values) is unusable.
 ANNOTATION_INVALID = 'annotation_invalid'
 NOT_INTERACTING = 'not_interacting'  # hand_type is 'right' or 'left'
 HAND_TYPE_INVALID = 'hand_type_invalid'  # interacting, but hand_type_valid is false
@@ -59,6 +61,61 @@ def annotation_reason(annotation: Mapping[str, Any]) -> str | None:
   if not annotation.get('hand_type_valid'):
     return HAND_TYPE_INVALID
   return None
+
+
+def annotation_fields(annotation: Mapping[str, Any]) -> dict[str, Any] | None:
+  """The fields of a data.json annotation kept for evaluation, or None when one is unusable.
+
+  Returns:
+    `joint_valid_bits` (int: bit j set when `joint_valid[j]` is not 0; 42 joints, given as 42
+    numbers or 42 one-element lists), `bbox` (4 finite floats: x, y, width, height), `hand_type`
+    (index into `schema.HAND_TYPES`), `hand_type_valid` (0 or 1).
+  """
+  try:
+    joint_valid = annotation['joint_valid']
+    bbox = [float(v) for v in annotation['bbox']]
+    hand_type = schema.HAND_TYPES.index(annotation.get('hand_type'))
+    if len(joint_valid) != schema.INTERHAND_NUM_JOINTS or len(bbox) != 4 or not all(map(math.isfinite, bbox)):
+      return None
+    bits = 0
+    for j, value in enumerate(joint_valid):
+      if isinstance(value, list):
+        (value,) = value
+      if float(value) != 0.0:
+        bits |= 1 << j
+  except (KeyError, TypeError, ValueError):
+    return None
+  return {'joint_valid_bits': bits, 'bbox': bbox, 'hand_type': hand_type,
+          'hand_type_valid': int(bool(annotation.get('hand_type_valid')))}
+
+
+def joints_world_mm(entry: Any) -> np.ndarray | None:
+  """(42, 3) float64 of a joint_3d.json frame entry's `world_coord` (millimetres, world frame), NaN
+  rows where a joint is not finite; None when the entry is not a dict with 42 triples."""
+  try:
+    world_mm = np.asarray(entry['world_coord'], np.float64)
+  except (KeyError, TypeError, ValueError):
+    return None
+  if world_mm.shape != (schema.INTERHAND_NUM_JOINTS, 3):
+    return None
+  return np.where(np.all(np.isfinite(world_mm), axis=1, keepdims=True), world_mm, np.nan)
+
+
+def joints_camera_m(world_mm: np.ndarray, valid: np.ndarray,
+                    camera: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """Triangulated joints in the camera frame of `camera_from_raw`, metres.
+
+  Args:
+    world_mm: (42, 3) `joints_world_mm` (NaN where not finite).
+    valid: (42,) bool, data.json's joint validity.
+    camera: `camera_from_raw` output (`X_cam = R X_world + t`, t in metres).
+
+  Returns:
+    joints (42, 3) float32 metres, 0 where not valid; validity (42,) bool: `valid` and finite.
+  """
+  valid = np.asarray(valid, bool) & np.all(np.isfinite(world_mm), axis=1)
+  camera_m = np.asarray(world_mm, np.float64) / 1000.0 @ camera['rotation'].T + camera['translation_m']
+  return np.where(valid[:, None], camera_m, 0.0).astype(np.float32), valid
 
 
 def neuralannot_hand(entry: Any) -> dict[str, np.ndarray] | None:
@@ -273,8 +330,9 @@ def convert_example(record: Mapping[str, Any], image_rgb_u8: np.ndarray, pair: M
 
   Args:
     record: a selected annotation (`data_prep.interhand26m.raw.SplitPlan.record`): `camera`
-      (`camera_from_raw` output), `mano` ({side: `neuralannot_hand` output}) and the identifiers
-      `image_id`, `capture`, `frame`, `camera_id`.
+      (`camera_from_raw` output), `mano` ({side: `neuralannot_hand` output}), the identifiers
+      `image_id`, `capture`, `frame`, `camera_id`, and the fields kept for evaluation
+      (`joint_world_mm`, `joint_valid`, `bbox`, `hand_type`, `hand_type_valid`).
     image_rgb_u8: (H, W, 3) the raw image.
     pair: the MANO models (left fix applied).
     vertex_colors: `dense_vertex_colors(pair)`.
@@ -309,5 +367,10 @@ def convert_example(record: Mapping[str, Any], image_rgb_u8: np.ndarray, pair: M
       'frame': int(record['frame']),
       'camera': str(record['camera_id']),
       'image_id': int(record['image_id']),
+      'hand_type': str(record['hand_type']),
+      'hand_type_valid': bool(record['hand_type_valid']),
+      'bbox_px': np.asarray(record['bbox'], np.float32),
   }
+  example['joint_3d_cam_m'], example['joint_3d_valid'] = joints_camera_m(record['joint_world_mm'],
+                                                                        record['joint_valid'], camera)
   return None, example

@@ -4,13 +4,15 @@
     <raw_dir>/annotations/<split>/InterHand2.6M_<split>_{data,camera,joint_3d,MANO_NeuralAnnot}.json
     <raw_dir>/mano/MANO_{LEFT,RIGHT}.pkl
 
-joint_3d.json is not read: DIR computes every target from the MANO parameters (spec §12).
+DIR computes every training target from the MANO parameters; joint_3d.json's triangulated joints,
+data.json's joint validity, hand type and box are kept for evaluation (`dir_jax.data.schema`).
 
 Memory: the annotation files are read as streams (ijson), one data.json entry or one capture of
-camera.json / MANO_NeuralAnnot.json at a time, and a split's plan (`SplitPlan`) keeps
-`RECORD_DTYPE.itemsize` = 48 bytes per selected annotation plus one row of MANO parameters per
-selected frame and one camera per selected (capture, camera). While data.json is read, every image
-entry takes about 50 bytes more (`_ImageTable`), released when the plan is made.
+camera.json / joint_3d.json / MANO_NeuralAnnot.json at a time, and a split's plan (`SplitPlan`)
+keeps `RECORD_DTYPE.itemsize` = 78 bytes per selected annotation plus one row of MANO parameters
+and one of triangulated joints per selected frame, and one camera per selected (capture, camera).
+While data.json is read, every image entry takes about 50 bytes more (`_ImageTable`) and every
+annotation 30 (`_annotation_codes`), released when the plan is made.
 """
 
 import array
@@ -24,6 +26,7 @@ import ijson
 import numpy as np
 
 from data_prep.interhand26m import preprocess
+from dir_jax.data import schema
 
 SPLITS = ('train', 'val', 'test')
 ANNOTATION_KINDS = ('data', 'camera', 'joint_3d', 'MANO_NeuralAnnot')
@@ -232,6 +235,11 @@ RECORD_DTYPE = np.dtype([
     ('width', np.int32), ('height', np.int32),  # data.json's image size, pixels
     ('camera_row', np.int32), ('mano_row', np.int32),  # rows of SplitPlan.camera_* / mano_*
     ('folder', np.int32), ('base', np.int32),  # file_name = folders[folder] + bases[base]
+    ('joint_row', np.int32),  # row of SplitPlan.joint_world_mm; -1: the frame is not in joint_3d.json
+    ('joint_valid', np.uint64),  # bit j: data.json's joint_valid[j] is not 0 (42 joints)
+    ('bbox', np.float32, (4,)),  # data.json's bbox: x, y, width, height, original image pixels
+    ('hand_type', np.int8),  # index into schema.HAND_TYPES
+    ('hand_type_valid', np.int8),  # data.json's hand_type_valid, 0 or 1
 ])
 
 
@@ -241,11 +249,14 @@ class SplitPlan:
 
   Attributes:
     images_dir: `<raw_dir>/images/<split>`.
-    records: (N,) RECORD_DTYPE, 48 bytes per selected annotation.
+    records: (N,) RECORD_DTYPE, 78 bytes per selected annotation.
     camera_ids: (C,) str; camera_rotation (C, 3, 3), camera_translation_m (C, 3), camera_K_px
       (C, 3, 3) float64: `preprocess.camera_from_raw` of each selected (capture, camera).
     mano_pose (F, 2, 48), mano_shape (F, 2, 10), mano_trans (F, 2, 3): float64
       `preprocess.neuralannot_hand` of each selected frame, hands in HAND_SIDES order.
+    joint_world_mm: (J, 42, 3) float32, joint_3d.json's `world_coord` of each selected frame found
+      there, millimetres, NaN where the file has no finite coordinate (`preprocess.joints_world_mm`;
+      float32 keeps 0.1 micrometre at 2 m).
     folders (D,), bases (B,): str, the parts of the selected file names.
   """
   images_dir: str
@@ -257,6 +268,7 @@ class SplitPlan:
   mano_pose: np.ndarray
   mano_shape: np.ndarray
   mano_trans: np.ndarray
+  joint_world_mm: np.ndarray
   folders: np.ndarray
   bases: np.ndarray
 
@@ -274,10 +286,12 @@ class SplitPlan:
     Returns:
       `image_id`, `capture`, `frame`, `width`, `height` (int), `camera_id` (str), `image_path`,
       `camera` (`preprocess.camera_from_raw` output), `mano` ({side: `preprocess.neuralannot_hand`
-      output}, world frame).
+      output}, world frame), `joint_world_mm` ((42, 3) float64 of the stored float32, all NaN when
+      the frame is not in joint_3d.json), `joint_valid` ((42,) bool, data.json's), `bbox` ((4,) float32),
+      `hand_type` (str), `hand_type_valid` (bool).
     """
     row = self.records[i]
-    camera, frame = int(row['camera_row']), int(row['mano_row'])
+    camera, frame, joints = int(row['camera_row']), int(row['mano_row']), int(row['joint_row'])
     return {
         'image_id': int(row['image_id']),
         'capture': int(row['capture']),
@@ -292,6 +306,12 @@ class SplitPlan:
         'mano': {side: {'pose': np.array(self.mano_pose[frame, k]), 'shape': np.array(self.mano_shape[frame, k]),
                         'trans': np.array(self.mano_trans[frame, k])}
                  for k, side in enumerate(HAND_SIDES)},
+        'joint_world_mm': (np.array(self.joint_world_mm[joints], np.float64) if joints >= 0
+                           else np.full((schema.INTERHAND_NUM_JOINTS, 3), np.nan)),
+        'joint_valid': valid_from_bits(row['joint_valid']),
+        'bbox': np.array(row['bbox'], np.float32),
+        'hand_type': schema.HAND_TYPES[int(row['hand_type'])],
+        'hand_type_valid': bool(row['hand_type_valid']),
     }
 
   def save(self, folder: str) -> None:
@@ -317,20 +337,29 @@ class SplitPlan:
 _REASON_CODE = {reason: code for code, reason in enumerate(preprocess.SKIP_REASONS, start=1)}
 
 
+def valid_from_bits(bits: int | np.integer) -> np.ndarray:
+  """(42,) bool joint validity from `RECORD_DTYPE['joint_valid']` (bit j: joint j)."""
+  return (int(bits) >> np.arange(schema.INTERHAND_NUM_JOINTS)) & 1 == 1
+
+
 def _annotation_codes(annotations: Iterator[Any], images: _ImageTable) -> dict[str, np.ndarray]:
-  """Per data.json annotation: its image row, its id and the first skip reason data.json gives.
+  """Per data.json annotation: its image row, its id, the first skip reason data.json gives, and the
+  fields kept for evaluation (`preprocess.annotation_fields`, read only when nothing else skips it).
 
   Returns:
     `row` (N,) int64 image row (-1: none), `image_id` (N,) int64, `code` (N,) int8: 0 or the
     reason's `_REASON_CODE`, in `raw.plan_split`'s order: ANNOTATION_INVALID (no usable image_id),
-    IMAGE_MISSING (no image entry), ANNOTATION_INVALID (no usable id, or the image entry unusable),
-    then `preprocess.annotation_reason`.
+    IMAGE_MISSING (no image entry), ANNOTATION_INVALID (no usable id, unusable joint_valid or bbox,
+    or the image entry unusable), then `preprocess.annotation_reason`; `joint_valid` (N,) uint64
+    bits, `bbox` (N, 4) float32, `hand_type` (N,) int8, `hand_type_valid` (N,) int8 (zeros where
+    `code` is not 0).
   """
   keys, key_is_int, other_rows = array.array('q'), array.array('b'), array.array('q')
   ids, codes = array.array('q'), array.array('b')
+  joint_bits, boxes, hand_types, hand_type_valid = array.array('Q'), array.array('f'), array.array('b'), array.array('b')
   invalid, missing = _REASON_CODE[preprocess.ANNOTATION_INVALID], _REASON_CODE[preprocess.IMAGE_MISSING]
   for annotation in annotations:
-    code, key, other_row, image_id = 0, 0, -1, None
+    code, key, other_row, image_id, fields = 0, 0, -1, None, None
     try:
       raw_key = annotation['image_id']
       key = _int_key(raw_key)
@@ -341,12 +370,25 @@ def _annotation_codes(annotations: Iterator[Any], images: _ImageTable) -> dict[s
       code = invalid
     if not code:
       code = _REASON_CODE.get(preprocess.annotation_reason(annotation), 0)
-      code = code if image_id is not None else -code - 1  # id unusable: invalid once the image is found
+      if not code:
+        fields = preprocess.annotation_fields(annotation)
+      # Unusable id or fields: invalid once the image is found.
+      code = code if image_id is not None and (code or fields) else -code - 1
     keys.append(0 if key is None else key)
     key_is_int.append(key is not None and code != invalid)
     other_rows.append(other_row)
     ids.append(0 if image_id is None else image_id)
     codes.append(code)
+    if fields:
+      joint_bits.append(fields['joint_valid_bits'])
+      boxes.extend(fields['bbox'])
+      hand_types.append(fields['hand_type'])
+      hand_type_valid.append(fields['hand_type_valid'])
+    else:
+      joint_bits.append(0)
+      boxes.extend((0.0, 0.0, 0.0, 0.0))
+      hand_types.append(0)
+      hand_type_valid.append(0)
   code = np.frombuffer(codes, np.int8).astype(np.int8)
   rows = np.where(np.frombuffer(key_is_int, np.int8).astype(bool),
                   images.rows(np.frombuffer(keys, np.int64)), np.frombuffer(other_rows, np.int64))
@@ -354,7 +396,9 @@ def _annotation_codes(annotations: Iterator[Any], images: _ImageTable) -> dict[s
   no_image = looked_up & (rows < 0)
   unusable = looked_up & ~no_image & ((code < 0) | (images.column('usable')[np.maximum(rows, 0)] == 0))
   code = np.where(no_image, missing, np.where(unusable, invalid, code)).astype(np.int8)
-  return {'row': rows, 'image_id': np.frombuffer(ids, np.int64), 'code': code}
+  return {'row': rows, 'image_id': np.frombuffer(ids, np.int64), 'code': code,
+          'joint_valid': np.frombuffer(joint_bits, np.uint64), 'bbox': np.frombuffer(boxes, np.float32).reshape(-1, 4),
+          'hand_type': np.frombuffer(hand_types, np.int8), 'hand_type_valid': np.frombuffer(hand_type_valid, np.int8)}
 
 
 def _cameras(path: str, needed: Mapping[int, set[str]]) -> dict[tuple[int, str], dict[str, np.ndarray] | None]:
@@ -383,16 +427,33 @@ def _mano(path: str, needed: Mapping[int, set[int]]) -> tuple[dict[tuple[int, in
   return found, hands
 
 
+def _joints(path: str, needed: Mapping[int, set[int]]) -> tuple[dict[tuple[int, int], int], list[np.ndarray]]:
+  """Each needed (capture, frame) that joint_3d.json holds: its row in the returned list of
+  `preprocess.joints_world_mm` arrays. A frame absent, or whose entry is malformed, is left out."""
+  found, joints = {}, []
+  for key, capture_entry in _json_stream(path, '', key_values=True):
+    capture = _canonical_int(key)
+    for frame in needed.get(capture, ()):
+      entry = capture_entry.get(str(frame)) if isinstance(capture_entry, Mapping) else None
+      world_mm = preprocess.joints_world_mm(entry)
+      if world_mm is not None:
+        found[capture, frame] = len(joints)
+        joints.append(world_mm)
+  return found, joints
+
+
 def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tuple[SplitPlan, collections.Counter]:
   """Selects a split's annotations on everything the JSON files and the file listing tell.
 
   Annotations are joined to their images by `image_id` and visited in data.json order. Each one
   either becomes a record or counts under the first skip reason that applies (ANNOTATION_INVALID or
-  IMAGE_MISSING from the join, `preprocess.annotation_reason`, `preprocess.mano_reason`,
-  CAMERA_MISSING, IMAGE_MISSING). Images are not opened here, only looked up, so a split whose
-  images were not downloaded has no records. The JSON files are read as streams: data.json twice
-  (images, then annotations), camera.json and MANO_NeuralAnnot.json once, one capture at a time,
-  keeping only the selected cameras and frames.
+  IMAGE_MISSING from the join, `preprocess.annotation_reason`, ANNOTATION_INVALID from
+  `preprocess.annotation_fields`, `preprocess.mano_reason`, CAMERA_MISSING, IMAGE_MISSING). Images
+  are not opened here, only looked up, so a split whose images were not downloaded has no records.
+  A frame that joint_3d.json lacks does not skip its annotations: their joints are all invalid.
+  The JSON files are read as streams: data.json twice (images, then annotations), camera.json,
+  joint_3d.json and MANO_NeuralAnnot.json once, one capture at a time, keeping only the selected
+  cameras and frames.
 
   Args:
     raw_dir: root of the raw layout.
@@ -418,7 +479,8 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tupl
       skipped[preprocess.SKIP_REASONS[code - 1]] += int(count)
   chosen = np.flatnonzero(annotations['code'] == 0)
   rows = annotations['row'][chosen]
-  image_ids = annotations['image_id'][chosen]
+  kept_fields = {name: annotations[name][chosen] for name in ('image_id', 'joint_valid', 'bbox', 'hand_type',
+                                                              'hand_type_valid')}
   del annotations
   capture, frame = images.column('capture')[rows], images.column('frame')[rows]
   camera_names = images.cameras.names()
@@ -429,10 +491,11 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tupl
     needed_frames[c].add(f)
   mano_rows, hands = _mano(annotation_path(raw_dir, split, 'MANO_NeuralAnnot'), needed_frames)
   cameras = _cameras(annotation_path(raw_dir, split, 'camera'), needed_cameras)
+  joint_rows, joints = _joints(annotation_path(raw_dir, split, 'joint_3d'), needed_frames)
   folder_names, base_names = images.folders.names(), images.bases.names()
   images_dir = os.path.join(raw_dir, 'images', split)
   camera_rows: dict[tuple[int, str], int] = {}
-  kept, mano_row, camera_row = [], [], []
+  kept, mano_row, camera_row, joint_row = [], [], [], []
   for i, (c, f, k, folder, base) in enumerate(zip(
       capture.tolist(), frame.tolist(), camera_index.tolist(), images.column('folder')[rows].tolist(),
       images.column('base')[rows].tolist())):
@@ -451,16 +514,22 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tupl
       continue
     kept.append(i)
     mano_row.append(found)
+    joint_row.append(joint_rows.get((c, f), -1))
     camera_row.append(camera_rows.setdefault((c, camera_names[k]), len(camera_rows)))
   kept = np.asarray(kept, np.int64)
   kept_rows = rows[kept]
   records = np.zeros(len(kept), RECORD_DTYPE)
-  records['image_id'], records['capture'], records['frame'] = image_ids[kept], capture[kept], frame[kept]
+  records['image_id'], records['capture'], records['frame'] = kept_fields['image_id'][kept], capture[kept], frame[kept]
+  for name in ('joint_valid', 'bbox', 'hand_type', 'hand_type_valid'):
+    records[name] = kept_fields[name][kept]
   records['width'], records['height'] = images.column('width')[kept_rows], images.column('height')[kept_rows]
   used_mano, records['mano_row'] = np.unique(np.asarray(mano_row, np.int64), return_inverse=True)
   used_folders, records['folder'] = np.unique(images.column('folder')[kept_rows], return_inverse=True)
   used_bases, records['base'] = np.unique(images.column('base')[kept_rows], return_inverse=True)
   records['camera_row'] = camera_row
+  used_joints, joint_index = np.unique(np.asarray(joint_row, np.int64), return_inverse=True)
+  records['joint_row'] = np.where(np.asarray(joint_row) < 0, -1, joint_index - int(np.sum(used_joints < 0)))
+  used_joints = used_joints[used_joints >= 0]
   camera_list = [cameras[key] for key in camera_rows]
   del images
 
@@ -476,6 +545,8 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tupl
       camera_K_px=stacked([cam['K_px'] for cam in camera_list], (3, 3)),
       **{f'mano_{key}': stacked([np.stack([hands[r][side][key] for side in HAND_SIDES]) for r in used_mano.tolist()],
                                 (2, size)) for key, size in preprocess.NEURALANNOT_SIZES.items()},
+      joint_world_mm=stacked([joints[r] for r in used_joints.tolist()],
+                             (schema.INTERHAND_NUM_JOINTS, 3)).astype(np.float32),
       folders=np.array([folder_names[j] for j in used_folders.tolist()], dtype=str).reshape(-1),
       bases=np.array([base_names[j] for j in used_bases.tolist()], dtype=str).reshape(-1),
   )

@@ -132,6 +132,45 @@ def test_examples_match_the_raw_files(local_build, synthetic_raw, mano_pair):
       assert error < np.abs(example['image'] - shifted)[inside].mean()
 
 
+def test_triangulated_joints_round_trip(local_build, synthetic_raw, mano_pair):
+  """joint_3d.json's world millimetres come back as camera-frame metres: against the file through
+  camera.json by hand, and against the joints of the stored camera-frame MANO (the synthetic
+  joint_3d.json holds the MANO joints), reordered with the documented joint order."""
+  raw_dir, _ = synthetic_raw
+  loaded = {kind: json.load(open(raw.annotation_path(raw_dir, 'train', kind), encoding='utf-8'))
+            for kind in ('camera', 'joint_3d')}
+  data = _data_json(raw_dir, 'train')
+  images = {image['id']: image for image in data['images']}
+  annotations = {annotation['id']: annotation for annotation in data['annotations']}
+  examples = _examples(local_build, 'train')
+  assert examples
+  for example in examples:
+    annotation = annotations[int(example['image_id'])]
+    image = images[annotation['image_id']]
+    capture, cam = str(image['capture']), image['camera']
+    rotation = np.asarray(loaded['camera'][capture]['camrot'][cam], np.float64)
+    campos_mm = np.asarray(loaded['camera'][capture]['campos'][cam], np.float64)
+    world_mm = np.asarray(loaded['joint_3d'][capture][str(image['frame_idx'])]['world_coord'], np.float64)
+    expected_m = (world_mm - campos_mm) @ rotation.T / 1000.0
+    valid = np.asarray(annotation['joint_valid']).reshape(42) != 0
+    np.testing.assert_array_equal(example['joint_3d_valid'], valid)
+    assert example['joint_3d_cam_m'].shape == (42, 3) and example['joint_3d_cam_m'].dtype == np.float32
+    np.testing.assert_allclose(example['joint_3d_cam_m'][valid], expected_m[valid], atol=2e-6)
+    assert not example['joint_3d_cam_m'][~valid].any()
+    assert example['hand_type'].decode() == annotation['hand_type'] == 'interacting'
+    assert bool(example['hand_type_valid']) is bool(annotation['hand_type_valid'])
+    np.testing.assert_array_equal(example['bbox_px'], np.asarray(annotation['bbox'], np.float32))
+    params = {side: {key: example['mano'][side][key] for key in schema.MANO_KEYS} for side in schema.SIDES}
+    for side, first in (('right', 0), ('left', 21)):
+      mano_joints_m = pp.hand_mesh(mano_pair[side], params[side])[1]
+      # InterHand2.6M's order within a hand: each finger tip to base (thumb .. pinky), then the wrist.
+      wrist, thumb_tip, pinky_base = first + 20, first + 0, first + 19
+      np.testing.assert_allclose(example['joint_3d_cam_m'][[wrist, thumb_tip, pinky_base]],
+                                 mano_joints_m[[0, 4, 17]], atol=3e-5)
+      np.testing.assert_allclose(schema.interhand_joints_in_dir_order(example['joint_3d_cam_m'], side),
+                                 mano_joints_m, atol=3e-5)
+
+
 def _dilate(mask):
   """(H, W) bool mask grown by one pixel (3x3)."""
   padded = np.pad(mask, 1)

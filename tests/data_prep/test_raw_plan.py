@@ -48,11 +48,20 @@ def test_plan_records_hold_the_json_values(synthetic_raw):
       summary['train']['skipped'][r] for r in (preprocess.IMAGE_CORRUPT, preprocess.IMAGE_DARK))
   assert sum(skipped.values()) + len(plan) == summary['train']['annotations']
   loaded = {kind: json.load(open(raw.annotation_path(raw_dir, 'train', kind), encoding='utf-8'))
-            for kind in ('data', 'camera', 'MANO_NeuralAnnot')}
+            for kind in ('data', 'camera', 'joint_3d', 'MANO_NeuralAnnot')}
   images = {image['id']: image for image in loaded['data']['images']}
+  annotations = {annotation['id']: annotation for annotation in loaded['data']['annotations']}
   for i in range(len(plan)):
     record = plan.record(i)
     image = images[record['image_id']]
+    annotation = annotations[record['image_id']]
+    np.testing.assert_array_equal(record['joint_valid'], np.asarray(annotation['joint_valid']).reshape(42) != 0)
+    np.testing.assert_array_equal(record['bbox'], np.asarray(annotation['bbox'], np.float32))
+    assert (record['hand_type'], record['hand_type_valid']) == (annotation['hand_type'],
+                                                                bool(annotation['hand_type_valid']))
+    np.testing.assert_array_equal(  # the file holds float32 values
+        record['joint_world_mm'],
+        np.float32(loaded['joint_3d'][str(image['capture'])][str(image['frame_idx'])]['world_coord']))
     assert (record['capture'], record['frame'], record['camera_id'], record['width'], record['height']) == (
         image['capture'], image['frame_idx'], image['camera'], image['width'], image['height'])
     assert record['image_path'] == raw.image_path(raw_dir, 'train', image['file_name'])
@@ -66,14 +75,14 @@ def test_plan_records_hold_the_json_values(synthetic_raw):
 
 
 def test_plan_bytes_per_image(tmp_path):
-  """The index keeps 48 bytes per selected annotation; with the shared MANO and camera rows, under
-  128 bytes at 40 cameras per frame."""
+  """The index keeps 78 bytes per selected annotation; with the shared MANO, joint and camera rows,
+  under 128 bytes at 40 cameras per frame."""
   num_images = 8000
   written = synthetic.write_annotations_at_scale(str(tmp_path), 'train', num_images, num_captures=4)
   plan, skipped = raw.plan_split(str(tmp_path), 'train', check_image_files=False)
   assert len(plan) == written['interacting'] == num_images // 2
   assert dict(skipped) == {preprocess.NOT_INTERACTING: num_images // 2}
-  assert plan.records.nbytes / len(plan) == 48
+  assert plan.records.nbytes / len(plan) == 78
   assert plan.nbytes / len(plan) < 128
   plan.save(str(tmp_path / 'plan'))
   loaded = raw.SplitPlan.load(str(tmp_path / 'plan'))

@@ -9,6 +9,7 @@ from PIL import Image
 from data_prep import synthetic
 from data_prep.interhand26m import preprocess as pp
 from data_prep.interhand26m import raw
+from dir_jax.data import schema
 from tests.data_prep.conftest import SEED
 
 
@@ -73,7 +74,7 @@ def test_layout_and_counts(synthetic_raw):
 def test_files_agree_with_the_mano_parameters(synthetic_raw, mano_pair):
   """joint_3d and the bboxes follow from NeuralAnnot and camera.json read the builder's way."""
   raw_dir, _ = synthetic_raw
-  interhand_order = list(synthetic.INTERHAND_FROM_DIR)
+  interhand_order = list(schema.INTERHAND_FROM_DIR)
   for split in ('train', 'test'):
     mano, joints_3d = _load(raw_dir, split, 'MANO_NeuralAnnot'), _load(raw_dir, split, 'joint_3d')
     cameras, data = _load(raw_dir, split, 'camera'), _load(raw_dir, split, 'data')
