@@ -8,7 +8,7 @@ builder's modules, plans, and reports. Image files are not written; the plan is 
 `check_image_files=False` (one `os.path.isfile` per selected image is left out of the time).
 The ratio measured in one run is peak RSS over data.json's size.
 
-  .venv/bin/python bench/plan_interhand.py --fraction 0.125 [--out DIR] [--backend yajl2_c|python]
+  .venv/bin/python bench/plan_interhand.py --fraction 0.125 [--out DIR]
 
 The last line is `peak RSS GB: N`.
 """
@@ -29,9 +29,7 @@ import time
 REAL_TRAIN_IMAGES = 1_361_062
 CHILD = '''
 import json, resource, sys, time
-import ijson
 from data_prep.interhand26m import raw
-raw._IJSON = ijson.get_backend(sys.argv[2])  # pylint: disable=protected-access
 imported_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 plan, skipped = raw.plan_split(sys.argv[1], 'train', check_image_files=False)
@@ -42,9 +40,9 @@ print(json.dumps({'seconds': seconds, 'peak_kb': resource.getrusage(resource.RUS
 '''
 
 
-def plan_in_child(raw_dir: str, backend: str) -> dict:
+def plan_in_child(raw_dir: str) -> dict:
   """Runs `raw.plan_split` in a fresh Python process; its report (seconds, peak_kb, ...)."""
-  out = subprocess.run([sys.executable, '-c', CHILD, raw_dir, backend], check=True, capture_output=True, text=True,
+  out = subprocess.run([sys.executable, '-c', CHILD, raw_dir], check=True, capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -53,7 +51,6 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--fraction', type=float, default=0.125, help='of the real train split (1,361,062 images)')
   parser.add_argument('--out', default=None, help='folder for the annotation files (default: temporary)')
-  parser.add_argument('--backend', default='yajl2_c', help="ijson backend: 'yajl2_c' (C) or 'python'")
   args = parser.parse_args()
   # pylint: disable=import-outside-toplevel
   from data_prep import synthetic
@@ -66,13 +63,13 @@ def main():
     written = synthetic.write_annotations_at_scale(raw_dir, 'train', num_images)
     generate_s = time.perf_counter() - start
     sizes = {kind: os.path.getsize(raw.annotation_path(raw_dir, 'train', kind)) for kind in raw.ANNOTATION_KINDS}
-    report = plan_in_child(raw_dir, args.backend)
+    report = plan_in_child(raw_dir)
 
   peak_gb, data_gb = report['peak_kb'] * 1024 / 1e9, sizes['data'] / 1e9
   print(f'fraction {args.fraction} of the real train split: {num_images} images, {written["frames"]} frames, '
         f'70 captures; written in {generate_s:.0f} s')
   print('annotation files: ' + ', '.join(f'{kind} {size / 1e6:.0f} MB' for kind, size in sizes.items()))
-  print(f'planning (ijson {args.backend}, one process): {report["seconds"]:.1f} s, '
+  print(f'planning (one process): {report["seconds"]:.1f} s, '
         f'{1e6 * report["seconds"] / num_images:.1f} us per image; selected {report["selected"]}, '
         f'skipped {report["skipped"]}')
   print(f'plan: {report["plan_bytes"] / 1e6:.1f} MB, {report["plan_bytes"] / max(report["selected"], 1):.1f} bytes '

@@ -1,4 +1,4 @@
-"""TFDS builder `interhand26m`: InterHand2.6M's interacting-hand images prepared for DIR (spec §12).
+"""TFDS builder `interhand26m`: InterHand2.6M's interacting-hand images prepared for DIR (docs/architecture.md#data-preparation).
 
 Each example is one selected annotation: the 256x256 crop around both hands, its intrinsics, both
 hands' MANO parameters in the camera frame, and rendered seg/dense targets (`dir_jax.data.schema`).

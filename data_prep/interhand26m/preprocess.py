@@ -1,4 +1,4 @@
-"""Per-example preprocessing of InterHand2.6M for DIR (spec §12), as pure functions: no file access.
+"""Per-example preprocessing of InterHand2.6M for DIR (docs/architecture.md#data-preparation), as pure functions: no file access.
 
 Steps for one annotation, in order (the first failing check names the skip reason):
 1. Selection on the annotation and the JSON files (`annotation_reason`, `mano_reason`,
@@ -63,6 +63,9 @@ def annotation_reason(annotation: Mapping[str, Any]) -> str | None:
   return None
 
 
+_ALL_JOINTS_VALID = [[1]] * schema.INTERHAND_NUM_JOINTS  # data.json's joint_valid of a fully valid annotation
+
+
 def annotation_fields(annotation: Mapping[str, Any]) -> dict[str, Any] | None:
   """The fields of a data.json annotation kept for evaluation, or None when one is unusable.
 
@@ -77,12 +80,15 @@ def annotation_fields(annotation: Mapping[str, Any]) -> dict[str, Any] | None:
     hand_type = schema.HAND_TYPES.index(annotation.get('hand_type'))
     if len(joint_valid) != schema.INTERHAND_NUM_JOINTS or len(bbox) != 4 or not all(map(math.isfinite, bbox)):
       return None
-    bits = 0
-    for j, value in enumerate(joint_valid):
-      if isinstance(value, list):
-        (value,) = value
-      if float(value) != 0.0:
-        bits |= 1 << j
+    if joint_valid == _ALL_JOINTS_VALID:  # the common case, compared in C
+      bits = (1 << schema.INTERHAND_NUM_JOINTS) - 1
+    else:
+      bits = 0
+      for j, value in enumerate(joint_valid):
+        if isinstance(value, list):
+          (value,) = value
+        if float(value) != 0.0:
+          bits |= 1 << j
   except (KeyError, TypeError, ValueError):
     return None
   return {'joint_valid_bits': bits, 'bbox': bbox, 'hand_type': hand_type,
@@ -194,7 +200,7 @@ def mano_params_world(asset: ManoAsset, hand: Mapping[str, np.ndarray]) -> dict[
   """Ground-truth layer parameters (`dir_jax.mano.rigid` layout) of a NeuralAnnot hand, world frame.
 
   NeuralAnnot's `pose[3:]` is relative to the mean pose, so the full axis-angle is
-  `pose[3:] + hands_mean` and its PCA coefficients are `axis2pca` of that (spec §12): numerically
+  `pose[3:] + hands_mean` and its PCA coefficients are `axis2pca` of that (IntagHand's conversion): numerically
   `dir_jax.mano.axis_angle_to_pca` in float64.
 
   Args:
@@ -230,7 +236,7 @@ def hand_mesh(asset: ManoAsset, params: Mapping[str, np.ndarray]) -> tuple[np.nd
 
 
 def crop_affine(points_px: np.ndarray) -> np.ndarray:
-  """The crop of spec §12 as a (3, 3) affine map from image pixels to crop pixels.
+  """The reference's crop as a (3, 3) affine map from image pixels to crop pixels.
 
   The square of half-side `L = max(w, h) / 2 / HAND_BBOX_RATIO` centred on the points' bounding box
   (width w, height h, centre mid) maps onto the `CROP_SIZE_PX` crop: `p_crop = s (p - mid + L)` with

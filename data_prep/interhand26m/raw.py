@@ -7,36 +7,29 @@
 DIR computes every training target from the MANO parameters; joint_3d.json's triangulated joints,
 data.json's joint validity, hand type and box are kept for evaluation (`dir_jax.data.schema`).
 
-Memory: the annotation files are read as streams (ijson), one data.json entry or one capture of
+Memory: the annotation files are read as streams (`json_stream`), one data.json entry or one capture of
 camera.json / joint_3d.json / MANO_NeuralAnnot.json at a time, and a split's plan (`SplitPlan`)
 keeps `RECORD_DTYPE.itemsize` = 78 bytes per selected annotation plus one row of MANO parameters
 and one of triangulated joints per selected frame, and one camera per selected (capture, camera).
 While data.json is read, every image entry takes about 50 bytes more (`_ImageTable`) and every
-annotation 30 (`_annotation_codes`), released when the plan is made.
+annotation 44 (`_AnnotationTable`), released when the plan is made.
 """
 
 import array
 import collections
 import dataclasses
 import os
-import re
 from typing import Any, Iterator, Mapping
 
-import ijson
 import numpy as np
 
+from data_prep.interhand26m import json_stream
 from data_prep.interhand26m import preprocess
 from dir_jax.data import schema
 
 SPLITS = ('train', 'val', 'test')
 ANNOTATION_KINDS = ('data', 'camera', 'joint_3d', 'MANO_NeuralAnnot')
 HAND_SIDES = ('left', 'right')  # order of the hands in `SplitPlan.mano_*`
-# yajl2_c is ijson's C parser (about 6x its pure-Python one on data.json, see docs/benchmarks.md);
-# a wheel without it falls back to ijson's default backend.
-try:
-  _IJSON = ijson.get_backend('yajl2_c')
-except ImportError:
-  _IJSON = ijson
 _INT64_MAX = np.iinfo(np.int64).max
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -65,75 +58,13 @@ class RawDataError(ValueError):
   """An annotation file of the raw download cannot be read: the message names it and what to do."""
 
 
-class _NonFiniteQuoted:
-  """A binary file whose bare NaN, Infinity and -Infinity tokens are read as JSON strings.
-
-  Python's json module writes and reads those tokens (the synthetic dataset has them); ijson's
-  parsers refuse them. As strings they reach the same verdicts: `np.asarray('NaN', np.float64)` is
-  NaN, so MANO and cameras are refused as not finite, and `int('NaN')` fails as `int(nan)` does.
-  Tokens inside JSON strings are left alone: the quotes that delimit strings (those not escaped by
-  an odd run of backslashes) are counted across reads.
-  """
-
-  _TOKEN = re.compile(rb'-?Infinity|NaN')
-  _HOLD_BYTES = 9  # the longest token: one cut by a read is completed by the next
-
-  def __init__(self, f):
-    self._f = f
-    self._pending = b''
-    self._in_string = False
-    self._escaped = False  # the bytes returned so far end in an odd run of backslashes
-
-  def read(self, size: int = -1) -> bytes:
-    if size == 0:  # ijson asks for 0 bytes to tell text from binary files
-      return b''
-    while True:
-      chunk = self._f.read(size if size > 0 else 1 << 20)
-      buffer, final = self._pending + chunk, not chunk
-      cut = len(buffer) if final else max(len(buffer) - self._HOLD_BYTES, 0)
-      tokens = []
-      if b'NaN' in buffer or b'Infinity' in buffer:
-        tokens = list(self._TOKEN.finditer(buffer))
-        for m in tokens:
-          if m.start() < cut < m.end():
-            cut = m.start()
-      if cut == 0 and not final:
-        self._pending = buffer
-        continue
-      data, self._pending = buffer[:cut], buffer[cut:]
-      return self._quote_tokens(data, [m for m in tokens if m.end() <= cut])
-
-  def _quote_tokens(self, data: bytes, tokens: list[re.Match]) -> bytes:
-    """`data` with its tokens outside strings quoted; advances the string state past `data`."""
-    if not tokens and not self._escaped and b'\\' not in data:
-      self._in_string ^= data.count(b'"') % 2 == 1
-      return data
-    lead = int(self._escaped)  # a carried odd backslash run counts as one leading backslash
-    codes = np.frombuffer(b'\\' * lead + data, np.uint8)
-    last_plain = np.maximum.accumulate(np.where(codes == 0x5C, -1, np.arange(len(codes))))
-    quotes = np.flatnonzero(codes == 0x22)
-    backslashes_before = quotes - 1 - np.concatenate([[-1], last_plain])[quotes]
-    delimiters = quotes[backslashes_before % 2 == 0] - lead
-    pieces, start = [], 0
-    for m in tokens:
-      if not self._in_string ^ (np.searchsorted(delimiters, m.start()) % 2 == 1):
-        pieces += [data[start:m.start()], b'"', m.group(), b'"']
-        start = m.end()
-    pieces.append(data[start:])
-    self._in_string ^= len(delimiters) % 2 == 1
-    self._escaped = bool(len(codes)) and (len(codes) - 1 - last_plain[-1]) % 2 == 1
-    return b''.join(pieces)
-
-
-def _json_stream(path: str, prefix: str, key_values: bool = False) -> Iterator[Any]:
-  """ijson's `items` (or `kvitems`) of a file; a damaged or truncated file raises RawDataError."""
-  parse = _IJSON.kvitems if key_values else _IJSON.items
+def _members(path: str, arrays: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+  """`json_stream.top_level_members` of a file; a damaged or truncated file raises RawDataError."""
   try:
-    with open(path, 'rb') as f:
-      yield from parse(_NonFiniteQuoted(f), prefix, use_float=True)
-  except (ijson.JSONError, UnicodeDecodeError) as e:
-    first_line = str(e).strip().split('\n')[0]  # yajl adds lines that point into the text
-    raise RawDataError(f'{path}: not valid JSON ({type(e).__name__}: {first_line}); the file is truncated or damaged, '
+    with open(path, encoding='utf-8') as f:
+      yield from json_stream.top_level_members(f, arrays)
+  except (json_stream.JsonStreamError, UnicodeDecodeError) as e:
+    raise RawDataError(f'{path}: not valid JSON ({e}); the file is truncated or damaged, '
                        'download and unpack it again') from e
 
 
@@ -342,29 +273,29 @@ def valid_from_bits(bits: int | np.integer) -> np.ndarray:
   return (int(bits) >> np.arange(schema.INTERHAND_NUM_JOINTS)) & 1 == 1
 
 
-def _annotation_codes(annotations: Iterator[Any], images: _ImageTable) -> dict[str, np.ndarray]:
-  """Per data.json annotation: its image row, its id, the first skip reason data.json gives, and the
-  fields kept for evaluation (`preprocess.annotation_fields`, read only when nothing else skips it).
+class _AnnotationTable:
+  """data.json's annotations as parallel arrays (44 bytes each), joined to `_ImageTable` at the end.
 
-  Returns:
-    `row` (N,) int64 image row (-1: none), `image_id` (N,) int64, `code` (N,) int8: 0 or the
-    reason's `_REASON_CODE`, in `raw.plan_split`'s order: ANNOTATION_INVALID (no usable image_id),
-    IMAGE_MISSING (no image entry), ANNOTATION_INVALID (no usable id, unusable joint_valid or bbox,
-    or the image entry unusable), then `preprocess.annotation_reason`; `joint_valid` (N,) uint64
-    bits, `bbox` (N, 4) float32, `hand_type` (N,) int8, `hand_type_valid` (N,) int8 (zeros where
-    `code` is not 0).
+  Per annotation: its image key, its id, the first skip reason the annotation itself gives, and the
+  fields kept for evaluation (`preprocess.annotation_fields`, read only when nothing else skips it).
+  Ids that are not integers are kept in a dict, so the images may come before or after.
   """
-  keys, key_is_int, other_rows = array.array('q'), array.array('b'), array.array('q')
-  ids, codes = array.array('q'), array.array('b')
-  joint_bits, boxes, hand_types, hand_type_valid = array.array('Q'), array.array('f'), array.array('b'), array.array('b')
-  invalid, missing = _REASON_CODE[preprocess.ANNOTATION_INVALID], _REASON_CODE[preprocess.IMAGE_MISSING]
-  for annotation in annotations:
-    code, key, other_row, image_id, fields = 0, 0, -1, None, None
+
+  def __init__(self):
+    self.keys, self.key_is_int, self.ids, self.codes = array.array('q'), array.array('b'), array.array('q'), array.array('b')
+    self.other_keys: dict[int, Any] = {}  # annotation index -> an image_id that is not an integer
+    self.joint_bits, self.boxes = array.array('Q'), array.array('f')
+    self.hand_types, self.hand_type_valid = array.array('b'), array.array('b')
+
+  def add(self, annotation: Any) -> None:
+    invalid = _REASON_CODE[preprocess.ANNOTATION_INVALID]
+    code, key, image_id, fields = 0, None, None, None
     try:
       raw_key = annotation['image_id']
       key = _int_key(raw_key)
       if key is None:
-        other_row = images.other_keys.get(raw_key, -1)
+        hash(raw_key)  # an unhashable id (a list or an object) is never found
+        self.other_keys[len(self.codes)] = raw_key
       image_id = _int64(annotation.get('id'))
     except (KeyError, TypeError, IndexError, AttributeError):
       code = invalid
@@ -374,37 +305,48 @@ def _annotation_codes(annotations: Iterator[Any], images: _ImageTable) -> dict[s
         fields = preprocess.annotation_fields(annotation)
       # Unusable id or fields: invalid once the image is found.
       code = code if image_id is not None and (code or fields) else -code - 1
-    keys.append(0 if key is None else key)
-    key_is_int.append(key is not None and code != invalid)
-    other_rows.append(other_row)
-    ids.append(0 if image_id is None else image_id)
-    codes.append(code)
-    if fields:
-      joint_bits.append(fields['joint_valid_bits'])
-      boxes.extend(fields['bbox'])
-      hand_types.append(fields['hand_type'])
-      hand_type_valid.append(fields['hand_type_valid'])
-    else:
-      joint_bits.append(0)
-      boxes.extend((0.0, 0.0, 0.0, 0.0))
-      hand_types.append(0)
-      hand_type_valid.append(0)
-  code = np.frombuffer(codes, np.int8).astype(np.int8)
-  rows = np.where(np.frombuffer(key_is_int, np.int8).astype(bool),
-                  images.rows(np.frombuffer(keys, np.int64)), np.frombuffer(other_rows, np.int64))
-  looked_up = code != invalid
-  no_image = looked_up & (rows < 0)
-  unusable = looked_up & ~no_image & ((code < 0) | (images.column('usable')[np.maximum(rows, 0)] == 0))
-  code = np.where(no_image, missing, np.where(unusable, invalid, code)).astype(np.int8)
-  return {'row': rows, 'image_id': np.frombuffer(ids, np.int64), 'code': code,
-          'joint_valid': np.frombuffer(joint_bits, np.uint64), 'bbox': np.frombuffer(boxes, np.float32).reshape(-1, 4),
-          'hand_type': np.frombuffer(hand_types, np.int8), 'hand_type_valid': np.frombuffer(hand_type_valid, np.int8)}
+    self.keys.append(0 if key is None else key)
+    self.key_is_int.append(key is not None and code != invalid)
+    self.ids.append(0 if image_id is None else image_id)
+    self.codes.append(code)
+    fields = fields or {'joint_valid_bits': 0, 'bbox': (0.0, 0.0, 0.0, 0.0), 'hand_type': 0, 'hand_type_valid': 0}
+    self.joint_bits.append(fields['joint_valid_bits'])
+    self.boxes.extend(fields['bbox'])
+    self.hand_types.append(fields['hand_type'])
+    self.hand_type_valid.append(fields['hand_type_valid'])
+
+  def joined(self, images: _ImageTable) -> dict[str, np.ndarray]:
+    """The annotations joined to their images.
+
+    Returns:
+      `row` (N,) int64 image row (-1: none), `image_id` (N,) int64, `code` (N,) int8: 0 or the
+      reason's `_REASON_CODE`, in `raw.plan_split`'s order: ANNOTATION_INVALID (no usable
+      image_id), IMAGE_MISSING (no image entry), ANNOTATION_INVALID (no usable id, unusable
+      joint_valid or bbox, or the image entry unusable), then `preprocess.annotation_reason`;
+      `joint_valid` (N,) uint64 bits, `bbox` (N, 4) float32, `hand_type` (N,) int8,
+      `hand_type_valid` (N,) int8 (zeros where `code` is not 0).
+    """
+    invalid, missing = _REASON_CODE[preprocess.ANNOTATION_INVALID], _REASON_CODE[preprocess.IMAGE_MISSING]
+    code = np.frombuffer(self.codes, np.int8).astype(np.int8)
+    rows = images.rows(np.frombuffer(self.keys, np.int64))
+    rows = np.where(np.frombuffer(self.key_is_int, np.int8).astype(bool), rows, -1)
+    for index, raw_key in self.other_keys.items():
+      rows[index] = images.other_keys.get(raw_key, -1)
+    looked_up = code != invalid
+    no_image = looked_up & (rows < 0)
+    unusable = looked_up & ~no_image & ((code < 0) | (images.column('usable')[np.maximum(rows, 0)] == 0))
+    code = np.where(no_image, missing, np.where(unusable, invalid, code)).astype(np.int8)
+    return {'row': rows, 'image_id': np.frombuffer(self.ids, np.int64), 'code': code,
+            'joint_valid': np.frombuffer(self.joint_bits, np.uint64),
+            'bbox': np.frombuffer(self.boxes, np.float32).reshape(-1, 4),
+            'hand_type': np.frombuffer(self.hand_types, np.int8),
+            'hand_type_valid': np.frombuffer(self.hand_type_valid, np.int8)}
 
 
 def _cameras(path: str, needed: Mapping[int, set[str]]) -> dict[tuple[int, str], dict[str, np.ndarray] | None]:
   """`preprocess.camera_from_raw` of each needed (capture, camera id), one capture read at a time."""
   found = {}
-  for key, capture_entry in _json_stream(path, '', key_values=True):
+  for key, capture_entry in _members(path):
     capture = _canonical_int(key)
     for camera_id in needed.get(capture, ()):
       found[capture, camera_id] = preprocess.camera_from_raw(capture_entry, camera_id)
@@ -414,7 +356,7 @@ def _cameras(path: str, needed: Mapping[int, set[str]]) -> dict[tuple[int, str],
 def _mano(path: str, needed: Mapping[int, set[int]]) -> tuple[dict[tuple[int, int], int | str], list[np.ndarray]]:
   """Each needed (capture, frame): its row in the returned MANO list, or its `mano_reason`."""
   found, hands = {}, []
-  for key, capture_entry in _json_stream(path, '', key_values=True):
+  for key, capture_entry in _members(path):
     capture = _canonical_int(key)
     for frame in needed.get(capture, ()):
       mano_frame = capture_entry.get(str(frame)) if isinstance(capture_entry, Mapping) else None
@@ -431,7 +373,7 @@ def _joints(path: str, needed: Mapping[int, set[int]]) -> tuple[dict[tuple[int, 
   """Each needed (capture, frame) that joint_3d.json holds: its row in the returned list of
   `preprocess.joints_world_mm` arrays. A frame absent, or whose entry is malformed, is left out."""
   found, joints = {}, []
-  for key, capture_entry in _json_stream(path, '', key_values=True):
+  for key, capture_entry in _members(path):
     capture = _canonical_int(key)
     for frame in needed.get(capture, ()):
       entry = capture_entry.get(str(frame)) if isinstance(capture_entry, Mapping) else None
@@ -451,9 +393,9 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tupl
   `preprocess.annotation_fields`, `preprocess.mano_reason`, CAMERA_MISSING, IMAGE_MISSING). Images
   are not opened here, only looked up, so a split whose images were not downloaded has no records.
   A frame that joint_3d.json lacks does not skip its annotations: their joints are all invalid.
-  The JSON files are read as streams: data.json twice (images, then annotations), camera.json,
-  joint_3d.json and MANO_NeuralAnnot.json once, one capture at a time, keeping only the selected
-  cameras and frames.
+  Each JSON file is read once, as a stream (`json_stream`): data.json one image or annotation at a
+  time, camera.json, joint_3d.json and MANO_NeuralAnnot.json one capture at a time, keeping only
+  the selected cameras and frames.
 
   Args:
     raw_dir: root of the raw layout.
@@ -469,10 +411,14 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tupl
     RawDataError: an annotation file is not valid JSON (truncated or damaged).
   """
   data_path = annotation_path(raw_dir, split, 'data')
-  images = _ImageTable()
-  for image in _json_stream(data_path, 'images.item'):
-    images.add(image)
-  annotations = _annotation_codes(_json_stream(data_path, 'annotations.item'), images)
+  images, annotation_table = _ImageTable(), _AnnotationTable()
+  for key, entry in _members(data_path, arrays=('images', 'annotations')):
+    if key == 'images':
+      images.add(entry)
+    elif key == 'annotations':
+      annotation_table.add(entry)
+  annotations = annotation_table.joined(images)
+  del annotation_table
   skipped = collections.Counter()
   for code, count in zip(*np.unique(annotations['code'], return_counts=True)):
     if code:

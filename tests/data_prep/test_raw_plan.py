@@ -1,43 +1,15 @@
-"""The streaming plan of a split: values as json.load gives them, its size per image, image sizes."""
+"""The plan of a split: values as json.load gives them, its size per image, image sizes."""
 
-import io
 import json
 import os
 import shutil
 
-import ijson
 import numpy as np
 from PIL import Image
-import pytest
 
 from data_prep import synthetic
 from data_prep.interhand26m import preprocess, raw
 from data_prep.interhand26m.interhand26m_dataset_builder import build
-
-
-class _Trickle(io.RawIOBase):
-  """A binary file that returns at most `step` bytes a read."""
-
-  def __init__(self, data: bytes, step: int):
-    super().__init__()
-    self._data, self._step, self._at = data, step, 0
-
-  def read(self, size=-1):
-    size = self._step if size is None or size < 0 else min(size, self._step)
-    chunk = self._data[self._at:self._at + size]
-    self._at += len(chunk)
-    return chunk
-
-
-@pytest.mark.parametrize('step', [1, 2, 5, 64, 1 << 20])
-def test_non_finite_tokens_are_quoted_outside_strings_only(step):
-  document = {'a': [float('nan'), -float('inf'), float('inf'), 1.5], 's': 'x NaN " \\" NaN -Infinity',
-              't': '\\', 'u': {'NaN': [float('nan')]}}
-  text = json.dumps(document).encode()
-  parsed = next(ijson.items(raw._NonFiniteQuoted(_Trickle(text, step)), '', use_float=True))  # pylint: disable=protected-access
-  assert parsed == {'a': ['NaN', '-Infinity', 'Infinity', 1.5], 's': document['s'], 't': '\\',
-                    'u': {'NaN': ['NaN']}}
-  assert np.isnan(np.asarray(parsed['a'][:1], np.float64)).all()  # what neuralannot_hand sees
 
 
 def test_plan_records_hold_the_json_values(synthetic_raw):
