@@ -1,4 +1,4 @@
-"""Evaluates a checkpoint with the paper's metrics (spec §13), per hand and per refinement stage.
+"""Evaluates a checkpoint with the paper's metrics (docs/architecture.md#metrics), per hand and per refinement stage.
 
   python evaluate.py --checkpoint runs/exp1 --config=configs/dir_reference.py \
       --config.data.data_dir=DATA --out runs/exp1/eval [--config.mano_dir=MANO] [--compilation_cache=DIR]

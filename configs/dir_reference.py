@@ -1,4 +1,4 @@
-"""The released code's training setup (spec §11).
+"""The released code's training setup (docs/architecture.md#training).
 
   python train.py --config=configs/dir_reference.py --workdir=runs/dir_ref \
       --config.data.data_dir=DATA --config.mano_dir=MANO --config.torchvision_resnet50=resnet50.pth
@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.input_size = 256  # network input side; batches are resized on the accelerator if different
   # Refinement stages as (grid side, encoder map for the skip connection, bone-mask radius in cells).
   config.model.stages = ((16, 'c3', 1.0), (32, 'c2', 2.0))
-  config.model.center_idx = 0  # MANO centring joint (the released root_joint; spec Q1)
+  config.model.center_idx = 0  # MANO centring joint (the released root_joint; docs/quirks.md#q1)
   config.model.encoder_width = 64
   config.model.attention_dim = 1024
   config.model.img_feat_dim = 256
@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.projection = 'bone'  # bone | mfp | sfp | mhp (paper Table 1)
   config.model.use_gcn = True
   config.model.use_transformer = True
-  config.model.transformer_blocks = (1, 2, 3)  # the released code skips block 0 (spec Q5)
+  config.model.transformer_blocks = (1, 2, 3)  # the released code skips block 0 (docs/quirks.md#q5)
   config.model.heatmap_sigma = 1.0  # cells, for projection='mhp'
   config.model.camera_scale_init = 0.0  # initial weak-perspective scale bias of the heads (uv per metre)
   # Plane fusion of bone/mfp planes: 'factored' (same outputs, ~20x fewer FLOPs) or 'dense' (as the reference).

@@ -1,4 +1,6 @@
-"""DIR's training losses: one pure jnp function per term and `dir_losses` for the whole dict (spec §10).
+"""DIR's training losses: one pure jnp function per term and `dir_losses` for the whole dict.
+
+Map: docs/architecture.md#losses.
 
 Layout is NHWC throughout (the Flax model's layout); the reference's NCHW tensors are transposed by
 the caller. Every function is jit-able and differentiable; static arguments (sizes, class modes,
@@ -8,10 +10,11 @@ The dict `dir_losses` returns has the reference's 42 keys in the reference's ins
 (`loss_term_names`), each term already multiplied by its weight; `total_loss` sums them. Note that
 `jax.jit` returns dicts with sorted keys, so use `loss_term_names` when the order matters.
 
-Reproduced quirks (spec §15): the "SmoothL1Loss" is a Huber loss with delta 0.01 and the Lovász loss
-is applied to raw logits (Q18); the 32x32 targets are taken by nearest (pixel 8i) and non-antialiased
-bilinear (pixels 8i+3, 8i+4) resizing (Q19); the reference's GT centring is available as
-`gt_center='reference'` (Q1, see `dir_losses`).
+Reproduced quirks (docs/quirks.md): the "SmoothL1Loss" is a Huber loss with delta 0.01 and the
+Lovász loss is applied to raw logits (docs/quirks.md#q18); the 32x32 targets are taken by nearest
+(pixel 8i) and non-antialiased bilinear (pixels 8i+3, 8i+4) resizing (docs/quirks.md#q19); the
+reference's GT centring is available as `gt_center='reference'` (docs/quirks.md#q1, see
+`dir_losses`).
 """
 
 from typing import Any, Mapping, Sequence
@@ -52,21 +55,21 @@ def default_loss_config() -> ml_collections.ConfigDict:
       normal=0.1,   # |cos| between predicted edges and GT face normals
       offset=10.0,  # Huber on the right-minus-left root offset (units of xyz_norm_m)
   ))
-  # Huber threshold; the reference calls this loss SmoothL1 (spec Q18). Same units as the inputs
+  # Huber threshold; the reference calls this loss SmoothL1 (docs/quirks.md#q18). Same units as the inputs
   # (uv in [-1, 1], xyz in units of xyz_norm_m, dense in [0, 1]).
   config.huber_delta = 0.01
   # Cross-entropy class weights for background, seg label 1, seg label 2 (dir.py:511).
   config.seg_class_weights = (0.1, 0.45, 0.45)
   # 'present': average the Lovász loss over classes present in the batch's labels; 'all': all.
   config.lovasz_classes = 'present'
-  # 'logits': the reference feeds raw logits to lovasz_softmax (spec Q18); 'probabilities' applies
+  # 'logits': the reference feeds raw logits to lovasz_softmax (docs/quirks.md#q18); 'probabilities' applies
   # a softmax first, as the Lovász-Softmax loss is defined.
   config.lovasz_input = 'logits'
   # 3D coordinates and the offset are divided by this length (metres) before the losses.
   config.xyz_norm_m = 0.15
   # 'consistent': centre the GT at pred_center_joint, as the prediction is, and take the offset
   # between those joints. 'reference': centre at targets['center_*'] (the loader's joint 9) while
-  # predictions are wrist-centred; reproduces the fixture but has an irreducible error (spec Q1).
+  # predictions are wrist-centred; reproduces the fixture but has an irreducible error (docs/quirks.md#q1).
   config.gt_center = 'consistent'
   # Joint the network's MANO layer centres its outputs at (DIR's root_joint; 0 = wrist).
   config.pred_center_joint = 0
@@ -90,7 +93,7 @@ def _float(x: chex.Array) -> chex.Array:
 
 
 def huber(pred: chex.Array, target: chex.Array, delta: float = 0.01) -> chex.Array:
-  """Mean Huber loss, the reference's "SmoothL1Loss" (loss.py:63-91; spec Q18).
+  """Mean Huber loss, the reference's "SmoothL1Loss" (loss.py:63-91; docs/quirks.md#q18).
 
   Per element `z = pred - target`: `0.5 z^2` if `|z| < delta`, else `delta (|z| - delta / 2)`;
   averaged over all elements (the reference's per-example mean, then batch mean, is the same).
@@ -241,7 +244,7 @@ def lovasz_softmax(scores: chex.Array, labels: chex.Array, classes: str = 'prese
 
   Per class c: errors `|1[y = c] - scores_c|` over all pixels, sorted in decreasing order and dotted
   with `lovasz_grad` of the sorted foreground; then the mean over classes. DIR passes raw logits as
-  `scores` (spec Q18), so errors are not bounded by 1.
+  `scores` (docs/quirks.md#q18), so errors are not bounded by 1.
 
   With `classes='present'` only classes that occur in `labels` are averaged; this is done by masking
   (no data-dependent control flow), so the function is jit-able. No class present (no pixels) gives 0,
@@ -284,7 +287,7 @@ def _nearest_indices(in_size: int, out_size: int) -> np.ndarray:
 
 
 def downsample_seg_nearest(seg: chex.Array, size: int | Sequence[int]) -> chex.Array:
-  """Nearest resize of a label map, as `F.interpolate(mode='nearest')` (spec Q19).
+  """Nearest resize of a label map, as `F.interpolate(mode='nearest')` (docs/quirks.md#q19).
 
   Output pixel i takes source pixel `floor(i * in / out)` per axis (pixel 8i for 256 -> 32).
 
@@ -319,7 +322,7 @@ def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, n
 def downsample_dense_bilinear(dense: chex.Array, size: int | Sequence[int]) -> chex.Array:
   """Bilinear resize, `F.interpolate(mode='bilinear', align_corners=False)`, without antialiasing.
 
-  For 256 -> 32 each output pixel is the mean of source pixels 8i+3 and 8i+4 per axis (spec Q19);
+  For 256 -> 32 each output pixel is the mean of source pixels 8i+3 and 8i+4 per axis (docs/quirks.md#q19);
   unlike `jax.image.resize`, no low-pass filter is applied when shrinking.
 
   Args:
@@ -365,7 +368,7 @@ def _normalised_gt(targets: Mapping[str, chex.Array], config: ml_collections.Con
     ({'joint_{hand}': (B, 21, 3), 'mesh_{hand}': (B, 778, 3)}, offset (B, 3)), units of xyz_norm_m.
   """
   if config.gt_center == 'reference':
-    # The loader's centre (joint 9, middle MCP) while predictions are centred at the wrist (spec Q1).
+    # The loader's centre (joint 9, middle MCP) while predictions are centred at the wrist (docs/quirks.md#q1).
     centers = {}
     for hand in HANDS:
       if f'center_{hand}' not in targets:
@@ -384,9 +387,9 @@ def _normalised_gt(targets: Mapping[str, chex.Array], config: ml_collections.Con
 
 def dir_losses(outputs: Mapping[str, Any], targets: Mapping[str, chex.Array], faces_left: chex.Array,
                faces_right: chex.Array, config: ml_collections.ConfigDict) -> dict[str, chex.Array]:
-  """Every DIR loss term, weighted, with the reference's names and order (spec §10).
+  """Every DIR loss term, weighted, with the reference's names and order (docs/architecture.md#losses).
 
-  GT centring (`config.gt_center`, spec Q1). The network's MANO layers return xyz centred at joint
+  GT centring (`config.gt_center`, docs/quirks.md#q1). The network's MANO layers return xyz centred at joint
   `pred_center_joint` (wrist). The reference ('reference') instead centres the GT at the loader's
   `center_*` = GT joint 9 (middle MCP) and takes the offset target MCP-to-MCP, so the xyz and offset
   terms keep an irreducible part: a prediction equal to the wrist-centred GT is penalised by the

@@ -21,9 +21,10 @@ The compile time is printed.
 Crop. Pixel (col i, row j) covers [i, i+1) x [j, j+1) (`dir_jax.data.schema`). With `--bbox` (the
 box around both hands, in pixels of the upright image) the crop is the square centred on the box
 whose side is the box's longer side / 0.8, so the hands fill 80 % of it as in the training crops
-(spec §12). Without a box the crop is the whole image padded to a centred square with black, as the
-training crops are padded at image borders: nothing is cut off, but the hands fill less of the crop
-than in training, so give a box when they are small in the picture. The square is resampled
+(docs/architecture.md#data-preparation). Without a box the crop is the whole image padded to a
+centred square with black, as the training crops are padded at image borders: nothing is cut off,
+but the hands fill less of the crop than in training, so give a box when they are small in the
+picture. The square is resampled
 (bilinear, antialiased when shrinking) to the network's input side (the one the checkpoint was trained
 with, else 16x the first stage's grid: 256 for the released model) and, for the pictures, to
 `--render-size`; `prediction.json` records the square in image pixels.
@@ -40,9 +41,10 @@ depth project exactly to their weak-perspective pixels. A point at depth z from 
 its distance from the crop centre times |kappa z| / (Z_root + |kappa| z): at most W s|z| / 400 px
 inside the crop (0.08 px for W = 256, s = 6 /m, |z| = 2 cm). A negative s (a hand upside down in the
 picture) becomes a rotation by 180 degrees about the optical axis.
-The authors' checkpoint was trained on crops in OpenCV's integer-centre convention (spec §12), whose
-content sits half an input pixel right of and below ours (`data_prep/interhand26m/preprocess.py`):
-with it, drawings are up to half a 256-px pixel up and left of the hands.
+The authors' checkpoint was trained on crops in OpenCV's integer-centre convention
+(docs/architecture.md#data-preparation), whose content sits half an input pixel right of and below
+ours (`data_prep/interhand26m/preprocess.py`): with it, drawings are up to half a 256-px pixel up and
+left of the hands.
 
 Outputs per image, in DIR/<image stem>/ (stems that repeat get _2, _3, ...):
   prediction.json  per hand: MANO parameters of the last stage (the 64-vector split into root_6d,
@@ -52,7 +54,7 @@ Outputs per image, in DIR/<image stem>/ (stems that repeat get _2, _3, ...):
                    camera; the offset in metres; the crop; the render camera.
   left.obj, right.obj  each hand, metres, centred at its centre joint.
   hands.ply        both hands with vertex colours, the right placed at the left's centre joint +
-                   0.15 * offset (the offset is right root minus left root; quirk Q1: the released
+                   0.15 * offset (the offset is right root minus left root; docs/quirks.md#q1: the released
                    model's offset was trained between the middle-finger MCP joints).
   overlay.png      the shaded hands over the crop (left and right in their colours).
   side.png         the 3D prediction of hands.ply seen from the right of the camera.
@@ -91,7 +93,7 @@ from dir_jax.train.step import model_input
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 MIN_IMAGE_SIDE_PX = 32
-HAND_BOX_FILL = 0.8  # the hands' box spans 80 % of the training crops' side (spec §12, HAND_BBOX_RATIO)
+HAND_BOX_FILL = 0.8  # the hands' box spans 80 % of the training crops' side (the reference's HAND_BBOX_RATIO)
 MAX_BOX_TO_IMAGE = 2.0  # a --bbox side may exceed the image's longer side at most this much (bounds the padded canvas)
 INPUT_PX_PER_CELL = 16  # the network's input side is 16x its first stage's grid (256 for 16x16)
 # Render camera focal length in crop sides: long enough that the depth extent of a hand moves its

@@ -112,7 +112,7 @@ def test_consistent_at_joint9_equals_reference(train, outputs, faces):
     np.testing.assert_allclose(consistent[name], reference[name], rtol=1e-6, err_msg=name)
 
 
-# -------------------------------------------------------------------------------- centring (Q1)
+# -------------------------------------------------------------- centring (docs/quirks.md#q1)
 
 
 def perfect_outputs(train, num_stages=2):
@@ -191,7 +191,7 @@ def test_huber_matches_torch(use_jit):
 
 
 def torch_edge_length(pred, gt, faces):
-  """Mean |len_pred - len_gt| over face edges v0v1, v0v2, v1v2 (spec §10)."""
+  """Mean |len_pred - len_gt| over face edges v0v1, v0v2, v1v2 (loss.py EdgeLengthLoss)."""
   def lengths(v):
     c = [v[:, faces[:, i]] for i in range(3)]
     return torch.stack([torch.sqrt(((c[a] - c[b]) ** 2).sum(-1) + 1e-12) for a, b in ((0, 1), (0, 2), (1, 2))])
@@ -199,7 +199,7 @@ def torch_edge_length(pred, gt, faces):
 
 
 def torch_normal_vector(pred, gt, faces):
-  """Mean |cos| of unit predicted edges v1v0, v2v0, v2v1 with the unit GT face normal (spec §10)."""
+  """Mean |cos| of unit predicted edges v1v0, v2v0, v2v1 with the unit GT face normal (loss.py NormalVectorLoss)."""
   p = [pred[:, faces[:, i]] for i in range(3)]
   g = [gt[:, faces[:, i]] for i in range(3)]
   normal = F.normalize(torch.cross(F.normalize(g[1] - g[0], dim=-1), F.normalize(g[2] - g[0], dim=-1), dim=-1),
@@ -236,7 +236,7 @@ def test_weighted_cross_entropy_matches_torch(use_jit, shape, present):
 
 
 def torch_lovasz(scores, labels, classes):
-  """Lovász-Softmax from its definition, in float64 (spec §10), as a layer-cake sum.
+  """Lovász-Softmax from its definition, in float64 (docs/architecture.md#losses), as a layer-cake sum.
 
   Per class: errors e = |1[y=c] - score_c| sorted descending; M_k = the k largest; Jaccard loss
   J(M) = 1 - |fg minus M| / |fg union M|. For e >= 0 the Lovász extension is

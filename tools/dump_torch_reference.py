@@ -24,12 +24,13 @@ compares the Flax port loaded from the same checkpoint against these outputs (an
 
 Dependencies: torch, numpy, pillow; no jax (this runs wherever the authors' code does).
 
-Preprocessing (spec §0; the authors' eval resizes their 256x256 crops with cv2 and converts BGR to
-RGB): an image is read as RGB; a non-square image is centre-cropped to a square of its shorter side;
-a square that is not 256x256 is resized to 256x256 by bilinear interpolation with half-pixel centres
-and edge clamping, no antialiasing (cv2.INTER_LINEAR's rule, computed in float64 and rounded to
-uint8, so `img_rgb_u8` is exactly what the network saw); then /255 and ImageNet normalisation in
-float64, cast to float32, NCHW. The network expects a crop in which the two hands fill about 80 %.
+Preprocessing (docs/architecture.md#conventions; the authors' eval resizes their 256x256 crops with
+cv2 and converts BGR to RGB): an image is read as RGB; a non-square image is centre-cropped to a
+square of its shorter side; a square that is not 256x256 is resized to 256x256 by bilinear
+interpolation with half-pixel centres and edge clamping, no antialiasing (cv2.INTER_LINEAR's rule,
+computed in float64 and rounded to uint8, so `img_rgb_u8` is exactly what the network saw); then
+/255 and ImageNet normalisation in float64, cast to float32, NCHW. The network expects a crop in
+which the two hands fill about 80 %.
 
 Where this differs from running `DIR.forward`, and why no eval output changes:
 - `backbone`, `init_regressor` and `decoder` are called here as `DIR.forward` calls them, because
@@ -72,8 +73,9 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 JOINT_NUM = 21
 
 # State-dict entries that are constants rebuilt by the constructor (MANO buffers, the projection grid,
-# BN counters, the CE class weights; spec §14). A checkpoint may omit them. Same list as
-# dir_jax.convert.torch_checkpoint.IGNORED_PATTERNS, repeated because that module imports jax.
+# BN counters, the CE class weights; docs/architecture.md#checkpoint-conversion). A checkpoint may omit
+# them. Same list as dir_jax.convert.torch_checkpoint.IGNORED_PATTERNS, repeated because that module
+# imports jax.
 CONSTANT_PATTERNS = (r'\.mano_layer_(left|right)\.', r'\.img_gird$', r'\.num_batches_tracked$', r'^seg_loss\.weight$')
 
 # Hooked submodules: (module path, key prefix in eval_outputs.npz, first batch element only).

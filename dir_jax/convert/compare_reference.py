@@ -264,7 +264,7 @@ def train_arrays(outputs: dict, batch_stats: dict, inter: dict, model: DIR, refe
 
 
 def loss_rows(outputs: dict, train: Any, reference_losses: dict, mano) -> list[dict]:
-  """Every loss term of our train-mode outputs against `train_losses.json` (reference centring, Q1)."""
+  """Every loss term of our train-mode outputs against `train_losses.json` (reference centring, docs/quirks.md#q1)."""
   config = losses.default_loss_config()
   config.gt_center = 'reference'
   terms = losses.dir_losses(outputs, train_targets(train), mano.left.faces, mano.right.faces, config)

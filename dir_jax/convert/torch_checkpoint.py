@@ -1,4 +1,6 @@
-"""Maps a PyTorch DIR state dict onto the Flax model's variables (spec §14).
+"""Maps a PyTorch DIR state dict onto the Flax model's variables.
+
+The state dict's entries by kind: docs/architecture.md#checkpoint-conversion.
 
 The Flax tree mirrors the PyTorch module names, so one rule set converts every entry:
 `weight` -> `kernel` (Conv2d (O,I,kh,kw) -> (kh,kw,I,O); Conv1d k=1 (O,I,1) and Linear (O,I) -> (I,O))
@@ -17,7 +19,9 @@ import numpy as np
 
 from dir_jax.model.dir import StageSpec, stage_groups
 
-# Entries that are not learned or never used in the forward pass (spec §14); ignored by name.
+# Entries that are not learned or never used in the forward pass (MANO buffers, projection grids, BN
+# counters, the CE class weights: docs/architecture.md#checkpoint-conversion, docs/quirks.md#q30);
+# ignored by name.
 IGNORED_PATTERNS = (r'\.mano_layer_(left|right)\.', r'\.img_gird$', r'\.num_batches_tracked$', r'^seg_loss\.weight$')
 UNUSED_PATTERNS = (r'^backbone\.fc\.',)  # ResNet-50's ImageNet classifier
 _STAGE_MODULE = re.compile(r'^decoder\.(skip_layer|fusion_layer|enhance_layer|projecter_)(\d)\.(.*)$')
@@ -212,7 +216,7 @@ def import_torchvision_resnet50(state_dict: Mapping[str, np.ndarray], variables:
                                 encoder_name: str = 'backbone') -> tuple[dict, ConversionReport]:
   """Replaces the encoder's variables with a torchvision ResNet-50 state dict (e.g. IMAGENET1K_V2).
 
-  DIR's backbone is torchvision's ResNet-50 with identical names (spec §3), so the entries convert
+  DIR's backbone is torchvision's ResNet-50 with identical names, so the entries convert
   with the same rules as a DIR checkpoint under the `backbone.` prefix. `fc.*` (the ImageNet
   classifier) is reported as unused and `num_batches_tracked` ignored. Get the file with
   `torchvision.models.resnet50(weights='IMAGENET1K_V2').state_dict()` saved by `torch.save`, or

@@ -1,4 +1,6 @@
-"""Training augmentations as TensorFlow ops for the tf.data graph (spec §11), with exact 3D targets.
+"""Training augmentations as TensorFlow ops for the tf.data graph, with exact 3D targets.
+
+Where they differ from the reference's: docs/quirks.md#q25.
 
 One example is augmented in this order:
 1. motion blur with probability `motion_blur_prob`: a normalised line kernel, `size_px` uniform in
@@ -25,7 +27,7 @@ and also K[1, 0] (the block is s R2 diag(fx, fy) R2^T up to signs), and the proj
 full block); code that assumes K[1, 0] = 0 or K[0, 1] = 0 must not be used on augmented intrinsics.
 Zoom and translation change only K, i.e. they are a zoom of the camera: a deliberate, physically
 consistent choice; the reference instead back-projects the warped 2D labels with their old depth and
-unchanged K, which stretches the 3D target in x and y only (spec Q25).
+unchanged K, which stretches the 3D target in x and y only (docs/quirks.md#q25).
 
 MANO parameters follow `dir_jax.mano.rigid` exactly: the hands' root rotation and translation are
 changed (root' = Rz root, trans' = Rz (J0 + trans) - J0 with J0 the rest wrist, linear in the betas),

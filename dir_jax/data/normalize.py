@@ -1,4 +1,7 @@
-"""Image normalisation on the accelerator: uint8 RGB batches -> the network's input (spec §0)."""
+"""Image normalisation on the accelerator: uint8 RGB batches -> the network's input.
+
+Conventions: docs/architecture.md#conventions.
+"""
 
 import jax.numpy as jnp
 

@@ -6,7 +6,7 @@ convention of `grid_sample(align_corners=False)`, of PIL's affine transforms and
 Raw InterHand2.6M intrinsics follow OpenCV (centre of pixel i at i), so the builder adds 0.5 to the
 principal point once, when it reads them. Normalised image coordinates: `uv_norm = 2 * px / 256 - 1`.
 
-Seg labels follow the released checkpoint (spec §12: its mask channel 1 carries the right hand).
+Seg labels follow the released checkpoint: its label 1 is the right hand (docs/quirks.md#q26).
 
 Example features (tfds names; `mano/<side>/<key>`):
   image              (256, 256, 3) uint8 RGB, JPEG

@@ -25,14 +25,14 @@ def augment_config() -> ml_collections.ConfigDict:
   config.motion_blur_prob = 0.3
   config.motion_blur_min_size_px = 3  # line length ~ uniform integer in [min, max] (np.random.randint(3, 10))
   config.motion_blur_max_size_px = 9
-  # The reference passes radians where cv2 wants degrees (spec Q25), so its blur is within +-3.1 deg of
+  # The reference passes radians where cv2 wants degrees (docs/quirks.md#q25), so its blur is within +-3.1 deg of
   # horizontal; the uniform rotation that follows makes either choice uniform in the final image.
   config.motion_blur_max_angle_deg = 180.0
   # Nearest keeps every dense value a real surface coordinate and keeps dense and seg aligned; bilinear
   # (the reference's cv2 default) mixes coordinates with the 0 background along the silhouette.
   config.dense_interpolation = 'nearest'
   config.color = True
-  config.color_on_eval = False  # the reference applies colour noise to test images too (spec Q25)
+  config.color_on_eval = False  # the reference applies colour noise to test images too (docs/quirks.md#q25)
   config.color_gain_max_delta = 0.3  # per-channel gain ~ U(1 - delta, 1 + delta)
   config.color_offset_max = 12.75  # offset ~ U(-max, max) on the 0..255 scale, one for all channels
   config.color_noise_std = 2.55  # on the 0..255 scale

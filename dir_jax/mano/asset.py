@@ -142,7 +142,7 @@ def load_mano(path: str, side: str | None = None) -> ManoAsset:
 
 
 def fix_left_shapedirs(left: ManoAsset, right: ManoAsset) -> ManoAsset:
-  """DIR's left-hand shapedirs fix (spec §9.1, quirk Q20).
+  """DIR's left-hand shapedirs fix (docs/quirks.md#q20).
 
   The official MANO_LEFT.pkl stores the x component of its shape directions unmirrored (equal to the
   right hand's). When `sum |left.shapedirs[:, 0] - right.shapedirs[:, 0]| < 1`, negate it.

@@ -1,4 +1,4 @@
-"""Fixed tables of the MANO hand model as DIR uses it (spec §0, §9).
+"""Fixed tables of the MANO hand model as DIR uses it (docs/quirks.md#q22).
 
 MANO's own 16 joints: 0 wrist; 1-3 index; 4-6 middle; 7-9 pinky; 10-12 ring; 13-15 thumb.
 DIR's 21-joint order: 0 wrist; 1-4 thumb; 5-8 index; 9-12 middle; 13-16 ring; 17-20 pinky
@@ -17,7 +17,7 @@ MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 KINTREE_ROOT_UINT32 = 4294967295
 
 # Fingertip vertices appended as joints 16..20 (thumb, index, middle, ring, pinky).
-# The network's layer (vendored manopth) uses 445 for the left middle finger (spec Q20);
+# The network's layer (vendored manopth) uses 445 for the left middle finger (docs/quirks.md#q20);
 # the ground-truth layer and the evaluation regressor use 444 for both hands.
 TIP_VERTS_RIGHT = (745, 317, 444, 556, 673)
 TIP_VERTS_LEFT = (745, 317, 445, 556, 673)
@@ -26,7 +26,8 @@ TIP_VERTS_GT = (745, 317, 444, 556, 673)
 # Index into [16 MANO joints, 5 tips] that gives DIR's 21-joint order.
 REORDER_TO_21 = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
 
-# Parent of each joint in the 21-joint order (the 20 bones of the bone projection, spec §6i).
+# Parent of each joint in the 21-joint order (the 20 bones of the bone projection,
+# docs/architecture.md#image-space-projection).
 PARENTS_21 = (-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19)
 
 JOINT_NAMES_21 = (

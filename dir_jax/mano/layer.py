@@ -1,6 +1,6 @@
 """The MANO layer in JAX: per-example forward functions, vmapped over the batch.
 
-Two variants, as the reference uses them (spec §9):
+Two variants, as the reference uses them (docs/architecture.md#mano-layer):
 - `network_mano`: the layer inside DIR (vendored manopth): 6D robust root rotation, 45 PCA
   coefficients added to the mean pose (`flat_hand_mean=False`), 10 betas, fingertips by side, output
   centred at a joint.
@@ -98,7 +98,7 @@ def _network_single(asset, mano_pose, betas, center_idx):
 
 
 def network_mano(asset: ManoAsset, mano_pose, betas, center_idx: Optional[int] = 0):
-  """DIR's MANO layer (manopth, spec §9.1) for a batch.
+  """DIR's MANO layer (the reference's vendored manopth) for a batch.
 
   Args:
     asset: the hand model (left fix already applied, see `load_mano_pair`).
@@ -129,7 +129,7 @@ def _gt_single(asset, root_rotmat, hand_pose, betas, trans, scale, pose_is_pca, 
 
 def gt_mano(asset: ManoAsset, root_rotmat, hand_pose, betas, trans=None, scale=None,
             pose_is_pca: bool = True, center_idx: Optional[int] = None):
-  """The ground-truth MANO layer (IntagHand's `models/manolayer.py`, spec §9.2) for a batch.
+  """The ground-truth MANO layer (IntagHand's `models/manolayer.py`) for a batch.
 
   Args:
     asset: the hand model (left fix already applied).

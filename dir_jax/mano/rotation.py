@@ -1,6 +1,6 @@
 """Rotation conversions used by the MANO layers, written for one example (vmap for batches).
 
-Each follows the reference implementation's arithmetic (spec §9.1, §9.2, quirk Q21) so that float32
+Each follows the reference implementation's arithmetic (docs/quirks.md#q21) so that float32
 results match, and is safe to differentiate everywhere (no NaN gradient at zero rotation).
 """
 

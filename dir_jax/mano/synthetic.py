@@ -50,7 +50,7 @@ _MIRROR = np.array([-1.0, 1.0, 1.0])
 _LONG_FINGERS = ('index', 'middle', 'ring', 'pinky')  # knuckle quads 0, 2, 4, 6 (-z to +z)
 _DIGIT_ORDER = ('thumb',) + _LONG_FINGERS
 _TIP_IDS = {'thumb': 745, 'index': 317, 'middle': 444, 'ring': 556, 'pinky': 673}
-_MIDDLE_DORSAL_TIP_ID = 445  # the left network layer's middle fingertip (spec Q20)
+_MIDDLE_DORSAL_TIP_ID = 445  # the left network layer's middle fingertip (docs/quirks.md#q20)
 
 
 @dataclasses.dataclass(frozen=True)

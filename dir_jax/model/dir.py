@@ -1,4 +1,6 @@
-"""The DIR network (spec §1): ResNet-50 encoder, initial regressor, refinement stages, seg/dense heads.
+"""The DIR network: ResNet-50 encoder, initial regressor, refinement stages, seg/dense heads.
+
+Map of the paper's Figure 2 onto the modules: docs/architecture.md.
 
 Refinement stages are grouped: a group is a run of consecutive stages with the same resolution, skip
 source and mask threshold, after the first stage. Each group runs as one `nn.scan` over stacked
@@ -53,7 +55,10 @@ def stage_groups(stages: Sequence[StageSpec], scan: bool = True) -> list[list[in
 
 
 class Decoder(nn.Module):
-  """Refinement stages and the seg/dense heads (spec §5). Outputs per stage plus heads at the last size."""
+  """Refinement stages and the seg/dense heads. Outputs per stage plus heads at the last size.
+
+  docs/architecture.md#stage-iteration, docs/architecture.md#heads.
+  """
   stages: tuple[StageSpec, ...]
   projecter: Projecter
   img_feat_dim: int = 256

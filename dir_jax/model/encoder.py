@@ -1,4 +1,4 @@
-"""ResNet-50 encoder in torchvision's layout (v1.5: stride in the 3x3 conv), NHWC (spec §3).
+"""ResNet-50 encoder in torchvision's layout (v1.5: stride in the 3x3 conv), NHWC (docs/architecture.md#encoder).
 
 Returns the four stage outputs; module names follow torchvision (`conv1`, `bn1`, `layer1`..`layer4`,
 blocks '0', '1', ..., `downsample` '0'/'1'), so torchvision and DIR state dicts map one to one.

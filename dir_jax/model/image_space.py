@@ -1,4 +1,6 @@
-"""Image-space projection of joint features back onto the feature grid (spec §6i; paper Table 1).
+"""Image-space projection of joint features back onto the feature grid (paper Table 1).
+
+Map: docs/architecture.md#image-space-projection.
 
 Each function works on one hand of one example and is vmapped over the batch by the caller. Grid
 cell (row r, col c) has its centre at (c + 0.5, r + 0.5) in cell units; joints are mapped from
@@ -19,7 +21,7 @@ JOINT_ENDS = np.arange(constants.NUM_JOINTS)[:, None]  # (21, 1): plane j = join
 
 
 def grid_centres(size: int) -> np.ndarray:
-  """(S*S, 2) cell centres (x, y) in cell units, row-major (the reference's `img_gird`, quirk Q12)."""
+  """(S*S, 2) cell centres (x, y) in cell units, row-major (the reference's `img_gird`, docs/quirks.md#q12)."""
   rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing='ij')
   return np.stack([cols, rows], -1).reshape(-1, 2).astype(np.float32) + 0.5
 
@@ -31,7 +33,7 @@ def _hypot(x, y):
 def point_to_segment_distance(points, a, b):
   """Distance of (P, 2) points to the segments a-b given as (K, 2) endpoints -> (P, K), in cell units.
 
-  Follows the reference's `lineseg_dists`; a zero-length segment gives NaN (no guard, quirk Q13).
+  Follows the reference's `lineseg_dists`; a zero-length segment gives NaN (no guard, docs/quirks.md#q13).
   """
   d = (b - a) / _hypot(b[:, 0] - a[:, 0], b[:, 1] - a[:, 1])[:, None]
   p = points[:, None, :]
@@ -85,7 +87,7 @@ def joint_coefficients(joints_uv, size: int, threshold: float, mask=None):
 def planes_from_coefficients(coef, joint_feat, ends: np.ndarray):
   """Dense planes from scalar fields: (P, K, E) coefficients, (21, C) features -> (P, K * C).
 
-  Plane k, channel k * C + c (bone-major, quirk Q12) = sum over ends e of coef[:, k, e] * f[ends[k, e], c].
+  Plane k, channel k * C + c (bone-major, docs/quirks.md#q12) = sum over ends e of coef[:, k, e] * f[ends[k, e], c].
   """
   coef = coef.astype(joint_feat.dtype)
   planes = sum(coef[..., e, None] * joint_feat[ends[:, e]][None] for e in range(ends.shape[1]))

@@ -1,4 +1,6 @@
-"""Joint-space modules of a refinement stage: the per-joint GCN and the inter-hand transformer (spec §6d, §6f).
+"""Joint-space modules of a refinement stage: the per-joint GCN and the inter-hand transformer.
+
+Map: docs/architecture.md#joint-space.
 
 Sequences are (B, J, C): one row per joint.
 """
@@ -15,7 +17,7 @@ from dir_jax.model.layers import BatchNorm, full_precision
 
 
 def skeleton_adjacency_entries():
-  """(rows, cols) of the symmetric 21-joint skeleton adjacency, row-major: the order of `e_1` (spec §6d)."""
+  """(rows, cols) of the symmetric 21-joint skeleton adjacency, row-major: the order of `e_1` (docs/quirks.md#q7)."""
   adj = np.zeros((constants.NUM_JOINTS, constants.NUM_JOINTS), bool)
   for child, parent in enumerate(constants.PARENTS_21):
     if parent >= 0:
@@ -24,7 +26,7 @@ def skeleton_adjacency_entries():
 
 
 class PGraphConv(nn.Module):
-  """SemGCN's high-order graph convolution with one weight matrix per joint (quirk Q7).
+  """SemGCN's high-order graph convolution with one weight matrix per joint (docs/quirks.md#q7).
 
   out = A0 @ (x W0_j) + A1 @ (x W1_j) + bias, where A0 = row-softmax of a matrix holding `e_0` on the
   diagonal and -9e15 elsewhere (exactly the identity: `e_0` has no effect) and A1 = row-softmax over
@@ -73,7 +75,7 @@ class _GraphConvLayers(nn.Module):
 
 
 class JointGCN(nn.Module):
-  """`ResSimplePGCN`: a stack of graph convolutions with no residual connection (quirk Q8).
+  """`ResSimplePGCN`: a stack of graph convolutions with no residual connection (docs/quirks.md#q8).
 
   (B, 21, C) -> (B, 21, features).
   """
@@ -126,7 +128,7 @@ class Block(nn.Module):
 
 
 class InterHandTransformer(nn.Module):
-  """The reference's `STE` over both hands' joints (spec §6f, quirks Q5, Q6).
+  """The reference's `STE` over both hands' joints (docs/quirks.md#q5, docs/quirks.md#q6).
 
   Adds a learned position embedding, applies the blocks listed in `blocks` (the released code runs
   1..depth-1 and never block 0), each followed by the shared `spatial_norm` (LayerNorm eps 1e-6),

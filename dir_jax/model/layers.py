@@ -165,7 +165,7 @@ class _BiasConv(nn.Module):
 
 
 class Residual(nn.Module):
-  """Pre-activation bottleneck of the reference's hourglass (spec §5, quirk Q23).
+  """Pre-activation bottleneck of the reference's hourglass (docs/quirks.md#q23).
 
   x -> BN-ReLU-conv1x1 -> BN-ReLU-conv3x3 -> BN-ReLU-conv1x1, plus `skip_layer` (1x1 conv with bias),
   mid = out // 2. Input (B, H, W, in) -> (B, H, W, out). `in_loop`: inside an `nn.scan` body.

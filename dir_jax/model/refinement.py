@@ -1,4 +1,6 @@
-"""One refinement stage (spec §5, §6): image features -> joint features -> new MANO -> image features.
+"""One refinement stage: image features -> joint features -> new MANO -> image features.
+
+Map: docs/architecture.md#refinement-stage.
 
 `Projecter` is the reference's `Joint2BoneFeature`; `RefinementStage` wraps it with the decoder's
 skip, fusion and enhance Residual blocks so that stages of equal shape can run under `nn.scan`.
@@ -36,14 +38,14 @@ class Img2Joint(nn.Module):
 
 
 class Projecter(nn.Module):
-  """The reference's `Joint2BoneFeature` (spec §6).
+  """The reference's `Joint2BoneFeature` (docs/architecture.md#refinement-stage).
 
   Attributes:
     size: feature grid side S.
     threshold: projection mask radius in cells (1 at S=16, 2 at S=32 in the released code).
     projection: 'bone' (released), 'mfp', 'sfp' or 'mhp' (paper Table 1).
     use_gcn / use_transformer: ablation switches (paper Table 1 rows 2-5).
-    transformer_blocks: which of the 4 blocks run (released: 1, 2, 3; quirk Q5).
+    transformer_blocks: which of the 4 blocks run (released: 1, 2, 3; docs/quirks.md#q5).
     fusion: how `bone` / `mfp` planes are fused: 'factored' (default) or 'dense' (see `model.fusion`).
     in_loop: the stage runs inside `nn.scan` (convs take `layers.loop_conv_general_dilated`).
   """
@@ -80,7 +82,7 @@ class Projecter(nn.Module):
       if self.use_gcn:
         x = JointGCN(self.emb_dim, name=f'gcn_{side}')(x, train)
         self.sow('intermediates', f'gcn_{side}_out', x)
-      # Both hands placed at -/+ half the predicted offset; one module shared by both (quirk Q15).
+      # Both hands placed at -/+ half the predicted offset; one module shared by both (docs/quirks.md#q15).
       glob = global_pos_emb(xyz_n + sign * half_offset, train)
       self.sow('intermediates', 'global_pos_emb_out', glob)
       feats[side] = x + glob
@@ -110,7 +112,7 @@ class Projecter(nn.Module):
                     'joint_feat_right': joint_feats['right'], 'vis_img_feat': vis_img_feat}
 
   def _fuse_scalar_fields(self, result, joint_feats, train):
-    """`bone` / `mfp`: scalar fields from this stage's uv (float32, not detached, quirk Q14) -> fusion.
+    """`bone` / `mfp`: scalar fields from this stage's uv (float32, not detached, docs/quirks.md#q14) -> fusion.
 
     Masks normally come from thresholding the distances. A `forced_masks` collection given to
     `apply` ({'left', 'right'}: (B, S*S, K) bool per stage, stacked like `params` in scanned groups)
@@ -168,7 +170,8 @@ class RefinementStage(nn.Module):
   @nn.compact
   def __call__(self, carry, skip_src, mano: ManoPair):
     e_in, prev = carry
-    prev = jax.tree.map(jax.lax.stop_gradient, prev)  # stage inputs are detached (spec §7)
+    # Stage inputs are detached (docs/architecture.md#gradient-paths).
+    prev = jax.tree.map(jax.lax.stop_gradient, prev)
     residual = functools.partial(Residual, self.img_feat_dim, dtype=self.dtype, in_loop=self.in_loop)
     skip = residual(name='skip_layer')(skip_src, self.train)
     self.sow('intermediates', 'skip_layer_out', skip)

@@ -1,7 +1,9 @@
-"""MANO parameter regression: the initial regressor (stage 0) and the refinement regressor (spec §4, §6g, §8).
+"""MANO parameter regression: the initial regressor (stage 0) and the refinement regressor.
+
+Map: docs/architecture.md#initial-regressor, docs/architecture.md#joint-space-regression.
 
 A MANO head emits 64 numbers per hand: [0:6] 6D root rotation, [6:51] 45 pose-PCA coefficients,
-[51:61] 10 betas, [61] weak-perspective scale s, [62:64] translation (tu, tv) (quirk Q3).
+[51:61] 10 betas, [61] weak-perspective scale s, [62:64] translation (tu, tv) (docs/quirks.md#q3).
 """
 
 import chex
@@ -53,7 +55,10 @@ def mano_head_bias_init(camera_scale: float):
 
 
 class InitRegressor(nn.Module):
-  """Stage 0 from c4 (spec §4): per-hand sigmoid attention pooling, MANO heads, offset from the mean of c4."""
+  """Stage 0 from c4: per-hand sigmoid attention pooling, MANO heads, offset from the mean of c4.
+
+  docs/architecture.md#initial-regressor.
+  """
   center_idx: int = 0
   attention_dim: int = 1024  # hidden channels of the attention branch
   camera_scale_init: float = 0.0
@@ -67,7 +72,7 @@ class InitRegressor(nn.Module):
     for side in ('left', 'right'):
       attn = jax.nn.sigmoid(ConvBNReLUConv(self.attention_dim, 1, kernel=3, name=f'attention_{side}', dtype=self.dtype)(c4, train))
       self.sow('intermediates', f'attention_{side}_out', attn)
-      # Attention pooling; the denominator's 1e-8 is the reference's (quirk Q16).
+      # Attention pooling; the denominator's 1e-8 is the reference's (docs/quirks.md#q16).
       pooled = jnp.sum(c4 * attn, axis=(1, 2)) / (jnp.sum(attn, axis=(1, 2)) + 1e-8)
       paras[side] = nn.Dense(MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype,
                              bias_init=mano_head_bias_init(self.camera_scale_init))(pooled)
@@ -76,7 +81,7 @@ class InitRegressor(nn.Module):
 
 
 class RegressorOffset(nn.Module):
-  """Refinement regressor (spec §6g, quirk Q9): fresh parameters from [joint features, previous parameters].
+  """Refinement regressor (docs/quirks.md#q9): fresh parameters from [joint features, previous parameters].
 
   Not residual: the previous 64-vector is an input, not a base to add to.
   """

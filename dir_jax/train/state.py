@@ -1,4 +1,7 @@
-"""Train state, optimizer and learning-rate schedule (spec §11: AdamW, cosine decay to 0)."""
+"""Train state, optimizer and learning-rate schedule (AdamW, cosine decay to 0).
+
+The released recipe: docs/architecture.md#training.
+"""
 
 from typing import Any
 

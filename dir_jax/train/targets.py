@@ -1,4 +1,6 @@
-"""Ground truth for a batch, computed from the MANO parameters on the accelerator (spec §10, §12).
+"""Ground truth for a batch, computed from the MANO parameters on the accelerator.
+
+Map: docs/architecture.md#losses.
 
 The converted dataset stores MANO parameters and intrinsics, not joints or vertices; this module poses
 both hands with the ground-truth layer (`gt_mano`, camera frame, metres), projects them with the
@@ -11,7 +13,7 @@ import jax.numpy as jnp
 from dir_jax.mano import ManoPair, gt_mano
 
 SIDES = ('left', 'right')
-# Spec §12: the loader's `center_*` is the GT middle-finger MCP (joint 9).
+# The reference loader's `center_*` is the GT middle-finger MCP (joint 9; docs/quirks.md#q1).
 CENTER_JOINT = 9
 
 

@@ -33,7 +33,7 @@ def test_report_counts(setup):
   model, template, weights = setup
   _, report = convert_state_dict(weights, template, model.stages)
   # 963 entries: 556 used params + 212 BN stats loaded; 60 MANO + 2 grid + 106 counters + 1 loss ignored;
-  # backbone.fc (2) and STEblocks.0 (2 x 12) unused (spec §14).
+  # backbone.fc (2) and STEblocks.0 (2 x 12) unused (docs/architecture.md#checkpoint-conversion).
   assert len(report.loaded) == 556 + 212
   assert len(report.ignored) == 60 + 2 + 106 + 1
   assert len(report.unused) == 2 + 24
@@ -87,7 +87,7 @@ def test_pth_with_net_and_module_prefix(tmp_path):
 
 
 def test_torchvision_resnet50_import_reproduces_backbone_features(setup, fixture_dir):
-  """torchvision's ResNet-50 names are DIR's backbone names without the prefix (spec §3): importing the
+  """torchvision's ResNet-50 names are DIR's backbone names without the prefix: importing the
   fixture's backbone as a torchvision state dict into a fresh model reproduces the reference's c3/c4."""
   model, template, weights = setup
   torchvision_state = {k[len('backbone.'):]: v for k, v in weights.items() if k.startswith('backbone.')}

@@ -78,7 +78,8 @@ def _randomize_all_bn(module: torch.nn.Module, rng):
 
 
 # ------------------------------------------------------------------------------------------------
-# Joint sampling: F.grid_sample(bilinear, zeros, align_corners=False), as DIR's img2joint (spec Q10).
+# Joint sampling: F.grid_sample(bilinear, zeros, align_corners=False), as DIR's img2joint
+# (docs/quirks.md#q10).
 
 
 def _sample_points(rng, h, w):
@@ -106,7 +107,10 @@ def test_sample_joints_matches_grid_sample():
 
 
 def test_grid_sample_point_gradient_wrt_features():
-  """Image features are not detached before sampling (spec §7): the backward pass must match too."""
+  """Image features are not detached before sampling: the backward pass must match too.
+
+  docs/architecture.md#gradient-paths.
+  """
   rng = _rng(1)
   c, h, w = 3, 6, 5
   fmap = rng.normal(size=(c, h, w)).astype(np.float32)
@@ -121,7 +125,8 @@ def test_grid_sample_point_gradient_wrt_features():
 
 
 # ------------------------------------------------------------------------------------------------
-# Bilinear upsampling: nn.Upsample(scale_factor, mode='bilinear') = align_corners=False (spec Q11).
+# Bilinear upsampling: nn.Upsample(scale_factor, mode='bilinear') = align_corners=False
+# (docs/quirks.md#q11).
 
 
 @pytest.mark.parametrize('h, w, factor, atol', [
@@ -139,7 +144,8 @@ def test_upsample_bilinear_matches_torch(h, w, factor, atol):
 
 
 # ------------------------------------------------------------------------------------------------
-# Attention and the inter-hand transformer (spec §6f), written here in torch from the spec.
+# Attention and the inter-hand transformer, written here in torch from their description
+# (docs/architecture.md#joint-space, docs/quirks.md#q5, docs/quirks.md#q6).
 
 
 class TorchAttention(torch.nn.Module):
@@ -174,7 +180,10 @@ class TorchBlock(torch.nn.Module):
 
 
 class TorchSTE(torch.nn.Module):
-  """The reference's STE as spec §6f describes it: blocks 1..depth-1 only, shared norm after each."""
+  """The reference's STE: blocks 1..depth-1 only, shared norm after each.
+
+  docs/quirks.md#q5, docs/quirks.md#q6.
+  """
 
   def __init__(self, tokens=42, dim=128, out=64, depth=4, heads=4, mlp_ratio=2.0):
     super().__init__()
@@ -230,7 +239,7 @@ def test_inter_hand_transformer_matches_torch():
   state = _numpy_state(_holder(projecter=_holder(interaction=ref_module)))
   template = jax.eval_shape(lambda a: _Projecter().init(jax.random.PRNGKey(0), a), x)
   variables, report = convert_state_dict(state, template, stages=())
-  # Block 0 is built but never run (spec Q5): its 12 entries are reported unused, not loaded.
+  # Block 0 is built but never run (docs/quirks.md#q5): its 12 entries are reported unused, not loaded.
   assert len(report.unused) == 12 and all(k.startswith('projecter.interaction.STEblocks.0.') for k in report.unused)
   ours = jax.jit(_Projecter().apply)(variables, x)
   _assert_close(ours, ref_module(torch.from_numpy(x)).detach().numpy())
@@ -339,7 +348,7 @@ def test_conv_bn_relu_conv_round_trip(first_bias):
 
 
 class TorchResidual(torch.nn.Module):
-  """Pre-activation bottleneck of spec §5 with the reference's names (`convK.conv`, `skip_layer.conv`)."""
+  """Pre-activation bottleneck with the reference's names (`convK.conv`, `skip_layer.conv`); docs/quirks.md#q23."""
 
   def __init__(self, cin, cout):
     super().__init__()

@@ -57,7 +57,7 @@ def test_rotations_match_reference(cases):
 
 
 def test_left_fix_changes_left_outputs(pair, cases, fixture_mano_dir):
-  """Without the fix the left hand differs from the reference; with it, it matches (Q20)."""
+  """Without the fix the left hand differs from the reference; with it, it matches (docs/quirks.md#q20)."""
   unfixed = load_mano(find_mano_file(fixture_mano_dir, 'left'), 'left')
   np.testing.assert_array_equal(unfixed.shapedirs[:, 0], -pair.left.shapedirs[:, 0])
   pose = np.concatenate([cases['case.six_d'], cases['case.pca']], axis=1)
@@ -84,7 +84,7 @@ def generated_mano_dir(tmp_path_factory):
 @pytest.mark.parametrize('asset', ['fixture', 'generated'])
 @pytest.mark.parametrize('side', ['left', 'right'])
 def test_matches_smplx(fixture_mano_dir, generated_mano_dir, asset, side):
-  """smplx is an independent MANO implementation. Its documented differences (spec §9.4): no left fix,
+  """smplx is an independent MANO implementation. Its known differences: no left fix (docs/quirks.md#q20),
   16 joints without tips, axis-angle hand pose (PCA off) with the mean pose added, translation added."""
   path = find_mano_file(fixture_mano_dir if asset == 'fixture' else generated_mano_dir, side)
   asset = load_mano(path, side)  # unfixed, as smplx reads it

@@ -49,7 +49,7 @@ def test_scan_equals_separate_stages(mano, train):
   out_a, state_a = apply(scanned)(variables, images)
   out_b, state_b = apply(separate)(split, images)
   # Same arithmetic, different XLA fusion: eval mode agrees to float32 rounding; train mode normalises
-  # with batch statistics over 2 examples, which amplifies that rounding ~100x (spec Q28).
+  # with batch statistics over 2 examples, which amplifies that rounding ~100x (docs/quirks.md#q28).
   tol = 1e-3 if train else 1e-5
   chex.assert_trees_all_close(out_a, out_b, atol=tol, rtol=tol)
   if train:
