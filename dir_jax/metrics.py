@@ -1,8 +1,8 @@
-"""Evaluation metrics of DIR (spec §13): MPJPE, MPVPE, MRRPE, MIAA, PCK/AUC and interpenetration volume.
+"""Evaluation metrics of DIR (docs/architecture.md#metrics): MPJPE, MPVPE, MRRPE, MIAA, PCK/AUC and interpenetration volume.
 
 Pure functions on arrays, no model inside. The evaluation follows the authors' apps/eval.py:
 - Joints of both the ground truth and the prediction are regressed from vertices with the 21-row
-  evaluation regressor `eval_joint_regressor` (spec §9.3, Q24), not taken from the network.
+  evaluation regressor `eval_joint_regressor` (docs/quirks.md#q24), not taken from the network.
 - Alignment (per hand, per sample) at a root joint: the GT root is subtracted from the GT and the
   predicted root from the prediction; optionally the prediction is then scaled by the bone-length
   ratio ||J9 - J0||_gt / ||J9 - J0||_pred. `SETTINGS` names the settings of the paper's Table 2
@@ -29,13 +29,14 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from dir_jax import protocol
 from dir_jax.mano import constants
 from dir_jax.mano.asset import ManoAsset, ManoPair
 
 HANDS = ('left', 'right')
 GT_KEYS = ('verts_cam_left', 'verts_cam_right', 'intrinsics')  # see the module docstring
 PRED_KEYS = ('mesh_xyz_left', 'mesh_xyz_right', 'offset')
-OFFSET_UNIT_M = 0.15  # `pd_offset` is in units of 0.15 m (spec §0)
+OFFSET_UNIT_M = 0.15  # `pd_offset` is in units of 0.15 m (docs/architecture.md#conventions)
 BONE_JOINTS = (0, 9)  # wrist and middle-finger MCP: the bone whose length sets the scale
 PCK_THRESHOLDS_MM = tuple(np.linspace(0.0, 50.0, 101).tolist())  # 0, 0.5, ..., 50 mm
 VOXEL_M = 0.005  # interpenetration voxel edge (0.5 cm, so one voxel is 0.125 cm^3)
@@ -61,10 +62,10 @@ SETTINGS = {
 # Joint regressor, alignment, projection (work on numpy and jax arrays alike).
 
 def eval_joint_regressor(asset: ManoAsset) -> np.ndarray:
-  """The evaluation regressor `Jr` (spec §9.3): (21, 778) float64, rows in DIR's 21-joint order.
+  """The evaluation regressor `Jr` (docs/quirks.md#q24): (21, 778) float64, rows in DIR's 21-joint order.
 
   The 16 MANO `J_regressor` rows plus one-hot rows for the tip vertices (745, 317, 444, 556, 673)
-  for both hands (spec Q20), reordered with `constants.REORDER_TO_21`.
+  for both hands (docs/quirks.md#q20), reordered with `constants.REORDER_TO_21`.
   """
   tips = np.zeros((len(constants.TIP_VERTS_GT), constants.NUM_VERTS))
   tips[np.arange(len(constants.TIP_VERTS_GT)), constants.TIP_VERTS_GT] = 1.0
@@ -111,7 +112,7 @@ def project(points_m, intrinsics):
 def hand_errors(jr, gt_verts_cam_m, pd_verts_m, intrinsics, setting: AlignSetting):
   """Per-point errors of one hand under one alignment setting.
 
-  The pixel errors are the reprojection-alignment error of spec §13, reported as MIAA: the aligned
+  The pixel errors are the reprojection-alignment error of docs/quirks.md#q24, reported as MIAA: the aligned
   (and scaled) prediction is moved to the GT root, projected with the crop intrinsics and compared
   with the projected GT in pixels of the 256x256 crop (apps/eval.py prints them with the label "mm").
 
@@ -141,7 +142,7 @@ def hand_errors(jr, gt_verts_cam_m, pd_verts_m, intrinsics, setting: AlignSettin
 
 def mrrpe(gt_joints_left, gt_joints_right, pd_joints_left, pd_joints_right, pd_offset_015m,
           root_joint: int = 0):
-  """Mean relative-root position error per sample (spec §13): (B,) metres.
+  """Mean relative-root position error per sample (docs/architecture.md#metrics): (B,) metres.
 
   Compares the GT right-minus-left root vector with the predicted one. For the wrist (root_joint 0)
   the prediction is `0.15 * pd_offset` alone, as apps/eval.py does (the network centres both hands
@@ -165,21 +166,23 @@ def mrrpe(gt_joints_left, gt_joints_right, pd_joints_left, pd_joints_right, pd_o
 # PCK and AUC.
 
 def pck_curve(errors_mm, thresholds_mm=PCK_THRESHOLDS_MM) -> np.ndarray:
-  """Fraction of errors <= each threshold: any-shape errors (mm), (T,) thresholds -> (T,)."""
-  errors = np.asarray(errors_mm, np.float64).reshape(-1)
-  return (errors[:, None] <= np.asarray(thresholds_mm)[None, :]).mean(axis=0)
+  """Fraction of errors <= each threshold: any-shape errors (mm), (T,) thresholds -> (T,).
+
+  NaN (invalid) errors are left out (`protocol.pck_curve_masked`, pooled over every entry).
+  """
+  return protocol.pck_curve_masked(errors_mm, thresholds_mm)
 
 
 def pck_auc(errors_mm, thresholds_mm=PCK_THRESHOLDS_MM) -> float:
-  """Area under the PCK curve over [t_first, t_last], normalised to [0, 1].
+  """Area under the PCK curve over [t_first, t_last], normalised to [0, 1], by the field's rule.
 
-  Computed exactly as the integral of the empirical PCK (a step function), which equals the mean of
-  clip((t_last - e) / (t_last - t_first), 0, 1); a trapezoid rule on the sampled curve would differ
-  from it by at most half a threshold step over the range (0.005 for 101 thresholds over 0-50 mm).
+  The trapezoid rule on the curve sampled at the thresholds, divided by the trapezoid rule on ones
+  (FreiHAND's `EvalUtil`; `protocol.pck_auc_trapezoid`, pooled, NaN errors left out). It differs
+  from the exact area under the step curve, mean(clip((t_last - e) / (t_last - t_first), 0, 1)), by
+  at most half a threshold step over the range per error (0.005 for 101 thresholds over 0-50 mm);
+  e.g. every error 10 mm gives 0.805, not 0.8.
   """
-  errors = np.asarray(errors_mm, np.float64).reshape(-1)
-  t_first, t_last = float(thresholds_mm[0]), float(thresholds_mm[-1])
-  return float(np.clip((t_last - errors) / (t_last - t_first), 0.0, 1.0).mean())
+  return protocol.pck_auc_trapezoid(errors_mm, thresholds_mm)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -525,10 +528,10 @@ def scalar_metrics(results: Mapping) -> dict[str, float]:
 # Reference numbers, Markdown table, PCK plot.
 
 def paper_reference(release: str = 'current') -> dict[str, float]:
-  """The authors' README numbers of the released checkpoint (spec §13), setting 'table2'.
+  """The authors' README numbers of the released checkpoint (docs/architecture.md#metrics), setting 'table2'.
 
   Args:
-    release: 'current' (checkpoint at the spec's HEAD) or 'oct2023' (the earlier checkpoint).
+    release: 'current' (the checkpoint of the reference's commit e309457) or 'oct2023' (the earlier checkpoint).
 
   Returns:
     Keys as in `summarize` without the stage prefix (mm, pixels for miaa_*).

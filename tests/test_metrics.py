@@ -193,9 +193,13 @@ def test_pck_step_and_auc():
   thresholds = np.asarray(metrics.PCK_THRESHOLDS_MM)
   assert len(thresholds) == 101 and thresholds[-1] == 50.0
   np.testing.assert_array_equal(curve, (thresholds >= 10.0).astype(float))
-  assert metrics.pck_auc(errors) == pytest.approx(0.8, abs=1e-12)
+  # Trapezoid rule on the sampled curve (FreiHAND's EvalUtil): 0 up to 9.5 mm, 1 from 10 mm, so
+  # (0.5 * 0.5 + 40) / 50 = 0.805 (the exact step-curve area would be 0.8).
+  assert metrics.pck_auc(errors) == pytest.approx(0.805, abs=1e-12)
   spread = np.array([0.0, 25.0, 50.0, 75.0])
-  assert metrics.pck_auc(spread) == pytest.approx((1 + 0.5 + 0 + 0) / 4, abs=1e-12)
+  # Curve 1/4 on [0, 25), 1/2 on [25, 50), 3/4 at 50; each jump costs a trapezoid of width 0.5 mm:
+  # (24.5 / 4 + 0.5 * (1/4 + 1/2) / 2 + 24.5 / 2 + 0.5 * (1/2 + 3/4) / 2) / 50.
+  assert metrics.pck_auc(spread) == pytest.approx((6.125 + 0.1875 + 12.25 + 0.3125) / 50, abs=1e-12)
   assert metrics.pck_curve(spread)[50] == 0.5  # threshold 25 mm, inclusive
   # Uniform errors on [0, 50]: PCK(t) = t / 50, AUC = 1/2.
   uniform = np.linspace(0, 50, 100001)
