@@ -1,4 +1,4 @@
-"""Evaluates a checkpoint with the paper's metrics (docs/architecture.md#metrics), per hand and per refinement stage.
+"""Evaluates a checkpoint with the field's metrics under named protocols, per hand and per refinement stage.
 
   python evaluate.py --checkpoint runs/exp1 --config=configs/dir_reference.py \
       --config.data.data_dir=DATA --out runs/exp1/eval [--config.mano_dir=MANO] [--compilation_cache=DIR]
@@ -12,8 +12,19 @@ when given on the command line, else the folder the checkpoint was trained with 
 `--config.mano_dir` when that folder is gone), else the config file's. The config file supplies the
 data and evaluation settings. `--compilation_cache` keeps compiled programs on disk for the next run
 (default ~/.cache/dir_jax/jax_cache, under $XDG_CACHE_HOME when set; `--compilation_cache=` turns it
-off). Writes `metrics.json`, `metrics.md` (our numbers next to the released checkpoint's README numbers)
-and `pck.png` to `--out` (default: CHECKPOINT/eval; for a step folder, eval-STEP beside it).
+off).
+
+Every number belongs to an evaluation protocol named in words (docs/evaluation.md, dir_jax/protocol.py):
+root joint x scaling x ground-truth joints (regressed from the GT MANO mesh, or InterHand2.6M's
+triangulated joints with their validity) x subset. `--protocol KEY` (repeatable) chooses them, e.g.
+`--protocol wrist-unscaled-triangulated-human_annot --human_annot aid_human_annot_test.txt`; by
+default DIR's three settings on MANO joints, the Procrustes-aligned errors, and, when the dataset
+stores triangulated joints (interhand26m >= 1.1.0), wrist-unscaled-triangulated-interacting.
+
+Writes `metrics.json` (every protocol's numbers, per-joint errors, and 'protocols': key -> name),
+`metrics.md` (our numbers by protocol next to the released checkpoint's README numbers, then peers'
+published numbers under the protocol each was measured with) and `pck.png` to `--out` (default:
+CHECKPOINT/eval; for a step folder, eval-STEP beside it).
 """
 
 import json
@@ -30,6 +41,11 @@ flags.DEFINE_string('out', None, 'output folder (default: <checkpoint>/eval; for
 flags.DEFINE_string('compilation_cache', None, 'persistent compilation cache folder (default: '
                     '$XDG_CACHE_HOME/dir_jax/jax_cache or ~/.cache/dir_jax/jax_cache; empty turns it off)')
 flags.DEFINE_string('split', None, 'split to evaluate (default: config.data.eval_split)')
+flags.DEFINE_multi_string('protocol', None, 'evaluation protocol key ROOT-SCALING-GTJOINTS-SUBSET (dir_jax/protocol.py, '
+                          'docs/evaluation.md), repeatable; default: DIR\'s three settings on MANO joints, and '
+                          'wrist-unscaled-triangulated-interacting when the dataset stores triangulated joints')
+flags.DEFINE_string('human_annot', None, 'for a *-human_annot protocol: InterHand2.6M\'s list of human-annotated '
+                    'annotation ids (aid_human_annot_test.txt as InterWild distributes it: one id per line)')
 config_flags.DEFINE_config_file('config', DEFAULT_CONFIG, 'config file for data and evaluation settings (default: the '
                                 'installed package\'s configs/dir_reference.py, not one in the current folder)')
 FLAGS = flags.FLAGS
@@ -37,7 +53,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from dir_jax import checkpoint, compilation_cache, metrics  # pylint: disable=import-outside-toplevel
+  from dir_jax import checkpoint, compilation_cache, metrics, protocol  # pylint: disable=import-outside-toplevel
   from dir_jax.data import input_pipeline  # pylint: disable=import-outside-toplevel
   from dir_jax.mano import load_mano_pair  # pylint: disable=import-outside-toplevel
   from dir_jax.train import trainer  # pylint: disable=import-outside-toplevel
@@ -61,7 +77,17 @@ def main(argv):
   config.model.input_size = _input_size(config, restored)
   mano = load_mano_pair(mano_dir)
   builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
-  results = trainer.evaluate(restored.model, restored.variables, mano, builder, config, trainer.make_mesh())
+  dataset = f'{builder.data_dir} (interhand26m {builder.info.version})'
+  try:
+    settings, triangulated = metrics.choose_protocols(FLAGS.protocol, input_pipeline.has_triangulated_joints(builder),
+                                                      dataset)
+    human_annot_ids = (protocol.read_annotation_ids(FLAGS.human_annot, '--human_annot')
+                       if any(p.subset == 'human_annot' for p in triangulated) else None)
+  except ValueError as e:
+    raise SystemExit(f'error: {e}') from e
+  logging.info('protocols: %s', '; '.join(p.name for p in [*settings.values(), *triangulated]))
+  results = trainer.evaluate(restored.model, restored.variables, mano, builder, config, trainer.make_mesh(),
+                             settings=settings, triangulated=triangulated, human_annot_ids=human_annot_ids)
   results['checkpoint'], results['step'] = os.path.abspath(FLAGS.checkpoint), int(restored.step)
   with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
     json.dump(results, f, indent=1)

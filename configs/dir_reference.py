@@ -61,5 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 5000  # 0 = no periodic evaluation
   config.eval_at_start = False  # also evaluate the initial parameters (metrics_0.json)
   config.eval_voxel_m = 0.005  # interpenetration voxel; None skips the volume (faster evaluation)
-  config.best_metric = 'table2/mpjpe/all'  # of the last stage, lower is better
+  # Of the last stage, lower is better: PROTOCOL_KEY/METRIC/HAND (dir_jax/protocol.py; this is DIR's
+  # setting: wrist, scaled, MANO joints, interacting).
+  config.best_metric = 'wrist-scaled-mano-interacting/mpjpe/all'
   return config

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from configs import load_config
-from dir_jax import checkpoint
+from dir_jax import checkpoint, metrics, protocol
 from dir_jax.data import input_pipeline
 from dir_jax.mano import load_mano_pair
 from dir_jax.predict import render_hands
@@ -30,12 +30,17 @@ from dir_jax.render.stages_figure import titled_row
 from dir_jax.train import step as step_lib
 from dir_jax.train.targets import ground_truth
 
-SUMMARY_KEYS = (('table2/mpjpe/all', 'MPJPE, wrist-aligned and scaled (mm)'),
-                ('table2/mpvpe/all', 'MPVPE, wrist-aligned and scaled (mm)'),
-                ('table3_noscale/mpjpe/all', 'MPJPE, middle-MCP-aligned, no scaling (mm)'),
-                ('table2/mrrpe/all', 'MRRPE (mm)'),
-                ('table2/miaa_joint/all', 'MIAA joints (px)'),
-                ('table2/auc/all', 'PCK AUC 0-50 mm (higher is better)'))
+_DIR_KEY = protocol.DIR.key
+_TRIANGULATED_KEY = protocol.INTERHAND26M_INTERACTING.key
+# (result key without the stage, metric label); the table names each row's protocol in words.
+SUMMARY_KEYS = ((f'{_DIR_KEY}/mpjpe/all', 'MPJPE (mm)'),
+                (f'{_DIR_KEY}/mpvpe/all', 'MPVPE (mm)'),
+                (f'{protocol.DIR_MIDDLE_MCP_UNSCALED.key}/mpjpe/all', 'MPJPE (mm)'),
+                (f'{_TRIANGULATED_KEY}/mpjpe/all', 'MPJPE (mm)'),
+                (f'{metrics.PROCRUSTES_KEY}/mpjpe/all', 'MPJPE (mm)'),
+                (f'{_DIR_KEY}/mrrpe/all', 'MRRPE (mm)'),
+                (f'{_DIR_KEY}/miaa_joint/all', 'MIAA joints (px)'),
+                (f'{_DIR_KEY}/auc/all', 'PCK AUC 0-50 mm (higher is better)'))
 
 
 def picture_rows(workdir: str, config, num_images: int) -> list[np.ndarray]:
@@ -66,9 +71,11 @@ def picture_rows(workdir: str, config, num_images: int) -> list[np.ndarray]:
 def summary_table(initial: dict, trained: dict, stage: int) -> str:
   lines = [f'| held-out synthetic test images ({trained["num_samples"]}) | at initialisation | trained |',
            '| --- | --- | --- |']
+  names = metrics.protocol_names(sorted({key.split('/')[0] for key, _ in SUMMARY_KEYS}))
   for key, label in SUMMARY_KEYS:
     full = f'stage{stage}/{key}'
-    lines.append(f'| {label} | {initial[full]:.2f} | {trained[full]:.2f} |')
+    if full in trained:
+      lines.append(f'| {label}, {names[key.split("/")[0]]} | {initial[full]:.2f} | {trained[full]:.2f} |')
   return '\n'.join(lines)
 
 

@@ -5,10 +5,15 @@ Pure functions on arrays, no model inside. The evaluation follows the authors' a
   evaluation regressor `eval_joint_regressor` (docs/quirks.md#q24), not taken from the network.
 - Alignment (per hand, per sample) at a root joint: the GT root is subtracted from the GT and the
   predicted root from the prediction; optionally the prediction is then scaled by the bone-length
-  ratio ||J9 - J0||_gt / ||J9 - J0||_pred. `SETTINGS` names the settings of the paper's Table 2
-  (wrist + scale, also the README's) and Table 3 (middle MCP, with and without scale).
-- Errors are per joint / vertex L2 distances, concatenated over the dataset and averaged (exact means);
-  'all' is the mean of the left and right numbers.
+  ratio ||J9 - J0||_gt / ||J9 - J0||_pred. Every number belongs to a protocol
+  (`dir_jax.protocol.Protocol`: root x scaling x MANO or triangulated joints x subset), keyed by
+  `Protocol.key` and named in words in the result's 'protocols'. `SETTINGS` holds the protocols on
+  MANO joints of the paper's Table 2 (wrist + scale, also the README's) and Table 3 (middle MCP,
+  with and without scale); PROCRUSTES_KEY the Procrustes-aligned errors; `TRIANGULATED` the
+  protocols on InterHand2.6M's triangulated joints, computed when the data carries them.
+- Errors are per joint / vertex L2 distances, concatenated over the dataset; joint errors are
+  averaged per joint over the samples where the joint is scored, then over the joints (exact means
+  when every joint is scored); 'all' is the mean over both hands.
 
 Inputs (one batch of B samples):
   gt:   'verts_cam_left', 'verts_cam_right' (B, 778, 3) metres, camera frame;
@@ -16,10 +21,13 @@ Inputs (one batch of B samples):
   pred: one stage result of `dir_jax.model.dir.DIR`: 'mesh_xyz_left', 'mesh_xyz_right' (B, 778, 3)
         metres, root-relative; 'offset' (B, 3) right root minus left root in units of 0.15 m.
 
-Result keys: '{stage}/{setting}/{metric}/{hand}' with metric in mpjpe, mpvpe (mm), miaa_joint,
+Result keys: '{stage}/{protocol key}/{metric}/{hand}' with metric in mpjpe, mpvpe (mm), miaa_joint,
 miaa_vert (pixels), auc (in [0, 1]), pck (list of fractions at 'pck_thresholds_mm'), hand in left,
-right, all; '{stage}/{setting}/mrrpe/all' (mm); '{stage}/iv/all' (cm^3, when computed);
-'num_samples' and 'pck_thresholds_mm'. All values are plain Python numbers or lists (JSON-ready).
+right, all; '{stage}/{key}/joint_errors_mm/{left,right}' (21 per-joint means, DIR's joint order,
+None where a joint is never scored);
+'{stage}/{key}/num_samples'; '{stage}/{key}/mrrpe/all' (mm); '{stage}/iv/all' (cm^3, when
+computed); 'num_samples', 'pck_thresholds_mm' and 'protocols' ({key: name}). All values are plain
+Python numbers, lists or dicts (JSON-ready).
 """
 
 import dataclasses
@@ -30,11 +38,13 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from dir_jax import protocol
+from dir_jax.data import schema
 from dir_jax.mano import constants
 from dir_jax.mano.asset import ManoAsset, ManoPair
 
 HANDS = ('left', 'right')
 GT_KEYS = ('verts_cam_left', 'verts_cam_right', 'intrinsics')  # see the module docstring
+TRIANGULATED_GT_KEYS = ('joint_3d_cam_m', 'joint_3d_valid', 'hand_type')  # plus 'human_annot' when known
 PRED_KEYS = ('mesh_xyz_left', 'mesh_xyz_right', 'offset')
 OFFSET_UNIT_M = 0.15  # `pd_offset` is in units of 0.15 m (docs/architecture.md#conventions)
 BONE_JOINTS = (0, 9)  # wrist and middle-finger MCP: the bone whose length sets the scale
@@ -45,17 +55,15 @@ CM3_PER_M3 = 1e6
 log = logging.getLogger(__name__)
 
 
-class AlignSetting(NamedTuple):
-  """How the prediction is aligned to the ground truth before measuring errors."""
-  root_joint: int  # joint (21-joint order) subtracted from GT and prediction separately
-  scale: bool  # multiply the prediction by the GT/predicted wrist-to-middle-MCP length ratio
-
-
-SETTINGS = {
-    'table2': AlignSetting(0, True),  # wrist + scale: apps/eval.py's default, the README numbers
-    'table3': AlignSetting(9, True),  # middle MCP + scale
-    'table3_noscale': AlignSetting(9, False),  # middle MCP, no scale
-}
+# The protocols on joints regressed from the GT MANO mesh, by key: the paper's Table 2 (wrist +
+# scale: apps/eval.py's default, the README numbers) and Table 3 (middle MCP, with and without scale).
+SETTINGS = {p.key: p for p in (protocol.DIR, protocol.DIR_MIDDLE_MCP, protocol.DIR_MIDDLE_MCP_UNSCALED)}
+# Procrustes-aligned errors on the MANO joints and vertices (no root or scale choice).
+PROCRUSTES_KEY = 'procrustes-mano-interacting'
+PROCRUSTES_NAME = 'Procrustes-aligned, MANO joints, interacting'
+# Protocols on InterHand2.6M's triangulated joints computed when the data carries them (interhand26m
+# >= 1.1.0): the InterHand2.6M/InterWild setting on the subset the builder converts.
+TRIANGULATED = (protocol.INTERHAND26M_INTERACTING,)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -109,7 +117,7 @@ def project(points_m, intrinsics):
   return homogeneous[..., :2] / homogeneous[..., 2:]
 
 
-def hand_errors(jr, gt_verts_cam_m, pd_verts_m, intrinsics, setting: AlignSetting):
+def hand_errors(jr, gt_verts_cam_m, pd_verts_m, intrinsics, setting: protocol.Protocol):
   """Per-point errors of one hand under one alignment setting.
 
   The pixel errors are the reprojection-alignment error of docs/quirks.md#q24, reported as MIAA: the aligned
@@ -121,17 +129,18 @@ def hand_errors(jr, gt_verts_cam_m, pd_verts_m, intrinsics, setting: AlignSettin
     gt_verts_cam_m: (B, 778, 3) GT vertices, metres, camera frame.
     pd_verts_m: (B, 778, 3) predicted vertices, metres, any translation.
     intrinsics: (B, 3, 3) crop intrinsics.
-    setting: root joint and scaling.
+    setting: a protocol on MANO joints (its root joint and scaling are used).
 
   Returns:
     dict of joint_mm (B, 21), vert_mm (B, 778), joint_px (B, 21), vert_px (B, 778).
   """
   gt_joints = regress_joints(jr, gt_verts_cam_m)
   pd_joints = regress_joints(jr, pd_verts_m)
-  scale = bone_length_scale(gt_joints, pd_joints) if setting.scale else 1.0
-  gt_j, gt_v = root_align(gt_joints, gt_verts_cam_m, setting.root_joint)
-  pd_j, pd_v = root_align(pd_joints, pd_verts_m, setting.root_joint, scale)
-  gt_root = gt_joints[..., setting.root_joint:setting.root_joint + 1, :]
+  scale = bone_length_scale(gt_joints, pd_joints) if setting.scaled else 1.0
+  root = setting.root_index
+  gt_j, gt_v = root_align(gt_joints, gt_verts_cam_m, root)
+  pd_j, pd_v = root_align(pd_joints, pd_verts_m, root, scale)
+  gt_root = gt_joints[..., root:root + 1, :]
   return {
       'joint_mm': 1000.0 * _norm(pd_j - gt_j),
       'vert_mm': 1000.0 * _norm(pd_v - gt_v),
@@ -384,22 +393,35 @@ class EvalMano:
         hole_loops=loops)
 
 
+def _triangulated_gt(gt: Mapping, side: str) -> tuple[np.ndarray, np.ndarray]:
+  """One hand's triangulated joints (B, 21, 3) m and validity (B, 21) in DIR's joint order."""
+  joints = schema.interhand_joints_in_dir_order(np.asarray(gt['joint_3d_cam_m'], np.float64), side)
+  valid = schema.interhand_joints_in_dir_order(np.asarray(gt['joint_3d_valid'], bool)[..., None], side)[..., 0]
+  return joints, valid
+
+
 def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
-                  settings: Mapping[str, AlignSetting] = SETTINGS, voxel_m: float | None = VOXEL_M):
+                  settings: Mapping[str, protocol.Protocol] = SETTINGS, voxel_m: float | None = VOXEL_M,
+                  triangulated: Sequence[protocol.Protocol] = ()):
   """Per-sample errors of one batch and one stage, float64 numpy.
 
   Args:
     mano: regressors and closed faces (`EvalMano.from_pair`).
-    gt: 'verts_cam_{left,right}' (B, 778, 3) m camera frame, 'intrinsics' (B, 3, 3).
+    gt: 'verts_cam_{left,right}' (B, 778, 3) m camera frame, 'intrinsics' (B, 3, 3); for
+      `triangulated`: 'joint_3d_cam_m' (B, 42, 3) m, 'joint_3d_valid' (B, 42) bool (InterHand2.6M's
+      order, `dir_jax.data.schema`), 'hand_type' (B,) index into `schema.HAND_TYPES`, and for the
+      human_annot subset 'human_annot' (B,) bool.
     pred: 'mesh_xyz_{left,right}' (B, 778, 3) m, 'offset' (B, 3) in 0.15 m units.
-    settings: alignment settings by name.
+    settings: protocols on MANO joints, by key.
     voxel_m: interpenetration voxel edge; None skips the (slow, per-sample) volume.
+    triangulated: protocols on triangulated joints.
 
   Returns:
-    Flat dict: '{setting}/joint_mm/{hand}' (B, 21); '{setting}/{vert_mm,joint_px,vert_px}/{hand}'
-    (B,) per-sample means; '{setting}/mrrpe_mm' (B,); 'iv_cm3' (B,) when voxel_m is set: the volume
-    shared by the two predicted meshes, the right one placed at the left one plus 0.15 * offset
-    (the prediction as it is, no alignment or scaling).
+    Flat dict: '{key}/joint_mm/{hand}' (B, 21), NaN where a joint is not scored (invalid, or the
+    sample outside the protocol's subset); for MANO protocols '{key}/{vert_mm,joint_px,vert_px}/{hand}'
+    (B,) per-sample means and '{key}/mrrpe_mm' (B,); PROCRUSTES_KEY's joint_mm and vert_mm; 'iv_cm3'
+    (B,) when voxel_m is set: the volume shared by the two predicted meshes, the right one placed at
+    the left one plus 0.15 * offset (the prediction as it is, no alignment or scaling).
   """
   f64 = lambda x: np.asarray(x, np.float64)
   intrinsics = f64(gt['intrinsics'])
@@ -416,7 +438,18 @@ def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
       for key in ('vert_mm', 'joint_px', 'vert_px'):
         out[f'{name}/{key}/{h}'] = err[key].mean(-1)
     out[f'{name}/mrrpe_mm'] = 1000.0 * mrrpe(gt_joints['left'], gt_joints['right'], pd_joints['left'],
-                                             pd_joints['right'], offset, setting.root_joint)
+                                             pd_joints['right'], offset, setting.root_index)
+  for h in HANDS:
+    out[f'{PROCRUSTES_KEY}/joint_mm/{h}'] = protocol.procrustes_errors_mm(pd_joints[h], gt_joints[h])
+    out[f'{PROCRUSTES_KEY}/vert_mm/{h}'] = protocol.procrustes_errors_mm(pd_verts[h], gt_verts[h]).mean(-1)
+  if triangulated:
+    hand_type = np.asarray(schema.HAND_TYPES)[np.asarray(gt['hand_type'], np.int64)]
+    for p in triangulated:
+      in_subset = protocol.subset_mask(p.subset, hand_type, gt.get('human_annot'))
+      for h in HANDS:
+        joints, valid = _triangulated_gt(gt, h)
+        out[f'{p.key}/joint_mm/{h}'] = protocol.protocol_errors_mm(p, pd_joints[h], joints,
+                                                                   valid & in_subset[:, None])
   if voxel_m is not None:
     if mano.closed_faces is None:
       raise ValueError('interpenetration volume needs closable MANO faces; pass voxel_m=None')
@@ -431,48 +464,104 @@ def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
 def summarize(errors: Mapping[str, np.ndarray], thresholds_mm=PCK_THRESHOLDS_MM) -> dict:
   """Dataset metrics from per-sample errors (`sample_errors`, concatenated over batches).
 
+  Joint errors are averaged as InterHand2.6M's evaluation averages them: each joint over the samples
+  where it is scored, then over the joints (21 per hand, 42 for 'all'); with every joint scored this
+  is the plain mean (DIR's apps/eval.py). A protocol with no scored joint reports only its
+  'num_samples' (0).
+
   Returns:
-    Plain Python values: '{setting}/{mpjpe,mpvpe,miaa_joint,miaa_vert,auc}/{left,right,all}' floats,
-    '{setting}/pck/{hand}' lists of floats, '{setting}/mrrpe/all' and 'iv/all' floats.
+    Plain Python values: '{key}/{mpjpe,auc}/{left,right,all}' floats, '{key}/pck/{hand}' and
+    '{key}/joint_errors_mm/{left,right}' (21 per-joint means) lists, '{key}/num_samples' int; for
+    MANO protocols also '{key}/{mpvpe,miaa_joint,miaa_vert}/{hand}' and '{key}/mrrpe/all';
+    PROCRUSTES_KEY's mpjpe and mpvpe; 'iv/all' float.
   """
   out = {}
-  settings = sorted({key.split('/')[0] for key in errors if key.endswith('/mrrpe_mm')})
-  for s in settings:
-    for metric, key in (('mpjpe', 'joint_mm'), ('mpvpe', 'vert_mm'), ('miaa_joint', 'joint_px'),
-                        ('miaa_vert', 'vert_px')):
-      per_hand = [float(np.mean(errors[f'{s}/{key}/{h}'])) for h in HANDS]
-      out.update({f'{s}/{metric}/{h}': v for h, v in zip(HANDS, per_hand)})
-      out[f'{s}/{metric}/all'] = (per_hand[0] + per_hand[1]) / 2
-    curves = [pck_curve(errors[f'{s}/joint_mm/{h}'], thresholds_mm) for h in HANDS]
-    aucs = [pck_auc(errors[f'{s}/joint_mm/{h}'], thresholds_mm) for h in HANDS]
+  keys = sorted({key.split('/')[0] for key in errors if key.endswith('/joint_mm/left')})
+  for s in keys:
+    joint = {h: errors[f'{s}/joint_mm/{h}'] for h in HANDS}
+    scored = np.isfinite(np.concatenate([joint[h] for h in HANDS], axis=-1))
+    out[f'{s}/num_samples'] = int(scored.any(axis=-1).sum())
+    if not scored.any():
+      continue
+    for h in HANDS:
+      out[f'{s}/mpjpe/{h}'] = protocol.masked_mpjpe_mm(joint[h], per_joint=True)
+      counts, sums = np.isfinite(joint[h]).sum(axis=0), np.nansum(joint[h], axis=0)
+      out[f'{s}/joint_errors_mm/{h}'] = [float(t / n) if n else None for t, n in zip(sums, counts)]
+    out[f'{s}/mpjpe/all'] = protocol.masked_mpjpe_mm(np.concatenate([joint[h] for h in HANDS], -1), per_joint=True)
+    for metric, key in (('mpvpe', 'vert_mm'), ('miaa_joint', 'joint_px'), ('miaa_vert', 'vert_px')):
+      if f'{s}/{key}/left' in errors:
+        per_hand = [float(np.mean(errors[f'{s}/{key}/{h}'])) for h in HANDS]
+        out.update({f'{s}/{metric}/{h}': v for h, v in zip(HANDS, per_hand)})
+        out[f'{s}/{metric}/all'] = (per_hand[0] + per_hand[1]) / 2
+    curves = [pck_curve(joint[h], thresholds_mm) for h in HANDS]
+    aucs = [pck_auc(joint[h], thresholds_mm) for h in HANDS]
     for h, curve, auc in zip(HANDS, curves, aucs):
       out[f'{s}/pck/{h}'] = curve.tolist()
       out[f'{s}/auc/{h}'] = auc
     out[f'{s}/pck/all'] = ((curves[0] + curves[1]) / 2).tolist()
     out[f'{s}/auc/all'] = (aucs[0] + aucs[1]) / 2
-    out[f'{s}/mrrpe/all'] = float(np.mean(errors[f'{s}/mrrpe_mm']))
+    if f'{s}/mrrpe_mm' in errors:
+      out[f'{s}/mrrpe/all'] = float(np.mean(errors[f'{s}/mrrpe_mm']))
   if 'iv_cm3' in errors:
     out['iv/all'] = float(np.mean(errors['iv_cm3']))
   return out
 
 
+def protocol_names(keys: Sequence[str]) -> dict[str, str]:
+  """{key: name in words} of protocol keys (`Protocol.key`, or PROCRUSTES_KEY)."""
+  return {key: PROCRUSTES_NAME if key == PROCRUSTES_KEY else protocol.Protocol.parse(key).name for key in keys}
+
+
+def choose_protocols(keys: Sequence[str] | None, has_triangulated: bool,
+                     dataset: str) -> tuple[dict[str, protocol.Protocol], tuple[protocol.Protocol, ...]]:
+  """The protocols to compute from their keys (`Protocol.key`; None: the defaults).
+
+  Defaults: `SETTINGS` and, when the dataset stores triangulated joints, `TRIANGULATED`. Refused with
+  a ValueError that says why: subsets the converted data cannot hold (the builder keeps interacting
+  annotations only, so 'single' and 'all' would score nothing or mislabel the interacting ones),
+  MANO-joint protocols off the interacting subset, triangulated joints the dataset (`dataset`, for
+  the message) does not store.
+
+  Returns:
+    (MANO-joint protocols by key, triangulated protocols).
+  """
+  if not keys:
+    return dict(SETTINGS), (TRIANGULATED if has_triangulated else ())
+  chosen = [protocol.Protocol.parse(key) for key in keys]
+  for p in chosen:
+    if p.subset in ('single', 'all'):
+      raise ValueError(f'protocol {p.key} ({p.name}): the interhand26m builder converts interacting annotations '
+                       'only, so the single-hand and all-frames subsets have no examples to score; use the '
+                       'interacting or human_annot subset')
+    if p.gt_joints == 'mano' and p.subset != 'interacting':
+      raise ValueError(f'protocol {p.key} ({p.name}): protocols on MANO joints are computed on the interacting subset')
+    if p.gt_joints == 'triangulated' and not has_triangulated:
+      raise ValueError(f'protocol {p.key} needs triangulated joints, which {dataset} does not store: convert the '
+                       'dataset again with interhand26m 1.1.0 or later (tfds build data_prep/interhand26m)')
+  return ({p.key: p for p in chosen if p.gt_joints == 'mano'},
+          tuple(dict.fromkeys(p for p in chosen if p.gt_joints == 'triangulated')))
+
+
 def _select(batch: Mapping, keys: Sequence[str], valid) -> dict:
-  return {k: np.asarray(batch[k])[valid] for k in keys}
+  return {k: np.asarray(batch[k])[valid] for k in keys if k in batch}
 
 
 class MetricAccumulator:
   """Gathers per-sample errors of every stage batch by batch; `result()` gives the metric dict.
 
   Usage: `acc = MetricAccumulator(EvalMano.from_pair(mano))`, then for each batch
-  `acc.update(gt, out['stages'], valid)`, finally `acc.result()`.
+  `acc.update(gt, out['stages'], valid)`, finally `acc.result()`. The `triangulated` protocols are
+  computed only when `gt` carries the triangulated joints (`sample_errors`).
   """
 
-  def __init__(self, mano: EvalMano, settings: Mapping[str, AlignSetting] = SETTINGS,
-               voxel_m: float | None = VOXEL_M, thresholds_mm=PCK_THRESHOLDS_MM):
+  def __init__(self, mano: EvalMano, settings: Mapping[str, protocol.Protocol] = SETTINGS,
+               voxel_m: float | None = VOXEL_M, thresholds_mm=PCK_THRESHOLDS_MM,
+               triangulated: Sequence[protocol.Protocol] = TRIANGULATED):
     self.mano = mano
     self.settings = dict(settings)
     self.voxel_m = voxel_m
     self.thresholds_mm = tuple(float(t) for t in thresholds_mm)
+    self.triangulated = tuple(triangulated)
     self._errors: list[dict[str, list[np.ndarray]]] = []
     self._num_samples = 0
 
@@ -492,9 +581,11 @@ class MetricAccumulator:
       self._errors = [dict() for _ in stages]
     if len(stages) != len(self._errors):
       raise ValueError(f'got {len(stages)} stages, earlier batches had {len(self._errors)}')
-    gt = _select(gt, GT_KEYS, valid)
+    gt = _select(gt, GT_KEYS + TRIANGULATED_GT_KEYS + ('human_annot',), valid)
+    triangulated = self.triangulated if all(k in gt for k in TRIANGULATED_GT_KEYS) else ()
     for store, pred in zip(self._errors, stages):
-      errors = sample_errors(self.mano, gt, _select(pred, PRED_KEYS, valid), self.settings, self.voxel_m)
+      errors = sample_errors(self.mano, gt, _select(pred, PRED_KEYS, valid), self.settings, self.voxel_m,
+                             triangulated)
       for key, value in errors.items():
         store.setdefault(key, []).append(value)
     self._num_samples += int(valid.sum())
@@ -507,14 +598,15 @@ class MetricAccumulator:
     for i, store in enumerate(self._errors):
       errors = {key: np.concatenate(values, axis=0) for key, values in store.items()}
       out.update({f'stage{i}/{k}': v for k, v in summarize(errors, self.thresholds_mm).items()})
+    out['protocols'] = protocol_names(sorted({k.split('/')[1] for k in out if k.endswith('/num_samples')}))
     return out
 
 
 def stage_metrics(mano: EvalMano, gt: Mapping, stages: Sequence[Mapping], valid=None,
-                  settings: Mapping[str, AlignSetting] = SETTINGS, voxel_m: float | None = VOXEL_M,
-                  thresholds_mm=PCK_THRESHOLDS_MM) -> dict:
+                  settings: Mapping[str, protocol.Protocol] = SETTINGS, voxel_m: float | None = VOXEL_M,
+                  thresholds_mm=PCK_THRESHOLDS_MM, triangulated: Sequence[protocol.Protocol] = TRIANGULATED) -> dict:
   """Metric dict of every stage for one set of predictions (one `MetricAccumulator` update)."""
-  acc = MetricAccumulator(mano, settings, voxel_m, thresholds_mm)
+  acc = MetricAccumulator(mano, settings, voxel_m, thresholds_mm, triangulated)
   acc.update(gt, stages, valid)
   return acc.result()
 
@@ -528,7 +620,7 @@ def scalar_metrics(results: Mapping) -> dict[str, float]:
 # Reference numbers, Markdown table, PCK plot.
 
 def paper_reference(release: str = 'current') -> dict[str, float]:
-  """The authors' README numbers of the released checkpoint (docs/architecture.md#metrics), setting 'table2'.
+  """The authors' README numbers of the released checkpoint (docs/evaluation.md), protocol `protocol.DIR`.
 
   Args:
     release: 'current' (the checkpoint of the reference's commit e309457) or 'oct2023' (the earlier checkpoint).
@@ -542,10 +634,34 @@ def paper_reference(release: str = 'current') -> dict[str, float]:
       'oct2023': {'mpjpe': (10.746, 9.605, 10.176), 'mpvpe': (10.491, 9.405, 9.948),
                   'miaa_joint': (6.332, 5.808, 6.070), 'miaa_vert': (6.236, 5.725, 5.981), 'mrrpe': 28.983},
   }[release]
-  out = {'table2/mrrpe/all': numbers.pop('mrrpe')}
+  key = protocol.DIR.key
+  out = {f'{key}/mrrpe/all': numbers.pop('mrrpe')}
   for metric, values in numbers.items():
-    out.update({f'table2/{metric}/{h}': v for h, v in zip(HANDS + ('all',), values)})
+    out.update({f'{key}/{metric}/{h}': v for h, v in zip(HANDS + ('all',), values)})
   return out
+
+
+class Published(NamedTuple):
+  """A peer's published number, under the protocol it was measured with (docs/evaluation.md)."""
+  protocol_key: str
+  method: str
+  metric: str  # as in `summarize`: mpjpe, mpvpe (mm), mrrpe (mm); both hands ('all')
+  value: float
+  source: str
+
+
+PUBLISHED = (
+    Published(protocol.DIR.key, 'DIR', 'mpjpe', 10.23, 'DIR README, released checkpoint'),
+    Published(protocol.DIR.key, 'DIR', 'mpvpe', 10.00, 'DIR README, released checkpoint'),
+    Published(protocol.DIR.key, 'DIR', 'mrrpe', 29.26, 'DIR README, released checkpoint'),
+    Published(protocol.DIR_MIDDLE_MCP.key, 'IntagHand', 'mpjpe', 8.79, 'IntagHand README'),
+    Published(protocol.DIR_MIDDLE_MCP.key, 'IntagHand', 'mpvpe', 9.03, 'IntagHand README'),
+    Published(protocol.INTERHAND26M_HUMAN_ANNOT.key, 'InterWild', 'mpjpe', 13.65, 'InterWild (CVPR 2023)'),
+    Published(protocol.INTERHAND26M_HUMAN_ANNOT.key, 'InterWild', 'mpvpe', 11.55, 'InterWild (CVPR 2023)'),
+    Published(protocol.INTERHAND26M_HUMAN_ANNOT.key, 'InterWild', 'mrrpe', 26.74, 'InterWild (CVPR 2023)'),
+    Published(protocol.INTERHAND26M.key, 'InterNet', 'mpjpe', 14.22, 'InterHand2.6M (ECCV 2020), all test frames'),
+    Published(protocol.INTERHAND26M.key, 'A2J-Transformer', 'mpjpe', 9.63, 'A2J-Transformer (CVPR 2023)'),
+)
 
 
 _TABLE_METRICS = (('mpjpe', 'mm'), ('mpvpe', 'mm'), ('miaa_joint', 'px'), ('miaa_vert', 'px'),
@@ -559,46 +675,63 @@ def _last_stage(results: Mapping) -> str:
   return stages[-1]
 
 
+def _name(results: Mapping, key: str) -> str:
+  return results.get('protocols', {}).get(key) or protocol_names([key])[key]
+
+
 def markdown_table(results: Mapping, reference: Mapping[str, float] | None = None,
-                   stage: str | None = None) -> str:
+                   stage: str | None = None, published: Sequence[Published] = PUBLISHED) -> str:
   """A Markdown table of one stage's metrics (default: the last), with reference numbers beside them.
 
-  One row per setting and metric; columns left / right / all for ours and for `reference`
-  (`paper_reference()`), '-' where a number does not exist.
+  One row per protocol (named in words) and metric; columns left / right / all for ours and for
+  `reference` (`paper_reference()`), '-' where a number does not exist; then the `published`
+  numbers of peers, each only under a protocol that was computed.
   """
   stage = stage or _last_stage(results)
   reference = reference or {}
   fmt = lambda v: '-' if v is None else f'{v:.3f}'
-  lines = ['| setting | metric | unit | left | right | all | ref left | ref right | ref all |',
+  lines = ['| protocol | metric | unit | left | right | all | ref left | ref right | ref all |',
            '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |']
-  settings = sorted({k.split('/')[1] for k in results if k.startswith(f'{stage}/') and k.endswith('/mrrpe/all')})
-  for s in settings:
+  keys = sorted({k.split('/')[1] for k in results if k.startswith(f'{stage}/') and k.endswith('/num_samples')})
+  computed = [key for key in keys if f'{stage}/{key}/mpjpe/all' in results]
+  for key in computed:
     for metric, unit in _TABLE_METRICS:
-      ours = [results.get(f'{stage}/{s}/{metric}/{h}') for h in HANDS + ('all',)]
-      ref = [reference.get(f'{s}/{metric}/{h}') for h in HANDS + ('all',)]
-      lines.append(f'| {s} | {metric} | {unit} | ' + ' | '.join(fmt(v) for v in ours + ref) + ' |')
+      ours = [results.get(f'{stage}/{key}/{metric}/{h}') for h in HANDS + ('all',)]
+      ref = [reference.get(f'{key}/{metric}/{h}') for h in HANDS + ('all',)]
+      if any(v is not None for v in ours):
+        lines.append(f'| {_name(results, key)} | {metric} | {unit} | ' + ' | '.join(fmt(v) for v in ours + ref) + ' |')
   if f'{stage}/iv/all' in results:
     lines.append(f'| - | iv | cm^3 | - | - | {fmt(results[f"{stage}/iv/all"])} | - | - | - |')
+  empty = [key for key in keys if key not in computed]
+  if empty:
+    lines += ['', 'No sample scored under: ' + '; '.join(_name(results, key) for key in empty) + '.']
+  peers = [p for p in published if p.protocol_key in computed]
+  if peers:
+    lines += ['', 'Published numbers, each under the protocol it was measured with (docs/evaluation.md):', '',
+              '| protocol | method | metric | all (mm) | ours, all (mm) | source |', '| --- | --- | --- | ---: | ---: | --- |']
+    for p in peers:
+      ours = results.get(f'{stage}/{p.protocol_key}/{p.metric}/all')
+      lines.append(f'| {_name(results, p.protocol_key)} | {p.method} | {p.metric} | {p.value:.2f} | {fmt(ours)} | '
+                   f'{p.source} |')
   return '\n'.join(lines) + '\n'
 
 
 def pck_plot(results: Mapping, path: str, stage: str | None = None) -> None:
-  """Writes a PNG of the 3D PCK curves of one stage (default: the last), one panel per setting."""
+  """Writes a PNG of the 3D PCK curves of one stage (default: the last), one panel per protocol."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
   stage = stage or _last_stage(results)
   thresholds = results['pck_thresholds_mm']
-  settings = sorted({k.split('/')[1] for k in results if k.startswith(f'{stage}/') and '/pck/' in k})
-  fig = Figure(figsize=(4.5 * len(settings), 4))
+  keys = sorted({k.split('/')[1] for k in results if k.startswith(f'{stage}/') and '/pck/' in k})
+  fig = Figure(figsize=(4.5 * len(keys), 4))
   FigureCanvasAgg(fig)
-  for i, s in enumerate(settings):
-    ax = fig.add_subplot(1, len(settings), i + 1)
+  for i, key in enumerate(keys):
+    ax = fig.add_subplot(1, len(keys), i + 1)
     for h in HANDS + ('all',):
-      ax.plot(thresholds, results[f'{stage}/{s}/pck/{h}'],
-              label=f'{h} (AUC {results[f"{stage}/{s}/auc/{h}"]:.3f})')
-    setting = SETTINGS.get(s)
-    ax.set_title(s if setting is None else f'{s}: root {setting.root_joint}, scale {setting.scale}')
+      ax.plot(thresholds, results[f'{stage}/{key}/pck/{h}'],
+              label=f'{h} (AUC {results[f"{stage}/{key}/auc/{h}"]:.3f})')
+    ax.set_title(_name(results, key).replace(', ', ',\n', 1), fontsize=9)
     ax.set_xlabel('threshold (mm)')
     ax.set_ylabel('3D PCK')
     ax.set_xlim(thresholds[0], thresholds[-1])

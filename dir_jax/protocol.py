@@ -114,7 +114,7 @@ class Protocol:
     return cls(root, scaling == 'scaled', gt_joints, subset)
 
 
-# DIR (apps/eval.py, the README numbers, paper Table 2; `metrics.SETTINGS['table2']`): wrist root,
+# DIR (apps/eval.py, the README numbers, paper Table 2; `metrics.SETTINGS[DIR.key]`): wrist root,
 # scaled by the wrist-to-middle-MCP bone, joints regressed from the GT MANO mesh, the interacting test
 # images (the reference's `cut_inter_img` list, docs/architecture.md#data-preparation). Table 3
 # aligns at the middle MCP, with and without scaling.
@@ -131,15 +131,41 @@ INTERHAND26M_HUMAN_ANNOT = Protocol('wrist', False, 'triangulated', 'human_annot
 INTERHAND26M_SINGLE = Protocol('wrist', False, 'triangulated', 'single')
 INTERHAND26M_INTERACTING = Protocol('wrist', False, 'triangulated', 'interacting')
 
-# `metrics.SETTINGS` names -> their protocols (the MANO-joint, interacting-image evaluation).
-SETTING_PROTOCOLS = {'table2': DIR, 'table3': DIR_MIDDLE_MCP, 'table3_noscale': DIR_MIDDLE_MCP_UNSCALED}
-
 DEFAULT_PROTOCOLS = (DIR, DIR_MIDDLE_MCP, DIR_MIDDLE_MCP_UNSCALED, INTERHAND26M,
                      INTERHAND26M_INTERACTING, INTERHAND26M_SINGLE, INTERHAND26M_HUMAN_ANNOT)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Subsets, root alignment with validity, masked means.
+
+def read_annotation_ids(path: str | None, what: str = 'human_annot list') -> set[int]:
+  """The annotation ids of a file with one integer per line, blank lines ignored: InterHand2.6M's
+  human-annotated subset as InterWild distributes it (aid_human_annot_test.txt).
+
+  Raises:
+    ValueError: no path, an unreadable file, a line that is not an integer, or no id; the message
+      names `what` and the file (and line).
+  """
+  if not path:
+    raise ValueError(f'a human_annot protocol needs {what}: the file of human-annotated annotation ids '
+                     '(aid_human_annot_test.txt, one id per line)')
+  try:
+    with open(path, encoding='utf-8') as f:
+      lines = f.read().splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise ValueError(f'{what} {path}: cannot be read ({e})') from e
+  ids = set()
+  for number, line in enumerate(lines, start=1):
+    if line.strip():
+      try:
+        ids.add(int(line.strip()))
+      except ValueError:
+        raise ValueError(f'{what} {path}, line {number}: {line.strip()[:40]!r} is not an annotation id '
+                         '(expected one integer per line)') from None
+  if not ids:
+    raise ValueError(f'{what} {path}: no annotation id in the file')
+  return ids
+
 
 def subset_mask(subset: str, hand_type, human_annot=None) -> np.ndarray:
   """Which samples a subset scores: (N,) bool.

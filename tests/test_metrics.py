@@ -10,14 +10,17 @@ import numpy as np
 import pytest
 import trimesh
 
-from dir_jax import metrics
+from dir_jax import metrics, protocol
+from dir_jax.data import schema
 from dir_jax.mano import constants, load_mano_pair, synthetic
-from dir_jax.metrics import AlignSetting
+from dir_jax.protocol import Protocol
 
 # float64 throughout; the MANO regressor rows are float32 values, so they sum to 1 within ~1e-7 and a
 # translation of ~0.5 m leaks ~1e-7 m = 1e-4 mm into regressed joints.
 ATOL_MM = 1e-3
-NO_SCALE_WRIST = AlignSetting(0, False)
+NO_SCALE_WRIST = Protocol('wrist', False, 'mano', 'interacting')
+T2, T3, T3N = metrics.SETTINGS  # wrist + scale (DIR's), middle MCP + scale, middle MCP unscaled
+DIR_NAME = protocol.DIR.name
 
 
 @pytest.fixture(scope='module')
@@ -107,13 +110,13 @@ def test_scale_about_wrist(eval_mano, mano):
   pred = joints[:, :1] + 2.0 * (verts - joints[:, :1]) + np.array([0.1, 0.2, 0.3])
   errs = {name: metrics.hand_errors(jr, verts, pred, gt['intrinsics'], s)
           for name, s in {**metrics.SETTINGS, 'wrist': NO_SCALE_WRIST}.items()}
-  np.testing.assert_allclose(errs['table2']['joint_mm'], 0.0, atol=ATOL_MM)
-  np.testing.assert_allclose(errs['table3']['vert_mm'], 0.0, atol=ATOL_MM)
+  np.testing.assert_allclose(errs[T2]['joint_mm'], 0.0, atol=ATOL_MM)
+  np.testing.assert_allclose(errs[T3]['vert_mm'], 0.0, atol=ATOL_MM)
   np.testing.assert_allclose(errs['wrist']['joint_mm'], 1000 * np.linalg.norm(joints - joints[:, :1], axis=-1),
                              atol=ATOL_MM)
   np.testing.assert_allclose(errs['wrist']['vert_mm'], 1000 * np.linalg.norm(verts - joints[:, :1], axis=-1),
                              atol=ATOL_MM)
-  np.testing.assert_allclose(errs['table3_noscale']['joint_mm'],
+  np.testing.assert_allclose(errs[T3N]['joint_mm'],
                              1000 * np.linalg.norm(joints - joints[:, 9:10], axis=-1), atol=ATOL_MM)
   assert errs['wrist']['joint_mm'].mean() > 50  # a real error, not a vacuous zero
 
@@ -294,7 +297,7 @@ def test_fixture_mano_cannot_be_capped(fixture_mano_dir, mano):
   gt, stages = make_batch(mano, 1, seed=5)
   with pytest.raises(ValueError, match='voxel_m=None'):
     metrics.sample_errors(closable, gt, stages[0])
-  assert 'table2/mrrpe_mm' in metrics.sample_errors(closable, gt, stages[0], voxel_m=None)
+  assert f'{T2}/mrrpe_mm' in metrics.sample_errors(closable, gt, stages[0], voxel_m=None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -323,35 +326,39 @@ def test_accumulator_with_padding_matches_one_shot(eval_mano, mano):
     acc.update(pad(gt), [pad(s) for s in stages], valid)
   result = acc.result()
   assert result.keys() == one_shot.keys()
+  assert result['protocols'] == one_shot['protocols'] == {
+      **{key: p.name for key, p in metrics.SETTINGS.items()}, metrics.PROCRUSTES_KEY: metrics.PROCRUSTES_NAME}
   for key, value in one_shot.items():
-    np.testing.assert_allclose(result[key], value, rtol=1e-12, err_msg=key)
+    if key != 'protocols':
+      np.testing.assert_allclose(result[key], value, rtol=1e-12, err_msg=key)
   assert result['num_samples'] == 5
-  json.dumps(result)
-  assert all(isinstance(v, (float, int)) or all(isinstance(x, float) for x in v) for v in result.values())
+  json.dumps(result, allow_nan=False)
+  assert all(isinstance(v, (float, int)) or all(isinstance(x, float) for x in v)
+             for k, v in result.items() if k != 'protocols')
 
   for s, stage in enumerate(stages):
     for h in metrics.HANDS:
       for name, setting in metrics.SETTINGS.items():
         expected = reference_mpjpe(eval_mano.joint_regressor[h], gt[f'verts_cam_{h}'], stage[f'mesh_xyz_{h}'],
-                                   setting.root_joint, setting.scale)
+                                   setting.root_index, setting.scaled)
         assert result[f'stage{s}/{name}/mpjpe/{h}'] == pytest.approx(expected, rel=1e-9)
-      assert 1.0 < result[f'stage{s}/table2/mpjpe/{h}'] < 20.0
+      assert 1.0 < result[f'stage{s}/{T2}/mpjpe/{h}'] < 20.0
     assert result[f'stage{s}/iv/all'] > 1.0  # the hands were placed 3 cm apart
     # Offsets were built so that the predicted wrist-to-wrist vector is 3 cm along x.
     gt_rel = (eval_mano.joint_regressor['right'] @ gt['verts_cam_right'])[:, 0] \
         - (eval_mano.joint_regressor['left'] @ gt['verts_cam_left'])[:, 0]
     expected_root = 1000 * np.linalg.norm(gt_rel - [0.03, 0.0, 0.0], axis=1).mean()
-    assert result[f'stage{s}/table2/mrrpe/all'] == pytest.approx(expected_root, rel=1e-9)
+    assert result[f'stage{s}/{T2}/mrrpe/all'] == pytest.approx(expected_root, rel=1e-9)
   # Stage 1 is scaled by 1.1: the scaled settings hardly notice, the unscaled one does.
-  assert result['stage1/table3_noscale/mpjpe/all'] > result['stage1/table3/mpjpe/all'] + 3.0
+  assert result[f'stage1/{T3N}/mpjpe/all'] > result[f'stage1/{T3}/mpjpe/all'] + 3.0
 
 
 def test_hand_errors_under_jit(eval_mano, mano):
   gt, _ = make_batch(mano, 2, seed=7)
   jr = eval_mano.joint_regressor['left']
   args = (gt['verts_cam_left'], gt['verts_cam_left'] * 1.05 + 0.01, gt['intrinsics'])
-  expected = metrics.hand_errors(jr, *args, metrics.SETTINGS['table3'])
-  fn = jax.jit(lambda *a: metrics.hand_errors(jnp.asarray(jr, jnp.float32), *a, metrics.SETTINGS['table3']))
+  expected = metrics.hand_errors(jr, *args, metrics.SETTINGS[T3])
+  fn = jax.jit(lambda *a: metrics.hand_errors(jnp.asarray(jr, jnp.float32), *a, metrics.SETTINGS[T3]))
   got = fn(*(jnp.asarray(a, jnp.float32) for a in args))
   for key in expected:
     np.testing.assert_allclose(got[key], expected[key], atol=0.05, err_msg=key)  # float32 at 0.5 m: ~1e-4 mm
@@ -361,14 +368,63 @@ def test_reference_table_and_plot(eval_mano, mano, tmp_path):
   gt, stages = make_batch(mano, 2, seed=8)
   result = metrics.stage_metrics(eval_mano, gt, stages, voxel_m=None)
   reference = metrics.paper_reference()
-  assert reference['table2/mpjpe/all'] == 10.228 and reference['table2/mrrpe/all'] == 29.261
-  assert metrics.paper_reference('oct2023')['table2/miaa_vert/right'] == 5.725
+  assert reference[f'{T2}/mpjpe/all'] == 10.228 and reference[f'{T2}/mrrpe/all'] == 29.261
+  assert metrics.paper_reference('oct2023')[f'{T2}/miaa_vert/right'] == 5.725
   table = metrics.markdown_table(result, reference)
-  row = next(line for line in table.splitlines() if line.startswith('| table2 | mpjpe |'))
-  ours = f"{result['stage1/table2/mpjpe/left']:.3f}"
+  row = next(line for line in table.splitlines() if line.startswith(f'| {DIR_NAME} | mpjpe |'))
+  ours = f"{result[f'stage1/{T2}/mpjpe/left']:.3f}"
   assert row.split(' | ')[3] == ours and row.rstrip(' |').endswith('10.733 | 9.722 | 10.228')
-  assert '| table3 | mpjpe |' in table and 'iv' not in table
-  assert metrics.scalar_metrics(result)['stage1/table2/auc/all'] == result['stage1/table2/auc/all']
+  assert f'| {protocol.DIR_MIDDLE_MCP.name} | mpjpe |' in table and 'iv' not in table
+  assert metrics.scalar_metrics(result)[f'stage1/{T2}/auc/all'] == result[f'stage1/{T2}/auc/all']
   path = tmp_path / 'pck.png'
   metrics.pck_plot(result, str(path))
   assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and path.stat().st_size > 10_000
+
+
+def _with_triangulated(eval_mano, gt, hand_types):
+  """`gt` plus triangulated joints equal to its MANO joints (InterHand2.6M's order), all valid."""
+  num = len(gt['intrinsics'])
+  joints = np.zeros((num, schema.INTERHAND_NUM_JOINTS, 3))
+  for h in metrics.HANDS:
+    rows = [schema.INTERHAND_HAND_OFFSET[h] + i for i in schema.DIR_FROM_INTERHAND]
+    joints[:, rows] = metrics.regress_joints(eval_mano.joint_regressor[h], gt[f'verts_cam_{h}'])
+  return dict(gt, joint_3d_cam_m=joints, joint_3d_valid=np.ones((num, schema.INTERHAND_NUM_JOINTS), bool),
+              hand_type=np.asarray([schema.HAND_TYPES.index(t) for t in hand_types]))
+
+
+def test_triangulated_protocol_scores_valid_joints_of_its_subset(eval_mano, mano):
+  """Triangulated joints equal to the MANO joints give the MANO wrist-unscaled errors, averaged per
+  joint over the valid ones only; an invalid wrist drops its hand; human_annot keeps listed samples."""
+  gt, stages = make_batch(mano, 4, seed=9)
+  gt = _with_triangulated(eval_mano, gt, ['interacting'] * 4)
+  right_index_tip = schema.INTERHAND_HAND_OFFSET['right'] + schema.DIR_FROM_INTERHAND[8]
+  left_wrist = schema.INTERHAND_HAND_OFFSET['left'] + schema.DIR_FROM_INTERHAND[0]
+  assert (right_index_tip, left_wrist) == (4, 41)  # InterHand2.6M: r_index4 (tip) is 4, l_wrist is 41
+  gt['joint_3d_valid'][:, right_index_tip] = False
+  gt['joint_3d_valid'][2, left_wrist] = False
+  gt['joint_3d_cam_m'][2, left_wrist] = np.nan  # an invalid joint's coordinates never count
+  gt['human_annot'] = np.array([True, False, True, True])
+  interacting, human = protocol.INTERHAND26M_INTERACTING, protocol.INTERHAND26M_HUMAN_ANNOT
+  result = metrics.stage_metrics(eval_mano, gt, stages, settings={}, voxel_m=None, triangulated=(interacting, human))
+  for p, samples in ((interacting, [0, 1, 2, 3]), (human, [0, 2, 3])):
+    per_hand = {}
+    for h in metrics.HANDS:
+      err = metrics.hand_errors(eval_mano.joint_regressor[h], gt[f'verts_cam_{h}'], stages[1][f'mesh_xyz_{h}'],
+                                gt['intrinsics'], NO_SCALE_WRIST)['joint_mm'][samples]
+      mask = np.ones_like(err, bool)
+      if h == 'right':
+        mask[:, 8] = False
+      else:
+        mask[[i for i, s in enumerate(samples) if s == 2]] = False
+      per_hand[h] = [err[mask[:, j], j].mean() for j in range(21) if mask[:, j].any()]
+      assert result[f'stage1/{p.key}/mpjpe/{h}'] == pytest.approx(np.mean(per_hand[h]), rel=1e-12)
+    assert result[f'stage1/{p.key}/mpjpe/all'] == pytest.approx(np.mean(per_hand['left'] + per_hand['right']),
+                                                                 rel=1e-12)
+    assert result[f'stage1/{p.key}/num_samples'] == len(samples)
+    assert result[f'stage1/{p.key}/joint_errors_mm/right'][8] is None  # never scored
+  assert result['protocols'][human.key] == 'wrist, unscaled, triangulated joints, human_annot'
+  table = metrics.markdown_table(result)
+  assert '| wrist, unscaled, triangulated joints, interacting | mpjpe |' in table
+  assert '| wrist, unscaled, triangulated joints, human_annot | InterWild | mpjpe | 13.65 |' in table
+  assert 'IntagHand' not in table and 'DIR' not in table  # their protocols were not computed here
+  json.dumps(result, allow_nan=False)

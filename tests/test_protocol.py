@@ -81,11 +81,10 @@ def test_joint_indices_and_settings_match_metrics():
   assert protocol.SCALE_BONE == metrics.BONE_JOINTS
   assert Protocol('middle_mcp', True, 'mano', 'all').root_index == 9
   assert Protocol('wrist', False, 'mano', 'all').scale_bone is None
-  assert set(protocol.SETTING_PROTOCOLS) == set(metrics.SETTINGS)
-  for name, setting in metrics.SETTINGS.items():
-    p = protocol.SETTING_PROTOCOLS[name]
-    assert (p.root_index, p.scaled, p.gt_joints, p.subset) == (setting.root_joint, setting.scale, 'mano',
-                                                               'interacting')
+  assert list(metrics.SETTINGS) == ['wrist-scaled-mano-interacting', 'middle_mcp-scaled-mano-interacting',
+                                    'middle_mcp-unscaled-mano-interacting']
+  for key, p in metrics.SETTINGS.items():
+    assert p.key == key and (p.gt_joints, p.subset) == ('mano', 'interacting')
   assert protocol.DIR in protocol.DEFAULT_PROTOCOLS and protocol.INTERHAND26M in protocol.DEFAULT_PROTOCOLS
 
 
@@ -94,11 +93,11 @@ def test_aligned_errors_match_metrics_alignment(setting):
   """With every joint valid, the protocol's errors are metrics.hand_errors' joint errors."""
   gt, pred = _hand(1, 4), _hand(2, 4)
   s = metrics.SETTINGS[setting]
-  scale = metrics.bone_length_scale(gt, pred) if s.scale else 1.0
-  gt_rel, _ = metrics.root_align(gt, gt, s.root_joint)
-  pred_rel, _ = metrics.root_align(pred, pred, s.root_joint, scale)
+  scale = metrics.bone_length_scale(gt, pred) if s.scaled else 1.0
+  gt_rel, _ = metrics.root_align(gt, gt, s.root_index)
+  pred_rel, _ = metrics.root_align(pred, pred, s.root_index, scale)
   expected = 1000.0 * np.linalg.norm(pred_rel - gt_rel, axis=-1)
-  got = protocol.protocol_errors_mm(protocol.SETTING_PROTOCOLS[setting], pred, gt)
+  got = protocol.protocol_errors_mm(s, pred, gt)
   np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9)
 
 
@@ -329,3 +328,40 @@ def test_threshold_grids():
   # 10 mm lies between FreiHAND's thresholds 19 * 50/99 and 20 * 50/99 mm: one half trapezoid of
   # 50/99 mm, then 1 from 1000/99 to 50 mm: (25/99 + 3950/99) / 50 = 3975/4950.
   assert protocol.pck_auc_trapezoid(on_threshold, freihand) == pytest.approx(3975 / 4950, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Choosing protocols for an evaluation, and the human_annot list.
+
+def test_choose_protocols_defaults_and_refusals():
+  settings, triangulated = metrics.choose_protocols(None, True, 'DATA')
+  assert settings == metrics.SETTINGS and triangulated == metrics.TRIANGULATED
+  assert metrics.choose_protocols(None, False, 'DATA') == (metrics.SETTINGS, ())
+  settings, triangulated = metrics.choose_protocols(
+      ['middle_mcp-scaled-mano-interacting', 'wrist-unscaled-triangulated-human_annot'], True, 'DATA')
+  assert list(settings) == ['middle_mcp-scaled-mano-interacting']
+  assert triangulated == (protocol.INTERHAND26M_HUMAN_ANNOT,)
+  with pytest.raises(ValueError, match='single-hand and all-frames subsets have no examples'):
+    metrics.choose_protocols(['wrist-unscaled-triangulated-all'], True, 'DATA')
+  with pytest.raises(ValueError, match='MANO joints are computed on the interacting subset'):
+    metrics.choose_protocols(['wrist-scaled-mano-human_annot'], True, 'DATA')
+  with pytest.raises(ValueError, match='DATA does not store: convert the dataset again with interhand26m 1.1.0'):
+    metrics.choose_protocols(['wrist-unscaled-triangulated-interacting'], False, 'DATA')
+  with pytest.raises(ValueError, match='ROOT-SCALING-GTJOINTS-SUBSET'):
+    metrics.choose_protocols(['table2'], True, 'DATA')
+
+
+def test_read_annotation_ids(tmp_path):
+  path = tmp_path / 'aid_human_annot_test.txt'
+  path.write_text('12\n\n  7 \n12\n')
+  assert protocol.read_annotation_ids(str(path)) == {7, 12}
+  with pytest.raises(ValueError, match='needs --human_annot'):
+    protocol.read_annotation_ids(None, '--human_annot')
+  with pytest.raises(ValueError, match='cannot be read'):
+    protocol.read_annotation_ids(str(tmp_path / 'missing.txt'))
+  path.write_text('12\nimage7.jpg\n')
+  with pytest.raises(ValueError, match=r"line 2: 'image7.jpg' is not an annotation id"):
+    protocol.read_annotation_ids(str(path))
+  path.write_text('\n')
+  with pytest.raises(ValueError, match='no annotation id'):
+    protocol.read_annotation_ids(str(path))

@@ -11,6 +11,9 @@ Batches are dicts of numpy arrays (`numpy_batches`), per process, ready for
                         coefficients, betas (B, 10), trans (B, 3) metres; camera frame
   capture, frame, image_id  (B,) int32
   valid                 (B,) bool, eval only: False on padding rows
+  joint_3d_cam_m, joint_3d_valid, hand_type  eval only, when the dataset stores them
+                        (`has_triangulated_joints`): (B, 42, 3) float32 metres, (B, 42) bool, (B,)
+                        int32 index into `schema.HAND_TYPES`
 The camera name (a string) is not carried.
 
 Train (`create_train_dataset`): the process's shard of the split (`process_split`), in epochs of
@@ -205,6 +208,11 @@ def eval_num_steps(builder: tfds.core.DatasetBuilder, split: str, batch_size: in
   return math.ceil(largest / batch_size)
 
 
+def has_triangulated_joints(builder: tfds.core.DatasetBuilder) -> bool:
+  """Whether the dataset stores triangulated joints and hand types (interhand26m >= 1.1.0)."""
+  return all(name in builder.info.features for name in ('joint_3d_cam_m', 'joint_3d_valid', 'hand_type'))
+
+
 def create_eval_dataset(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict, *,
                         batch_size: int, split: str | None = None, process_index: int = 0,
                         process_count: int = 1) -> tuple[tf.data.Dataset, int]:
@@ -221,6 +229,7 @@ def create_eval_dataset(builder: tfds.core.DatasetBuilder, config: ml_collection
     raise ValueError(f'process {process_index} of {process_count} has no examples of {split!r}')
   num_steps = eval_num_steps(builder, split, batch_size, process_count)
   color_seed = process_seed(config.eval_seed, process_index)
+  has_joint_3d = has_triangulated_joints(builder)
 
   def prepare(index, raw):
     example = decode_example(raw)
@@ -228,6 +237,11 @@ def create_eval_dataset(builder: tfds.core.DatasetBuilder, config: ml_collection
       image = augment.color_augment(tf.cast(example['image'], tf.float32),
                                     tf.stack([tf.constant(color_seed, tf.int64), index]), config.augment)
       example['image'] = augment.to_uint8(image)
+    if has_joint_3d:
+      example.update(joint_3d_cam_m=tf.cast(raw['joint_3d_cam_m'], tf.float32),
+                     joint_3d_valid=tf.cast(raw['joint_3d_valid'], tf.bool),
+                     hand_type=tf.argmax(tf.cast(tf.equal(raw['hand_type'], schema.HAND_TYPES), tf.int32),
+                                         output_type=tf.int32))
     return dict(example, valid=tf.constant(True))
 
   ds = read_encoded(builder, local_split, config).enumerate().map(

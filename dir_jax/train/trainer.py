@@ -36,7 +36,7 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dir_jax import checkpoint, metrics
+from dir_jax import checkpoint, metrics, protocol
 from dir_jax.convert.torch_checkpoint import import_torchvision_resnet50, load_torch_checkpoint
 from dir_jax.data import input_pipeline
 from dir_jax.mano import load_mano_pair
@@ -188,10 +188,16 @@ def make_predict_fn(model, mano, config: ml_collections.ConfigDict):
 
 
 def evaluate(model, variables, mano, builder, config: ml_collections.ConfigDict, mesh: Mesh,
-             predict_fn=None) -> dict[str, Any]:
+             predict_fn=None, settings=None, triangulated=None, human_annot_ids=None) -> dict[str, Any]:
   """Metrics of every stage over the eval split (`dir_jax.metrics`), identical on every process.
 
-  `predict_fn`: from `make_predict_fn` (built here when not given).
+  Args:
+    predict_fn: from `make_predict_fn` (built here when not given).
+    settings: protocols on MANO joints by key (default `metrics.SETTINGS`).
+    triangulated: protocols on triangulated joints (default `metrics.TRIANGULATED`), computed when
+      the dataset stores those joints (`input_pipeline.has_triangulated_joints`).
+    human_annot_ids: annotation ids (the examples' image_id) of the human_annot subset, for a
+      protocol on that subset.
   """
   data_sharding = NamedSharding(mesh, PartitionSpec('data'))
   local_batch = config.eval_batch_size // jax.process_count()
@@ -199,17 +205,36 @@ def evaluate(model, variables, mano, builder, config: ml_collections.ConfigDict,
       builder, config.data, batch_size=local_batch, process_index=jax.process_index(),
       process_count=jax.process_count())
   predict_fn = predict_fn or make_predict_fn(model, mano, config)
-  accumulator = metrics.MetricAccumulator(metrics.EvalMano.from_pair(mano), voxel_m=config.eval_voxel_m)
+  triangulated = metrics.TRIANGULATED if triangulated is None else tuple(triangulated)
+  accumulator = metrics.MetricAccumulator(metrics.EvalMano.from_pair(mano), metrics.SETTINGS if settings is None
+                                          else settings, voxel_m=config.eval_voxel_m, triangulated=triangulated)
+  gathered_keys = ('intrinsics', 'image_id') + metrics.TRIANGULATED_GT_KEYS
   for local in input_pipeline.numpy_batches(ds):
     valid = local.pop('valid')
+    labels = {key: local.pop(key) for key in metrics.TRIANGULATED_GT_KEYS if key in local}
     out = predict_fn(variables, global_batch(local, data_sharding))
-    out, valid, intrinsics = multihost_utils.process_allgather(
+    out, valid, gt = multihost_utils.process_allgather(
         (out, jax.make_array_from_process_local_data(data_sharding, valid),
-         jax.make_array_from_process_local_data(data_sharding, local['intrinsics'])), tiled=True)
-    gt = {'verts_cam_left': out['gt']['mesh_3d_left'], 'verts_cam_right': out['gt']['mesh_3d_right'],
-          'intrinsics': intrinsics}
+         {key: jax.make_array_from_process_local_data(data_sharding, value)
+          for key, value in {**local, **labels}.items() if key in gathered_keys}), tiled=True)
+    gt.update(verts_cam_left=out['gt']['mesh_3d_left'], verts_cam_right=out['gt']['mesh_3d_right'])
+    if human_annot_ids is not None:
+      gt['human_annot'] = np.isin(np.asarray(gt['image_id']), np.asarray(sorted(human_annot_ids), np.int64))
     accumulator.update(gt, out['stages'], valid=valid)
   return accumulator.result()
+
+
+def _check_best_metric(best_metric: str) -> None:
+  """`config.best_metric` names a metric of a protocol (e.g. 'wrist-scaled-mano-interacting/mpjpe/all')."""
+  key, _, rest = best_metric.partition('/')
+  try:
+    protocol.Protocol.parse(key)
+  except ValueError as e:
+    raise ValueError(f'config.best_metric={best_metric!r} must be PROTOCOL_KEY/METRIC/HAND, e.g. '
+                     f'{next(iter(metrics.SETTINGS))}/mpjpe/all ({e})') from None
+  if rest.count('/') != 1:
+    raise ValueError(f'config.best_metric={best_metric!r} must be PROTOCOL_KEY/METRIC/HAND, e.g. '
+                     f'{next(iter(metrics.SETTINGS))}/mpjpe/all')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -250,6 +275,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   training = checkpoint.training_facts(config.mano_dir, config.model.input_size)  # remembered by every checkpoint
   ckpt_dir, best_dir = os.path.join(workdir, checkpoint.CHECKPOINTS_DIR), os.path.join(workdir, checkpoint.BEST_DIR)
   mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.keep_checkpoints)
+  _check_best_metric(config.best_metric)
   best_key = f'stage{len(config.model.stages)}/{config.best_metric}'
   best_mngr = checkpoint.manager(best_dir, max_to_keep=1, best_fn=lambda m: m[best_key], best_mode='min',
                                  keep_checkpoints_without_metrics=False)

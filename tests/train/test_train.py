@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from dir_jax import checkpoint, demo
+from dir_jax import checkpoint, demo, metrics, protocol
+from dir_jax.data import input_pipeline
 from dir_jax.train import trainer
 from tests.train.conftest import NUM_TEST, REPO_ROOT, tiny_overrides, train_env
 
@@ -85,7 +86,12 @@ def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cach
     initial = json.load(f)
   final = result['eval']
   assert initial['num_samples'] == final['num_samples'] == NUM_TEST
-  assert all(np.isfinite(final[f'stage{s}/table2/mpjpe/all']) for s in range(3))
+  dir_key, triangulated_key = protocol.DIR.key, protocol.INTERHAND26M_INTERACTING.key
+  assert all(np.isfinite(final[f'stage{s}/{dir_key}/mpjpe/all']) for s in range(3))
+  # The dataset stores triangulated joints: the InterHand2.6M setting is computed too, named in words.
+  assert final[f'stage2/{triangulated_key}/num_samples'] == NUM_TEST
+  assert np.isfinite(final[f'stage2/{triangulated_key}/mpjpe/all'])
+  assert final['protocols'][triangulated_key] == 'wrist, unscaled, triangulated joints, interacting'
   assert os.listdir(os.path.join(workdir, 'best')) == ['12']
   for location in (workdir, os.path.join(workdir, 'best', '12')):  # both remember the run's MANO folder and input
     restored = checkpoint.restore_checkpoint(location)
@@ -94,7 +100,31 @@ def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cach
   rows = demo.picture_rows(workdir, config, num_images=2)
   assert len(rows) == 2 and rows[0].dtype == np.uint8 and rows[0].shape[1] > 3 * 64
   table = demo.summary_table(initial, final, stage=2)
-  assert f'{initial["stage2/table2/mpjpe/all"]:.2f}' in table and f'{final["stage2/table2/mpjpe/all"]:.2f}' in table
+  key = f'stage2/{dir_key}/mpjpe/all'
+  assert f'{initial[key]:.2f}' in table and f'{final[key]:.2f}' in table
+  assert f'| MPJPE (mm), {protocol.DIR.name} |' in table
+  # evaluate.py on the run, with a protocol on the human_annot subset of two listed test annotations.
+  builder = input_pipeline.get_builder(tiny_data['tfds'])
+  listed = sorted(int(ex['image_id']) for ex in builder.as_dataset(split='test').as_numpy_iterator())[:2]
+  ids_file = tmp_path / 'aid_human_annot_test.txt'
+  ids_file.write_text(''.join(f'{i}\n' for i in listed))
+  human = protocol.INTERHAND26M_HUMAN_ANNOT.key
+  out_dir = tmp_path / 'eval'
+  run = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'evaluate.py'), f'--checkpoint={workdir}',
+                        '--config=' + os.path.join(REPO_ROOT, 'configs/tiny.py'), f'--out={out_dir}',
+                        f'--protocol={dir_key}', f'--protocol={human}', f'--human_annot={ids_file}',
+                        '--compilation_cache=' + compilation_cache] + tiny_overrides(tiny_data),
+                       env=train_env(compilation_cache), capture_output=True, text=True, timeout=900)
+  assert run.returncode == 0, run.stdout + run.stderr
+  with open(out_dir / 'metrics.json') as f:
+    evaluated = json.load(f)
+  assert evaluated['protocols'] == {dir_key: protocol.DIR.name, human: protocol.INTERHAND26M_HUMAN_ANNOT.name,
+                                    metrics.PROCRUSTES_KEY: metrics.PROCRUSTES_NAME}
+  assert evaluated[f'stage2/{human}/num_samples'] == 2
+  assert len(evaluated[f'stage2/{human}/joint_errors_mm/left']) == 21
+  assert evaluated[f'stage2/{dir_key}/mpjpe/all'] == pytest.approx(final[f'stage2/{dir_key}/mpjpe/all'], rel=1e-5)
+  written = (out_dir / 'metrics.md').read_text()
+  assert protocol.INTERHAND26M_HUMAN_ANNOT.name in written and '| InterWild | mpjpe | 13.65 |' in written
 
 
 def _logged_losses(log: str) -> dict[int, float]:
