@@ -41,6 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Plane fusion of bone/mfp planes: 'factored' (same outputs, ~20x fewer FLOPs) or 'dense' (as the reference).
   config.model.fusion = 'factored'
   config.model.scan_stages = True
+  # True: the two modules shared by both hands keep per-hand BatchNorm running statistics instead of
+  # the reference's blend of both hands (eval mode only; docs/quirks.md#q15).
+  config.model.per_hand_bn_stats = False
   config.compute_dtype = 'float32'  # or 'bfloat16' (parameters stay float32)
 
   config.loss = losses.default_loss_config()

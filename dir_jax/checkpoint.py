@@ -36,7 +36,8 @@ ACCEPTED_LOCATIONS = ('a train.py workdir RUN (its newest checkpoint in RUN/chec
                       'one step folder in them (e.g. RUN/best/1200 or RUN/checkpoints/400), or the folder written '
                       'by python -m dir_jax.convert.export_orbax')
 _MODEL_FIELDS = ('center_idx', 'encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim', 'projection', 'use_gcn',
-                 'use_transformer', 'transformer_blocks', 'heatmap_sigma', 'camera_scale_init', 'fusion', 'scan_stages')
+                 'use_transformer', 'transformer_blocks', 'heatmap_sigma', 'camera_scale_init', 'fusion', 'scan_stages',
+                 'per_hand_bn_stats')
 
 
 class CheckpointError(FileNotFoundError):

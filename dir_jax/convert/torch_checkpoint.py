@@ -8,6 +8,10 @@ or `scale` (1-D norm weights); `bias` -> `bias`; `running_mean`/`running_var` ->
 `mean`/`var`; PGraphConv `W`, `e_0`, `e_1` and `spatial_pos_embed` copy as they are. The decoder's
 per-stage modules (`skip_layer4`, `fusion_layer4`, `projecter_4`, `enhance_layer4` for stage 1, suffix
 3 for stage 2) map to `decoder/group_g/...`, stacked along a leading axis inside scanned groups.
+A model with per-hand BatchNorm statistics in the modules shared by both hands (`per_hand_bn_stats`,
+docs/quirks.md#q15) has `mean_left`, `mean_right` (and `var_*`) where the checkpoint has one blended
+`running_mean` (`running_var`): the blend is copied into every slot, so the converted model's outputs
+equal those of the model without slots.
 """
 
 import dataclasses
@@ -25,6 +29,7 @@ from dir_jax.model.dir import StageSpec, stage_groups
 IGNORED_PATTERNS = (r'\.mano_layer_(left|right)\.', r'\.img_gird$', r'\.num_batches_tracked$', r'^seg_loss\.weight$')
 UNUSED_PATTERNS = (r'^backbone\.fc\.',)  # ResNet-50's ImageNet classifier
 _STAGE_MODULE = re.compile(r'^decoder\.(skip_layer|fusion_layer|enhance_layer|projecter_)(\d)\.(.*)$')
+_SLOT_STAT = re.compile(r'^(mean|var)_(\w+)$')  # a BatchNorm's per-slot running statistic (layers.BatchNorm.slots)
 
 
 class ConversionError(ValueError):
@@ -95,6 +100,49 @@ def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
       node = node.setdefault(k, {})
     node[path[-1]] = v
   return out
+
+
+def _slot_targets(flat_template: Mapping[tuple[str, ...], Any]) -> dict[tuple[str, ...], list[tuple[str, ...]]]:
+  """Per-slot running statistics of the template, by the single statistic they stand for.
+
+  {('batch_stats', ..., 'mean'): [(..., 'mean_left'), (..., 'mean_right')], ...} (docs/quirks.md#q15).
+  """
+  out: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+  for path in flat_template:
+    m = _SLOT_STAT.match(path[-1])
+    if path[0] == 'batch_stats' and m:
+      out.setdefault(path[:-1] + (m.group(1),), []).append(path)
+  return out
+
+
+def copy_shared_stats_to_slots(variables: Mapping[str, Any], template: Mapping[str, Any]) -> dict:
+  """Variables of a model without per-hand BatchNorm slots, in the layout of `template` (one with them).
+
+  Each single running statistic (`mean`, `var`) whose module has per-slot statistics in `template`
+  (`mean_left`, `mean_right`, ...; `per_hand_bn_stats`, docs/quirks.md#q15) is copied into every
+  slot; every other variable is passed through. Variables already in the template's layout pass
+  through unchanged, so this also accepts a checkpoint trained with the slots.
+
+  Args:
+    variables: {'params', 'batch_stats'}, e.g. restored from an orbax checkpoint trained without slots.
+    template: {'params', 'batch_stats'} of the model with slots (arrays or ShapeDtypeStructs).
+
+  Raises:
+    ConversionError: the result's variables or shapes differ from the template's (named).
+  """
+  flat_template = _flatten(template)
+  slots = _slot_targets(flat_template)
+  out = {}
+  for path, value in _flatten(variables).items():
+    for target in ([path] if path in flat_template else slots.get(path, [path])):
+      out[target] = value
+  problems = ([f'{"/".join(p)} missing' for p in flat_template if p not in out]
+              + [f'{"/".join(p)} not in the model' for p in out if p not in flat_template]
+              + [f'{"/".join(p)} has shape {tuple(np.shape(v))}, expected {tuple(flat_template[p].shape)}'
+                 for p, v in out.items() if p in flat_template and tuple(np.shape(v)) != tuple(flat_template[p].shape)])
+  if problems:
+    raise ConversionError(f'{len(problems)} variables do not fit the model: ' + ', '.join(problems[:20]))
+  return _unflatten(out)
 
 
 def flax_location(key: str, value_ndim: int, stages: Sequence[StageSpec], stage_suffixes: Sequence[str] = ('4', '3'),
@@ -173,6 +221,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[s
       rf'\.interaction\.STEblocks\.{b}\.' for b in range(16) if b not in transformer_blocks)
   flat_template = {(col,) + path: leaf for col in ('params', 'batch_stats')
                    for path, leaf in _flatten(template.get(col, {})).items()}
+  slots = _slot_targets(flat_template)
   filled: dict[tuple[str, ...], np.ndarray] = {}
   report = ConversionReport([], [], [], [])
   unknown = []
@@ -185,22 +234,25 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[s
       continue
     collection, path, stacked = _target(key, np.asarray(value).ndim, stage_index, groups)
     full = (collection,) + path
-    if full not in flat_template:
+    # One blended running statistic fills every per-hand slot of a shared module (docs/quirks.md#q15).
+    targets = [full] if full in flat_template else slots.get(full, [])
+    if not targets:
       unknown.append(f'{key} -> {"/".join(full)}')
       continue
     converted = _to_flax_layout(np.asarray(value, np.float32), path[-1])
-    expected = tuple(flat_template[full].shape)
-    if stacked is not None:
-      if converted.shape != expected[1:]:
-        raise ConversionError(f'{key}: shape {tuple(value.shape)} -> {converted.shape}, expected {expected[1:]} '
-                              f'for {"/".join(full)}')
-      buf = filled.setdefault(full, np.full(expected, np.nan, np.float32))
-      buf[stacked] = converted
-    else:
-      if converted.shape != expected:
-        raise ConversionError(f'{key}: shape {tuple(value.shape)} -> {converted.shape}, expected {expected} '
-                              f'for {"/".join(full)}')
-      filled[full] = converted
+    for target in targets:
+      expected = tuple(flat_template[target].shape)
+      if stacked is not None:
+        if converted.shape != expected[1:]:
+          raise ConversionError(f'{key}: shape {tuple(value.shape)} -> {converted.shape}, expected {expected[1:]} '
+                                f'for {"/".join(target)}')
+        buf = filled.setdefault(target, np.full(expected, np.nan, np.float32))
+        buf[stacked] = converted
+      else:
+        if converted.shape != expected:
+          raise ConversionError(f'{key}: shape {tuple(value.shape)} -> {converted.shape}, expected {expected} '
+                                f'for {"/".join(target)}')
+        filled[target] = converted
     report.loaded.append(key)
   if unknown:
     raise ConversionError(f'{len(unknown)} checkpoint keys match no model variable: ' + ', '.join(unknown[:20]))

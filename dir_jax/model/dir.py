@@ -135,6 +135,9 @@ class DIR(nn.Module):
   # fewer FLOPs; 'dense': as the reference computes it (`dir_jax.model.fusion`). Same parameters.
   fusion: str = 'factored'
   scan_stages: bool = True  # False: every stage its own group (same numbers, compile grows with stages)
+  # The modules shared by both hands keep per-hand BatchNorm running statistics instead of the
+  # reference's blend (docs/quirks.md#q15). Changes eval mode only; False reproduces the reference.
+  per_hand_bn_stats: bool = False
   dtype: Any = None  # compute dtype (e.g. jnp.bfloat16); parameters stay float32
 
   @nn.compact
@@ -149,7 +152,8 @@ class DIR(nn.Module):
         size=0, threshold=0.0, center_idx=self.center_idx, img_feat_dim=self.img_feat_dim, emb_dim=self.emb_dim,
         joint_dim=self.joint_dim, projection=self.projection, use_gcn=self.use_gcn,
         use_transformer=self.use_transformer, transformer_blocks=tuple(self.transformer_blocks),
-        heatmap_sigma=self.heatmap_sigma, camera_scale_init=self.camera_scale_init, fusion=self.fusion, dtype=self.dtype, parent=None)
+        heatmap_sigma=self.heatmap_sigma, camera_scale_init=self.camera_scale_init, fusion=self.fusion, dtype=self.dtype,
+        per_hand_bn_stats=self.per_hand_bn_stats, parent=None)
     results, feats, seg, dense = Decoder(tuple(self.stages), projecter, self.img_feat_dim, self.scan_stages, name='decoder',
                                          dtype=self.dtype)(encoder_maps, init, mano, train)
     return {'stages': [init] + results, 'stage_features': feats, 'seg': seg, 'dense': dense}

@@ -27,17 +27,32 @@ class BatchNorm(nn.Module):
   Batch statistics use the two-pass (biased) variance for normalisation and update the running
   variance with the unbiased one, as PyTorch does. Variables: params `scale`, `bias`; batch_stats
   `mean`, `var` (Flax's names).
+
+  `slots`: named running-statistics slots for a module called on several populations (the two hands
+  of docs/quirks.md#q15). With slots, batch_stats are `mean_<slot>`, `var_<slot>` for each slot (no
+  `mean`, `var`); each call names its `slot`, updates only that slot in training and normalises with
+  it in eval mode. Training-mode outputs do not depend on the running statistics, so they and their
+  gradients are the same with or without slots.
   """
   epsilon: float = 1e-5
   momentum: float = 0.9  # Flax convention: running = momentum * running + (1 - momentum) * batch
+  slots: tuple[str, ...] = ()
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, slot: str | None = None):
     features = x.shape[-1]
     scale = self.param('scale', nn.initializers.ones, (features,), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (features,), jnp.float32)
-    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((features,), jnp.float32))
-    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((features,), jnp.float32))
+    if self.slots:
+      if slot not in self.slots:
+        raise ValueError(f'BatchNorm {self.name}: slot must be one of {self.slots}, got {slot!r}')
+    elif slot is not None:
+      raise ValueError(f'BatchNorm {self.name}: slot {slot!r} given to a BatchNorm without slots')
+    suffixes = [f'_{s}' for s in self.slots] or ['']
+    stats = {suffix: (self.variable('batch_stats', f'mean{suffix}', lambda: jnp.zeros((features,), jnp.float32)),
+                      self.variable('batch_stats', f'var{suffix}', lambda: jnp.ones((features,), jnp.float32)))
+             for suffix in suffixes}
+    ra_mean, ra_var = stats[f'_{slot}' if self.slots else '']
     axes = tuple(range(x.ndim - 1))
     if train:
       x32 = full_precision(x)
@@ -130,6 +145,7 @@ class ConvBNReLUConv(nn.Module):
 
   `kernel=0` means Conv1d with kernel 1 over a (B, L, C) sequence, i.e. a Dense per position.
   `in_loop`: inside an `nn.scan` body (see `loop_conv_general_dilated`).
+  `bn_slots`: running-statistics slots of the BatchNorm; each call then names its `slot` (see `BatchNorm`).
   """
   hidden: int
   out: int
@@ -137,15 +153,16 @@ class ConvBNReLUConv(nn.Module):
   first_bias: bool = True
   dtype: jnp.dtype | None = None
   in_loop: bool = False
+  bn_slots: tuple[str, ...] = ()
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, slot: str | None = None):
     if self.kernel == 0:
       x = nn.Dense(self.hidden, name='0', dtype=self.dtype)(x)
     else:
       x = conv(self.hidden, self.kernel, padding=self.kernel // 2, bias=self.first_bias, name='0',
                dtype=self.dtype, in_loop=self.in_loop)(x)
-    x = nn.relu(BatchNorm(name='1')(x, train))
+    x = nn.relu(BatchNorm(slots=self.bn_slots, name='1')(x, train, slot))
     if self.kernel == 0:
       return nn.Dense(self.out, name='3', dtype=self.dtype)(x)
     return conv(self.out, 1, name='3', dtype=self.dtype, in_loop=self.in_loop)(x)

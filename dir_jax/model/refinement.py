@@ -48,6 +48,9 @@ class Projecter(nn.Module):
     transformer_blocks: which of the 4 blocks run (released: 1, 2, 3; docs/quirks.md#q5).
     fusion: how `bone` / `mfp` planes are fused: 'factored' (default) or 'dense' (see `model.fusion`).
     in_loop: the stage runs inside `nn.scan` (convs take `layers.loop_conv_general_dilated`).
+    per_hand_bn_stats: the modules shared by both hands (`global_pos_emb`, `proj_feat_emb`) keep one
+      set of BatchNorm running statistics per hand instead of the reference's blend of both
+      (docs/quirks.md#q15); training-mode outputs are the same either way.
   """
   size: int
   threshold: float
@@ -64,12 +67,17 @@ class Projecter(nn.Module):
   fusion: str = 'factored'
   dtype: jnp.dtype | None = None
   in_loop: bool = False
+  per_hand_bn_stats: bool = False
 
   @nn.compact
   def __call__(self, img_feat, prev: dict, mano: ManoPair, train: bool):
     chex.assert_shape(img_feat, (None, self.size, self.size, None))
-    dense_seq = lambda name: ConvBNReLUConv(self.emb_dim, self.emb_dim, name=name, dtype=self.dtype)
-    global_pos_emb = dense_seq('global_pos_emb')
+    dense_seq = lambda name, **kw: ConvBNReLUConv(self.emb_dim, self.emb_dim, name=name, dtype=self.dtype, **kw)
+    # Modules shared by both hands (docs/quirks.md#q15): their BatchNorm's running statistics are the
+    # blend of both hands' calls, or one slot per hand with `per_hand_bn_stats`.
+    shared_slots = ('left', 'right') if self.per_hand_bn_stats else ()
+    slot = lambda side: side if self.per_hand_bn_stats else None
+    global_pos_emb = dense_seq('global_pos_emb', bn_slots=shared_slots)
     half_offset = prev['offset'][:, None, :] / 2
     feats = {}
     for side, sign in (('left', -1), ('right', 1)):
@@ -83,7 +91,7 @@ class Projecter(nn.Module):
         x = JointGCN(self.emb_dim, name=f'gcn_{side}')(x, train)
         self.sow('intermediates', f'gcn_{side}_out', x)
       # Both hands placed at -/+ half the predicted offset; one module shared by both (docs/quirks.md#q15).
-      glob = global_pos_emb(xyz_n + sign * half_offset, train)
+      glob = global_pos_emb(xyz_n + sign * half_offset, train, slot(side))
       self.sow('intermediates', 'global_pos_emb_out', glob)
       feats[side] = x + glob
     joint_feat = jnp.concatenate([feats['left'], feats['right']], axis=1)
@@ -96,10 +104,11 @@ class Projecter(nn.Module):
     feat_left, feat_right = jnp.split(joint_feat, 2, axis=1)
     result = RegressorOffset(self.center_idx, self.camera_scale_init, name='regressor', dtype=self.dtype)(feat_left, feat_right, prev, mano)
 
-    proj_feat_emb = ConvBNReLUConv(self.joint_dim, self.joint_dim, name='proj_feat_emb', dtype=self.dtype)
+    proj_feat_emb = ConvBNReLUConv(self.joint_dim, self.joint_dim, name='proj_feat_emb', dtype=self.dtype,
+                                   bn_slots=shared_slots)
     joint_feats = {}
     for side, feat in (('left', feat_left), ('right', feat_right)):
-      joint_feats[side] = proj_feat_emb(feat, train)
+      joint_feats[side] = proj_feat_emb(feat, train, slot(side))
       self.sow('intermediates', 'proj_feat_emb_out', joint_feats[side])
     if self.projection in _SCALAR_FIELD_PROJECTIONS:
       fused, vis_img_feat = self._fuse_scalar_fields(result, joint_feats, train)
