@@ -58,6 +58,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.init_checkpoint = ''  # orbax directory (ours or export_orbax output) to start from
   config.torchvision_resnet50 = ''  # torchvision ResNet-50 state dict (.pth/.npz) for the encoder
 
+  # Global batches put on the devices ahead of the running step (host-to-device transfer overlaps it).
+  config.device_prefetch_batches = 2
   config.log_every_steps = 50
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3

@@ -15,8 +15,12 @@ warning), and the input stream is advanced to that step (`create_train_dataset(s
 an interrupted run continues exactly as an uninterrupted one. SIGTERM (preemption) makes the loop save
 the current step and return; before the run's first step is compiled it ends the process at once
 (nothing new to save). One run per workdir: `workdir/.train.lock` is held while training.
+
+No per-step host synchronisation: the loss reaches the host at log and checkpoint steps only (the
+first non-finite step is tracked on the device), and processes agree on a SIGTERM at those steps.
 """
 
+import collections
 import contextlib
 import fcntl
 import functools
@@ -26,7 +30,7 @@ import os
 import signal
 import socket
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +41,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dir_jax import checkpoint, metrics, protocol
-from dir_jax.convert.torch_checkpoint import import_torchvision_resnet50, load_torch_checkpoint
+from dir_jax.convert.torch_checkpoint import (copy_shared_stats_to_slots, import_torchvision_resnet50,
+                                             load_torch_checkpoint)
 from dir_jax.data import input_pipeline
 from dir_jax.mano import load_mano_pair
 from dir_jax.model.dir import placeholder_mano
@@ -88,7 +93,8 @@ def workdir_lock(workdir: str):
 
 
 class _PreemptionFlag:
-  """Set by SIGTERM once armed; the loop polls it once per step (also agreed across hosts).
+  """Set by SIGTERM once armed; the loop reads it once per step, and several processes agree on it at
+  log and checkpoint steps only (`should_stop`).
 
   It is armed after the run's first step has been compiled and dispatched: before that there is
   nothing new to save, so SIGTERM keeps its default action and ends the process at once, instead of
@@ -123,10 +129,13 @@ class _PreemptionFlag:
     if self._installed:  # a handler installed outside Python reads back as None: restore the default
       signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
 
-  def should_stop(self) -> bool:
-    """True when any process got SIGTERM (all processes then save the same step and stop)."""
+  def should_stop(self, agree: bool) -> bool:
+    """Whether to save and stop after this step: with one process, whether it got SIGTERM (read
+    locally, every step); with several, whether any got it, asked of all processes only when
+    `agree` (log and checkpoint steps), so no other step waits for the slowest process. All
+    processes then save the same step and stop."""
     if jax.process_count() > 1:
-      return bool(np.any(multihost_utils.process_allgather(np.asarray([self.requested]))))
+      return agree and bool(np.any(multihost_utils.process_allgather(np.asarray([self.requested]))))
     return self.requested
 
 
@@ -163,6 +172,38 @@ def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding) ->
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
+class DevicePrefetch:
+  """Batches put on the devices `size` steps ahead of the one being consumed, so that host-to-device
+  transfers overlap the running steps. The order is the source's (resumption stays exact); an error
+  reading a batch is raised when that batch's turn comes, not earlier."""
+
+  def __init__(self, batches: Iterator[dict[str, np.ndarray]], put, size: int):
+    if size < 0:
+      raise ValueError(f'device prefetch size must be >= 0, got {size}')
+    self._batches, self._put, self._size = batches, put, size
+    self._queue: collections.deque = collections.deque()
+    self._exhausted = False
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    while not self._exhausted and len(self._queue) <= self._size:
+      try:
+        self._queue.append(self._put(next(self._batches)))
+      except StopIteration:
+        self._exhausted = True
+      except input_pipeline.READ_ERRORS as e:
+        self._queue.append(e)
+        self._exhausted = True
+    if not self._queue:
+      raise StopIteration
+    item = self._queue.popleft()
+    if isinstance(item, BaseException):
+      raise item
+    return item
+
+
 def _abstract_state(state: state_lib.TrainState, sharding: NamedSharding) -> dict:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state.checkpoint_tree())
 
@@ -172,7 +213,10 @@ def _initial_variables(config: ml_collections.ConfigDict, model, init_fn) -> dic
   if config.init_checkpoint:
     _, restored, step = checkpoint.restore_variables(config.init_checkpoint)
     logging.info('initialised from %s (step %d)', config.init_checkpoint, step)
-    return jax.device_get(restored)
+    restored = jax.device_get(restored)
+    if config.model.per_hand_bn_stats:  # a checkpoint without per-hand slots: its blend into both
+      restored = copy_shared_stats_to_slots(restored, jax.eval_shape(init_fn))
+    return restored
   variables = jax.device_get(init_fn())
   if config.torchvision_resnet50:
     variables, report = import_torchvision_resnet50(load_torch_checkpoint(config.torchvision_resnet50), variables)
@@ -303,14 +347,18 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   ds = input_pipeline.create_train_dataset(
       builder, config.data, mano, batch_size=local_batch_size, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(), start_step=start_step)
-  batches = input_pipeline.numpy_batches(ds)
+  batches = DevicePrefetch(input_pipeline.numpy_batches(ds), functools.partial(global_batch, sharding=data_sharding),
+                           config.device_prefetch_batches)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                              every_steps=config.log_every_steps)
   schedule = state_lib.learning_rate_schedule(config.optimizer, steps_per_epoch, total_steps)
   result: dict[str, Any] = {'step': start_step, 'train': {}, 'losses': [], 'eval': {}, 'preempted': False}
-  pending = None  # (step, metrics) of the previous step, checked for NaN one step late (no sync stall)
+  # The first step whose loss was not finite (0: none yet), kept on the device and read on the host
+  # only at log, checkpoint and final steps: no step waits for the previous one to finish.
+  first_bad_step = jax.device_put(jnp.zeros((), jnp.int32), replicated)
+  track_finite = jax.jit(_first_non_finite_step, donate_argnums=0)
   last_log_time, last_log_step = time.time(), start_step
   logging.info('training steps %d..%d (%d per epoch), global batch %d on %d devices, %d processes',
                start_step, total_steps, steps_per_epoch, config.batch_size, jax.device_count(), jax.process_count())
@@ -332,17 +380,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   with _PreemptionFlag() as preemption:
     for step in range(start_step + 1, total_steps + 1):
       try:
-        local_batch = next(batches)
+        batch = next(batches)
       except input_pipeline.READ_ERRORS as e:
         raise _data_error(e, step, builder, config, mngr) from e
-      state, step_metrics = train_step(state, global_batch(local_batch, data_sharding))
+      state, step_metrics = train_step(state, batch)
       preemption.arm()
-      if pending is not None:
-        _check_finite(*pending, mngr)
-      pending = (step, step_metrics)
+      first_bad_step = track_finite(first_bad_step, step_metrics['loss'], step)
       progress(step)
-      if step % config.log_every_steps == 0 or step == total_steps:
-        _check_finite(step, step_metrics, mngr)
+      log_step = step % config.log_every_steps == 0 or step == total_steps
+      save_step = step % config.checkpoint_every_steps == 0 or step == total_steps
+      stop = preemption.should_stop(agree=log_step or save_step)
+      if log_step or save_step or stop:
+        _check_finite(first_bad_step, mngr)
+      if log_step:
         scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         scalars['learning_rate'] = float(schedule(step - 1))
         writer.write_scalars(step, scalars)
@@ -354,8 +404,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         last_log_time, last_log_step = now, step
         result['train'] = scalars
         result['losses'].append((step, scalars['loss']))
-      stop = preemption.should_stop()
-      if step % config.checkpoint_every_steps == 0 or step == total_steps or stop:
+      if save_step or stop:
         mngr.save(step, args=checkpoint.save_args(state.checkpoint_tree(), model, training), force=True)
       if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0 or step == total_steps) and not stop:
         results = run_eval(step)
@@ -366,8 +415,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         result['preempted'] = True
         logging.warning('stopped by SIGTERM after step %d; checkpoint saved in %s', step, ckpt_dir)
         break
-  if pending is not None:
-    _check_finite(*pending, mngr)
+  _check_finite(first_bad_step, mngr)
   writer.flush()
   mngr.wait_until_finished()
   best_mngr.wait_until_finished()
@@ -394,11 +442,18 @@ def _data_error(error, step: int, builder, config: ml_collections.ConfigDict, mn
       'data_prep/interhand26m) or restore those files, then restart: the run resumes from that checkpoint.')
 
 
-def _check_finite(step: int, step_metrics: dict, mngr) -> None:
-  loss = float(step_metrics['loss'])
-  if not np.isfinite(loss):
-    raise NonFiniteLossError(f'loss is {loss} at step {step}; {_last_good_checkpoint(mngr)}. Lower config.optimizer.learning_rate '
-                             'or check the data, then restart (the run resumes from that checkpoint).')
+def _first_non_finite_step(first_bad_step: jax.Array, loss: jax.Array, step: int) -> jax.Array:
+  """`first_bad_step`, or `step` when it is still 0 and `loss` is not finite (a scalar int32)."""
+  return jnp.where((first_bad_step == 0) & ~jnp.isfinite(loss), jnp.int32(step), first_bad_step)
+
+
+def _check_finite(first_bad_step: jax.Array, mngr) -> None:
+  """Raises NonFiniteLossError when a step's loss was not finite (`_first_non_finite_step`)."""
+  step = int(jax.device_get(first_bad_step))
+  if step:
+    raise NonFiniteLossError(f'loss is not finite at step {step}; {_last_good_checkpoint(mngr)}. Lower '
+                             'config.optimizer.learning_rate or check the data, then restart (the run resumes '
+                             'from that checkpoint).')
 
 
 def _format_seconds(seconds: float) -> str:

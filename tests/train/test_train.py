@@ -208,11 +208,16 @@ def test_sigterm_damaged_checkpoint_and_kill_9_resume_to_the_same_parameters(tin
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), ref_params, res_params)
 
 
-def test_non_finite_loss_names_the_step_and_checkpoint(tiny_data, compilation_cache, tmp_path):
-  config = _config(tiny_data, num_train_steps=4)
+def test_non_finite_loss_names_the_step_and_checkpoint(tiny_data, compilation_cache, tmp_path, monkeypatch):
+  """The loss is read on the host only at log and checkpoint steps (here step 3), yet the error names
+  the first step whose loss was not finite (step 2: step 1 updates with a huge learning rate)."""
+  config = _config(tiny_data, num_train_steps=6, log_every_steps=3, checkpoint_every_steps=6)
   config.optimizer.learning_rate = 1e30
-  with pytest.raises(trainer.NonFiniteLossError, match=r'at step \d+; .*checkpoint'):
+  checks = []
+  monkeypatch.setattr(trainer, '_check_finite', lambda *a, _check=trainer._check_finite: (checks.append(1), _check(*a)))
+  with pytest.raises(trainer.NonFiniteLossError, match=r'at step 2; .*checkpoint'):
     trainer.train_and_evaluate(config, str(tmp_path / 'nan'))
+  assert len(checks) == 1
 
 
 def test_a_second_run_on_one_workdir_refuses_and_a_killed_holder_frees_it(tiny_data, tmp_path):
@@ -267,3 +272,25 @@ def test_a_damaged_training_shard_stops_the_run_naming_it(tiny_data, compilation
   config = _config(dict(tiny_data, tfds=data_dir), num_train_steps=3)
   with pytest.raises(trainer.TrainingDataError, match=re.escape(shards[0]) + r'.*no checkpoint was saved'):
     trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_device_prefetch_keeps_order_and_raises_read_errors_in_turn():
+  """DevicePrefetch puts `size` batches ahead, yields them in order, and raises a read error only when
+  the failing batch's turn comes (the steps before it still run)."""
+  read_error = trainer.input_pipeline.READ_ERRORS[0](None, None, 'damaged record', 15)  # DATA_LOSS
+  put = []
+
+  def source():
+    yield from ({'x': np.array([i])} for i in range(3))
+    raise read_error
+
+  batches = trainer.DevicePrefetch(source(), lambda b: put.append(int(b['x'][0])) or b, size=2)
+  assert int(next(batches)['x'][0]) == 0 and put == [0, 1, 2]  # two ahead of the consumed one
+  assert [int(next(batches)['x'][0]) for _ in range(2)] == [1, 2]
+  with pytest.raises(type(read_error), match='damaged record'):
+    next(batches)
+  with pytest.raises(StopIteration):
+    next(batches)
+  assert [int(b['x'][0]) for b in trainer.DevicePrefetch(iter([{'x': np.array([7])}]), lambda b: b, size=0)] == [7]
+  with pytest.raises(ValueError, match='>= 0'):
+    trainer.DevicePrefetch(iter([]), lambda b: b, size=-1)
