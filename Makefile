@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 # The embedded default: a synthetic InterHand2.6M, its TFRecords, training, evaluation, pictures.
 DEMO := outputs/demo
 demo: $(STAMP)
-	$(PY) -m data_prep.synthetic --out $(DEMO)/raw --num-train $(DEMO_TRAIN) --num-test $(DEMO_TEST) --seed 0
+	$(PY) -m data_prep.synthetic --out $(DEMO)/raw --num-train $(DEMO_TRAIN) --num-test $(DEMO_TEST) --seed 0 --rig frontal
 	$(VENV)/bin/tfds build data_prep/interhand26m --manual_dir $(DEMO)/raw --data_dir $(DEMO)/tfds
 	$(PY) train.py --config=configs/synthetic.py --workdir=$(DEMO)/run
 	$(PY) evaluate.py --config=configs/synthetic.py --checkpoint=$(DEMO)/run --out=$(DEMO)/eval

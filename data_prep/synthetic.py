@@ -1,32 +1,48 @@
 """A small synthetic InterHand2.6M: the raw file layout, rendered two-hand images, broken entries.
 
     python -m data_prep.synthetic --out RAW --num-train 8 --num-test 4 [--num-val 0] --seed 0 \\
-        [--mano-dir DIR]
+        [--rig capture|frontal] [--mano-dir DIR]
 
 writes, as the real dataset lays it out (see `data_prep.interhand26m.raw`):
 
-    RAW/images/<split>/Capture<c>/<seq_name>/cam<camera>/image<frame>.jpg   512x334 or 334x512 JPEG
+    RAW/images/<split>/Capture<c>/<seq_name>/cam<camera>/image<frame>.jpg   334x512 or 512x334 JPEG
     RAW/annotations/<split>/InterHand2.6M_<split>_{data,camera,joint_3d,MANO_NeuralAnnot}.json
     RAW/mano/MANO_{LEFT,RIGHT}.pkl
 
 MANO: by default the synthetic pair of `dir_jax.mano.synthetic.write_all(RAW/mano, seed)` (official
-pickle layout, plus .npz copies and a preview picture). The real models come from
-https://mano.is.tue.mpg.de; `--mano-dir` copies MANO_{LEFT,RIGHT}.pkl (or .npz) from a folder
-instead, and the hands are posed with them.
+pickle layout, plus .npz copies and a preview picture; its rest wrist lies ~9.6 cm from the origin,
+as the real model's does). The real models come from https://mano.is.tue.mpg.de; `--mano-dir`
+copies MANO_{LEFT,RIGHT}.pkl (or .npz) from a folder instead, and the hands are posed with them.
 
-Content of a split: two captures, each with four cameras listed in camera.json (three landscape
-512x334, one portrait 334x512; focal ~1200 px, principal point near the centre, 1.0-1.3 m from
-the hands, looking at them from within 40 degrees of one direction) and one unlisted camera. Each
-frame poses two MANO hands (root orientation within about 25 degrees per axis of a fixed one, pose
-relative to the mean pose, shape) whose centroids lie 4-8 cm apart, so they
-interact and overlap in most views; they are rendered with flat Lambertian shading over smooth
-random backgrounds. Frame numbers step by 6, as in the 5 fps subset. data.json images carry
+Content of a split: two captures, each with four cameras listed in camera.json and one unlisted
+camera, all 1.0-1.3 m from the hands and aimed at them (within ~1 cm), focal ~1200 px, principal
+point within 6 px of the image centre, roll within 17 degrees. The rig (`--rig`) places them:
+
+  capture (default; closer to the real capture): the listed cameras surround the hands, azimuths
+    a quarter turn apart from a random start (each +-17 degrees), elevations uniform in -30..60
+    degrees; views 0-2 (and the unlisted camera) portrait 334x512, view 3 landscape 512x334; view 1
+    is a grey camera whose JPEGs are single-channel (PIL mode 'L'), as InterHand2.6M's monochrome
+    cameras are. Backgrounds are a dark studio: near-black with dim smooth glows and sensor noise
+    (mean intensity ~7 of 255 before exposure, 90 % of them below 12).
+  frontal (the demo's): the cameras look at the hands from within 40 degrees of one direction
+    (world -z); views 0-2 landscape 512x334, view 3 portrait; all colour; bright backgrounds of
+    smooth colour noise, a gradient and fine texture (mean intensity ~130).
+
+Each frame poses two MANO hands (root orientation within about 25 degrees per axis of a fixed one,
+pose relative to the mean pose, shape) whose centroids lie 4-8 cm apart, so they interact and
+overlap in most views; they are rendered with flat Lambertian shading, lit from the camera's side in
+every view, over the rig's backgrounds. Every view the builder must keep has a mean intensity of at
+least 12 (a darker one is brightened by a gain, an exposure: about one capture view in eight) and
+so passes its image_dark check (mean >= 10 after decoding, checked when writing). The hands lie in
+front of every camera, near the image centre (a fingertip occasionally crosses a portrait image's
+border). Frame numbers step by 6, as in the 5 fps subset. data.json images carry
 id, file_name, width, height, capture, subject, seq_name, camera, frame_idx; annotations carry id
 (= image_id), image_id, bbox (of the projected joints), joint_valid, hand_type, hand_type_valid.
 
 Counts: `--num-<split> N` is the number of annotations the builder keeps (valid interacting views,
-four per frame). Every split with N > 0 adds `len(BROKEN_ENTRIES)` = 9 annotations that it must
-skip, with these reasons (`data_prep.interhand26m.preprocess`):
+the four listed cameras of each frame, frames alternating between the two captures). Every split
+with N > 0 adds `len(BROKEN_ENTRIES)` = 9 annotations that it must skip, with these reasons
+(`data_prep.interhand26m.preprocess`):
 
     not_interacting 2    a right-hand-only and a left-hand-only frame (the other hand's MANO null)
     hand_type_invalid 1  interacting, hand_type_valid 0
@@ -38,11 +54,13 @@ skip, with these reasons (`data_prep.interhand26m.preprocess`):
     image_dark 1         the image scaled to 3 % brightness (mean < 10)
 
 so data.json holds N + 9 annotations. A split with N = 0 is not written at all. The output is a
-function of the arguments only: JSON keys sorted, fixed JPEG quality, no timestamps.
+function of the arguments only: JSON keys sorted, fixed JPEG quality, no timestamps. The frontal
+rig writes the same bytes as the generator did before the capture rig existed (for the same MANO).
 """
 
 import argparse
 import dataclasses
+import io
 import json
 import math
 import os
@@ -56,6 +74,7 @@ from PIL import Image
 
 from data_prep.interhand26m import preprocess
 from data_prep.interhand26m import raw
+from dir_jax.data import image_io
 from dir_jax.data import schema
 from dir_jax.mano import ManoAsset, ManoPair, gt_mano, load_mano_pair, rotation
 from dir_jax.mano import synthetic as synthetic_mano
@@ -65,6 +84,7 @@ from dir_jax.render import render_shaded
 SPLIT_INDEX = {'train': 0, 'val': 1, 'test': 2}
 LANDSCAPE_WH = (512, 334)  # InterHand2.6M's image size (width, height); some cameras are portrait
 VIEWS_PER_FRAME = 4  # listed cameras per capture
+RIGS = ('capture', 'frontal')
 FRAME_STEP = 6  # 30 fps frame numbers, kept every 6th (the 5 fps subset)
 JPEG_QUALITY = 90
 DARK_FACTOR = 0.03
@@ -74,6 +94,23 @@ CAMERA_DISTANCE_M = (1.0, 1.3)
 # turned from ROOT_BASE_AXIS_ANGLE by a random rotation of ROOT_JITTER_RAD per axis-angle component,
 # so every camera sees hands of a similar range of orientations (train and test captures alike).
 CAMERA_CONE_RAD = 0.7
+# The 'capture' rig: the listed cameras' azimuths (about the vertical, world -y) a quarter turn apart
+# from a random start, each jittered by up to CAPTURE_AZIMUTH_JITTER_RAD, so they surround the hands;
+# elevations uniform in CAPTURE_ELEVATION_RAD (from below the hands to well above them). The unlisted
+# camera anywhere on that band. Views 0, 1, 2 and the unlisted camera are portrait, view 3 landscape
+# (InterHand2.6M's cameras are mostly portrait); view CAPTURE_GREY_VIEW is a monochrome camera.
+CAPTURE_AZIMUTH_JITTER_RAD = 0.3
+CAPTURE_ELEVATION_RAD = (math.radians(-30.0), math.radians(60.0))
+CAPTURE_LANDSCAPE_VIEWS = (3,)
+CAPTURE_GREY_VIEW = 1
+# Studio backgrounds ('capture' rig): near-black, with dim smooth glows (lights, the rig) whose
+# brightest point is STUDIO_PEAK (uniform) above black, and sensor noise of STUDIO_NOISE std.
+STUDIO_PEAK = (6.0, 48.0)
+STUDIO_NOISE = 1.5
+# Exposure: a view whose mean intensity is below EXPOSURE_TARGET_MEAN is brightened (a gain, as a
+# longer exposure would) to that mean, so that after JPEG coding it stays above
+# preprocess.MIN_MEAN_INTENSITY (10); only the planted dark entry is then darkened below it.
+EXPOSURE_TARGET_MEAN = 12.0
 ROOT_BASE_AXIS_ANGLE = np.array([-np.pi / 2, 0.0, 0.0])
 ROOT_JITTER_RAD = 0.4
 FOCAL_PX = (1150.0, 1250.0)
@@ -107,6 +144,7 @@ class Camera:
     focal_px: (2,) fx, fy.
     princpt_px: (2,) principal point in OpenCV's convention (pixel centres at integers).
     width, height: image size in pixels.
+    grey: a monochrome camera: its JPEGs are single-channel (PIL mode 'L').
   """
   camera_id: str
   campos_m: np.ndarray
@@ -115,6 +153,7 @@ class Camera:
   princpt_px: np.ndarray
   width: int
   height: int
+  grey: bool = False
 
   def to_camera_m(self, points_world_m: np.ndarray) -> np.ndarray:
     """(N, 3) world points -> camera frame, metres."""
@@ -169,15 +208,48 @@ def look_at_rotation(campos_m: np.ndarray, target_m: np.ndarray, roll_rad: float
   return np.stack([cos * right + sin * down, -sin * right + cos * down, forward])
 
 
-def make_cameras(rng: np.random.Generator, capture: int, center_m: np.ndarray) -> list[Camera]:
-  """The capture's VIEWS_PER_FRAME listed cameras (the last one portrait) and one unlisted camera."""
+def _frontal_direction(rng: np.random.Generator, j: int) -> tuple[np.ndarray, tuple[int, int], bool]:
+  """'frontal' rig, view j: (unit direction hands -> camera, (width, height), grey)."""
+  tilt, azimuth = CAMERA_CONE_RAD * math.sqrt(rng.uniform()), rng.uniform(0.0, 2.0 * math.pi)
+  direction = np.array([math.sin(tilt) * math.cos(azimuth), math.sin(tilt) * math.sin(azimuth), -math.cos(tilt)])
+  return direction, LANDSCAPE_WH[::-1] if j == VIEWS_PER_FRAME - 1 else LANDSCAPE_WH, False
+
+
+def capture_direction(azimuth_rad: float, elevation_rad: float) -> np.ndarray:
+  """(3,) unit direction from the hands to a camera of the 'capture' rig.
+
+  Azimuth 0, elevation 0 is the frontal rig's axis (world -z); the vertical is world -y (the frontal
+  cameras' image up); positive elevations look down on the hands.
+  """
+  cos_el = math.cos(elevation_rad)
+  return np.array([cos_el * math.sin(azimuth_rad), -math.sin(elevation_rad), -cos_el * math.cos(azimuth_rad)])
+
+
+def make_cameras(rng: np.random.Generator, capture: int, center_m: np.ndarray,
+                 rig: str = 'capture') -> list[Camera]:
+  """The capture's VIEWS_PER_FRAME listed cameras and one unlisted camera (the last), of `rig`.
+
+  'capture': around the hands (see CAPTURE_AZIMUTH_JITTER_RAD), three of the listed cameras and the
+  unlisted one portrait, listed view CAPTURE_GREY_VIEW grey. 'frontal': within CAMERA_CONE_RAD of
+  world -z, listed view 3 portrait, the others landscape, none grey.
+  """
+  if rig not in RIGS:
+    raise ValueError(f'unknown rig {rig!r}; expected one of {RIGS}')
+  start_rad = rng.uniform(0.0, 2.0 * math.pi) if rig == 'capture' else 0.0
   cameras = []
   for j in range(VIEWS_PER_FRAME + 1):
-    tilt, azimuth = CAMERA_CONE_RAD * math.sqrt(rng.uniform()), rng.uniform(0.0, 2.0 * math.pi)
-    direction = np.array([math.sin(tilt) * math.cos(azimuth), math.sin(tilt) * math.sin(azimuth), -math.cos(tilt)])
+    if rig == 'frontal':
+      direction, (width, height), grey = _frontal_direction(rng, j)
+    else:
+      listed = j < VIEWS_PER_FRAME
+      azimuth = (start_rad + 0.5 * math.pi * j
+                 + rng.uniform(-CAPTURE_AZIMUTH_JITTER_RAD, CAPTURE_AZIMUTH_JITTER_RAD)
+                 if listed else rng.uniform(0.0, 2.0 * math.pi))
+      direction = capture_direction(azimuth, rng.uniform(*CAPTURE_ELEVATION_RAD))
+      width, height = LANDSCAPE_WH if j in CAPTURE_LANDSCAPE_VIEWS else LANDSCAPE_WH[::-1]
+      grey = j == CAPTURE_GREY_VIEW
     campos_m = center_m + rng.uniform(*CAMERA_DISTANCE_M) * direction
     target_m = center_m + rng.normal(0.0, 0.01, 3)
-    width, height = LANDSCAPE_WH[::-1] if j == VIEWS_PER_FRAME - 1 else LANDSCAPE_WH
     focal = rng.uniform(*FOCAL_PX)
     cameras.append(Camera(
         camera_id=str(400002 + 100 * capture + 10 * j),
@@ -186,7 +258,7 @@ def make_cameras(rng: np.random.Generator, capture: int, center_m: np.ndarray) -
         focal_px=np.array([focal, focal * rng.uniform(0.998, 1.002)]),
         princpt_px=(np.array([width / 2, height / 2])
                     + rng.uniform(-PRINCIPAL_JITTER_PX, PRINCIPAL_JITTER_PX, 2)),
-        width=width, height=height))
+        width=width, height=height, grey=grey))
   return cameras
 
 
@@ -252,7 +324,8 @@ def make_frame(rng: np.random.Generator, pair: ManoPair, capture: int, frame_idx
 
 
 def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-  """(height, width, 3) uint8: smooth colour noise, a brightness gradient and fine texture."""
+  """(height, width, 3) uint8, the 'frontal' rig's: smooth colour noise, a brightness gradient and
+  fine texture (mean intensity about 130)."""
   coarse = Image.fromarray(rng.uniform(30, 230, (4, 6, 3)).astype(np.uint8))
   fine = Image.fromarray(rng.uniform(0, 255, (height // 8, width // 8)).astype(np.uint8))
   coarse = np.asarray(coarse.resize((width, height), Image.Resampling.BICUBIC), np.float64)
@@ -264,9 +337,23 @@ def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
   return np.clip(coarse + ramp[..., None] + 0.12 * fine[..., None], 0, 255).astype(np.uint8)
 
 
-def render_view(rng: np.random.Generator, frame: Frame, camera: Camera, pair: ManoPair) -> np.ndarray:
-  """(height, width, 3) uint8: the frame's hands, shaded, over a random background."""
-  image = background(rng, camera.width, camera.height)
+def studio_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+  """(height, width, 3) uint8, the 'capture' rig's: a dark studio, mostly near-black.
+
+  A smooth grey field (cubed uniform noise, so a few dim glows over black) scaled to a peak of
+  STUDIO_PEAK, tinted a little per channel, plus sensor noise.
+  """
+  coarse = Image.fromarray(np.round(255.0 * rng.uniform(0.0, 1.0, (4, 6)) ** 3).astype(np.uint8))
+  glow = np.asarray(coarse.resize((width, height), Image.Resampling.BICUBIC), np.float64) / 255.0
+  tint = rng.uniform(0.85, 1.15, 3)
+  noise = rng.normal(0.0, STUDIO_NOISE, (height, width, 1))
+  return np.clip(np.round(rng.uniform(*STUDIO_PEAK) * glow[..., None] * tint + noise), 0, 255).astype(np.uint8)
+
+
+def render_view(rng: np.random.Generator, frame: Frame, camera: Camera, pair: ManoPair,
+                rig: str = 'capture') -> np.ndarray:
+  """(height, width, 3) uint8: the frame's hands, shaded, over a random background of `rig`."""
+  image = (studio_background if rig == 'capture' else background)(rng, camera.width, camera.height)
   meshes = [(camera.to_camera_m(frame.meshes[side][0]), pair[side].faces, frame.skin_rgb[side])
             for side in frame.meshes]
   rgb, mask = render_shaded(meshes, camera.K_render(), camera.height, camera.width,
@@ -316,8 +403,8 @@ def _write_json(path: str, obj: Any) -> None:
     json.dump(obj, f, sort_keys=True)
 
 
-def _plan_views(rng: np.random.Generator, pair: ManoPair, split: str,
-                num_valid: int) -> tuple[list[tuple[Frame, Camera, int, str]], dict[int, list[Camera]]]:
+def _plan_views(rng: np.random.Generator, pair: ManoPair, split: str, num_valid: int,
+                rig: str = 'capture') -> tuple[list[tuple[Frame, Camera, int, str]], dict[int, list[Camera]]]:
   """The split's frames and views: `num_valid` good ones, then the BROKEN_ENTRIES.
 
   Returns:
@@ -326,7 +413,7 @@ def _plan_views(rng: np.random.Generator, pair: ManoPair, split: str,
   """
   captures = [10 * SPLIT_INDEX[split], 10 * SPLIT_INDEX[split] + 1]
   centers_m = {c: np.array([0.0, 0.0, 1.0]) + rng.normal(0.0, 0.05, 3) for c in captures}
-  cameras = {c: make_cameras(rng, c, centers_m[c]) for c in captures}
+  cameras = {c: make_cameras(rng, c, centers_m[c], rig) for c in captures}
   next_frame = {c: 100 + 6000 * k for k, c in enumerate(captures)}
 
   def new_frame(capture, seq_name, sides=('left', 'right')):
@@ -357,14 +444,51 @@ def _plan_views(rng: np.random.Generator, pair: ManoPair, split: str,
   return views, cameras
 
 
-def write_split(out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: int) -> dict[str, Any]:
-  """Writes one split's images and annotation files.
+def expose(image_u8: np.ndarray) -> np.ndarray:
+  """The image brightened by a gain to a mean of EXPOSURE_TARGET_MEAN if it is darker (else itself).
+
+  The gain is raised until the clipped, rounded result reaches the target; an image with no
+  light at all (all zero) cannot be exposed and raises ValueError.
+  """
+  image = np.asarray(image_u8, np.uint8)
+  mean = float(image.mean())
+  if mean >= EXPOSURE_TARGET_MEAN:
+    return image
+  if mean == 0.0:
+    raise ValueError('an all-black view cannot be exposed')
+  source, gain, exposed = image.astype(np.float64), EXPOSURE_TARGET_MEAN / mean, image
+  for _ in range(32):
+    exposed = np.clip(np.round(source * gain), 0, 255).astype(np.uint8)
+    mean = float(exposed.mean())
+    if mean >= EXPOSURE_TARGET_MEAN:
+      return exposed
+    gain *= max(EXPOSURE_TARGET_MEAN / max(mean, 1e-3), 1.01)
+  raise ValueError(f'could not expose the view to mean {EXPOSURE_TARGET_MEAN} (reached {mean:.2f})')
+
+
+def encode_view(image_rgb_u8: np.ndarray, camera: Camera) -> bytes:
+  """JPEG bytes of a view: RGB, or single-channel (PIL mode 'L', ITU-R 601 luma) for a grey camera."""
+  image = Image.fromarray(np.asarray(image_rgb_u8, np.uint8))
+  if camera.grey:
+    image = image.convert('L')
+  return preprocess.encode_jpeg(np.asarray(image), quality=JPEG_QUALITY)
+
+
+def _decoded_mean(encoded: bytes) -> float:
+  """Mean intensity of a JPEG as the builder computes it (decoded, converted to RGB)."""
+  with Image.open(io.BytesIO(encoded)) as decoded:
+    return float(np.mean(image_io.to_rgb_u8(decoded)))
+
+
+def write_split(out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: int,
+                rig: str = 'capture') -> dict[str, Any]:
+  """Writes one split's images and annotation files, seen by the cameras of `rig` (see RIGS).
 
   Returns:
     {'annotations': total, 'kept': num_valid, 'skipped': {reason: count}}: what the builder should find.
   """
   rng = np.random.default_rng([seed, SPLIT_INDEX[split]])
-  views, cameras = _plan_views(rng, pair, split, num_valid)
+  views, cameras = _plan_views(rng, pair, split, num_valid, rig)
   image_root = os.path.join(out_dir, 'images', split)
   data = {'images': [], 'annotations': []}
   mano_json, joint_json = {}, {}
@@ -381,12 +505,15 @@ def write_split(out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: 
         'hand_type': _hand_type(frame), 'hand_type_valid': hand_type_valid})
     mano_json.setdefault(str(frame.capture), {})[str(frame.frame_idx)] = frame.mano_json
     joint_json.setdefault(str(frame.capture), {})[str(frame.frame_idx)] = _joint_3d_entry(frame)
-    image = render_view(rng, frame, camera, pair)
+    image = expose(render_view(rng, frame, camera, pair, rig))
     if fate == 'missing_file':
       continue
     if fate == 'dark':
       image = np.round(image * DARK_FACTOR).astype(np.uint8)
-    encoded = preprocess.encode_jpeg(image, quality=JPEG_QUALITY)
+    encoded = encode_view(image, camera)
+    if (fate == 'dark') != (_decoded_mean(encoded) < preprocess.MIN_MEAN_INTENSITY):
+      raise AssertionError(f'{split} image {image_id} ({fate}): mean intensity {_decoded_mean(encoded):.2f} '
+                           f'is on the wrong side of {preprocess.MIN_MEAN_INTENSITY}')
     if fate == 'truncated':
       encoded = encoded[:len(encoded) // 4]
     path = os.path.join(image_root, file_name)
@@ -488,7 +615,7 @@ def write_mano(out_dir: str, seed: int, mano_dir: str | None = None) -> str:
 
 
 def generate(out_dir: str, num_train: int, num_test: int, num_val: int = 0, seed: int = 0,
-             mano_dir: str | None = None) -> dict[str, dict[str, Any]]:
+             mano_dir: str | None = None, rig: str = 'capture') -> dict[str, dict[str, Any]]:
   """Writes the synthetic raw dataset (see the module docstring).
 
   Args:
@@ -496,13 +623,17 @@ def generate(out_dir: str, num_train: int, num_test: int, num_val: int = 0, seed
     num_train, num_test, num_val: annotations per split the builder should keep; 0 = no split.
     seed: seeds everything random.
     mano_dir: folder with MANO_{LEFT,RIGHT} files to use instead of the synthetic pair.
+    rig: 'capture' (cameras all around, mostly portrait, one grey, dark studio backgrounds) or
+      'frontal' (cameras from one side, mostly landscape, bright backgrounds: the demo's).
 
   Returns:
     {split: `write_split` summary} for the splits written.
   """
+  if rig not in RIGS:
+    raise ValueError(f'unknown rig {rig!r}; expected one of {RIGS}')
   pair = load_mano_pair(write_mano(out_dir, seed, mano_dir))
   counts = {'train': num_train, 'val': num_val, 'test': num_test}
-  return {split: write_split(out_dir, split, n, pair, seed) for split, n in counts.items() if n > 0}
+  return {split: write_split(out_dir, split, n, pair, seed, rig) for split, n in counts.items() if n > 0}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -514,8 +645,10 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--num-val', type=int, default=0, help='val annotations to keep (0: no val split)')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--mano-dir', default=None, help='MANO_{LEFT,RIGHT}.pkl to use (default: synthetic)')
+  parser.add_argument('--rig', choices=RIGS, default='capture',
+                      help="cameras and backgrounds: 'capture' (all around, dark studio) or 'frontal' (the demo's)")
   args = parser.parse_args(argv)
-  summary = generate(args.out, args.num_train, args.num_test, args.num_val, args.seed, args.mano_dir)
+  summary = generate(args.out, args.num_train, args.num_test, args.num_val, args.seed, args.mano_dir, args.rig)
   for split, counts in summary.items():
     skipped = ', '.join(f'{r} {n}' for r, n in counts['skipped'].items() if n)
     print(f'{split}: {counts["annotations"]} annotations, {counts["kept"]} to keep; to skip: {skipped}')

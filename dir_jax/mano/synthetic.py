@@ -1,8 +1,14 @@
 """A synthetic MANO hand pair in the official file layout, for use without the licensed download.
 
 The real MANO model cannot be shipped, so this module builds a hand-shaped stand-in with the same
-arrays, kinematic tree and fingertip vertex ids. Right hand: metres, wrist at the origin, fingers
-along +x, palm facing -y (dorsal side +y), thumb towards -z. The left hand is its mirror image
+arrays, kinematic tree and fingertip vertex ids. Right hand: metres, fingers along +x, palm facing
+-y (dorsal side +y), thumb towards -z, the rest wrist (joint 0, `J_regressor[0] @ v_template`) at
+`WRIST_M`, away from the origin as in the official MANO_RIGHT (its rest wrist lies at about
+(0.0957, 0.0064, 0.0062) m; its fingers point along -x instead). The hand is built with its wrist at
+the origin and then translated: shape and pose directions are about the wrist, so posing the
+hand about its wrist gives the same shapes wherever the template lies, while a root rotation applied
+about the origin instead (a missing root-pivot correction) misplaces it by |(R - I) WRIST_M|, up to
+19 cm, as it would with the real model. The left hand is its mirror image
 (x -> -x) with the official left file's quirk: `shapedirs[:, 0]` is stored unmirrored, so DIR's
 left-hand fix (`dir_jax.mano.asset.fix_left_shapedirs`) fires and then restores the mirror.
 
@@ -51,6 +57,9 @@ _LONG_FINGERS = ('index', 'middle', 'ring', 'pinky')  # knuckle quads 0, 2, 4, 6
 _DIGIT_ORDER = ('thumb',) + _LONG_FINGERS
 _TIP_IDS = {'thumb': 745, 'index': 317, 'middle': 444, 'ring': 556, 'pinky': 673}
 _MIDDLE_DORSAL_TIP_ID = 445  # the left network layer's middle fingertip (docs/quirks.md#q20)
+# The right hand's rest wrist (metres): the official MANO_RIGHT's J_regressor[0] @ v_template (the
+# value is quoted by several public MANO tools). The left hand's is mirrored in x.
+WRIST_M = np.array([0.09566994, 0.00638343, 0.0061863])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -492,6 +501,9 @@ def mirror_to_left(right: dict[str, Any]) -> dict[str, Any]:
 def make_synthetic_mano(seed: int = 0) -> dict[str, dict[str, Any]]:
   """Builds the synthetic MANO pair.
 
+  The mesh is built with its wrist at the origin (every seeded field and shape direction is
+  computed there, about the wrist) and `v_template` and `J` are then translated by `WRIST_M`.
+
   Args:
     seed: seeds shape directions 4..9, the pose correctives, PCA rows 2..44 and hands_coeffs; the
       mesh, joints, skinning weights, shape directions 0..3 and PCA rows 0, 1 are fixed.
@@ -517,7 +529,7 @@ def make_synthetic_mano(seed: int = 0) -> dict[str, dict[str, Any]]:
   new_id = _tip_permutation(digits)
   order = np.argsort(new_id)
   f32 = lambda a: np.ascontiguousarray(a, np.float32)
-  v_template, regressor = f32(verts[order]), f32(regressor[:, order])
+  v_template, regressor = f32(verts[order] + WRIST_M), f32(regressor[:, order])
   kintree = np.stack([np.asarray(constants.MANO_PARENTS, np.int64),
                       np.arange(constants.NUM_MANO_JOINTS, dtype=np.int64)])
   kintree[0, 0] = constants.KINTREE_ROOT_UINT32
@@ -602,12 +614,14 @@ def render_preview(pair: dict[str, dict[str, Any]], path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   from mpl_toolkits.mplot3d.art3d import Poly3DCollection  # pylint: disable=import-outside-toplevel
 
-  # Plot axes (X, Y, Z) = (z, x, y): a rotation, so the hands keep their handedness.
+  # Plot axes (X, Y, Z) = (z, x, y): a rotation, so the hands keep their handedness. Each hand is
+  # drawn with its wrist at the origin.
   to_plot = lambda v: np.asarray(v, np.float64)[:, [2, 0, 1]]
-  right = (to_plot(pair['right']['v_template']) + [0.085, 0.0, 0.0], pair['right']['f'],
-           (0.93, 0.74, 0.62))
-  left = (to_plot(np.asarray(pair['left']['v_template']) * [-1.0, 1.0, -1.0]) + [-0.085, 0.0, 0.0],
-          pair['left']['f'], (0.84, 0.66, 0.56))
+  rest = {side: np.asarray(pair[side]['v_template'], np.float64) - np.asarray(pair[side]['J'][0], np.float64)
+          for side in ('right', 'left')}
+  right = (to_plot(rest['right']) + [0.085, 0.0, 0.0], pair['right']['f'], (0.93, 0.74, 0.62))
+  left = (to_plot(rest['left'] * [-1.0, 1.0, -1.0]) + [-0.085, 0.0, 0.0], pair['left']['f'],
+          (0.84, 0.66, 0.56))
   views = [('backs', 90.0, -90.0, (right, left)), ('palms', -90.0, 90.0, (right, left)),
            ('right hand, thumb side', 20.0, -150.0, (right,))]
   fig = plt.figure(figsize=(15, 5.4))

@@ -7,8 +7,8 @@ from data_prep.interhand26m import convert, raw
 from data_prep.interhand26m.interhand26m_dataset_builder import build
 from dir_jax.mano import load_mano_pair
 
-NUM_TRAIN = 4  # one frame seen by all four listed cameras (one of them portrait)
-NUM_TEST = 2  # no val split: the builder must leave it out
+NUM_TRAIN = 4  # one frame seen by all four listed cameras (three portrait, one of them grey)
+NUM_TEST = 2  # listed cameras 0 and 1 (1 is grey); no val split: the builder must leave it out
 SEED = 3
 
 

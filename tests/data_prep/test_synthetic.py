@@ -5,11 +5,14 @@ import os
 
 import numpy as np
 from PIL import Image
+import pytest
+import tensorflow_datasets as tfds
 
 from data_prep import synthetic
 from data_prep.interhand26m import preprocess as pp
 from data_prep.interhand26m import raw
 from dir_jax.data import schema
+from dir_jax.render import project_perspective, rasterize
 from tests.data_prep.conftest import SEED
 
 
@@ -105,3 +108,159 @@ def test_files_agree_with_the_mano_parameters(synthetic_raw, mano_pair):
       np.testing.assert_allclose(annotation['bbox'], np.concatenate([lo, hi - lo]), atol=0.02)
       checked += 1
     assert checked >= 4
+
+
+# ---------------------------------------------------------------------------------------------------
+# The 'capture' rig (the default) and the 'frontal' rig (the demo's)
+
+DARK_BACKGROUND_MEAN = 20.0  # the frontal rig's backgrounds average ~130, the studio's ~7
+
+
+def _view_directions(camera_capture):
+  """{camera id: unit direction from the hands to the camera} (minus each camera's optical axis)."""
+  return {cam: -np.asarray(rot, np.float64)[2] for cam, rot in camera_capture['camrot'].items()}
+
+
+def _azimuths_deg(directions):
+  """Azimuths about the vertical (world -y), 0 = world -z (the frontal rig's axis)."""
+  return np.array([np.degrees(np.arctan2(d[0], -d[2])) % 360.0 for d in directions])
+
+
+def _circular_range_deg(azimuths_deg):
+  """The smallest arc holding every azimuth: 360 minus the largest gap between neighbours."""
+  a = np.sort(np.mod(azimuths_deg, 360.0))
+  return 360.0 - np.max(np.diff(np.concatenate([a, [a[0] + 360.0]])))
+
+
+def _hand_mask(raw_dir, split, image, mano_pair, grow_px=3):
+  """(H, W) bool: pixels the two hands cover in an image, grown by `grow_px` (JPEG ringing)."""
+  cameras, mano = _load(raw_dir, split, 'camera'), _load(raw_dir, split, 'MANO_NeuralAnnot')
+  camera = pp.camera_from_raw(cameras[str(image['capture'])], image['camera'])
+  hands = mano[str(image['capture'])][str(image['frame_idx'])]
+  mask = np.zeros((image['height'], image['width']), bool)
+  for side in ('right', 'left'):
+    verts_world_m, _ = synthetic.hand_mesh_world(mano_pair[side], hands[side])
+    verts_cam_m = verts_world_m @ camera['rotation'].T + camera['translation_m']
+    mask |= rasterize(project_perspective(verts_cam_m, camera['K_px']), np.asarray(mano_pair[side].faces),
+                      image['height'], image['width']).mask
+  for _ in range(grow_px):
+    padded = np.pad(mask, 1)
+    mask = mask | padded[:-2, 1:-1] | padded[2:, 1:-1] | padded[1:-1, :-2] | padded[1:-1, 2:]
+  return mask
+
+
+def _kept_images(local_build, raw_dir, split):
+  """data.json image entries of the examples the builder kept."""
+  kept = {int(ex['image_id']) for ex in tfds.as_numpy(local_build.as_dataset(split=split))}
+  return [image for image in _load(raw_dir, split, 'data')['images'] if image['id'] in kept]
+
+
+def test_capture_rig_cameras_surround_the_hands():
+  """Many captures of the default rig: 3 of 4 listed cameras portrait, one grey, all around."""
+  rng = np.random.default_rng(0)
+  ranges, elevations = [], []
+  for capture in range(50):
+    center_m = np.array([0.0, 0.0, 1.0]) + rng.normal(0.0, 0.05, 3)
+    cameras = synthetic.make_cameras(rng, capture, center_m)
+    listed = cameras[:synthetic.VIEWS_PER_FRAME]
+    assert len(cameras) == synthetic.VIEWS_PER_FRAME + 1
+    assert sum(c.height > c.width for c in listed) == 3 and all(c.width * c.height == 512 * 334 for c in cameras)
+    assert [c.grey for c in cameras] == [False, True, False, False, False]
+    directions = [(c.campos_m - center_m) / np.linalg.norm(c.campos_m - center_m) for c in listed]
+    for c, d in zip(listed, directions):
+      assert 1.0 - 0.02 <= np.linalg.norm(c.campos_m - center_m) <= 1.3 + 0.02
+      assert c.rotation[2] @ -d > np.cos(np.radians(3.0))  # aimed at the hands (within ~1 cm at 1 m)
+      np.testing.assert_allclose(c.rotation @ c.rotation.T, np.eye(3), atol=1e-12)
+    ranges.append(_circular_range_deg(_azimuths_deg(directions)))
+    elevations += [np.degrees(np.arcsin(-d[1])) for d in directions]
+  assert min(ranges) > 200.0  # never all on one side (the frontal rig: within 40 degrees of -z)
+  assert -30.0 - 1e-9 <= min(elevations) < -20.0 and 50.0 < max(elevations) <= 60.0 + 1e-9
+
+
+def test_capture_rig_files(synthetic_raw, local_build, mano_pair):
+  """The default generate(): cameras around the hands, portrait majority, a grey camera whose
+  single-channel JPEGs the builder turns into grey RGB examples, dark backgrounds, lit hands."""
+  raw_dir, _ = synthetic_raw
+  grey_camera = {}
+  for split in ('train', 'test'):
+    data, cameras = _load(raw_dir, split, 'data'), _load(raw_dir, split, 'camera')
+    for camera_capture in cameras.values():
+      assert len(camera_capture['camrot']) == synthetic.VIEWS_PER_FRAME
+      assert _circular_range_deg(_azimuths_deg(_view_directions(camera_capture).values())) > 180.0
+    sizes, modes, means = {}, {}, {}
+    for image in data['images']:
+      path = raw.image_path(raw_dir, split, image['file_name'])
+      try:
+        with Image.open(path) as decoded:
+          decoded.load()
+          modes.setdefault(image['camera'], set()).add(decoded.mode)
+          means[image['id']] = float(np.mean(np.asarray(decoded.convert('RGB'))))
+      except OSError:  # the missing and the truncated file
+        pass
+      sizes[image['camera']] = (image['width'], image['height'])
+    listed = [cam for cam in sizes if any(cam in c['camrot'] for c in cameras.values())]
+    assert sum(sizes[cam] == (334, 512) for cam in listed) > len(listed) / 2  # mostly portrait
+    grey = [cam for cam, m in modes.items() if m == {'L'}]
+    assert len(grey) == 1 and all(m == {'RGB'} for cam, m in modes.items() if cam not in grey)
+    grey_camera[split] = grey[0]
+    # Brightness: every kept view >= 10 (image_dark), the planted dark view below, backgrounds dark.
+    kept = _kept_images(local_build, raw_dir, split)
+    assert {image['camera'] for image in kept} >= set(grey)  # the grey camera's views are kept
+    assert min(means[image['id']] for image in kept) >= pp.MIN_MEAN_INTENSITY
+    assert sorted(means.values())[0] < pp.MIN_MEAN_INTENSITY <= sorted(means.values())[1]
+    background, hands = [], []
+    for image in kept:
+      with Image.open(raw.image_path(raw_dir, split, image['file_name'])) as decoded:
+        pixels = np.asarray(decoded.convert('RGB'), np.float64).mean(-1)
+      mask = _hand_mask(raw_dir, split, image, mano_pair)
+      background.append(pixels[~mask].mean())
+      hands.append(pixels[_hand_mask(raw_dir, split, image, mano_pair, grow_px=0)].mean())
+    assert max(background) < DARK_BACKGROUND_MEAN and np.mean(background) < 15.0, background
+    assert min(hands) > 60.0, hands  # lit hands: skin (>= 0.42) x shading (>= 0.4) x 255
+  # The builder decodes the grey camera's 'L' JPEGs as grey RGB: equal channels (up to JPEG coding).
+  channel_spread = {}
+  for split in ('train', 'test'):
+    for example in tfds.as_numpy(local_build.as_dataset(split=split)):
+      rgb = example['image'].astype(int)
+      spread = np.abs(rgb - rgb.mean(-1, keepdims=True))[example['seg'][..., 0] > 0].mean()
+      channel_spread.setdefault(example['camera'].decode() == grey_camera[split], []).append(spread)
+  assert max(channel_spread[True]) < 1.5 < min(channel_spread[False]), channel_spread
+
+
+def test_frontal_rig(mano_pair, tmp_path):
+  """--rig frontal (the demo's): cameras within 40 degrees of -z, three landscape and one portrait
+  listed camera, colour only, bright backgrounds."""
+  summary = synthetic.write_split(str(tmp_path), 'train', 4, mano_pair, seed=SEED, rig='frontal')
+  assert summary['kept'] == 4 and sum(summary['skipped'].values()) == len(synthetic.BROKEN_ENTRIES)
+  data, cameras = _load(str(tmp_path), 'train', 'data'), _load(str(tmp_path), 'train', 'camera')
+  for camera_capture in cameras.values():
+    for d in _view_directions(camera_capture).values():
+      assert np.degrees(np.arccos(-d[2])) < np.degrees(synthetic.CAMERA_CONE_RAD) + 2.0
+  sizes = {image['camera']: (image['width'], image['height']) for image in data['images']
+           if image['capture'] == 0 and image['camera'] in cameras['0']['camrot']}
+  assert sorted(sizes.values()) == [(334, 512), (512, 334), (512, 334), (512, 334)]
+  means = []
+  for image in data['images']:
+    try:
+      with Image.open(raw.image_path(str(tmp_path), 'train', image['file_name'])) as decoded:
+        decoded.load()
+        assert decoded.mode == 'RGB'
+        means.append(float(np.mean(np.asarray(decoded))))
+    except OSError:
+      pass
+  assert sorted(means)[0] < pp.MIN_MEAN_INTENSITY and min(sorted(means)[1:]) > 60.0
+
+
+def test_unknown_rig_is_refused(tmp_path):
+  with pytest.raises(ValueError, match='rig'):
+    synthetic.generate(str(tmp_path), 4, 2, rig='dome')
+  assert not os.listdir(tmp_path)
+
+
+def test_synthetic_mano_wrist_is_away_from_the_origin(mano_pair):
+  """As in the real MANO (~9.6 cm): a root rotation about the origin instead of the wrist is
+  centimetres off, so the builder's root-pivot correction is exercised."""
+  for side, sign in (('right', 1.0), ('left', -1.0)):
+    asset = mano_pair[side]
+    wrist = np.asarray(asset.J_regressor, np.float64)[0] @ np.asarray(asset.v_template, np.float64)
+    np.testing.assert_allclose(wrist, [sign * 0.0957, 0.0064, 0.0062], atol=1e-4)

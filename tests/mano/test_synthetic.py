@@ -110,9 +110,10 @@ def test_mesh_is_a_consistently_oriented_disc(pair, side):
   rows, cols = faces[:, [0, 1, 2]].ravel(), faces[:, [1, 2, 0]].ravel()
   adjacency = scipy.sparse.coo_matrix((np.ones(rows.size), (rows, cols)), shape=(778, 778))
   assert scipy.sparse.csgraph.connected_components(adjacency, directed=False)[0] == 1
-  # The open boundary is the wrist: x = 0, around the origin.
+  # The open boundary is the wrist: the plane x = x of joint 0, around joint 0.
   wrist = pair[side]['v_template'][sorted(nbrs)]
-  np.testing.assert_allclose(wrist[:, 0], 0.0, atol=1e-7)
+  np.testing.assert_allclose(wrist[:, 0], pair[side]['J'][0, 0], atol=1e-7)
+  np.testing.assert_allclose(wrist.mean(0), pair[side]['J'][0], atol=1e-7)
   tris = pair[side]['v_template'].astype(np.float64)[faces]
   areas = 0.5 * np.linalg.norm(np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]), axis=1)
   assert areas.min() > 1e-7, 'degenerate triangle'
@@ -133,9 +134,25 @@ def test_normals_point_outwards(pair, side):
   assert 1.5e-4 < volume < 4e-4, f'volume {volume} m^3 (a hand holds ~2-4e-4 m^3)'
 
 
+@pytest.mark.parametrize('side', constants.SIDES)
+def test_rest_wrist_lies_where_the_real_mano_puts_it(pair, side):
+  """Joint 0 of the rest template is ~9.6 cm from the origin (real MANO_RIGHT: (0.0957, 0.0064,
+  0.0062) m; the left hand mirrored), so a root rotation about the origin instead of the wrist is
+  centimetres off, as with the real model."""
+  raw = pair[side]
+  wrist = raw['J_regressor'].toarray().astype(np.float64)[0] @ raw['v_template'].astype(np.float64)
+  expected = np.array([0.0957, 0.0064, 0.0062]) * (MIRROR if side == 'left' else 1.0)
+  np.testing.assert_allclose(wrist, expected, atol=1e-4)
+  np.testing.assert_allclose(raw['J'][0], wrist, atol=1e-7)
+  turn = Rotation.from_rotvec([0.0, 0.0, np.pi / 2]).as_matrix()
+  assert np.linalg.norm(turn @ wrist - wrist) > 0.13  # |(R - I) J0| of a quarter turn: sqrt(2) |J0|
+
+
 def test_rest_geometry_is_hand_sized(pair):
   raw = pair['right']
-  verts, joints = raw['v_template'], raw['J']
+  # Geometry relative to the rest wrist (joint 0), where the hand is built.
+  wrist = raw['J'][0]
+  verts, joints = raw['v_template'] - wrist, raw['J'] - wrist
   np.testing.assert_allclose(joints[0], 0.0, atol=1e-7)
   # MCP joints of index, middle, ring, pinky across the palm (z), at the knuckles (x ~ 0.08-0.09).
   mcp = joints[[1, 4, 10, 7]]
@@ -155,13 +172,15 @@ def test_rest_geometry_is_hand_sized(pair):
   thumb = joints[13:16]
   assert np.all(thumb[:, 2] < -0.03) and np.all(thumb[1:, 1] < -0.005)
   assert np.all(np.diff(thumb[:, 0]) > 0) and np.all(np.diff(thumb[:, 2]) < 0)
-  assert verts[:, 0].min() >= 0.0 and verts[:, 0].max() == pytest.approx(0.18, abs=0.005)
+  # >= 0 up to the float32 rounding of the translated template (~1e-8 m).
+  assert verts[:, 0].min() >= -1e-7 and verts[:, 0].max() == pytest.approx(0.18, abs=0.005)
 
 
 @pytest.mark.parametrize('side', constants.SIDES)
 def test_fingertip_ids_are_the_extreme_vertices(pair, side):
   raw = pair[side]
-  verts, joints, weights = raw['v_template'], raw['J'], raw['weights']
+  # Relative to the rest wrist (joint 0).
+  verts, joints, weights = raw['v_template'] - raw['J'][0], raw['J'] - raw['J'][0], raw['weights']
   owner = np.argmax(weights, axis=1)
   for distal, tip in TIPS:
     candidates = np.flatnonzero(owner == distal)
@@ -181,12 +200,12 @@ def test_regressor_and_weights(pair):
     np.testing.assert_allclose(rows.sum(1), 1.0, atol=1e-6, err_msg=name)
   assert (regressor > 0).sum(1).tolist() == [16] + [8] * 15
   np.testing.assert_allclose(regressor @ raw['v_template'], raw['J'], atol=1e-7)
-  verts, weights = raw['v_template'], raw['weights']
+  verts, weights = raw['v_template'] - raw['J'][0], raw['weights']  # relative to the rest wrist
   inner_palm = (verts[:, 0] < 0.05) & (np.abs(verts[:, 2]) < 0.015)  # away from thumb and knuckles
   assert inner_palm.sum() >= 24 and weights[inner_palm, 0].min() > 0.99
   # The middle of a phalanx follows its own joint; the creases blend parent and child.
   owner = np.argmax(weights, axis=1)
-  joints = raw['J']
+  joints = raw['J'] - raw['J'][0]
   for joint, child, own in ((1, 2, 0.9), (4, 5, 0.9), (5, 6, 0.6), (13, 14, 0.8)):
     axis = (joints[child] - joints[joint]) / np.linalg.norm(joints[child] - joints[joint])
     rel = verts - 0.5 * (joints[joint] + joints[child])
@@ -200,7 +219,8 @@ def test_regressor_and_weights(pair):
 
 def test_shape_and_pose_directions(pair):
   raw = pair['right']
-  verts, dirs, joints = raw['v_template'], raw['shapedirs'], raw['J']
+  # Relative to the rest wrist (joint 0): the shape directions are about it.
+  verts, dirs, joints = raw['v_template'] - raw['J'][0], raw['shapedirs'], raw['J'] - raw['J'][0]
   np.testing.assert_allclose(dirs[:, :, 0], 0.05 * verts, atol=1e-7)  # overall size, 5% per unit
   wrist = np.flatnonzero(np.abs(verts[:, 0]) < 1e-7)
   assert np.abs(dirs[wrist, :, 1]).max() == 0.0
