@@ -60,6 +60,15 @@ class _Text:
                             f'{found or "the end of the file"!r}')
     self._at += 1
 
+  def another(self, close: str) -> bool:
+    """After a member or element: True when a ',' follows (consumed), False when `close` does
+    (consumed); anything else is an error."""
+    if self.peek() == ',':
+      self.expect(',')
+      return True
+    self.expect(close)
+    return False
+
   def value(self) -> Any:
     """The next JSON value. A value the buffer's end may have cut is decoded again with more text
     (a number would otherwise read short); the read doubles while it is cut."""
@@ -117,17 +126,11 @@ def top_level_members(f: TextIO, arrays: tuple[str, ...] = (),
         else:
           while True:
             yield key, text.value()
-            if text.peek() == ',':
-              text.expect(',')
-              continue
-            text.expect(']')
-            break
+            if not text.another(']'):
+              break
       else:
         yield key, text.value()
-      if text.peek() == ',':
-        text.expect(',')
-        continue
-      text.expect('}')
-      break
+      if not text.another('}'):
+        break
   if text.peek():
     raise JsonStreamError(f'unexpected {text.peek()!r} after the top-level object')

@@ -273,6 +273,10 @@ def valid_from_bits(bits: int | np.integer) -> np.ndarray:
   return (int(bits) >> np.arange(schema.INTERHAND_NUM_JOINTS)) & 1 == 1
 
 
+# The evaluation fields recorded for an annotation that is skipped anyway.
+_NO_FIELDS = {'joint_valid_bits': 0, 'bbox': (0.0, 0.0, 0.0, 0.0), 'hand_type': 0, 'hand_type_valid': 0}
+
+
 class _AnnotationTable:
   """data.json's annotations as parallel arrays (44 bytes each), joined to `_ImageTable` at the end.
 
@@ -309,7 +313,7 @@ class _AnnotationTable:
     self.key_is_int.append(key is not None and code != invalid)
     self.ids.append(0 if image_id is None else image_id)
     self.codes.append(code)
-    fields = fields or {'joint_valid_bits': 0, 'bbox': (0.0, 0.0, 0.0, 0.0), 'hand_type': 0, 'hand_type_valid': 0}
+    fields = fields or _NO_FIELDS
     self.joint_bits.append(fields['joint_valid_bits'])
     self.boxes.extend(fields['bbox'])
     self.hand_types.append(fields['hand_type'])
@@ -353,19 +357,25 @@ def _cameras(path: str, needed: Mapping[int, set[str]]) -> dict[tuple[int, str],
   return found
 
 
-def _mano(path: str, needed: Mapping[int, set[int]]) -> tuple[dict[tuple[int, int], int | str], list[np.ndarray]]:
-  """Each needed (capture, frame): its row in the returned MANO list, or its `mano_reason`."""
-  found, hands = {}, []
+def _frame_entries(path: str, needed: Mapping[int, set[int]]) -> Iterator[tuple[int, int, Any]]:
+  """(capture, frame, entry) for each needed frame of a file keyed by capture then frame
+  (MANO_NeuralAnnot.json, joint_3d.json), one capture read at a time; entry None when absent."""
   for key, capture_entry in _members(path):
     capture = _canonical_int(key)
     for frame in needed.get(capture, ()):
-      mano_frame = capture_entry.get(str(frame)) if isinstance(capture_entry, Mapping) else None
-      reason = preprocess.mano_reason(mano_frame)
-      if reason:
-        found[capture, frame] = reason
-        continue
-      found[capture, frame] = len(hands)
-      hands.append({side: preprocess.neuralannot_hand(mano_frame[side]) for side in HAND_SIDES})
+      yield capture, frame, capture_entry.get(str(frame)) if isinstance(capture_entry, Mapping) else None
+
+
+def _mano(path: str, needed: Mapping[int, set[int]]) -> tuple[dict[tuple[int, int], int | str], list[np.ndarray]]:
+  """Each needed (capture, frame): its row in the returned MANO list, or its `mano_reason`."""
+  found, hands = {}, []
+  for capture, frame, mano_frame in _frame_entries(path, needed):
+    reason = preprocess.mano_reason(mano_frame)
+    if reason:
+      found[capture, frame] = reason
+      continue
+    found[capture, frame] = len(hands)
+    hands.append({side: preprocess.neuralannot_hand(mano_frame[side]) for side in HAND_SIDES})
   return found, hands
 
 
@@ -373,14 +383,11 @@ def _joints(path: str, needed: Mapping[int, set[int]]) -> tuple[dict[tuple[int, 
   """Each needed (capture, frame) that joint_3d.json holds: its row in the returned list of
   `preprocess.joints_world_mm` arrays. A frame absent, or whose entry is malformed, is left out."""
   found, joints = {}, []
-  for key, capture_entry in _members(path):
-    capture = _canonical_int(key)
-    for frame in needed.get(capture, ()):
-      entry = capture_entry.get(str(frame)) if isinstance(capture_entry, Mapping) else None
-      world_mm = preprocess.joints_world_mm(entry)
-      if world_mm is not None:
-        found[capture, frame] = len(joints)
-        joints.append(world_mm)
+  for capture, frame, entry in _frame_entries(path, needed):
+    world_mm = preprocess.joints_world_mm(entry)
+    if world_mm is not None:
+      found[capture, frame] = len(joints)
+      joints.append(world_mm)
   return found, joints
 
 
