@@ -253,6 +253,7 @@ def evaluate(model, variables, mano, builder, config: ml_collections.ConfigDict,
   accumulator = metrics.MetricAccumulator(metrics.EvalMano.from_pair(mano), metrics.SETTINGS if settings is None
                                           else settings, voxel_m=config.eval_voxel_m, triangulated=triangulated)
   gathered_keys = ('intrinsics', 'image_id') + metrics.TRIANGULATED_GT_KEYS
+  listed_ids = None if human_annot_ids is None else np.asarray(sorted(human_annot_ids), np.int64)
   for local in input_pipeline.numpy_batches(ds):
     valid = local.pop('valid')
     labels = {key: local.pop(key) for key in metrics.TRIANGULATED_GT_KEYS if key in local}
@@ -262,23 +263,23 @@ def evaluate(model, variables, mano, builder, config: ml_collections.ConfigDict,
          {key: jax.make_array_from_process_local_data(data_sharding, value)
           for key, value in {**local, **labels}.items() if key in gathered_keys}), tiled=True)
     gt.update(verts_cam_left=out['gt']['mesh_3d_left'], verts_cam_right=out['gt']['mesh_3d_right'])
-    if human_annot_ids is not None:
-      gt['human_annot'] = np.isin(np.asarray(gt['image_id']), np.asarray(sorted(human_annot_ids), np.int64))
+    if listed_ids is not None:
+      gt['human_annot'] = np.isin(np.asarray(gt['image_id']), listed_ids)
     accumulator.update(gt, out['stages'], valid=valid)
   return accumulator.result()
 
 
 def _check_best_metric(best_metric: str) -> None:
   """`config.best_metric` names a metric of a protocol (e.g. 'wrist-scaled-mano-interacting/mpjpe/all')."""
-  key, _, rest = best_metric.partition('/')
+  key, *rest = best_metric.split('/')
   try:
     protocol.Protocol.parse(key)
+    problem = '' if len(rest) == 2 else ' (not three parts)'
   except ValueError as e:
+    problem = f' ({e})'
+  if problem:
     raise ValueError(f'config.best_metric={best_metric!r} must be PROTOCOL_KEY/METRIC/HAND, e.g. '
-                     f'{next(iter(metrics.SETTINGS))}/mpjpe/all ({e})') from None
-  if rest.count('/') != 1:
-    raise ValueError(f'config.best_metric={best_metric!r} must be PROTOCOL_KEY/METRIC/HAND, e.g. '
-                     f'{next(iter(metrics.SETTINGS))}/mpjpe/all')
+                     f'{next(iter(metrics.SETTINGS))}/mpjpe/all{problem}')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
