@@ -23,16 +23,18 @@ $(STAMP): pyproject.toml
 DEMO := outputs/demo
 demo: $(STAMP)
 	$(PY) -m data_prep.synthetic --out $(DEMO)/raw --num-train $(DEMO_TRAIN) --num-test $(DEMO_TEST) --seed 0 --rig frontal
-	$(VENV)/bin/tfds build data_prep/interhand26m --manual_dir $(DEMO)/raw --data_dir $(DEMO)/tfds
+	$(VENV)/bin/tfds build data_prep/interhand26m --config interacting --manual_dir $(DEMO)/raw --data_dir $(DEMO)/tfds
 	$(PY) train.py --config=configs/synthetic.py --workdir=$(DEMO)/run
 	$(PY) evaluate.py --config=configs/synthetic.py --checkpoint=$(DEMO)/run --out=$(DEMO)/eval
 	$(PY) -m dir_jax.demo --workdir $(DEMO)/run --eval $(DEMO)/eval --config configs/synthetic.py --out $(DEMO)
 
-# Converts a raw InterHand2.6M download (RAW, laid out as the builder's instructions say) to TFRecords in OUT.
+# Converts a raw InterHand2.6M download (RAW, laid out as the builder's instructions say) to TFRecords in OUT:
+# CONFIG=interacting (DIR's training and test data) or CONFIG=all (single-hand annotations too, for evaluation).
 RAW ?= data/InterHand2.6M
 OUT ?= data/tfds
+CONFIG ?= interacting
 interhand: $(STAMP)
-	$(VENV)/bin/tfds build data_prep/interhand26m --manual_dir $(RAW) --data_dir $(OUT)
+	$(VENV)/bin/tfds build data_prep/interhand26m --config $(CONFIG) --manual_dir $(RAW) --data_dir $(OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15

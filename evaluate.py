@@ -19,7 +19,9 @@ root joint x scaling x ground-truth joints (regressed from the GT MANO mesh, or 
 triangulated joints with their validity) x subset. `--protocol KEY` (repeatable) chooses them, e.g.
 `--protocol wrist-unscaled-triangulated-human_annot --human_annot aid_human_annot_test.txt`; by
 default DIR's three settings on MANO joints, the Procrustes-aligned errors, and, when the dataset
-stores triangulated joints (interhand26m >= 1.1.0), wrist-unscaled-triangulated-interacting.
+stores triangulated joints (interhand26m >= 1.1.0), wrist-unscaled-triangulated-interacting (plus
+-single and -all on the builder's 'all' config: --config.data.dataset_name=interhand26m/all; MANO
+numbers then cover its interacting samples).
 
 Writes `metrics.json` (every protocol's numbers, per-joint errors, and 'protocols': key -> name),
 `metrics.md` (our numbers by protocol next to the released checkpoint's README numbers, then peers'
@@ -77,10 +79,10 @@ def main(argv):
   config.model.input_size = _input_size(config, restored)
   mano = load_mano_pair(mano_dir)
   builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
-  dataset = f'{builder.data_dir} (interhand26m {builder.info.version})'
+  dataset = f'{builder.data_dir} ({builder.info.full_name})'
   try:
     settings, triangulated = metrics.choose_protocols(FLAGS.protocol, input_pipeline.has_triangulated_joints(builder),
-                                                      dataset)
+                                                      dataset, input_pipeline.has_single_hand_examples(builder))
     human_annot_ids = (protocol.read_annotation_ids(FLAGS.human_annot, '--human_annot')
                        if any(p.subset == 'human_annot' for p in triangulated) else None)
   except ValueError as e:

@@ -118,7 +118,8 @@ PRINCIPAL_JITTER_PX = 6.0
 # Standard deviation of each pose PCA coefficient (row 0 of the synthetic basis flexes every joint).
 PCA_STD = np.concatenate([[1.5, 0.6], 0.3 * np.exp(-np.arange(43) / 6.0)])
 BETAS_STD = 0.7
-# Annotation fates of the broken entries of each split, and the skip reason each should produce.
+# Annotation fates of the broken entries of each split, and the skip reason each should produce in
+# the builder's 'interacting' config; the 'all' config keeps the ALL_CONFIG_KEEPS entries.
 BROKEN_ENTRIES = (
     ('right_only', preprocess.NOT_INTERACTING),
     ('left_only', preprocess.NOT_INTERACTING),
@@ -130,6 +131,7 @@ BROKEN_ENTRIES = (
     ('truncated', preprocess.IMAGE_CORRUPT),
     ('dark', preprocess.IMAGE_DARK),
 )
+ALL_CONFIG_KEEPS = ('right_only', 'left_only', 'hand_type_invalid')
 _MOTIONS = ('touchROM', 'pray', 'interlock', 'clap', 'fingertip_touch')
 
 
@@ -485,7 +487,8 @@ def write_split(out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: 
   """Writes one split's images and annotation files, seen by the cameras of `rig` (see RIGS).
 
   Returns:
-    {'annotations': total, 'kept': num_valid, 'skipped': {reason: count}}: what the builder should find.
+    {'annotations': total, 'kept': num_valid, 'skipped': {reason: count}}: what the builder's
+    'interacting' config should find; 'all': {'kept', 'skipped'}, what its 'all' config should find.
   """
   rng = np.random.default_rng([seed, SPLIT_INDEX[split]])
   views, cameras = _plan_views(rng, pair, split, num_valid, rig)
@@ -527,9 +530,12 @@ def write_split(out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: 
   _write_json(raw.annotation_path(out_dir, split, 'joint_3d'), joint_json)
   _write_json(raw.annotation_path(out_dir, split, 'MANO_NeuralAnnot'), mano_json)
   skipped = {reason: 0 for reason in preprocess.SKIP_REASONS}
-  for _, reason in BROKEN_ENTRIES:
+  skipped_all = dict(skipped)
+  for name, reason in BROKEN_ENTRIES:
     skipped[reason] += 1
-  return {'annotations': len(views), 'kept': num_valid, 'skipped': skipped}
+    skipped_all[reason] += name not in ALL_CONFIG_KEEPS
+  return {'annotations': len(views), 'kept': num_valid, 'skipped': skipped,
+          'all': {'kept': num_valid + len(ALL_CONFIG_KEEPS), 'skipped': skipped_all}}
 
 
 def write_annotations_at_scale(out_dir: str, split: str, num_images: int, num_captures: int = 70,

@@ -62,8 +62,10 @@ SETTINGS = {p.key: p for p in (protocol.DIR, protocol.DIR_MIDDLE_MCP, protocol.D
 PROCRUSTES_KEY = 'procrustes-mano-interacting'
 PROCRUSTES_NAME = 'Procrustes-aligned, MANO joints, interacting'
 # Protocols on InterHand2.6M's triangulated joints computed when the data carries them (interhand26m
-# >= 1.1.0): the InterHand2.6M/InterWild setting on the subset the builder converts.
+# >= 1.1.0): the InterHand2.6M/InterWild setting on the subsets the converted data holds (the
+# builder's 'all' config also holds single-hand samples).
 TRIANGULATED = (protocol.INTERHAND26M_INTERACTING,)
+TRIANGULATED_WITH_SINGLE = (protocol.INTERHAND26M, protocol.INTERHAND26M_INTERACTING, protocol.INTERHAND26M_SINGLE)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -405,6 +407,10 @@ def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
                   triangulated: Sequence[protocol.Protocol] = ()):
   """Per-sample errors of one batch and one stage, float64 numpy.
 
+  Everything on MANO joints and meshes (`settings`, PROCRUSTES_KEY, the interpenetration volume) is
+  computed on the interacting samples only: all B when `gt` has no 'hand_type', else the I samples
+  whose hand type is 'interacting' (a single-hand sample's other hand has no ground-truth mesh).
+
   Args:
     mano: regressors and closed faces (`EvalMano.from_pair`).
     gt: 'verts_cam_{left,right}' (B, 778, 3) m camera frame, 'intrinsics' (B, 3, 3); for
@@ -417,19 +423,26 @@ def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
     triangulated: protocols on triangulated joints.
 
   Returns:
-    Flat dict: '{key}/joint_mm/{hand}' (B, 21), NaN where a joint is not scored (invalid, or the
-    sample outside the protocol's subset); for MANO protocols '{key}/{vert_mm,joint_px,vert_px}/{hand}'
-    (B,) per-sample means and '{key}/mrrpe_mm' (B,); PROCRUSTES_KEY's joint_mm and vert_mm; 'iv_cm3'
-    (B,) when voxel_m is set: the volume shared by the two predicted meshes, the right one placed at
-    the left one plus 0.15 * offset (the prediction as it is, no alignment or scaling).
+    Flat dict: '{key}/joint_mm/{hand}' (I or B, 21), NaN where a joint is not scored (invalid, or
+    the sample outside the protocol's subset); for MANO protocols '{key}/{vert_mm,joint_px,vert_px}/{hand}'
+    (I,) per-sample means and '{key}/mrrpe_mm' (I,); PROCRUSTES_KEY's joint_mm and vert_mm; for
+    triangulated protocols '{key}/mrrpe_mm' (B,), NaN unless the sample is interacting, in the
+    subset and both roots are valid (InterHand2.6M's rule); 'iv_cm3' (I,) when voxel_m is set: the
+    volume shared by the two predicted meshes, the right one placed at the left one plus 0.15 *
+    offset (the prediction as it is, no alignment or scaling).
   """
   f64 = lambda x: np.asarray(x, np.float64)
-  intrinsics = f64(gt['intrinsics'])
-  gt_verts = {h: f64(gt[f'verts_cam_{h}']) for h in HANDS}
-  pd_verts = {h: f64(pred[f'mesh_xyz_{h}']) for h in HANDS}
-  offset = f64(pred['offset'])
+  interacting = (np.ones(len(f64(gt['intrinsics'])), bool) if 'hand_type' not in gt
+                 else np.asarray(gt['hand_type']) == schema.HAND_TYPES.index('interacting'))
+  intrinsics = f64(gt['intrinsics'])[interacting]
+  gt_verts = {h: f64(gt[f'verts_cam_{h}'])[interacting] for h in HANDS}
+  pd_verts_all = {h: f64(pred[f'mesh_xyz_{h}']) for h in HANDS}
+  pd_joints_all = {h: regress_joints(mano.joint_regressor[h], pd_verts_all[h]) for h in HANDS}
+  pd_verts = {h: pd_verts_all[h][interacting] for h in HANDS}
+  pd_joints = {h: pd_joints_all[h][interacting] for h in HANDS}
+  offset_all = f64(pred['offset'])
+  offset = offset_all[interacting]
   gt_joints = {h: regress_joints(mano.joint_regressor[h], gt_verts[h]) for h in HANDS}
-  pd_joints = {h: regress_joints(mano.joint_regressor[h], pd_verts[h]) for h in HANDS}
   out = {}
   for name, setting in settings.items():
     for h in HANDS:
@@ -444,12 +457,17 @@ def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
     out[f'{PROCRUSTES_KEY}/vert_mm/{h}'] = protocol.procrustes_errors_mm(pd_verts[h], gt_verts[h]).mean(-1)
   if triangulated:
     hand_type = np.asarray(schema.HAND_TYPES)[np.asarray(gt['hand_type'], np.int64)]
+    tri = {h: _triangulated_gt(gt, h) for h in HANDS}
     for p in triangulated:
       in_subset = protocol.subset_mask(p.subset, hand_type, gt.get('human_annot'))
       for h in HANDS:
-        joints, valid = _triangulated_gt(gt, h)
-        out[f'{p.key}/joint_mm/{h}'] = protocol.protocol_errors_mm(p, pd_joints[h], joints,
+        joints, valid = tri[h]
+        out[f'{p.key}/joint_mm/{h}'] = protocol.protocol_errors_mm(p, pd_joints_all[h], joints,
                                                                    valid & in_subset[:, None])
+      both_roots = tri['left'][1][:, p.root_index] & tri['right'][1][:, p.root_index]
+      relative_mm = 1000.0 * mrrpe(tri['left'][0], tri['right'][0], pd_joints_all['left'],
+                                   pd_joints_all['right'], offset_all, p.root_index)
+      out[f'{p.key}/mrrpe_mm'] = np.where(interacting & in_subset & both_roots, relative_mm, np.nan)
   if voxel_m is not None:
     if mano.closed_faces is None:
       raise ValueError('interpenetration volume needs closable MANO faces; pass voxel_m=None')
@@ -473,7 +491,8 @@ def summarize(errors: Mapping[str, np.ndarray], thresholds_mm=PCK_THRESHOLDS_MM)
     Plain Python values: '{key}/{mpjpe,auc}/{left,right,all}' floats, '{key}/pck/{hand}' and
     '{key}/joint_errors_mm/{left,right}' (21 per-joint means) lists, '{key}/num_samples' int; for
     MANO protocols also '{key}/{mpvpe,miaa_joint,miaa_vert}/{hand}' and '{key}/mrrpe/all';
-    PROCRUSTES_KEY's mpjpe and mpvpe; 'iv/all' float.
+    PROCRUSTES_KEY's mpjpe and mpvpe; 'iv/all' float; triangulated protocols' '{key}/mrrpe/all'
+    where an interacting sample with both roots valid is scored.
   """
   out = {}
   keys = sorted({key.split('/')[0] for key in errors if key.endswith('/joint_mm/left')})
@@ -500,9 +519,10 @@ def summarize(errors: Mapping[str, np.ndarray], thresholds_mm=PCK_THRESHOLDS_MM)
       out[f'{s}/auc/{h}'] = auc
     out[f'{s}/pck/all'] = ((curves[0] + curves[1]) / 2).tolist()
     out[f'{s}/auc/all'] = (aucs[0] + aucs[1]) / 2
-    if f'{s}/mrrpe_mm' in errors:
-      out[f'{s}/mrrpe/all'] = float(np.mean(errors[f'{s}/mrrpe_mm']))
-  if 'iv_cm3' in errors:
+    relative = errors.get(f'{s}/mrrpe_mm', np.zeros(0))
+    if np.isfinite(relative).any():  # triangulated: over the samples where it is scored
+      out[f'{s}/mrrpe/all'] = float(np.nanmean(relative))
+  if len(errors.get('iv_cm3', ())):
     out['iv/all'] = float(np.mean(errors['iv_cm3']))
   return out
 
@@ -512,27 +532,30 @@ def protocol_names(keys: Sequence[str]) -> dict[str, str]:
   return {key: PROCRUSTES_NAME if key == PROCRUSTES_KEY else protocol.Protocol.parse(key).name for key in keys}
 
 
-def choose_protocols(keys: Sequence[str] | None, has_triangulated: bool,
-                     dataset: str) -> tuple[dict[str, protocol.Protocol], tuple[protocol.Protocol, ...]]:
+def choose_protocols(keys: Sequence[str] | None, has_triangulated: bool, dataset: str,
+                     has_single_hand: bool = False) -> tuple[dict[str, protocol.Protocol], tuple[protocol.Protocol, ...]]:
   """The protocols to compute from their keys (`Protocol.key`; None: the defaults).
 
-  Defaults: `SETTINGS` and, when the dataset stores triangulated joints, `TRIANGULATED`. Refused with
-  a ValueError that says why: subsets the converted data cannot hold (the builder keeps interacting
-  annotations only, so 'single' and 'all' would score nothing or mislabel the interacting ones),
-  MANO-joint protocols off the interacting subset, triangulated joints the dataset (`dataset`, for
-  the message) does not store.
+  Defaults: `SETTINGS` and, when the dataset stores triangulated joints, `TRIANGULATED`
+  (`TRIANGULATED_WITH_SINGLE` when it holds single-hand samples: `has_single_hand`, the builder's
+  'all' config). Refused with a ValueError that says why: the single-hand and all-frames subsets
+  on data without single-hand samples (the 'interacting' config: they would score nothing or only
+  the interacting ones), MANO-joint protocols off the interacting subset, triangulated joints the
+  dataset (`dataset`, for the message) does not store.
 
   Returns:
     (MANO-joint protocols by key, triangulated protocols).
   """
   if not keys:
-    return dict(SETTINGS), (TRIANGULATED if has_triangulated else ())
+    return dict(SETTINGS), (() if not has_triangulated else TRIANGULATED_WITH_SINGLE if has_single_hand
+                            else TRIANGULATED)
   chosen = [protocol.Protocol.parse(key) for key in keys]
   for p in chosen:
-    if p.subset in ('single', 'all'):
-      raise ValueError(f'protocol {p.key} ({p.name}): the interhand26m builder converts interacting annotations '
-                       'only, so the single-hand and all-frames subsets have no examples to score; use the '
-                       'interacting or human_annot subset')
+    if p.subset in ('single', 'all') and not has_single_hand:
+      raise ValueError(f'protocol {p.key} ({p.name}): {dataset} holds interacting annotations only (the '
+                       "interhand26m builder's 'interacting' config), so the single-hand and all-frames subsets "
+                       "have no examples to score; convert the 'all' config (tfds build data_prep/interhand26m "
+                       "--config all) and evaluate on it, or use the interacting or human_annot subset")
     if p.gt_joints == 'mano' and p.subset != 'interacting':
       raise ValueError(f'protocol {p.key} ({p.name}): protocols on MANO joints are computed on the interacting subset')
     if p.gt_joints == 'triangulated' and not has_triangulated:

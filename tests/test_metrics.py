@@ -428,3 +428,47 @@ def test_triangulated_protocol_scores_valid_joints_of_its_subset(eval_mano, mano
   assert '| wrist, unscaled, triangulated joints, human_annot | InterWild | mpjpe | 13.65 |' in table
   assert 'IntagHand' not in table and 'DIR' not in table  # their protocols were not computed here
   json.dumps(result, allow_nan=False)
+
+
+def test_single_hand_samples_in_a_batch(eval_mano, mano):
+  """A batch of the builder's 'all' config: MANO-joint numbers (and Procrustes, interpenetration) are
+  exactly those of its interacting samples alone; the triangulated single and all subsets score the
+  named hand of each single sample (the other's joints are invalid, its MANO arbitrary); the
+  triangulated MRRPE counts interacting samples whose two wrists are valid, computed by hand."""
+  gt, stages = make_batch(mano, 5, seed=11)
+  hand_types = ['interacting', 'right', 'interacting', 'left', 'interacting']
+  gt = _with_triangulated(eval_mano, gt, hand_types)
+  for i, t in enumerate(hand_types):
+    if t != 'interacting':
+      other = 'left' if t == 'right' else 'right'
+      gt[f'verts_cam_{other}'][i] = 0.0  # no MANO: all-zero parameters give some mesh; never scored
+      start = schema.INTERHAND_HAND_OFFSET[other]
+      gt['joint_3d_valid'][i, start:start + 21] = False
+  left_wrist = schema.INTERHAND_HAND_OFFSET['left'] + schema.DIR_FROM_INTERHAND[0]
+  gt['joint_3d_valid'][4, left_wrist] = False  # sample 4: no MRRPE, left hand not scored
+  both, single = protocol.INTERHAND26M, protocol.INTERHAND26M_SINGLE
+  result = metrics.stage_metrics(eval_mano, gt, stages, voxel_m=0.01, triangulated=(both, single))
+  rows = [0, 2, 4]
+  only = metrics.stage_metrics(eval_mano, {k: np.asarray(v)[rows] for k, v in gt.items()},
+                               [{k: v[rows] for k, v in s.items()} for s in stages], voxel_m=0.01, triangulated=())
+  for key, value in only.items():
+    if key.startswith('stage') and 'triangulated' not in key:
+      assert result[key] == value, key
+  assert result[f'stage1/{T2}/num_samples'] == 3 and result['num_samples'] == 5
+  for p, samples in ((both, {'left': [0, 2, 3], 'right': [0, 1, 2, 4]}), (single, {'left': [3], 'right': [1]})):
+    assert result[f'stage1/{p.key}/num_samples'] == (5 if p is both else 2)
+    per_joint = []
+    for h in metrics.HANDS:
+      with np.errstate(invalid='ignore'):  # the zeroed meshes project to 0/0 (their pixel errors are unused)
+        err = metrics.hand_errors(eval_mano.joint_regressor[h], gt[f'verts_cam_{h}'], stages[1][f'mesh_xyz_{h}'],
+                                  gt['intrinsics'], NO_SCALE_WRIST)['joint_mm'][samples[h]]
+      assert result[f'stage1/{p.key}/mpjpe/{h}'] == pytest.approx(err.mean(), rel=1e-12)
+      per_joint += list(err.mean(axis=0))
+    assert result[f'stage1/{p.key}/mpjpe/all'] == pytest.approx(np.mean(per_joint), rel=1e-12)
+  # MRRPE on triangulated wrists: interacting samples 0 and 2 (4 has no left wrist, 1 and 3 one hand).
+  joints = {h: schema.interhand_joints_in_dir_order(gt['joint_3d_cam_m'], h) for h in metrics.HANDS}
+  relative_mm = [1000 * np.linalg.norm((joints['right'][i, 0] - joints['left'][i, 0])
+                                       - metrics.OFFSET_UNIT_M * stages[1]['offset'][i]) for i in (0, 2)]
+  assert result[f'stage1/{both.key}/mrrpe/all'] == pytest.approx(np.mean(relative_mm), rel=1e-12)
+  assert f'stage1/{single.key}/mrrpe/all' not in result  # no interacting sample in the subset
+  json.dumps(result, allow_nan=False)

@@ -365,3 +365,14 @@ def test_read_annotation_ids(tmp_path):
   path.write_text('\n')
   with pytest.raises(ValueError, match='no annotation id'):
     protocol.read_annotation_ids(str(path))
+
+
+def test_choose_protocols_on_data_with_single_hands():
+  """The builder's 'all' config: the single-hand and all-frames subsets are defaults and accepted."""
+  settings, triangulated = metrics.choose_protocols(None, True, 'DATA', has_single_hand=True)
+  assert settings == metrics.SETTINGS and triangulated == metrics.TRIANGULATED_WITH_SINGLE
+  assert {p.subset for p in triangulated} == {'all', 'interacting', 'single'}
+  _, triangulated = metrics.choose_protocols(['wrist-unscaled-triangulated-single'], True, 'DATA', True)
+  assert triangulated == (protocol.INTERHAND26M_SINGLE,)
+  with pytest.raises(ValueError, match='MANO joints are computed on the interacting subset'):
+    metrics.choose_protocols(['wrist-scaled-mano-all'], True, 'DATA', True)

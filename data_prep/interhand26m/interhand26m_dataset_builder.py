@@ -1,13 +1,19 @@
-"""TFDS builder `interhand26m`: InterHand2.6M's interacting-hand images prepared for DIR (docs/architecture.md#data-preparation).
+"""TFDS builder `interhand26m`: InterHand2.6M's images prepared for DIR (docs/architecture.md#data-preparation).
 
-Each example is one selected annotation: the 256x256 crop around both hands, its intrinsics, both
+Each example is one selected annotation: the 256x256 crop around its hands, its intrinsics, the
 hands' MANO parameters in the camera frame, and rendered seg/dense targets (`dir_jax.data.schema`).
+Two configs: `interacting` (the default; the interacting annotations with a valid hand type, what
+DIR trains and is tested on) and `all` (every annotation whose named hands have MANO: also the
+single-hand ones and those with hand_type_valid false, for InterHand2.6M's single-hand and
+all-frames evaluation; a hand a single-hand example does not name has all-zero MANO parameters).
 
-    tfds build data_prep/interhand26m --manual_dir RAW --data_dir OUT
-    tfds build data_prep/interhand26m --manual_dir RAW --data_dir OUT \\
+    tfds build data_prep/interhand26m --config interacting --manual_dir RAW --data_dir OUT
+    tfds build data_prep/interhand26m --config all --manual_dir RAW --data_dir OUT
+    tfds build data_prep/interhand26m --config interacting --manual_dir RAW --data_dir OUT \\
         --beam_pipeline_options="runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing"
 
-or from Python, `build(raw_dir, data_dir, beam=False)`. Without Beam options the examples are
+(without `--config`, the tfds CLI builds both), or from Python, `build(raw_dir, data_dir, beam=False,
+config='interacting')`. Without Beam options the examples are
 converted in the building process; with them (`--beam_pipeline_options` or
 `DownloadConfig.beam_options` / `beam_runner`) `_generate_examples` returns a Beam PTransform over
 shards of the selected annotations. Skipped annotations are counted by reason (`preprocess.SKIP_REASONS`), in
@@ -15,7 +21,7 @@ both modes, printed at the end and stored in `builder.info.metadata['skipped'][s
 
 Memory is bounded: each split is planned from streamed annotation files (`raw.plan_split`, about
 80 bytes per selected annotation plus one row per selected frame and camera), the plan is saved to
-`<data_dir>/downloads/interhand26m_plan/<split>/` and dropped, and each split's generator (or each
+`<data_dir>/downloads/interhand26m_plan/<config>/<split>/` and dropped, and each split's generator (or each
 Beam worker, shard by shard) maps the saved arrays while it converts. The Beam launcher holds only
 the list of shards. `bench/plan_interhand.py` measures planning's peak memory and time.
 """
@@ -75,9 +81,15 @@ def features() -> tfds.features.FeaturesDict:
 
 
 class Interhand26m(tfds.core.GeneratorBasedBuilder):
-  """InterHand2.6M (interacting hands, MANO NeuralAnnot) cropped for DIR."""
+  """InterHand2.6M (MANO NeuralAnnot) cropped for DIR: interacting annotations, or all of them."""
 
-  VERSION = tfds.core.Version('1.1.0')
+  VERSION = tfds.core.Version('1.2.0')
+  BUILDER_CONFIGS = [
+      tfds.core.BuilderConfig(name=subset, description=description) for subset, description in (
+          ('interacting', 'Interacting annotations with a valid hand type: DIR\'s training and test data.'),
+          ('all', 'Every annotation whose named hands have MANO (single-hand ones and hand_type_valid false '
+                  'included): InterHand2.6M\'s single-hand and all-frames evaluation.'))]
+  DEFAULT_BUILDER_CONFIG_NAME = 'interacting'
   RELEASE_NOTES = {
       '1.0.0': 'First release: 256x256 crops, camera-frame MANO, seg and dense targets.',
       '1.1.0': ('Keeps the annotations the field evaluates with: joint_3d.json\'s triangulated joints in the '
@@ -85,6 +97,8 @@ class Interhand26m(tfds.core.GeneratorBasedBuilder):
                 '(joint_3d_valid), hand_type, hand_type_valid and data.json\'s box (bbox_px). Annotations '
                 'whose joint_valid or bbox is unusable are skipped as annotation_invalid; images whose size '
                 'differs from data.json\'s as image_size_mismatch.'),
+      '1.2.0': ('Two configs: interacting (the default, the examples of 1.1.0) and all (also single-hand '
+                'annotations, whose other hand has all-zero MANO parameters, and hand_type_valid false ones).'),
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 InterHand2.6M and MANO are licensed downloads; place them in the manual folder as below.
@@ -100,7 +114,8 @@ InterHand2.6M and MANO are licensed downloads; place them in the manual folder a
    for <split> in train, val, test (a split whose data.json is absent is not produced).
 2. MANO: {MANO_DOWNLOAD_HELP.format(folder='<manual folder>/mano/')}
 
-Then: tfds build data_prep/interhand26m --manual_dir <manual folder> --data_dir <output folder>
+Then: tfds build data_prep/interhand26m --config interacting --manual_dir <manual folder> --data_dir <output folder>
+(--config all also converts the single-hand annotations, for InterHand2.6M's all-frames evaluation)
 """
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -124,7 +139,7 @@ Then: tfds build data_prep/interhand26m --manual_dir <manual folder> --data_dir 
     self.info.metadata['skipped'] = skipped
     for split, counts in skipped.items():
       kept = self.info.splits[split].num_examples if split in self.info.splits else 0
-      print(f'interhand26m {split}: kept {kept}, skipped {sum(counts.values())} '
+      print(f'interhand26m/{self.builder_config.name} {split}: kept {kept}, skipped {sum(counts.values())} '
             f'({", ".join(f"{r} {n}" for r, n in counts.items() if n) or "none"})')
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
@@ -137,13 +152,13 @@ Then: tfds build data_prep/interhand26m --manual_dir <manual folder> --data_dir 
         logging.info('interhand26m: %s not found; split %r is not produced',
                      raw.annotation_path(raw_dir, split, 'data'), split)
         continue
-      plan, self._skipped[split] = raw.plan_split(raw_dir, split)
+      plan, self._skipped[split] = raw.plan_split(raw_dir, split, subset=self.builder_config.name)
       if not len(plan):
         logging.warning('interhand26m: no annotation of %r selected (skipped: %s); split not produced',
                         split, dict(self._skipped[split]))
         continue
       logging.info('interhand26m: %s: %d annotations selected before reading images', split, len(plan))
-      plan_dir = os.path.join(os.fspath(dl_manager.download_dir), 'interhand26m_plan', split)
+      plan_dir = os.path.join(os.fspath(dl_manager.download_dir), 'interhand26m_plan', self.builder_config.name, split)
       plan.save(plan_dir)
       generators[split] = self._generate_examples(plan_dir, len(plan), mano_dir, split)
       del plan  # the generator maps the saved plan when its split is written
@@ -183,15 +198,17 @@ Then: tfds build data_prep/interhand26m --manual_dir <manual folder> --data_dir 
       self._skipped[split][reason] += counter.committed
 
 
-def build(raw_dir: str, data_dir: str, beam: bool = False, num_workers: int = 2) -> Interhand26m:
+def build(raw_dir: str, data_dir: str, beam: bool = False, num_workers: int = 2,
+          config: str = 'interacting') -> Interhand26m:
   """Builds `interhand26m` from a raw folder without the tfds CLI.
 
   Args:
     raw_dir: the manual folder (layout in `Interhand26m.MANUAL_DOWNLOAD_INSTRUCTIONS`).
-    data_dir: TFDS data folder; the dataset lands in `<data_dir>/interhand26m/<VERSION>`.
+    data_dir: TFDS data folder; the dataset lands in `<data_dir>/interhand26m/<config>/<VERSION>`.
     beam: convert with Apache Beam (the DirectRunner's FnApiRunner, one process per worker)
       instead of in-process.
     num_workers: Beam worker processes.
+    config: 'interacting' or 'all' (`Interhand26m.BUILDER_CONFIGS`).
 
   Returns:
     The prepared builder (`builder.as_dataset(split=...)`, `builder.info.metadata['skipped']`).
@@ -207,6 +224,7 @@ def build(raw_dir: str, data_dir: str, beam: bool = False, num_workers: int = 2)
         manual_dir=raw_dir, beam_runner=FnApiRunner(),
         beam_options=PipelineOptions([f'--direct_num_workers={num_workers}',
                                       '--direct_running_mode=multi_processing']))
-  builder = Interhand26m(data_dir=data_dir)
+  preprocess.check_subset(config)
+  builder = Interhand26m(data_dir=data_dir, config=config)
   builder.download_and_prepare(download_config=download_config)
   return builder

@@ -2,13 +2,16 @@
 
 Steps for one annotation, in order (the first failing check names the skip reason):
 1. Selection on the annotation and the JSON files (`annotation_reason`, `mano_reason`,
-   `camera_from_raw`): an interacting annotation with a valid hand type, both hands' MANO present
-   and finite, a camera known to camera.json; then the image file must exist.
+   `camera_from_raw`): for the subset 'interacting' (DIR's training and test data) an interacting
+   annotation with a valid hand type; for 'all' (InterHand2.6M's own evaluation set) any
+   annotation. The MANO of every hand its hand type names (`hand_sides`) present and finite, a
+   camera known to camera.json; then the image file must exist.
 2. The image (decoded by the caller): data.json's width x height (IMAGE_SIZE_MISMATCH otherwise,
    tested by the caller), mean intensity at least `MIN_MEAN_INTENSITY` (`image_reason`).
 3. MANO NeuralAnnot (world frame) -> ground-truth layer parameters (`mano_params_world`) -> camera
-   frame (`dir_jax.mano.rigid.transform_params`) -> vertices (`hand_mesh`).
-4. The square crop around both hands (`crop_affine`, `warp_to_crop`, `crop_intrinsics`), then the
+   frame (`dir_jax.mano.rigid.transform_params`) -> vertices (`hand_mesh`), for the named hands; a
+   hand a single-hand annotation does not name gets all-zero parameters (`ABSENT_HAND`).
+4. The square crop around the named hands (`crop_affine`, `warp_to_crop`, `crop_intrinsics`), then the
    seg and dense targets rendered with the crop intrinsics (`render_targets`).
 
 Pixel convention: `dir_jax.data.schema` (pixel i covers [i, i + 1)); the raw OpenCV principal point
@@ -35,14 +38,16 @@ HAND_BBOX_RATIO = 0.8  # the two hands' box spans this fraction of the crop's si
 MIN_MEAN_INTENSITY = 10.0  # darker images are skipped (mean over all pixels and channels, 0..255)
 JPEG_QUALITY = 95
 NEURALANNOT_SIZES = {'pose': 48, 'shape': 10, 'trans': 3}
+# The stored MANO parameters of a hand that a single-hand annotation does not name.
+ABSENT_HAND = {key: np.zeros(shape, np.float32) for key, shape in schema.MANO_SHAPES.items()}
 
 # Skip reasons, in the order they are tested.
 # An annotation or its image entry lacks an id, capture, frame, camera, file name, width or height, or
 # the annotation's joint_valid (42 values) or bbox (4 finite values) is unusable.
 ANNOTATION_INVALID = 'annotation_invalid'
-NOT_INTERACTING = 'not_interacting'  # hand_type is 'right' or 'left'
-HAND_TYPE_INVALID = 'hand_type_invalid'  # interacting, but hand_type_valid is false
-MANO_MISSING = 'mano_missing'  # no NeuralAnnot entry (or null) for the frame or one of the hands
+NOT_INTERACTING = 'not_interacting'  # subset 'interacting' only: hand_type is 'right' or 'left'
+HAND_TYPE_INVALID = 'hand_type_invalid'  # subset 'interacting' only: hand_type_valid is false
+MANO_MISSING = 'mano_missing'  # no NeuralAnnot entry (or null) for the frame or one of the named hands
 MANO_INVALID = 'mano_invalid'  # an entry with missing keys, wrong lengths or non-finite numbers
 CAMERA_MISSING = 'camera_missing'  # capture or camera id absent from camera.json (or not finite)
 IMAGE_MISSING = 'image_missing'  # no file at images/<split>/<file_name>, or no data.json image entry
@@ -54,8 +59,27 @@ SKIP_REASONS = (ANNOTATION_INVALID, NOT_INTERACTING, HAND_TYPE_INVALID, MANO_MIS
                 IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_SIZE_MISMATCH, IMAGE_DARK, HANDS_BEHIND_CAMERA)
 
 
-def annotation_reason(annotation: Mapping[str, Any]) -> str | None:
-  """Skip reason of a data.json annotation from its hand type, or None when it is selected."""
+# What a build converts: 'interacting' keeps the interacting annotations with a valid hand type (the
+# data DIR trains and is tested on); 'all' keeps every annotation whose named hands have MANO, as
+# InterHand2.6M's evaluation keeps every annotation (hand_type_valid is stored, not required).
+SUBSETS = ('interacting', 'all')
+
+
+def check_subset(subset: str) -> None:
+  """ValueError unless `subset` is one of SUBSETS."""
+  if subset not in SUBSETS:
+    raise ValueError(f'subset must be one of {SUBSETS}, got {subset!r}')
+
+
+def hand_sides(hand_type: str) -> tuple[str, ...]:
+  """The hands an annotation's `hand_type` names, in `schema.SIDES` order: both for 'interacting'."""
+  return schema.SIDES if hand_type == 'interacting' else (hand_type,)
+
+
+def annotation_reason(annotation: Mapping[str, Any], subset: str = 'interacting') -> str | None:
+  """Skip reason of a data.json annotation from its hand type, or None when `subset` selects it."""
+  if subset == 'all':
+    return None
   if annotation.get('hand_type') != 'interacting':
     return NOT_INTERACTING
   if not annotation.get('hand_type_valid'):
@@ -143,11 +167,12 @@ def neuralannot_hand(entry: Any) -> dict[str, np.ndarray] | None:
   return hand
 
 
-def mano_reason(mano_frame: Any) -> str | None:
-  """Skip reason from a frame's NeuralAnnot dict `{'left': entry, 'right': entry}` (or None)."""
-  if not isinstance(mano_frame, Mapping) or any(mano_frame.get(side) is None for side in schema.SIDES):
+def mano_reason(mano_frame: Any, sides: tuple[str, ...] = schema.SIDES) -> str | None:
+  """Skip reason from a frame's NeuralAnnot dict `{'left': entry, 'right': entry}` (or None), for
+  the hands `sides` (`hand_sides` of the annotation's hand type)."""
+  if not isinstance(mano_frame, Mapping) or any(mano_frame.get(side) is None for side in sides):
     return MANO_MISSING
-  if any(neuralannot_hand(mano_frame[side]) is None for side in schema.SIDES):
+  if any(neuralannot_hand(mano_frame[side]) is None for side in sides):
     return MANO_INVALID
   return None
 
@@ -295,10 +320,10 @@ def dense_vertex_colors(pair: ManoPair) -> dict[str, np.ndarray]:
 def render_targets(verts_cam_m: Mapping[str, np.ndarray], pair: ManoPair, K_px: np.ndarray,
                    vertex_colors: Mapping[str, np.ndarray],
                    size: int = CROP_SIZE_PX) -> tuple[np.ndarray, np.ndarray]:
-  """Seg and dense targets of both hands, rendered together so they occlude each other.
+  """Seg and dense targets of the hands, rendered together so they occlude each other.
 
   Args:
-    verts_cam_m: {'left', 'right'}: (778, 3) camera-frame vertices, metres.
+    verts_cam_m: {side: (778, 3) camera-frame vertices, metres} for one or both sides.
     pair: the MANO models (faces).
     K_px: (3, 3) intrinsics of the (size, size) crop.
     vertex_colors: `dense_vertex_colors(pair)`.
@@ -309,7 +334,7 @@ def render_targets(verts_cam_m: Mapping[str, np.ndarray], pair: ManoPair, K_px: 
     = round(255 * interpolated vertex colour), 0 on the background.
   """
   meshes = [(verts_cam_m[side], pair[side].faces, schema.SEG_LABEL[side], vertex_colors[side])
-            for side in ('right', 'left')]
+            for side in ('right', 'left') if side in verts_cam_m]
   seg, dense = rasterizer.render_seg_dense(meshes, K_px, size, size)
   dense_u8 = np.clip(np.round(dense * 255.0), 0, 255).astype(np.uint8)
   return seg[..., None], dense_u8
@@ -346,17 +371,18 @@ def convert_example(record: Mapping[str, Any], image_rgb_u8: np.ndarray, pair: M
   Returns:
     (reason, None) when the example is skipped (IMAGE_DARK, HANDS_BEHIND_CAMERA), else
     (None, example) with encoded `image` (JPEG), `seg` and `dense` (PNG) bytes and the arrays of the
-    schema.
+    schema. Only the hands `hand_sides(record['hand_type'])` names are used: their vertices place
+    the crop and are rendered; another hand's parameters are `ABSENT_HAND`.
   """
   reason = image_reason(image_rgb_u8)
   if reason:
     return reason, None
   camera = record['camera']
   params, verts_cam_m = {}, {}
-  for side in schema.SIDES:
+  for side in hand_sides(record['hand_type']):
     params[side] = mano_params_camera(pair[side], record['mano'][side], camera)
     verts_cam_m[side] = hand_mesh(pair[side], params[side])[0]
-  all_verts_m = np.concatenate([verts_cam_m[side] for side in schema.SIDES])
+  all_verts_m = np.concatenate(list(verts_cam_m.values()))
   if not np.all(all_verts_m[:, 2] > rasterizer.DEFAULT_NEAR_M):
     return HANDS_BEHIND_CAMERA, None
   affine = crop_affine(rasterizer.project_perspective(all_verts_m, camera['K_px'])[:, :2])
@@ -367,7 +393,7 @@ def convert_example(record: Mapping[str, Any], image_rgb_u8: np.ndarray, pair: M
       'seg': encode_png(seg),
       'dense': encode_png(dense),
       'intrinsics': K_crop.astype(np.float32),
-      'mano': {side: {key: np.asarray(params[side][key], np.float32) for key in schema.MANO_KEYS}
+      'mano': {side: {key: np.asarray(params.get(side, ABSENT_HAND)[key], np.float32) for key in schema.MANO_KEYS}
                for side in schema.SIDES},
       'capture': int(record['capture']),
       'frame': int(record['frame']),

@@ -184,7 +184,8 @@ class SplitPlan:
     camera_ids: (C,) str; camera_rotation (C, 3, 3), camera_translation_m (C, 3), camera_K_px
       (C, 3, 3) float64: `preprocess.camera_from_raw` of each selected (capture, camera).
     mano_pose (F, 2, 48), mano_shape (F, 2, 10), mano_trans (F, 2, 3): float64
-      `preprocess.neuralannot_hand` of each selected frame, hands in HAND_SIDES order.
+      `preprocess.neuralannot_hand` of each selected frame, hands in HAND_SIDES order; zeros for a
+      hand without a usable entry (one that its annotations' hand type does not name).
     joint_world_mm: (J, 42, 3) float32, joint_3d.json's `world_coord` of each selected frame found
       there, millimetres, NaN where the file has no finite coordinate (`preprocess.joints_world_mm`;
       float32 keeps 0.1 micrometre at 2 m).
@@ -285,7 +286,8 @@ class _AnnotationTable:
   Ids that are not integers are kept in a dict, so the images may come before or after.
   """
 
-  def __init__(self):
+  def __init__(self, subset: str):
+    self.subset = subset
     self.keys, self.key_is_int, self.ids, self.codes = array.array('q'), array.array('b'), array.array('q'), array.array('b')
     self.other_keys: dict[int, Any] = {}  # annotation index -> an image_id that is not an integer
     self.joint_bits, self.boxes = array.array('Q'), array.array('f')
@@ -304,7 +306,7 @@ class _AnnotationTable:
     except (KeyError, TypeError, IndexError, AttributeError):
       code = invalid
     if not code:
-      code = _REASON_CODE.get(preprocess.annotation_reason(annotation), 0)
+      code = _REASON_CODE.get(preprocess.annotation_reason(annotation, self.subset), 0)
       if not code:
         fields = preprocess.annotation_fields(annotation)
       # Unusable id or fields: invalid once the image is found.
@@ -366,16 +368,18 @@ def _frame_entries(path: str, needed: Mapping[int, set[int]]) -> Iterator[tuple[
       yield capture, frame, capture_entry.get(str(frame)) if isinstance(capture_entry, Mapping) else None
 
 
-def _mano(path: str, needed: Mapping[int, set[int]]) -> tuple[dict[tuple[int, int], int | str], list[np.ndarray]]:
-  """Each needed (capture, frame): its row in the returned MANO list, or its `mano_reason`."""
+def _mano(path: str, needed: Mapping[int, set[int]]) -> tuple[dict[tuple[int, int], tuple[int, tuple]], list[dict]]:
+  """Each needed (capture, frame): (its row in the returned list of hands, -1 when it has none; the
+  `mano_reason` for each hand type, in `schema.HAND_TYPES` order). A row holds {side:
+  `neuralannot_hand` or None}."""
   found, hands = {}, []
   for capture, frame, mano_frame in _frame_entries(path, needed):
-    reason = preprocess.mano_reason(mano_frame)
-    if reason:
-      found[capture, frame] = reason
+    reasons = tuple(preprocess.mano_reason(mano_frame, preprocess.hand_sides(t)) for t in schema.HAND_TYPES)
+    if all(reasons):
+      found[capture, frame] = -1, reasons
       continue
-    found[capture, frame] = len(hands)
-    hands.append({side: preprocess.neuralannot_hand(mano_frame[side]) for side in HAND_SIDES})
+    found[capture, frame] = len(hands), reasons
+    hands.append({side: preprocess.neuralannot_hand(mano_frame.get(side)) for side in HAND_SIDES})
   return found, hands
 
 
@@ -391,13 +395,15 @@ def _joints(path: str, needed: Mapping[int, set[int]]) -> tuple[dict[tuple[int, 
   return found, joints
 
 
-def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tuple[SplitPlan, collections.Counter]:
+def plan_split(raw_dir: str, split: str, check_image_files: bool = True,
+               subset: str = 'interacting') -> tuple[SplitPlan, collections.Counter]:
   """Selects a split's annotations on everything the JSON files and the file listing tell.
 
   Annotations are joined to their images by `image_id` and visited in data.json order. Each one
   either becomes a record or counts under the first skip reason that applies (ANNOTATION_INVALID or
   IMAGE_MISSING from the join, `preprocess.annotation_reason`, ANNOTATION_INVALID from
-  `preprocess.annotation_fields`, `preprocess.mano_reason`, CAMERA_MISSING, IMAGE_MISSING). Images
+  `preprocess.annotation_fields`, `preprocess.mano_reason` of the hands the hand type names,
+  CAMERA_MISSING, IMAGE_MISSING). Images
   are not opened here, only looked up, so a split whose images were not downloaded has no records.
   A frame that joint_3d.json lacks does not skip its annotations: their joints are all invalid.
   Each JSON file is read once, as a stream (`json_stream`): data.json one image or annotation at a
@@ -409,6 +415,7 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tupl
     split: 'train', 'val' or 'test'.
     check_image_files: look each selected image file up (False: assume it exists; for measuring
       the planning of annotations without their images).
+    subset: `preprocess.SUBSETS`: 'interacting' (valid interacting annotations) or 'all'.
 
   Returns:
     plan: the selected annotations (`SplitPlan`).
@@ -417,8 +424,9 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tupl
   Raises:
     RawDataError: an annotation file is not valid JSON (truncated or damaged).
   """
+  preprocess.check_subset(subset)
   data_path = annotation_path(raw_dir, split, 'data')
-  images, annotation_table = _ImageTable(), _AnnotationTable()
+  images, annotation_table = _ImageTable(), _AnnotationTable(subset)
   for key, entry in _members(data_path, arrays=('images', 'annotations')):
     if key == 'images':
       images.add(entry)
@@ -449,13 +457,14 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tupl
   images_dir = os.path.join(raw_dir, 'images', split)
   camera_rows: dict[tuple[int, str], int] = {}
   kept, mano_row, camera_row, joint_row = [], [], [], []
-  for i, (c, f, k, folder, base) in enumerate(zip(
+  no_frame = -1, (preprocess.MANO_MISSING,) * len(schema.HAND_TYPES)
+  for i, (c, f, k, folder, base, hand_type) in enumerate(zip(
       capture.tolist(), frame.tolist(), camera_index.tolist(), images.column('folder')[rows].tolist(),
-      images.column('base')[rows].tolist())):
-    found = mano_rows.get((c, f), preprocess.MANO_MISSING)
+      images.column('base')[rows].tolist(), kept_fields['hand_type'].tolist())):
+    found, mano_reasons = mano_rows.get((c, f), no_frame)
     camera = cameras.get((c, camera_names[k]))
-    if isinstance(found, str):
-      reason = found
+    if mano_reasons[hand_type]:
+      reason = mano_reasons[hand_type]
     elif camera is None:
       reason = preprocess.CAMERA_MISSING
     elif check_image_files and not os.path.isfile(os.path.join(images_dir, folder_names[folder] + base_names[base])):
@@ -489,6 +498,10 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tupl
   def stacked(values: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
     return np.stack(values).astype(np.float64) if values else np.zeros((0, *shape))
 
+  def hand_values(row: int, key: str) -> np.ndarray:  # a hand without a usable entry: zeros
+    return np.stack([np.zeros(preprocess.NEURALANNOT_SIZES[key]) if hands[row][side] is None
+                     else hands[row][side][key] for side in HAND_SIDES])
+
   plan = SplitPlan(
       images_dir=images_dir,
       records=records,
@@ -496,8 +509,8 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True) -> tupl
       camera_rotation=stacked([cam['rotation'] for cam in camera_list], (3, 3)),
       camera_translation_m=stacked([cam['translation_m'] for cam in camera_list], (3,)),
       camera_K_px=stacked([cam['K_px'] for cam in camera_list], (3, 3)),
-      **{f'mano_{key}': stacked([np.stack([hands[r][side][key] for side in HAND_SIDES]) for r in used_mano.tolist()],
-                                (2, size)) for key, size in preprocess.NEURALANNOT_SIZES.items()},
+      **{f'mano_{key}': stacked([hand_values(r, key) for r in used_mano.tolist()], (2, size))
+         for key, size in preprocess.NEURALANNOT_SIZES.items()},
       joint_world_mm=stacked([joints[r] for r in used_joints.tolist()],
                              (schema.INTERHAND_NUM_JOINTS, 3)).astype(np.float32),
       folders=np.array([folder_names[j] for j in used_folders.tolist()], dtype=str).reshape(-1),

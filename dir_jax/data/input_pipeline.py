@@ -30,6 +30,7 @@ with `valid` False (finite values, so masked metrics never meet NaN), up to `num
 TensorFlow is kept off the GPUs (`hide_gpus_from_tensorflow`) before any dataset is built.
 """
 
+import json
 import math
 import os
 from typing import Iterator
@@ -38,7 +39,6 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core import read_only_builder
 
 from dir_jax.data import augment
 from dir_jax.data import schema
@@ -58,18 +58,45 @@ def get_builder(data_dir: str, name: str = 'interhand26m') -> tfds.core.DatasetB
   """A read-only builder of the prepared dataset.
 
   Args:
-    data_dir: a tfds data_dir (its newest `name/<version>/` is read) or a builder directory (holding
-      dataset_info.json).
-    name: the dataset's name in `data_dir`.
+    data_dir: a tfds data_dir (its newest `<dataset>[/<config>]/<version>/` is read) or a builder
+      directory (holding dataset_info.json).
+    name: 'DATASET' or 'DATASET/CONFIG' in `data_dir` (e.g. 'interhand26m', 'interhand26m/all');
+      without a config, the default config recorded beside the configs when they were built, or
+      the versions directly under DATASET/ (datasets built without configs, interhand26m < 1.2.0).
 
   Returns:
-    The builder, made from the files alone (as `tfds.builder` does for an unregistered name), so that
-    reading does not depend on whether the builder's code (data_prep) is imported, nor on its version.
+    The builder, made from the files alone, so that reading does not depend on whether the builder's
+    code (data_prep) is imported, nor on its version.
+
+  Raises:
+    FileNotFoundError: no prepared version there; the message says how to build one.
   """
   hide_gpus_from_tensorflow()
   if tf.io.gfile.exists(os.path.join(data_dir, 'dataset_info.json')):
     return tfds.builder_from_directory(data_dir)
-  return read_only_builder.builder_from_files(name, data_dir=data_dir)
+  dataset, _, config = name.partition('/')
+  dataset_dir = os.path.join(data_dir, dataset)
+  config = config or _default_config(dataset_dir)
+  folder = os.path.join(dataset_dir, config) if config else dataset_dir
+  versions = [entry for entry in (tf.io.gfile.listdir(folder) if tf.io.gfile.isdir(folder) else [])
+              if tfds.core.Version.is_valid(entry.rstrip('/'))
+              and tf.io.gfile.exists(os.path.join(folder, entry, 'dataset_info.json'))]
+  if not versions:
+    raise FileNotFoundError(
+        f'no prepared {name!r} in {data_dir} (looked for {folder}/<version>/dataset_info.json): convert '
+        f'InterHand2.6M with `tfds build data_prep/interhand26m --config {config or "interacting"} --manual_dir RAW '
+        f'--data_dir {data_dir}` (README, "Data"), or point config.data.data_dir at the tfds data_dir')
+  newest = max((entry.rstrip('/') for entry in versions), key=tfds.core.Version)
+  return tfds.builder_from_directory(os.path.join(folder, newest))
+
+
+def _default_config(dataset_dir: str) -> str:
+  """The default config tfds records when it builds a dataset with configs ('' when none)."""
+  path = os.path.join(dataset_dir, '.config', 'metadata.json')
+  if not tf.io.gfile.exists(path):
+    return ''
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f).get('default_config_name') or ''
 
 
 def process_split(split: str, process_index: int, process_count: int) -> tfds.typing.SplitArg:
@@ -211,6 +238,12 @@ def eval_num_steps(builder: tfds.core.DatasetBuilder, split: str, batch_size: in
 def has_triangulated_joints(builder: tfds.core.DatasetBuilder) -> bool:
   """Whether the dataset stores triangulated joints and hand types (interhand26m >= 1.1.0)."""
   return all(name in builder.info.features for name in ('joint_3d_cam_m', 'joint_3d_valid', 'hand_type'))
+
+
+def has_single_hand_examples(builder: tfds.core.DatasetBuilder) -> bool:
+  """Whether the dataset holds single-hand examples: interhand26m's 'all' config, whose examples of a
+  single hand carry all-zero MANO parameters for the other hand."""
+  return builder.builder_config is not None and builder.builder_config.name == 'all'
 
 
 def create_eval_dataset(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict, *,

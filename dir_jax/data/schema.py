@@ -17,6 +17,8 @@ Example features (tfds names; `mano/<side>/<key>`):
   mano/<side>/hand_pose    (45,) float32, PCA coefficients (IntagHand's `axis2pca` of pose + mean)
   mano/<side>/betas        (10,) float32
   mano/<side>/trans        (3,) float32 metres, camera frame (see `dir_jax.mano.rigid`)
+                     (interhand26m's 'all' config: all zero for the hand a single-hand example's
+                     hand_type does not name)
   capture, frame     int64; camera   string (e.g. '400262'); image_id int64 (the annotation's id)
   joint_3d_cam_m     (42, 3) float32 metres: InterHand2.6M's triangulated joints (joint_3d.json) in the
                      camera frame of the crop (the crop only changes the intrinsics), InterHand2.6M's

@@ -42,7 +42,8 @@ def augment_config() -> ml_collections.ConfigDict:
 def pipeline_config() -> ml_collections.ConfigDict:
   """The pipeline's settings; training configs embed it (e.g. as `config.data`)."""
   config = ml_collections.ConfigDict()
-  # `get_builder(data_dir, dataset_name)`: a tfds data_dir holding interhand26m/<version>/, or that directory.
+  # `get_builder(data_dir, dataset_name)`: a tfds data_dir holding interhand26m/, or a version directory.
+  # 'interhand26m' is its default config, 'interacting' (DIR's data); 'interhand26m/all' adds single hands.
   config.data_dir = ''
   config.dataset_name = 'interhand26m'
   config.train_split = 'train'

@@ -238,8 +238,8 @@ def evaluate(model, variables, mano, builder, config: ml_collections.ConfigDict,
   Args:
     predict_fn: from `make_predict_fn` (built here when not given).
     settings: protocols on MANO joints by key (default `metrics.SETTINGS`).
-    triangulated: protocols on triangulated joints (default `metrics.TRIANGULATED`), computed when
-      the dataset stores those joints (`input_pipeline.has_triangulated_joints`).
+    triangulated: protocols on triangulated joints (default: `metrics.choose_protocols`' for the
+      dataset), computed when the dataset stores those joints (`input_pipeline.has_triangulated_joints`).
     human_annot_ids: annotation ids (the examples' image_id) of the human_annot subset, for a
       protocol on that subset.
   """
@@ -249,7 +249,9 @@ def evaluate(model, variables, mano, builder, config: ml_collections.ConfigDict,
       builder, config.data, batch_size=local_batch, process_index=jax.process_index(),
       process_count=jax.process_count())
   predict_fn = predict_fn or make_predict_fn(model, mano, config)
-  triangulated = metrics.TRIANGULATED if triangulated is None else tuple(triangulated)
+  if triangulated is None:
+    triangulated = metrics.choose_protocols(None, True, builder.data_dir,
+                                            input_pipeline.has_single_hand_examples(builder))[1]
   accumulator = metrics.MetricAccumulator(metrics.EvalMano.from_pair(mano), metrics.SETTINGS if settings is None
                                           else settings, voxel_m=config.eval_voxel_m, triangulated=triangulated)
   gathered_keys = ('intrinsics', 'image_id') + metrics.TRIANGULATED_GT_KEYS
@@ -306,6 +308,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
   mano = load_mano_pair(config.mano_dir)
   builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
+  if input_pipeline.has_single_hand_examples(builder):
+    raise ValueError(f"config.data.dataset_name={config.data.dataset_name!r} is interhand26m's 'all' config, whose "
+                     'single-hand examples have no MANO for the other hand; DIR trains on interacting hands: set '
+                     "config.data.dataset_name='interhand26m' (its 'interacting' config) and evaluate on 'all' "
+                     'with evaluate.py --config.data.dataset_name=interhand26m/all')
   steps_per_epoch = input_pipeline.train_steps_per_epoch(builder, config.data.train_split, local_batch_size,
                                                         jax.process_count())
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch

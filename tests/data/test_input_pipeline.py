@@ -158,6 +158,12 @@ def test_builder_directory_is_accepted(tfds_dirs, builder):
   assert from_directory.info.splits['test'].num_examples == builder.info.splits['test'].num_examples
 
 
+def test_missing_dataset_says_how_to_build_it(tmp_path):
+  for name, config in (('interhand26m', 'interacting'), ('interhand26m/all', 'all')):
+    with pytest.raises(FileNotFoundError, match=f'tfds build data_prep/interhand26m --config {config} --manual_dir RAW'):
+      input_pipeline.get_builder(str(tmp_path), name)
+
+
 def test_tensorflow_sees_no_gpu(builder):
   input_pipeline.create_eval_dataset(builder, small_config(), batch_size=BATCH)
   assert tf.config.get_visible_devices('GPU') == []

@@ -45,3 +45,9 @@ def beam_build(synthetic_raw_again, tmp_path_factory):
     patch.setattr(convert, 'RECORDS_PER_SHARD', 3)
     return build(synthetic_raw_again[0], str(tmp_path_factory.mktemp('tfds_beam')), beam=True,
                  num_workers=1)
+
+
+@pytest.fixture(scope='session')
+def all_build(synthetic_raw, tmp_path_factory):
+  """The builder's 'all' config (single-hand annotations too) prepared in-process, first raw folder."""
+  return build(synthetic_raw[0], str(tmp_path_factory.mktemp('tfds_all')), config='all')

@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 from data_prep import synthetic
 from data_prep.interhand26m import preprocess as pp
 from data_prep.interhand26m import raw
+from dir_jax.data import input_pipeline
 from dir_jax.data import schema
 from dir_jax.render import project_perspective, rasterize
 
@@ -213,3 +214,57 @@ def test_tfds_cli_finds_the_builder():
       os.path.join(REPO_ROOT, 'data_prep', 'interhand26m'), has_imports=False)
   assert (builder_cls.name, kwargs) == ('interhand26m', {})
   assert builder_cls.__module__ == 'interhand26m.interhand26m_dataset_builder'
+
+
+def test_all_config_counts_and_location(all_build, local_build, synthetic_raw):
+  """The 'all' config keeps the single-hand and hand_type_valid=0 annotations the 'interacting'
+  config skips, in its own folder; both read back by name from one data_dir."""
+  for split, counts in synthetic_raw[1].items():
+    assert all_build.info.splits[split].num_examples == counts['all']['kept']
+    assert all_build.info.metadata['skipped'][split] == counts['all']['skipped']
+  assert all_build.data_dir.endswith(os.path.join('interhand26m', 'all', str(all_build.VERSION)))
+  assert local_build.data_dir.endswith(os.path.join('interhand26m', 'interacting', str(local_build.VERSION)))
+  data_dir = os.path.dirname(os.path.dirname(os.path.dirname(all_build.data_dir)))
+  shutil.copytree(os.path.dirname(local_build.data_dir), os.path.join(data_dir, 'interhand26m', 'interacting'))
+  for name, config in (('interhand26m', 'interacting'), ('interhand26m/interacting', 'interacting'),
+                       ('interhand26m/all', 'all')):
+    builder = input_pipeline.get_builder(data_dir, name)
+    assert builder.builder_config.name == config
+    counts = synthetic_raw[1]['train']
+    assert builder.info.splits['train'].num_examples == (counts['all'] if config == 'all' else counts)['kept']
+
+
+def test_all_config_examples(all_build, local_build, mano_pair):
+  """Interacting examples are the 'interacting' config's, byte for byte; a single-hand example has
+  the named hand alone: its MANO, its seg label, its triangulated joints, the crop around it."""
+  single = 0
+  for split in ('train', 'test'):
+    interacting = {int(ex['image_id']): ex for ex in _examples(local_build, split)}
+    for example in _examples(all_build, split):
+      hand_type = example['hand_type'].decode()
+      if int(example['image_id']) in interacting:
+        jax.tree.map(np.testing.assert_array_equal, example, interacting.pop(int(example['image_id'])))
+        continue
+      if hand_type == 'interacting':
+        assert not example['hand_type_valid']
+        continue
+      single += 1
+      (other,) = set(schema.SIDES) - {hand_type}
+      for key in schema.MANO_KEYS:
+        np.testing.assert_array_equal(example['mano'][other][key], pp.ABSENT_HAND[key])
+      params = {key: example['mano'][hand_type][key] for key in schema.MANO_KEYS}
+      verts_m = pp.hand_mesh(mano_pair[hand_type], params)[0].astype(np.float64)
+      xy = project_perspective(verts_m, example['intrinsics'].astype(np.float64))[:, :2]
+      lo, hi = xy.min(axis=0), xy.max(axis=0)
+      np.testing.assert_allclose((lo + hi) / 2, [128.0, 128.0], atol=2e-3)
+      np.testing.assert_allclose(np.max(hi - lo), 0.8 * schema.IMAGE_SIZE, atol=2e-3)
+      labels = set(np.unique(example['seg']).tolist())
+      assert labels == {schema.SEG_BACKGROUND, schema.SEG_LABEL[hand_type]}
+      valid = example['joint_3d_valid']
+      named = schema.INTERHAND_HAND_OFFSET[hand_type]
+      assert valid[named:named + 21].all() and not valid.sum() - 21
+      joints = schema.interhand_joints_in_dir_order(example['joint_3d_cam_m'], hand_type)
+      regressed = pp.hand_mesh(mano_pair[hand_type], params)[1]
+      np.testing.assert_allclose(joints, regressed, atol=3e-5)
+    assert not interacting  # every interacting example is in 'all' too
+  assert single == 2 * 2  # a right-only and a left-only view in each split

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from data_prep.interhand26m import preprocess as pp
+from dir_jax.data import schema
 from dir_jax.mano import pca_to_axis_angle
 from dir_jax.render import project_perspective
 
@@ -31,6 +32,14 @@ def _camera_capture(cam='400002', campos_mm=(100.0, -50.0, 0.0), rotation=None):
 ])
 def test_annotation_reason(annotation, reason):
   assert pp.annotation_reason(annotation) == reason
+  assert pp.annotation_reason(annotation, 'all') is None  # the 'all' config keeps every hand type
+
+
+def test_hand_sides_and_subsets():
+  assert pp.hand_sides('interacting') == schema.SIDES
+  assert pp.hand_sides('right') == ('right',) and pp.hand_sides('left') == ('left',)
+  with pytest.raises(ValueError, match="subset must be one of .'interacting', 'all'., got 'single'"):
+    pp.check_subset('single')
 
 
 def test_mano_reason():
@@ -44,6 +53,10 @@ def test_mano_reason():
                  {'pose': good['right']['pose'], 'shape': good['right']['shape']},
                  dict(good['right'], shape='not numbers')):
     assert pp.mano_reason({'left': good['left'], 'right': broken}) == pp.MANO_INVALID
+    assert pp.mano_reason({'left': good['left'], 'right': broken}, ('left',)) is None  # only the named hand
+    assert pp.mano_reason({'left': good['left'], 'right': broken}, ('right',)) == pp.MANO_INVALID
+  assert pp.mano_reason({'left': None, 'right': good['right']}, ('right',)) is None
+  assert pp.mano_reason({'right': good['right']}, ('left',)) == pp.MANO_MISSING
 
 
 def test_camera_from_raw_conventions():
@@ -154,7 +167,7 @@ def test_convert_example_skips_hands_behind_the_camera(mano_pair):
   record = {'mano': {'left': pp.neuralannot_hand(_hand(rng, (0.03, 0.0, 1.0))),
                      'right': pp.neuralannot_hand(_hand(rng, (-0.03, 0.0, 1.0)))},
             'camera': pp.camera_from_raw(_camera_capture(campos_mm=(0.0, 0.0, 2000.0)), '400002'),
-            'image_id': 1, 'capture': 0, 'frame': 0, 'camera_id': '400002'}
+            'image_id': 1, 'capture': 0, 'frame': 0, 'camera_id': '400002', 'hand_type': 'interacting'}
   image = np.full((334, 512, 3), 128, np.uint8)
   reason, example = pp.convert_example(record, image, mano_pair, pp.dense_vertex_colors(mano_pair))
   assert (reason, example) == (pp.HANDS_BEHIND_CAMERA, None)

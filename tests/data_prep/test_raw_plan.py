@@ -74,4 +74,5 @@ def test_wrong_image_size_is_skipped_and_counted(synthetic_raw, tmp_path):
   assert builder.info.splits['train'].num_examples == summary['train']['kept'] - 1
   assert {r: n for r, n in skipped.items() if r != preprocess.IMAGE_SIZE_MISMATCH} == {
       r: n for r, n in summary['train']['skipped'].items() if r != preprocess.IMAGE_SIZE_MISMATCH}
-  assert os.path.isfile(os.path.join(tmp_path, 'tfds', 'downloads', 'interhand26m_plan', 'train', 'records.npy'))
+  assert os.path.isfile(os.path.join(tmp_path, 'tfds', 'downloads', 'interhand26m_plan', 'interacting', 'train',
+                                    'records.npy'))

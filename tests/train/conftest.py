@@ -28,11 +28,13 @@ def compilation_cache(tmp_path_factory) -> str:
 
 @pytest.fixture(scope='session')
 def tiny_data(tmp_path_factory) -> dict[str, str]:
-  """{'raw': raw InterHand2.6M folder, 'tfds': data_dir with interhand26m built, 'mano': MANO folder}."""
+  """{'raw': raw InterHand2.6M folder, 'tfds': data_dir with interhand26m's two configs built
+  ('interacting', the default, and 'all'), 'mano': MANO folder}."""
   raw_dir = str(tmp_path_factory.mktemp('ih_raw'))
   synthetic.generate(raw_dir, num_train=NUM_TRAIN, num_test=NUM_TEST, seed=5)
   data_dir = str(tmp_path_factory.mktemp('ih_tfds'))
   build(raw_dir, data_dir)
+  build(raw_dir, data_dir, config='all')
   return {'raw': raw_dir, 'tfds': data_dir, 'mano': os.path.join(raw_dir, 'mano')}
 
 

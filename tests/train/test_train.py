@@ -103,26 +103,39 @@ def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cach
   key = f'stage2/{dir_key}/mpjpe/all'
   assert f'{initial[key]:.2f}' in table and f'{final[key]:.2f}' in table
   assert f'| MPJPE (mm), {protocol.DIR.name} |' in table
-  # evaluate.py on the run, with a protocol on the human_annot subset of two listed test annotations.
-  builder = input_pipeline.get_builder(tiny_data['tfds'])
-  listed = sorted(int(ex['image_id']) for ex in builder.as_dataset(split='test').as_numpy_iterator())[:2]
+  # evaluate.py on the run over the 'all' config (the interacting test examples plus two single-hand
+  # ones and one with hand_type_valid false), with protocols on the single-hand subset and on a
+  # human_annot list naming the 'interacting' config's test examples: on those the triangulated
+  # errors are the ones the training run computed.
+  interacting_ids = sorted(int(ex['image_id']) for ex in
+                           input_pipeline.get_builder(tiny_data['tfds']).as_dataset(split='test').as_numpy_iterator())
+  builder = input_pipeline.get_builder(tiny_data['tfds'], 'interhand26m/all')
+  hand_types = {int(ex['image_id']): ex['hand_type'].decode() for ex in builder.as_dataset(split='test').as_numpy_iterator()}
+  assert sorted(hand_types.values()) == ['interacting'] * (NUM_TEST + 1) + ['left', 'right']
+  assert set(interacting_ids) < set(hand_types)
   ids_file = tmp_path / 'aid_human_annot_test.txt'
-  ids_file.write_text(''.join(f'{i}\n' for i in listed))
-  human = protocol.INTERHAND26M_HUMAN_ANNOT.key
+  ids_file.write_text(''.join(f'{i}\n' for i in interacting_ids))
+  human, single = protocol.INTERHAND26M_HUMAN_ANNOT.key, protocol.INTERHAND26M_SINGLE.key
   out_dir = tmp_path / 'eval'
   run = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'evaluate.py'), f'--checkpoint={workdir}',
                         '--config=' + os.path.join(REPO_ROOT, 'configs/tiny.py'), f'--out={out_dir}',
-                        f'--protocol={dir_key}', f'--protocol={human}', f'--human_annot={ids_file}',
-                        '--compilation_cache=' + compilation_cache] + tiny_overrides(tiny_data),
+                        f'--protocol={dir_key}', f'--protocol={human}', f'--protocol={single}',
+                        f'--human_annot={ids_file}', '--compilation_cache=' + compilation_cache,
+                        '--config.data.dataset_name=interhand26m/all'] + tiny_overrides(tiny_data),
                        env=train_env(compilation_cache), capture_output=True, text=True, timeout=900)
   assert run.returncode == 0, run.stdout + run.stderr
   with open(out_dir / 'metrics.json') as f:
     evaluated = json.load(f)
   assert evaluated['protocols'] == {dir_key: protocol.DIR.name, human: protocol.INTERHAND26M_HUMAN_ANNOT.name,
+                                    single: protocol.INTERHAND26M_SINGLE.name,
                                     metrics.PROCRUSTES_KEY: metrics.PROCRUSTES_NAME}
-  assert evaluated[f'stage2/{human}/num_samples'] == 2
+  assert evaluated['num_samples'] == NUM_TEST + 3
+  assert evaluated[f'stage2/{dir_key}/num_samples'] == NUM_TEST + 1  # hand_type_valid false is interacting too
+  assert evaluated[f'stage2/{human}/num_samples'] == NUM_TEST and evaluated[f'stage2/{single}/num_samples'] == 2
   assert len(evaluated[f'stage2/{human}/joint_errors_mm/left']) == 21
-  assert evaluated[f'stage2/{dir_key}/mpjpe/all'] == pytest.approx(final[f'stage2/{dir_key}/mpjpe/all'], rel=1e-5)
+  assert evaluated[f'stage2/{human}/mpjpe/all'] == pytest.approx(final[f'stage2/{triangulated_key}/mpjpe/all'],
+                                                                 rel=1e-5)
+  assert all(np.isfinite(evaluated[f'stage2/{single}/mpjpe/{h}']) for h in metrics.HANDS)
   written = (out_dir / 'metrics.md').read_text()
   assert protocol.INTERHAND26M_HUMAN_ANNOT.name in written and '| InterWild | mpjpe | 13.65 |' in written
 
