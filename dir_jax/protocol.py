@@ -268,9 +268,17 @@ def masked_mpjpe_mm(errors_mm, per_joint: bool = False) -> float:
     return float('nan')
   if not per_joint:
     return float(errors[ok].mean())
+  return float(np.nanmean(per_joint_means_mm(errors)))
+
+
+def per_joint_means_mm(errors_mm) -> np.ndarray:
+  """Each joint's mean over its valid (non-NaN) samples: (N, J) -> (J,), NaN for a joint never valid."""
+  errors = np.asarray(errors_mm, np.float64)
+  errors = errors.reshape(-1, errors.shape[-1])
+  ok = ~np.isnan(errors)
   counts = ok.sum(0)
   sums = np.where(ok, errors, 0.0).sum(0)
-  return float((sums[counts > 0] / counts[counts > 0]).mean())
+  return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 # ---------------------------------------------------------------------------------------------------

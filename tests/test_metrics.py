@@ -425,7 +425,7 @@ def test_triangulated_protocol_scores_valid_joints_of_its_subset(eval_mano, mano
   assert result['protocols'][human.key] == 'wrist, unscaled, triangulated joints, human_annot'
   table = metrics.markdown_table(result)
   assert '| wrist, unscaled, triangulated joints, interacting | mpjpe |' in table
-  assert '| wrist, unscaled, triangulated joints, human_annot | InterWild | mpjpe | 13.65 |' in table
+  assert '| wrist, unscaled, triangulated joints, human_annot | InterWild | mpjpe_sh_ih_mean | 13.65 |' in table
   assert 'IntagHand' not in table and 'DIR' not in table  # their protocols were not computed here
   json.dumps(result, allow_nan=False)
 
@@ -455,16 +455,24 @@ def test_single_hand_samples_in_a_batch(eval_mano, mano):
     if key.startswith('stage') and 'triangulated' not in key:
       assert result[key] == value, key
   assert result[f'stage1/{T2}/num_samples'] == 3 and result['num_samples'] == 5
+  with np.errstate(invalid='ignore'):  # the zeroed meshes project to 0/0 (their pixel errors are unused)
+    err = {h: metrics.hand_errors(eval_mano.joint_regressor[h], gt[f'verts_cam_{h}'], stages[1][f'mesh_xyz_{h}'],
+                                  gt['intrinsics'], NO_SCALE_WRIST)['joint_mm'] for h in metrics.HANDS}
   for p, samples in ((both, {'left': [0, 2, 3], 'right': [0, 1, 2, 4]}), (single, {'left': [3], 'right': [1]})):
     assert result[f'stage1/{p.key}/num_samples'] == (5 if p is both else 2)
     per_joint = []
     for h in metrics.HANDS:
-      with np.errstate(invalid='ignore'):  # the zeroed meshes project to 0/0 (their pixel errors are unused)
-        err = metrics.hand_errors(eval_mano.joint_regressor[h], gt[f'verts_cam_{h}'], stages[1][f'mesh_xyz_{h}'],
-                                  gt['intrinsics'], NO_SCALE_WRIST)['joint_mm'][samples[h]]
-      assert result[f'stage1/{p.key}/mpjpe/{h}'] == pytest.approx(err.mean(), rel=1e-12)
-      per_joint += list(err.mean(axis=0))
+      assert result[f'stage1/{p.key}/mpjpe/{h}'] == pytest.approx(err[h][samples[h]].mean(), rel=1e-12)
+      per_joint += list(err[h][samples[h]].mean(axis=0))
     assert result[f'stage1/{p.key}/mpjpe/all'] == pytest.approx(np.mean(per_joint), rel=1e-12)
+  # InterWild's all-sequences MPJPE: the 42 per-joint means over the single-hand samples (right from
+  # 1, left from 3) and the 42 over the interacting ones (right from 0, 2, 4; left from 0, 2), averaged.
+  sequences = [err['right'][[1]].mean(0), err['left'][[3]].mean(0), err['right'][[0, 2, 4]].mean(0),
+               err['left'][[0, 2]].mean(0)]
+  assert result[f'stage1/{both.key}/mpjpe_sh_ih_mean/all'] == pytest.approx(np.mean(sequences), rel=1e-12)
+  assert result[f'stage1/{both.key}/mpjpe_sh_ih_mean/all'] != pytest.approx(result[f'stage1/{both.key}/mpjpe/all'])
+  assert f'stage1/{single.key}/mpjpe_sh_ih_mean/all' not in result  # one kind of sample only
+  assert '| wrist, unscaled, triangulated joints, all | mpjpe_sh_ih_mean | mm |' in metrics.markdown_table(result)
   # MRRPE on triangulated wrists: interacting samples 0 and 2 (4 has no left wrist, 1 and 3 one hand).
   joints = {h: schema.interhand_joints_in_dir_order(gt['joint_3d_cam_m'], h) for h in metrics.HANDS}
   relative_mm = [1000 * np.linalg.norm((joints['right'][i, 0] - joints['left'][i, 0])

@@ -137,7 +137,7 @@ def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cach
                                                                  rel=1e-5)
   assert all(np.isfinite(evaluated[f'stage2/{single}/mpjpe/{h}']) for h in metrics.HANDS)
   written = (out_dir / 'metrics.md').read_text()
-  assert protocol.INTERHAND26M_HUMAN_ANNOT.name in written and '| InterWild | mpjpe | 13.65 |' in written
+  assert protocol.INTERHAND26M_HUMAN_ANNOT.name in written and '| InterWild | mpjpe_sh_ih_mean | 13.65 |' in written
 
 
 def _logged_losses(log: str) -> dict[int, float]:
@@ -219,6 +219,15 @@ def test_sigterm_damaged_checkpoint_and_kill_9_resume_to_the_same_parameters(tin
   res_step, res_params = _final_params(resumed_dir)
   assert ref_step == res_step == total
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), ref_params, res_params)
+
+
+def test_training_refuses_the_all_config(tiny_data, tmp_path):
+  """interhand26m/all holds single-hand examples without the other hand's MANO: no training on it."""
+  config = _config(tiny_data)
+  config.data.dataset_name = 'interhand26m/all'
+  with pytest.raises(ValueError, match="interhand26m's 'all' config.*DIR trains on interacting hands"):
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
 
 
 def test_non_finite_loss_names_the_step_and_checkpoint(tiny_data, compilation_cache, tmp_path, monkeypatch):
