@@ -5,10 +5,15 @@
 
 After `make demo` has generated the synthetic InterHand2.6M, built its TFRecords, trained
 `configs/synthetic.py` and evaluated it, this writes:
-  pictures.png      one row per held-out test image: input crop | predicted meshes | ground truth
+  pictures.png      one row per held-out test image: input crop | each stage's predicted meshes
+                    (initial regressor, then every refinement stage) | ground truth
   pictures/<i>.png  the same rows, one file each
   summary.md        the held-out errors at initialisation (the trainer's metrics_0.json) next to the
-                    trained model's (evaluate.py's metrics.json)
+                    trained model's (evaluate.py's metrics.json), then how much the predictions
+                    follow each image: `held-out 2D root correlation: N` over every held-out image
+                    (`root_correlation` of the predicted and true wrist positions, the lower of the
+                    two hands; 1 = each prediction moves with its image, 0 = the same place for
+                    every image) and the spread of the positions and of the per-image errors
 """
 
 import argparse
@@ -24,12 +29,13 @@ from configs import load_config
 from dir_jax import checkpoint, metrics, protocol
 from dir_jax.data import input_pipeline
 from dir_jax.mano import load_mano_pair
-from dir_jax.predict import render_hands
+from dir_jax.predict import render_hands, stage_titles
 from dir_jax.render import overlay
 from dir_jax.render.stages_figure import titled_row
 from dir_jax.train import step as step_lib
 from dir_jax.train.targets import ground_truth
 
+SIDES = ('left', 'right')
 _DIR_KEY = protocol.DIR.key
 _TRIANGULATED_KEY = protocol.INTERHAND26M_INTERACTING.key
 # (result key without the stage, metric label); the table names each row's protocol in words.
@@ -43,29 +49,89 @@ SUMMARY_KEYS = ((f'{_DIR_KEY}/mpjpe/all', 'MPJPE (mm)'),
                 (f'{_DIR_KEY}/auc/all', 'PCK AUC 0-50 mm (higher is better)'))
 
 
-def picture_rows(workdir: str, config, num_images: int) -> list[np.ndarray]:
-  """Rows of (input | prediction of the last stage | ground truth) for the first test images."""
+def _held_out_batches(workdir: str, config, batch_size: int):
+  """(model, batch, outputs, targets, valid) for each eval batch of the held-out split, numpy, with the
+  trained variables of `workdir`."""
   model, variables, _ = checkpoint.restore_variables(workdir)
   mano = load_mano_pair(config.mano_dir)
   builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
-  ds, _ = input_pipeline.create_eval_dataset(builder, config.data, batch_size=num_images)
-  batch = next(input_pipeline.numpy_batches(ds))
-  valid = batch.pop('valid')
+  ds, _ = input_pipeline.create_eval_dataset(builder, config.data, batch_size=batch_size)
   input_size = model.stages[0].size * 16
-  images = step_lib.model_input(batch, input_size)
-  outputs = jax.device_get(jax.jit(lambda v, x: model.apply(v, x, mano, train=False))(variables, images))
-  targets = jax.device_get(ground_truth(batch, mano, config.image_size))
+  apply = jax.jit(lambda v, x: model.apply(v, x, mano, train=False))
+  for batch in input_pipeline.numpy_batches(ds):
+    valid = batch.pop('valid')
+    outputs = jax.device_get(apply(variables, step_lib.model_input(batch, input_size)))
+    yield model, batch, outputs, jax.device_get(ground_truth(batch, mano, config.image_size)), valid
+
+
+def picture_rows(workdir: str, config, num_images: int) -> list[np.ndarray]:
+  """Rows of (input | every stage's prediction | ground truth) for the first test images."""
+  model, batch, outputs, targets, valid = next(_held_out_batches(workdir, config, num_images))
+  mano = load_mano_pair(config.mano_dir)
   faces = {side: np.asarray(mano[side].faces) for side in ('left', 'right')}
   rows = []
   for i in np.flatnonzero(valid):
     crop = batch['image'][i]
-    stage = {k: v[i] for k, v in outputs['stages'][-1].items()}
-    predicted = render_hands(crop, stage, faces)
+    predicted = [render_hands(crop, {k: v[i] for k, v in stage.items()}, faces) for stage in outputs['stages']]
     truth = overlay.render_overlay(
         crop, [(targets[f'mesh_3d_{side}'][i], faces[side], overlay.LEFT_HAND_RGB if side == 'left'
                 else overlay.RIGHT_HAND_RGB) for side in ('left', 'right')], batch['intrinsics'][i])
-    rows.append(titled_row([crop, predicted, truth], ['input', 'prediction', 'ground truth']))
+    rows.append(titled_row([crop, *predicted, truth], ['input', *stage_titles(model), 'ground truth']))
   return rows
+
+
+def root_correlation(predicted, true) -> float:
+  """How much predicted 2D positions follow the true ones across images: (N, 2), (N, 2) -> [-1, 1].
+
+  The correlation of the two sets of positions about their means, both coordinates together:
+  sum((p - mean p) . (t - mean t)) / sqrt(sum |p - mean p|^2 * sum |t - mean t|^2). 1 when the
+  predictions are the truth up to a shift and a positive scale, 0 when they do not move with it
+  (e.g. the same place for every image); NaN when either set does not vary.
+  """
+  p = np.asarray(predicted, np.float64) - np.mean(predicted, axis=0)
+  t = np.asarray(true, np.float64) - np.mean(true, axis=0)
+  denominator = np.sqrt(np.sum(p * p) * np.sum(t * t))
+  return float(np.sum(p * t) / denominator) if denominator > 0 else float('nan')
+
+
+def root_following(workdir: str, config, batch_size: int = 16) -> dict:
+  """Predicted (last stage) and true wrist positions of every held-out image, in crop pixels.
+
+  Returns:
+    {side: {'correlation': `root_correlation`, 'true_spread_px', 'predicted_spread_px': RMS distance
+    of the positions from their mean, 'error_px': (N,) per-image distance}, 'num_images': N}.
+  """
+  predicted, true = {side: [] for side in SIDES}, {side: [] for side in SIDES}
+  for _, _, outputs, targets, valid in _held_out_batches(workdir, config, batch_size):
+    for side in SIDES:
+      predicted[side].append(outputs['stages'][-1][f'joint_uv_{side}'][valid, 0, :2])
+      true[side].append(targets[f'joint_2d_{side}'][valid, 0, :2])
+  to_px = config.image_size / 2.0  # uv_norm -> crop pixels (a shift does not matter here)
+  out = {'num_images': int(sum(len(v) for v in true['left']))}
+  for side in SIDES:
+    p, t = np.concatenate(predicted[side]) * to_px, np.concatenate(true[side]) * to_px
+    spread = lambda x: float(np.sqrt(np.mean(np.sum((x - x.mean(axis=0)) ** 2, axis=-1))))
+    out[side] = {'correlation': root_correlation(p, t), 'true_spread_px': spread(t),
+                 'predicted_spread_px': spread(p), 'error_px': np.linalg.norm(p - t, axis=-1)}
+  return out
+
+
+def following_lines(following: dict) -> str:
+  """The summary's lines on `root_following`: the headline correlation, then a table per hand."""
+  lowest = min(following[side]['correlation'] for side in SIDES)
+  lines = [f'held-out 2D root correlation: {lowest:.2f} (left {following["left"]["correlation"]:.2f}, right '
+           f'{following["right"]["correlation"]:.2f}; 1: each prediction moves with its image, 0: the same place '
+           'for every image)', '',
+           f'| held-out wrist positions ({following["num_images"]} images, crop pixels) | left | right |',
+           '| --- | --- | --- |']
+  rows = (('spread of the true positions (RMS about their mean)', lambda f: f'{f["true_spread_px"]:.1f}'),
+          ('spread of the predicted positions', lambda f: f'{f["predicted_spread_px"]:.1f}'),
+          ('per-image error: mean ± std [min, max]',
+           lambda f: (f'{f["error_px"].mean():.1f} ± {f["error_px"].std():.1f} [{f["error_px"].min():.1f}, '
+                      f'{f["error_px"].max():.1f}]')))
+  for label, cell in rows:
+    lines.append(f'| {label} | {cell(following["left"])} | {cell(following["right"])} |')
+  return '\n'.join(lines)
 
 
 def summary_table(initial: dict, trained: dict, stage: int) -> str:
@@ -97,7 +163,8 @@ def main(argv=None) -> int:
     initial = json.load(f)
   with open(os.path.join(args.eval, 'metrics.json')) as f:
     trained = json.load(f)
-  table = summary_table(initial, trained, len(config.model.stages))
+  table = summary_table(initial, trained, len(config.model.stages)) + '\n\n' + following_lines(
+      root_following(args.workdir, config))
   with open(os.path.join(args.out, 'summary.md'), 'w') as f:
     f.write(table + '\n')
   print(table)

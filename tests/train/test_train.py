@@ -98,7 +98,14 @@ def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cach
     assert restored.mano_dir == os.path.abspath(tiny_data['mano']) and restored.input_size_px == 64
   # The demo's pictures and summary from this run.
   rows = demo.picture_rows(workdir, config, num_images=2)
-  assert len(rows) == 2 and rows[0].dtype == np.uint8 and rows[0].shape[1] > 3 * 64
+  # input | initial | stage 1 | stage 2 | ground truth
+  assert len(rows) == 2 and rows[0].dtype == np.uint8 and rows[0].shape[1] >= 5 * config.image_size
+  following = demo.root_following(workdir, config)
+  assert following['num_images'] == NUM_TEST
+  for side in ('left', 'right'):
+    assert -1.0 <= following[side]['correlation'] <= 1.0 and following[side]['error_px'].shape == (NUM_TEST,)
+    assert following[side]['true_spread_px'] > 0
+  assert demo.following_lines(following).startswith('held-out 2D root correlation: ')
   table = demo.summary_table(initial, final, stage=2)
   key = f'stage2/{dir_key}/mpjpe/all'
   assert f'{initial[key]:.2f}' in table and f'{final[key]:.2f}' in table
