@@ -27,12 +27,14 @@ the list of shards. `bench/plan_interhand.py` measures planning's peak memory an
 """
 
 import collections
+import contextlib
 import os
 from typing import Any, Iterator
 
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from data_prep.interhand26m import convert
 from data_prep.interhand26m import preprocess
@@ -55,6 +57,24 @@ _CITATION = """\
   year = {2023}
 }
 """
+
+
+# The local writer keeps a split's serialized examples in memory up to this size before it spills
+# them to disk buckets (tfds' shuffler: 1 GB by default, which with the build process's ~0.9 GB of
+# TensorFlow, JAX and MANO would take a full-size local build past 1.5 GB; each example is ~45 kB).
+LOCAL_SHUFFLE_BUFFER_BYTES = 128 << 20
+
+
+@contextlib.contextmanager
+def _shuffle_buffer_bytes(limit: int) -> Iterator[None]:
+  """tfds' in-memory shuffle buffer set to `limit` bytes for the block, then restored (tfds reads it
+  from `tensorflow_datasets.core.shuffle.MAX_MEM_BUFFER_SIZE` at every example)."""
+  default = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+  tfds_shuffle.MAX_MEM_BUFFER_SIZE = limit
+  try:
+    yield
+  finally:
+    tfds_shuffle.MAX_MEM_BUFFER_SIZE = default
 
 
 def features() -> tfds.features.FeaturesDict:
@@ -133,7 +153,8 @@ Then: tfds build data_prep/interhand26m --config interacting --manual_dir <manua
     """Chooses local or Beam conversion, builds the splits, then stores the skip counts."""
     self._use_beam = download_config.beam_runner is not None or download_config.beam_options is not None
     self._skipped: dict[str, collections.Counter] = {}
-    super()._download_and_prepare(dl_manager, download_config)
+    with _shuffle_buffer_bytes(LOCAL_SHUFFLE_BUFFER_BYTES):
+      super()._download_and_prepare(dl_manager, download_config)
     skipped = {split: {reason: int(counts[reason]) for reason in preprocess.SKIP_REASONS}
                for split, counts in sorted(self._skipped.items())}
     self.info.metadata['skipped'] = skipped

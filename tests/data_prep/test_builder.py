@@ -268,3 +268,24 @@ def test_all_config_examples(all_build, local_build, mano_pair):
       np.testing.assert_allclose(joints, regressed, atol=3e-5)
     assert not interacting  # every interacting example is in 'all' too
   assert single == 2 * 2  # a right-only and a left-only view in each split
+
+
+def test_spilled_shuffle_buffer_gives_the_same_dataset(local_build, synthetic_raw, tmp_path, monkeypatch):
+  """The local build's in-memory shuffle buffer is bounded (LOCAL_SHUFFLE_BUFFER_BYTES); past it tfds
+  spills to disk buckets. With a 1-byte bound every example is spilled: same examples, same order,
+  and tfds' own bound is back afterwards."""
+  from data_prep.interhand26m import interhand26m_dataset_builder as module  # pylint: disable=import-outside-toplevel
+  from tensorflow_datasets.core import shuffle  # pylint: disable=import-outside-toplevel
+  default = shuffle.MAX_MEM_BUFFER_SIZE
+  spills = []
+  original_add = shuffle.Shuffler._add_to_bucket  # pylint: disable=protected-access
+  monkeypatch.setattr(shuffle.Shuffler, '_add_to_bucket', lambda self, *a: spills.append(1) or original_add(self, *a))
+  monkeypatch.setattr(module, 'LOCAL_SHUFFLE_BUFFER_BYTES', 1)
+  spilled = module.build(synthetic_raw[0], str(tmp_path / 'tfds'))
+  assert shuffle.MAX_MEM_BUFFER_SIZE == default
+  assert len(spills) == sum(counts['kept'] for counts in synthetic_raw[1].values())
+  for split in ('train', 'test'):
+    ours, theirs = list(tfds.as_numpy(spilled.as_dataset(split=split))), list(tfds.as_numpy(local_build.as_dataset(split=split)))
+    assert [int(ex['image_id']) for ex in ours] == [int(ex['image_id']) for ex in theirs]
+    for a, b in zip(ours, theirs):
+      jax.tree.map(np.testing.assert_array_equal, a, b)
