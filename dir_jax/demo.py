@@ -13,7 +13,10 @@ After `make demo` has generated the synthetic InterHand2.6M, built its TFRecords
                     follow each image: `held-out 2D root correlation: N` over every held-out image
                     (`root_correlation` of the predicted and true wrist positions, the lower of the
                     two hands; 1 = each prediction moves with its image, 0 = the same place for
-                    every image) and the spread of the positions and of the per-image errors
+                    every image) and the spread of the positions and of the per-image errors;
+                    with `config.model.per_hand_bn_stats`, the held-out errors with per-hand BatchNorm
+                    statistics next to those with the reference's blend of both hands
+                    (`per_hand_bn_effect`, docs/quirks.md#q15)
 """
 
 import argparse
@@ -27,12 +30,15 @@ from PIL import Image
 
 from configs import load_config
 from dir_jax import checkpoint, metrics, protocol
+from dir_jax.convert.torch_checkpoint import blend_slots_into_shared
 from dir_jax.data import input_pipeline
 from dir_jax.mano import load_mano_pair
+from dir_jax.model.dir import abstract_variables
 from dir_jax.predict import render_hands, stage_titles
 from dir_jax.render import overlay
 from dir_jax.render.stages_figure import titled_row
 from dir_jax.train import step as step_lib
+from dir_jax.train import trainer
 from dir_jax.train.targets import ground_truth
 
 SIDES = ('left', 'right')
@@ -145,6 +151,27 @@ def summary_table(initial: dict, trained: dict, stage: int) -> str:
   return '\n'.join(lines)
 
 
+def per_hand_bn_effect(workdir: str, config, trained: dict) -> str:
+  """Held-out errors of a model trained with `per_hand_bn_stats` (its per-hand statistics, `trained`:
+  evaluate.py's metrics) next to the same model with the reference's blend of both hands' statistics
+  (`blend_slots_into_shared`, BatchNorm momentum 0.9), as a Markdown table. Training is the same
+  either way; only the statistics used at evaluation differ."""
+  model, variables, _ = checkpoint.restore_variables(workdir)
+  shared = model.clone(per_hand_bn_stats=False)
+  blended = blend_slots_into_shared(jax.device_get(variables), abstract_variables(shared, config.model.input_size))
+  settings = {key: metrics.SETTINGS[key] for key in (_DIR_KEY,)}
+  reference = trainer.evaluate(shared, blended, load_mano_pair(config.mano_dir),
+                               input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name),
+                               config, trainer.make_mesh(), settings=settings, triangulated=())
+  stage = f'stage{len(model.stages)}'
+  lines = ['| held-out, last stage | per-hand statistics (this model) | the reference\'s blend of both hands |',
+           '| --- | --- | --- |']
+  for key, label in ((f'{_DIR_KEY}/mpjpe/all', 'MPJPE (mm)'), (f'{_DIR_KEY}/mpvpe/all', 'MPVPE (mm)'),
+                     (f'{_DIR_KEY}/miaa_joint/all', 'MIAA joints (px)')):
+    lines.append(f'| {label}, {protocol.DIR.name} | {trained[f"{stage}/{key}"]:.2f} | {reference[f"{stage}/{key}"]:.2f} |')
+  return '\n'.join(lines)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--workdir', required=True, help='train.py workdir')
@@ -165,6 +192,8 @@ def main(argv=None) -> int:
     trained = json.load(f)
   table = summary_table(initial, trained, len(config.model.stages)) + '\n\n' + following_lines(
       root_following(args.workdir, config))
+  if config.model.per_hand_bn_stats:
+    table += '\n\n' + per_hand_bn_effect(args.workdir, config, trained)
   with open(os.path.join(args.out, 'summary.md'), 'w') as f:
     f.write(table + '\n')
   print(table)

@@ -145,6 +145,37 @@ def copy_shared_stats_to_slots(variables: Mapping[str, Any], template: Mapping[s
   return _unflatten(out)
 
 
+def blend_slots_into_shared(variables: Mapping[str, Any], template: Mapping[str, Any],
+                            momentum: float = 0.9) -> dict:
+  """Variables of a model with per-hand BatchNorm slots, in the layout of `template` (one without).
+
+  The inverse of `copy_shared_stats_to_slots` for a model trained with the slots: each single running
+  statistic of `template` becomes the blend that one shared set of statistics accumulates when both
+  hands' calls update it in turn, left then right, at every step (docs/quirks.md#q15): in the
+  stationary limit of the exponential average with `momentum`, `(momentum * left + right) /
+  (1 + momentum)` (0.474 left + 0.526 right at the reference's 0.9). Every other variable passes through.
+
+  Raises:
+    ConversionError: the result's variables or shapes differ from the template's (named).
+  """
+  flat = _flatten(variables)
+  flat_template = _flatten(template)
+  out = {}
+  for shared, slots in _slot_targets(flat).items():
+    by_slot = {_SLOT_STAT.match(path[-1]).group(2): np.asarray(flat[path], np.float64) for path in slots}
+    if set(by_slot) != {'left', 'right'}:
+      raise ConversionError(f'{"/".join(shared)}: per-hand slots {sorted(by_slot)}, expected left and right')
+    blend = (momentum * by_slot['left'] + by_slot['right']) / (1.0 + momentum)
+    out[shared] = blend.astype(np.asarray(flat[slots[0]]).dtype)
+  slot_paths = {path for slots in _slot_targets(flat).values() for path in slots}
+  out.update({path: value for path, value in flat.items() if path not in slot_paths})
+  problems = ([f'{"/".join(p)} missing' for p in flat_template if p not in out]
+              + [f'{"/".join(p)} not in the model' for p in out if p not in flat_template])
+  if problems:
+    raise ConversionError(f'{len(problems)} variables do not fit the model: ' + ', '.join(problems[:20]))
+  return _unflatten(out)
+
+
 def flax_location(key: str, value_ndim: int, stages: Sequence[StageSpec], stage_suffixes: Sequence[str] = ('4', '3'),
                   scan_stages: bool = True) -> tuple[str, tuple[str, ...], int | None]:
   """Where a torch state-dict entry lives in the Flax variables.

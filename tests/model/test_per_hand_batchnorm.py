@@ -17,8 +17,8 @@ import pytest
 
 from configs import tiny
 from dir_jax import checkpoint
-from dir_jax.convert.torch_checkpoint import (IGNORED_PATTERNS, UNUSED_PATTERNS, convert_state_dict,
-                                              copy_shared_stats_to_slots, flax_location)
+from dir_jax.convert.torch_checkpoint import (IGNORED_PATTERNS, UNUSED_PATTERNS, blend_slots_into_shared,
+                                              convert_state_dict, copy_shared_stats_to_slots, flax_location)
 from dir_jax.mano import load_mano_pair
 from dir_jax.model.dir import abstract_variables
 from dir_jax.model.layers import BatchNorm
@@ -234,6 +234,39 @@ def test_slots_equal_to_the_blend_give_the_option_off_outputs(setup, eval_fns):
   out_off, _ = eval_off(off_vars, images)
   out_on, _ = eval_on(copied, images)
   chex.assert_trees_all_equal(out_on, out_off)
+
+
+def test_blending_equal_slots_gives_back_the_option_off_variables(setup):
+  """`blend_slots_into_shared` inverts `copy_shared_stats_to_slots`."""
+  _, _, _, off_vars, _ = setup
+  on_template = jax.eval_shape(lambda: {'params': off_vars['params'], 'batch_stats': setup[4]['batch_stats']})
+  off_template = jax.eval_shape(lambda: off_vars)
+  blended = blend_slots_into_shared(copy_shared_stats_to_slots(off_vars, on_template), off_template)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), blended, jax.device_get(off_vars))
+
+
+def test_blend_is_the_shared_running_average_of_alternating_calls():
+  """One set of statistics updated by the left call, then the right, at every step, against the two
+  per-hand averages of the same batches blended: equal once the start is forgotten."""
+  rng = np.random.default_rng(0)
+  momentum, steps = 0.9, 400
+  shared = {'mean': rng.normal(size=4), 'var': rng.uniform(0.5, 2, size=4)}
+  slots = {f'{stat}_{side}': np.array(shared[stat]) for stat in shared for side in ('left', 'right')}
+  level = {side: {'mean': rng.normal(size=4), 'var': rng.uniform(0.5, 2, size=4)} for side in ('left', 'right')}
+  for _ in range(steps):
+    for side in ('left', 'right'):
+      batch = {stat: level[side][stat] + 0.01 * rng.normal(size=4) for stat in shared}
+      for stat in shared:
+        shared[stat] = momentum * shared[stat] + (1 - momentum) * batch[stat]
+        slots[f'{stat}_{side}'] = momentum * slots[f'{stat}_{side}'] + (1 - momentum) * batch[stat]
+  params = {'dense': {'kernel': np.ones((2, 2))}}
+  blended = blend_slots_into_shared({'params': params, 'batch_stats': {'bn': slots}},
+                                    {'params': params, 'batch_stats': {'bn': shared}}, momentum)
+  for stat in shared:
+    np.testing.assert_allclose(blended['batch_stats']['bn'][stat], shared[stat], atol=2e-3)
+  np.testing.assert_array_equal(blended['params']['dense']['kernel'], params['dense']['kernel'])
+  with pytest.raises(Exception, match='not in the model'):
+    blend_slots_into_shared({'params': params, 'batch_stats': {'bn': slots}}, {'params': params, 'batch_stats': {}})
 
 
 def _as_torch_state_dict(variables, model, fixture_dir):

@@ -106,6 +106,10 @@ def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cach
     assert -1.0 <= following[side]['correlation'] <= 1.0 and following[side]['error_px'].shape == (NUM_TEST,)
     assert following[side]['true_spread_px'] > 0
   assert demo.following_lines(following).startswith('held-out 2D root correlation: ')
+  # The per-hand BatchNorm report's evaluation path, on this run without slots: both columns agree.
+  monkeypatch.undo()  # it builds its own predict step
+  rows = [line.split(' | ') for line in demo.per_hand_bn_effect(workdir, config, final).splitlines()[2:]]
+  assert len(rows) == 3 and all(row[1] == row[2].rstrip(' |') for row in rows), rows
   table = demo.summary_table(initial, final, stage=2)
   key = f'stage2/{dir_key}/mpjpe/all'
   assert f'{initial[key]:.2f}' in table and f'{final[key]:.2f}' in table
