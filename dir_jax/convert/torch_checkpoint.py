@@ -136,13 +136,19 @@ def copy_shared_stats_to_slots(variables: Mapping[str, Any], template: Mapping[s
   for path, value in _flatten(variables).items():
     for target in ([path] if path in flat_template else slots.get(path, [path])):
       out[target] = value
-  problems = ([f'{"/".join(p)} missing' for p in flat_template if p not in out]
-              + [f'{"/".join(p)} not in the model' for p in out if p not in flat_template]
+  return _fitted(out, flat_template)
+
+
+def _fitted(flat: Mapping[tuple[str, ...], Any], flat_template: Mapping[tuple[str, ...], Any]) -> dict:
+  """`flat` unflattened, once its paths and shapes are the template's; ConversionError naming each
+  variable missing, extra or of another shape."""
+  problems = ([f'{"/".join(p)} missing' for p in flat_template if p not in flat]
+              + [f'{"/".join(p)} not in the model' for p in flat if p not in flat_template]
               + [f'{"/".join(p)} has shape {tuple(np.shape(v))}, expected {tuple(flat_template[p].shape)}'
-                 for p, v in out.items() if p in flat_template and tuple(np.shape(v)) != tuple(flat_template[p].shape)])
+                 for p, v in flat.items() if p in flat_template and tuple(np.shape(v)) != tuple(flat_template[p].shape)])
   if problems:
     raise ConversionError(f'{len(problems)} variables do not fit the model: ' + ', '.join(problems[:20]))
-  return _unflatten(out)
+  return _unflatten(flat)
 
 
 def blend_slots_into_shared(variables: Mapping[str, Any], template: Mapping[str, Any],
@@ -159,7 +165,6 @@ def blend_slots_into_shared(variables: Mapping[str, Any], template: Mapping[str,
     ConversionError: the result's variables or shapes differ from the template's (named).
   """
   flat = _flatten(variables)
-  flat_template = _flatten(template)
   out = {}
   for shared, slots in _slot_targets(flat).items():
     by_slot = {_SLOT_STAT.match(path[-1]).group(2): np.asarray(flat[path], np.float64) for path in slots}
@@ -169,11 +174,7 @@ def blend_slots_into_shared(variables: Mapping[str, Any], template: Mapping[str,
     out[shared] = blend.astype(np.asarray(flat[slots[0]]).dtype)
   slot_paths = {path for slots in _slot_targets(flat).values() for path in slots}
   out.update({path: value for path, value in flat.items() if path not in slot_paths})
-  problems = ([f'{"/".join(p)} missing' for p in flat_template if p not in out]
-              + [f'{"/".join(p)} not in the model' for p in out if p not in flat_template])
-  if problems:
-    raise ConversionError(f'{len(problems)} variables do not fit the model: ' + ', '.join(problems[:20]))
-  return _unflatten(out)
+  return _fitted(out, _flatten(template))
 
 
 def flax_location(key: str, value_ndim: int, stages: Sequence[StageSpec], stage_suffixes: Sequence[str] = ('4', '3'),
