@@ -291,7 +291,9 @@ def test_sigterm_during_the_first_compile_stops_at_once(tiny_data, tmp_path):
 def test_a_damaged_training_shard_stops_the_run_naming_it(tiny_data, compilation_cache, tmp_path, damage):
   data_dir = str(tmp_path / 'tfds')
   shutil.copytree(tiny_data['tfds'], data_dir)
-  shards = sorted(glob.glob(os.path.join(data_dir, '**', '*-train.tfrecord-*'), recursive=True))
+  # The config the run reads ('interacting', the default); data_dir holds the 'all' config too.
+  shards = sorted(glob.glob(os.path.join(data_dir, 'interhand26m', 'interacting', '**', '*-train.tfrecord-*'),
+                            recursive=True))
   assert shards
   with open(shards[0], 'rb') as f:
     content = bytearray(f.read())
