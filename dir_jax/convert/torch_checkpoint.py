@@ -166,14 +166,15 @@ def blend_slots_into_shared(variables: Mapping[str, Any], template: Mapping[str,
   """
   flat = _flatten(variables)
   out = {}
+  slotted = set()
   for shared, slots in _slot_targets(flat).items():
     by_slot = {_SLOT_STAT.match(path[-1]).group(2): np.asarray(flat[path], np.float64) for path in slots}
     if set(by_slot) != {'left', 'right'}:
       raise ConversionError(f'{"/".join(shared)}: per-hand slots {sorted(by_slot)}, expected left and right')
     blend = (momentum * by_slot['left'] + by_slot['right']) / (1.0 + momentum)
     out[shared] = blend.astype(np.asarray(flat[slots[0]]).dtype)
-  slot_paths = {path for slots in _slot_targets(flat).values() for path in slots}
-  out.update({path: value for path, value in flat.items() if path not in slot_paths})
+    slotted.update(slots)
+  out.update({path: value for path, value in flat.items() if path not in slotted})
   return _fitted(out, _flatten(template))
 
 
