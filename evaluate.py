@@ -111,7 +111,7 @@ def _default_out_dir(checkpoint_path: str, location) -> str:
 def _input_size(config, restored) -> int:
   """The network input side the checkpoint was trained with: recorded by train.py, else implied by its
   first stage (which runs at 1/16 of the input)."""
-  first_stage = restored.model.stages[0].size
+  first_stage = restored.model.config.stages[0].size
   if restored.input_size_px is not None:
     trained, source = restored.input_size_px, 'recorded in the checkpoint'
   else:

@@ -29,7 +29,7 @@ sys.path.insert(0, __file__.rsplit('/', 2)[0])  # the repository root, when run 
 
 from bench.model import fake_batch  # noqa: E402
 from configs import load_config  # noqa: E402
-from dir_jax import checkpoint, losses  # noqa: E402
+from dir_jax import checkpoint, loss_settings  # noqa: E402
 from dir_jax.mano import load_mano_pair, synthetic  # noqa: E402
 from dir_jax.model import image_space  # noqa: E402
 from dir_jax.model.fusion import PlaneFusion  # noqa: E402
@@ -114,7 +114,7 @@ def _programs(config, fusion: str, mano, batch_size: int):
   batch = jax.tree.map(jnp.asarray, fake_batch(batch_size, config.image_size))
   images = jnp.zeros((batch_size, size, size, 3), jnp.float32)
   forward = lambda v, x: model.apply(v, x, mano, train=False)
-  train = functools.partial(step_lib.train_step, model=model, mano=mano, loss_config=losses.default_loss_config(),
+  train = functools.partial(step_lib.train_step, model=model, mano=mano, loss_config=loss_settings.default_loss_config(),
                             image_size=config.image_size, input_size=size)
   return (forward, (variables, images)), (train, (state, batch))
 

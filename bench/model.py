@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import load_config
-from dir_jax import checkpoint, losses
+from dir_jax import checkpoint, loss_settings
 from dir_jax.mano import load_mano_pair, synthetic
-from dir_jax.model.dir import StageSpec
+from dir_jax.model.config import StageSpec
 from dir_jax.train import state as state_lib
 from dir_jax.train import step as step_lib
 
@@ -103,7 +103,7 @@ def main():
   tx = state_lib.make_optimizer(config.optimizer, 1000, 100000)
   state = state_lib.create_train_state(model, tx, None, size, variables)
   batch = jax.tree.map(jnp.asarray, fake_batch(args.train_batch, config.image_size))
-  train_step = jax.jit(functools.partial(step_lib.train_step, model=model, mano=mano, loss_config=losses.default_loss_config(),
+  train_step = jax.jit(functools.partial(step_lib.train_step, model=model, mano=mano, loss_config=loss_settings.default_loss_config(),
                                          image_size=config.image_size, input_size=size))
   compile_s, run_s, compiled = timed(train_step, state, batch, repeats=args.repeats)
   print(f'train    batch {args.train_batch:3d}: {run_s * 1e3:8.1f} ms  {args.train_batch / run_s:7.1f} images/s  '
@@ -111,13 +111,13 @@ def main():
   print(f'peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10:.0f} MB')
 
   images = jnp.zeros((1, size, size, 3), jnp.float32)
-  first = model.stages[0]
+  first = model.config.stages[0]
   later = StageSpec(first.size * 2, 'c2', 2.0)
   compile_times = {}
   for scan in (True, False):
     for num in [int(n) for n in args.stages.split(',')]:
       stages = (first,) + (later,) * (num - 1)
-      staged = model.clone(stages=stages, scan_stages=scan)
+      staged = model.clone(config=model.config.replace(stages=stages, scan_stages=scan))
       abstract = jax.eval_shape(lambda x, m=staged: m.init(jax.random.PRNGKey(0), x, mano), images)
       start = time.perf_counter()
       jax.jit(lambda v, x, m=staged: m.apply(v, x, mano, train=False)).lower(abstract, images).compile()

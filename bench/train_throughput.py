@@ -29,7 +29,7 @@ sys.path.insert(0, __file__.rsplit('/', 2)[0])  # the repository root, when run 
 
 from bench.model import fake_batch  # noqa: E402
 from configs import load_config  # noqa: E402
-from dir_jax import checkpoint, losses  # noqa: E402
+from dir_jax import checkpoint, loss_settings  # noqa: E402
 from dir_jax.mano import load_mano_pair, synthetic  # noqa: E402
 from dir_jax.train import state as state_lib  # noqa: E402
 from dir_jax.train import step as step_lib  # noqa: E402
@@ -86,14 +86,14 @@ def main():
   size = config.model.input_size
   device = jax.devices()[0]
   print(f'backend {jax.default_backend()} ({device.device_kind}), jax {jax.__version__}; {args.config}, '
-        f'compute {args.dtype}, fusion {model.fusion}', flush=True)
+        f'compute {args.dtype}, fusion {model.config.fusion}', flush=True)
 
   variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), mano))()
   tx = state_lib.make_optimizer(config.optimizer, 1000, 100000)
   state = state_lib.create_train_state(model, tx, None, size, variables)
   batch = jax.tree.map(jnp.asarray, fake_batch(args.train_batch, config.image_size))
   train_step = jax.jit(lambda s, b: step_lib.train_step(
-      s, b, model=model, mano=mano, loss_config=losses.default_loss_config(), image_size=config.image_size,
+      s, b, model=model, mano=mano, loss_config=loss_settings.default_loss_config(), image_size=config.image_size,
       input_size=size), donate_argnums=0)
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
@@ -130,7 +130,7 @@ def main():
   peak_gb = _peak_gb()
   print(f'peak device memory of this process: {peak_gb:.2f} GB')
   if args.rows:
-    cells = [args.dtype, model.fusion, f'{train_ips:.1f}', f'{step_s * 1e3:.1f}', f'{compile_s:.1f}']
+    cells = [args.dtype, model.config.fusion, f'{train_ips:.1f}', f'{step_s * 1e3:.1f}', f'{compile_s:.1f}']
     cells += [f'{forward_ms[b]:.2f}' for b in forward_ms] + [f'{peak_gb:.2f}', f'{flops / args.train_batch / 1e9:.1f}']
     with open(args.rows, 'a') as f:
       f.write('| ' + ' | '.join(cells) + ' |\n')

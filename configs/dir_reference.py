@@ -10,8 +10,9 @@ ResNet-50 state dict is given. Augmentation as the reference's loader.
 
 import ml_collections
 
-from dir_jax import losses
+from dir_jax import loss_settings
 from dir_jax.data import settings
+from dir_jax.model.config import ModelConfig
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -22,31 +23,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = settings.pipeline_config()
   config.data.data_dir = 'data/tfds'  # tfds data_dir holding interhand26m/ (data_prep/interhand26m)
 
-  config.model = ml_collections.ConfigDict()
+  # The network: every ModelConfig field (dir_jax/model/config.py documents each); the released code's.
+  config.model = ml_collections.ConfigDict(ModelConfig().to_dict())
   config.model.input_size = 256  # network input side; batches are resized on the accelerator if different
-  # Refinement stages as (grid side, encoder map for the skip connection, bone-mask radius in cells).
-  config.model.stages = ((16, 'c3', 1.0), (32, 'c2', 2.0))
-  config.model.center_idx = 0  # MANO centring joint (the released root_joint; docs/quirks.md#q1)
-  config.model.encoder_width = 64
-  config.model.attention_dim = 1024
-  config.model.img_feat_dim = 256
-  config.model.emb_dim = 128
-  config.model.joint_dim = 64
-  config.model.projection = 'bone'  # bone | mfp | sfp | mhp (paper Table 1)
-  config.model.use_gcn = True
-  config.model.use_transformer = True
-  config.model.transformer_blocks = (1, 2, 3)  # the released code skips block 0 (docs/quirks.md#q5)
-  config.model.heatmap_sigma = 1.0  # cells, for projection='mhp'
-  config.model.camera_scale_init = 0.0  # initial weak-perspective scale bias of the heads (uv per metre)
-  # Plane fusion of bone/mfp planes: 'factored' (same outputs, ~20x fewer FLOPs) or 'dense' (as the reference).
-  config.model.fusion = 'factored'
-  config.model.scan_stages = True
-  # True: the two modules shared by both hands keep per-hand BatchNorm running statistics instead of
-  # the reference's blend of both hands (eval mode only; docs/quirks.md#q15).
-  config.model.per_hand_bn_stats = False
   config.compute_dtype = 'float32'  # or 'bfloat16' (parameters stay float32)
 
-  config.loss = losses.default_loss_config()
+  config.loss = loss_settings.default_loss_config()
 
   config.batch_size = 64  # global, over all devices and hosts
   config.eval_batch_size = 64

@@ -4,7 +4,7 @@ A checkpoint directory is an orbax `CheckpointManager` directory (`<dir>/<step>/
 two items:
   'state'         a dict with at least 'variables' = {'params', 'batch_stats'}; training adds
                   'opt_state', 'step' and the data-iterator position (see `dir_jax.train`).
-  'model_config'  JSON: the DIR module's fields (`model_config_dict`), so a checkpoint rebuilds its
+  'model_config'  JSON: the model's `ModelConfig` (`model_config_dict`), so a checkpoint rebuilds its
                   own model; checkpoints written by `train.py` add 'training' = {'mano_dir': absolute
                   MANO folder, 'input_size_px': network input side} (`training_facts`; older
                   checkpoints lack it and restore all the same).
@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping
 import jax
 import orbax.checkpoint as ocp
 
-from dir_jax.model.dir import DIR, StageSpec
+from dir_jax.model.config import ModelConfig
+from dir_jax.model.dir import DIR
 
 STATE_ITEM = 'state'
 CONFIG_ITEM = 'model_config'
@@ -35,9 +36,8 @@ BEST_DIR = 'best'  # train.py's workdir/best/: the step with the best evaluation
 ACCEPTED_LOCATIONS = ('a train.py workdir RUN (its newest checkpoint in RUN/checkpoints), RUN/checkpoints or RUN/best, '
                       'one step folder in them (e.g. RUN/best/1200 or RUN/checkpoints/400), or the folder written '
                       'by python -m dir_jax.convert.export_orbax')
-_MODEL_FIELDS = ('center_idx', 'encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim', 'projection', 'use_gcn',
-                 'use_transformer', 'transformer_blocks', 'heatmap_sigma', 'camera_scale_init', 'fusion', 'scan_stages',
-                 'per_hand_bn_stats')
+# Keys of a stored model config, or of a `config.model` ConfigDict, that are not `ModelConfig` fields.
+_NOT_MODEL_FIELDS = (TRAINING_KEY, 'input_size')
 
 
 class CheckpointError(FileNotFoundError):
@@ -84,20 +84,14 @@ class RestoredCheckpoint:
 
 
 def model_config_dict(model: DIR) -> dict[str, Any]:
-  """The JSON-serialisable fields that rebuild `model` (dtype excluded: it is a run-time choice)."""
-  config = {name: getattr(model, name) for name in _MODEL_FIELDS}
-  config['transformer_blocks'] = list(config['transformer_blocks'])
-  config['stages'] = [[s.size, s.skip, s.threshold] for s in model.stages]
-  return config
+  """The JSON-serialisable `ModelConfig` that rebuilds `model` (dtype excluded: it is a run-time choice)."""
+  return model.config.to_dict()
 
 
 def model_from_config(config: Mapping[str, Any], dtype: Any = None) -> DIR:
-  """The DIR module described by `model_config_dict` output (or a `config.model` ConfigDict)."""
-  fields = {name: config[name] for name in _MODEL_FIELDS if name in config}
-  if 'transformer_blocks' in fields:
-    fields['transformer_blocks'] = tuple(fields['transformer_blocks'])
-  stages = tuple(StageSpec(int(size), str(skip), float(threshold)) for size, skip, threshold in config['stages'])
-  return DIR(stages=stages, dtype=dtype, **fields)
+  """The DIR module described by `model_config_dict` output (with or without the training facts) or by
+  a `config.model` ConfigDict; unknown field names are refused (`ModelConfig.from_mapping`)."""
+  return DIR(ModelConfig.from_mapping(config, ignore=_NOT_MODEL_FIELDS), dtype=dtype)
 
 
 def manager(directory: str, max_to_keep: int | None = None, best_fn: Callable | None = None,

@@ -33,6 +33,7 @@ from dir_jax import checkpoint, metrics, protocol
 from dir_jax.convert.torch_checkpoint import blend_slots_into_shared
 from dir_jax.data import input_pipeline
 from dir_jax.mano import load_mano_pair
+from dir_jax.mano.constants import SIDES
 from dir_jax.model.dir import abstract_variables
 from dir_jax.predict import render_hands, stage_titles
 from dir_jax.render import overlay
@@ -41,7 +42,6 @@ from dir_jax.train import step as step_lib
 from dir_jax.train import trainer
 from dir_jax.train.targets import ground_truth
 
-SIDES = ('left', 'right')
 _DIR_KEY = protocol.DIR.key
 _TRIANGULATED_KEY = protocol.INTERHAND26M_INTERACTING.key
 # (result key without the stage, metric label); the table names each row's protocol in words.
@@ -62,7 +62,7 @@ def _held_out_batches(workdir: str, config, batch_size: int):
   mano = load_mano_pair(config.mano_dir)
   builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
   ds, _ = input_pipeline.create_eval_dataset(builder, config.data, batch_size=batch_size)
-  input_size = model.stages[0].size * 16
+  input_size = model.config.stages[0].size * 16
   apply = jax.jit(lambda v, x: model.apply(v, x, mano, train=False))
   for batch in input_pipeline.numpy_batches(ds):
     valid = batch.pop('valid')
@@ -157,13 +157,13 @@ def per_hand_bn_effect(workdir: str, config, trained: dict) -> str:
   (`blend_slots_into_shared`, BatchNorm momentum 0.9), as a Markdown table. Training is the same
   either way; only the statistics used at evaluation differ."""
   model, variables, _ = checkpoint.restore_variables(workdir)
-  shared = model.clone(per_hand_bn_stats=False)
+  shared = model.clone(config=model.config.replace(per_hand_bn_stats=False))
   blended = blend_slots_into_shared(jax.device_get(variables), abstract_variables(shared, config.model.input_size))
   settings = {key: metrics.SETTINGS[key] for key in (_DIR_KEY,)}
   reference = trainer.evaluate(shared, blended, load_mano_pair(config.mano_dir),
                                input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name),
                                config, trainer.make_mesh(), settings=settings, triangulated=())
-  stage = f'stage{len(model.stages)}'
+  stage = f'stage{len(model.config.stages)}'
   lines = ['| held-out, last stage | per-hand statistics (this model) | the reference\'s blend of both hands |',
            '| --- | --- | --- |']
   for key, label in ((f'{_DIR_KEY}/mpjpe/all', 'MPJPE (mm)'), (f'{_DIR_KEY}/mpvpe/all', 'MPVPE (mm)'),

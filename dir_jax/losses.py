@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
-HANDS = ('left', 'right')
-NUM_JOINTS = 21
-NUM_VERTS = 778
+from dir_jax.mano.constants import NUM_JOINTS, NUM_VERTS
+from dir_jax.mano.constants import SIDES as HANDS
 
 # Per-stage term names, in the reference's insertion order (dir.py:572-594); '%d' is the stage index.
 _STAGE_TERMS = (
@@ -39,41 +39,6 @@ _STAGE_TERMS = (
 # Numerical guards of the reference: `sqrt(. + 1e-12)` in EdgeLengthLoss, `F.normalize`'s eps.
 _EDGE_EPS = 1e-12
 _NORMALIZE_EPS = 1e-12
-
-
-def default_loss_config() -> ml_collections.ConfigDict:
-  """The loss configuration: DIR's weights and constants, with consistent GT centring."""
-  config = ml_collections.ConfigDict()
-  # Multipliers applied to each term (dir.py:567-594; coord_weight = 10, dense_weight = 1).
-  config.weights = ml_collections.ConfigDict(dict(
-      seg=0.1,      # weighted cross-entropy on the 32x32 segmentation logits
-      dense=1.0,    # Huber on the 32x32 dense-correspondence map
-      lovasz=0.1,   # Lovász-Softmax on the segmentation logits
-      uv=10.0,      # Huber on joint and vertex uv, per hand
-      xyz=10.0,     # Huber on normalised root-relative joints and vertices, per hand
-      edge=1.0,     # edge-length L1 on the normalised mesh
-      normal=0.1,   # |cos| between predicted edges and GT face normals
-      offset=10.0,  # Huber on the right-minus-left root offset (units of xyz_norm_m)
-  ))
-  # Huber threshold; the reference calls this loss SmoothL1 (docs/quirks.md#q18). Same units as the inputs
-  # (uv in [-1, 1], xyz in units of xyz_norm_m, dense in [0, 1]).
-  config.huber_delta = 0.01
-  # Cross-entropy class weights for background, seg label 1, seg label 2 (dir.py:511).
-  config.seg_class_weights = (0.1, 0.45, 0.45)
-  # 'present': average the Lovász loss over classes present in the batch's labels; 'all': all.
-  config.lovasz_classes = 'present'
-  # 'logits': the reference feeds raw logits to lovasz_softmax (docs/quirks.md#q18); 'probabilities' applies
-  # a softmax first, as the Lovász-Softmax loss is defined.
-  config.lovasz_input = 'logits'
-  # 3D coordinates and the offset are divided by this length (metres) before the losses.
-  config.xyz_norm_m = 0.15
-  # 'consistent': centre the GT at pred_center_joint, as the prediction is, and take the offset
-  # between those joints. 'reference': centre at targets['center_*'] (the loader's joint 9) while
-  # predictions are wrist-centred; reproduces the fixture but has an irreducible error (docs/quirks.md#q1).
-  config.gt_center = 'consistent'
-  # Joint the network's MANO layer centres its outputs at (DIR's root_joint; 0 = wrist).
-  config.pred_center_joint = 0
-  return config
 
 
 def loss_term_names(num_stages: int = 3) -> list[str]:
@@ -107,10 +72,7 @@ def huber(pred: chex.Array, target: chex.Array, delta: float = 0.01) -> chex.Arr
     A scalar, in squared input units.
   """
   chex.assert_equal_shape([pred, target])
-  z = _float(pred) - _float(target)
-  abs_z = jnp.abs(z)
-  per_element = jnp.where(abs_z < delta, 0.5 * z * z, delta * (abs_z - 0.5 * delta))
-  return jnp.mean(per_element)
+  return jnp.mean(optax.losses.huber_loss(_float(pred), _float(target), delta=delta))
 
 
 def _face_corners(verts: chex.Array, faces: chex.Array) -> tuple[chex.Array, chex.Array, chex.Array]:
@@ -361,8 +323,9 @@ def _check_inputs(outputs: Mapping[str, Any], targets: Mapping[str, chex.Array],
   chex.assert_equal_shape_prefix([targets['seg'], targets['dense']], 3)
 
 
-def _normalised_gt(targets: Mapping[str, chex.Array], config: ml_collections.ConfigDict):
-  """GT joints and vertices centred and divided by xyz_norm_m, and the GT offset, per config.gt_center.
+def _normalised_gt(targets: Mapping[str, chex.Array], config: ml_collections.ConfigDict, center_idx: int):
+  """GT joints and vertices centred and divided by xyz_norm_m, and the GT offset, per config.gt_center
+  ('consistent': at joint `center_idx`, the one the network centres its outputs at).
 
   Returns:
     ({'joint_{hand}': (B, 21, 3), 'mesh_{hand}': (B, 778, 3)}, offset (B, 3)), units of xyz_norm_m.
@@ -376,7 +339,7 @@ def _normalised_gt(targets: Mapping[str, chex.Array], config: ml_collections.Con
       centers[hand] = _float(targets[f'center_{hand}'])
       chex.assert_shape(centers[hand], (targets[f'joint_3d_{hand}'].shape[0], 3))
   elif config.gt_center == 'consistent':
-    centers = {hand: _float(targets[f'joint_3d_{hand}'])[:, config.pred_center_joint] for hand in HANDS}
+    centers = {hand: _float(targets[f'joint_3d_{hand}'])[:, center_idx] for hand in HANDS}
   else:
     raise ValueError(f"gt_center must be 'reference' or 'consistent', got {config.gt_center!r}")
   norm = config.xyz_norm_m
@@ -386,12 +349,13 @@ def _normalised_gt(targets: Mapping[str, chex.Array], config: ml_collections.Con
 
 
 def dir_losses(outputs: Mapping[str, Any], targets: Mapping[str, chex.Array], faces_left: chex.Array,
-               faces_right: chex.Array, config: ml_collections.ConfigDict) -> dict[str, chex.Array]:
+               faces_right: chex.Array, config: ml_collections.ConfigDict, *,
+               center_idx: int) -> dict[str, chex.Array]:
   """Every DIR loss term, weighted, with the reference's names and order (docs/architecture.md#losses).
 
-  GT centring (`config.gt_center`, docs/quirks.md#q1). The network's MANO layers return xyz centred at joint
-  `pred_center_joint` (wrist). The reference ('reference') instead centres the GT at the loader's
-  `center_*` = GT joint 9 (middle MCP) and takes the offset target MCP-to-MCP, so the xyz and offset
+  GT centring (`config.gt_center`, docs/quirks.md#q1). The network's MANO layers return xyz centred at
+  joint `center_idx` (the model's `ModelConfig.center_idx`; the wrist in DIR). The reference
+  ('reference') instead centres the GT at the loader's `center_*` = GT joint 9 (middle MCP) and takes the offset target MCP-to-MCP, so the xyz and offset
   terms keep an irreducible part: a prediction equal to the wrist-centred GT is penalised by the
   wrist-to-MCP vector, so the minimiser is biased away from the true hand, and the offset is trained
   MCP-to-MCP but evaluated wrist-to-wrist. 'consistent' (the default) centres the GT at the same joint
@@ -403,7 +367,7 @@ def dir_losses(outputs: Mapping[str, Any], targets: Mapping[str, chex.Array], fa
       'stages': a sequence (stage 0 = initial regressor, then each refinement) of dicts with
         joint_uv_{left,right} (B, 21, 2) and mesh_uv_{left,right} (B, 778, 2), uv in [-1, 1];
         joint_xyz_{left,right} (B, 21, 3) and mesh_xyz_{left,right} (B, 778, 3), metres, centred at
-        joint pred_center_joint; offset (B, 3) right root minus left root, units of xyz_norm_m.
+        joint center_idx; offset (B, 3) right root minus left root, units of xyz_norm_m.
       'seg': (B, h, w, 3) segmentation logits; 'dense': (B, h, w, 3) dense map (h = w = 32 in DIR).
     targets: joint_2d_{left,right} (B, 21, 3) and mesh_2d_{left,right} (B, 778, 3) as (u, v, z) with
       uv in [-1, 1] (z unused); joint_3d_{left,right} (B, 21, 3) and mesh_3d_{left,right} (B, 778, 3),
@@ -413,6 +377,7 @@ def dir_losses(outputs: Mapping[str, Any], targets: Mapping[str, chex.Array], fa
     faces_left: (1538, 3) int MANO faces of the left hand.
     faces_right: (1538, 3) int MANO faces of the right hand.
     config: see `default_loss_config`.
+    center_idx: the joint the model centres its outputs at (`ModelConfig.center_idx`).
 
   Returns:
     {name: scalar}: `loss_term_names(len(outputs['stages']))` in that order, weights applied.
@@ -437,7 +402,7 @@ def dir_losses(outputs: Mapping[str, Any], targets: Mapping[str, chex.Array], fa
       'dense': huber(outputs['dense'], dense_gt, delta) * weights.dense,
       'lovasz': lovasz_softmax(lovasz_scores, seg_labels, config.lovasz_classes) * weights.lovasz,
   }
-  gt_xyz, gt_offset = _normalised_gt(targets, config)
+  gt_xyz, gt_offset = _normalised_gt(targets, config, center_idx)
   norm = config.xyz_norm_m
   for s, stage in enumerate(outputs['stages']):
     for kind in ('joint', 'mesh'):

@@ -42,12 +42,12 @@ from dir_jax import protocol
 from dir_jax.data import schema
 from dir_jax.mano import constants
 from dir_jax.mano.asset import ManoAsset, ManoPair
+from dir_jax.model.config import OFFSET_UNIT_M
 
-HANDS = ('left', 'right')
+HANDS = constants.SIDES  # the order every per-hand result uses
 GT_KEYS = ('verts_cam_left', 'verts_cam_right', 'intrinsics')  # see the module docstring
 TRIANGULATED_GT_KEYS = ('joint_3d_cam_m', 'joint_3d_valid', 'hand_type')  # plus 'human_annot' when known
 PRED_KEYS = ('mesh_xyz_left', 'mesh_xyz_right', 'offset')
-OFFSET_UNIT_M = 0.15  # `pd_offset` is in units of 0.15 m (docs/architecture.md#conventions)
 BONE_JOINTS = (0, 9)  # wrist and middle-finger MCP: the bone whose length sets the scale
 PCK_THRESHOLDS_MM = tuple(np.linspace(0.0, 50.0, 101).tolist())  # 0, 0.5, ..., 50 mm
 VOXEL_M = 0.005  # interpenetration voxel edge (0.5 cm, so one voxel is 0.125 cm^3)

@@ -86,7 +86,7 @@ from dir_jax.mano import ManoAssetError, ManoPair, UnsafePickleError, load_mano_
 from dir_jax.mano.constants import JOINT_NAMES_21, SIDES
 from dir_jax.mano.rotation import rot6d_to_matrix
 from dir_jax.model.dir import DIR
-from dir_jax.model.regressor import OFFSET_UNIT_M
+from dir_jax.model.config import OFFSET_UNIT_M
 from dir_jax.render import export, overlay
 from dir_jax.render.stages_figure import titled_row
 from dir_jax.train.step import model_input
@@ -260,7 +260,7 @@ def prepare_image(path: str, bbox_px: Sequence[float] | None, input_px: int, ren
 
 def input_side_px(model: DIR) -> int:
   """The network's input side in pixels (256 for the released model)."""
-  return model.stages[0].size * INPUT_PX_PER_CELL
+  return model.config.stages[0].size * INPUT_PX_PER_CELL
 
 
 class Predictor:
@@ -388,7 +388,7 @@ def placed_meshes(stage: Mapping[str, np.ndarray], faces: Mapping[str, np.ndarra
 
 
 def stage_titles(model: DIR) -> list[str]:
-  return ['initial'] + [f'stage {i + 1} ({spec.size}x{spec.size})' for i, spec in enumerate(model.stages)]
+  return ['initial'] + [f'stage {i + 1} ({spec.size}x{spec.size})' for i, spec in enumerate(model.config.stages)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -585,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.update()
         continue
       try:
-        write_outputs(folder, stages, item.render_u8, item.square, faces, titles, info, model.center_idx)
+        write_outputs(folder, stages, item.render_u8, item.square, faces, titles, info, model.config.center_idx)
       except Exception as e:  # pylint: disable=broad-except  # one image's failure must not stop the others
         fail(f'{item.path}: cannot write its results to {folder} ({type(e).__name__}: {e})')
       progress.update()

@@ -11,7 +11,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from dir_jax import checkpoint
-from dir_jax.model.dir import DIR, StageSpec
+from dir_jax.model.config import ModelConfig, StageSpec
+from dir_jax.model.dir import DIR
 
 
 def _variables(value):
@@ -19,13 +20,31 @@ def _variables(value):
 
 
 def test_model_config_round_trip():
-  model = DIR(stages=(StageSpec(16, 'c3', 1.0), StageSpec(32, 'c2', 2.0), StageSpec(32, 'c2', 2.0)),
-              projection='mfp', use_gcn=False, transformer_blocks=(0, 1, 2, 3), center_idx=9)
-  assert checkpoint.model_from_config(checkpoint.model_config_dict(model)) == model
+  model = DIR(ModelConfig(stages=(StageSpec(16, 'c3', 1.0), StageSpec(32, 'c2', 2.0), StageSpec(32, 'c2', 2.0)),
+                          projection='mfp', use_gcn=False, transformer_blocks=(0, 1, 2, 3), center_idx=9,
+                          per_hand_bn_stats=True, camera_scale_init=9.0, fusion='dense'))
+  stored = checkpoint.model_config_dict(model)
+  assert checkpoint.model_from_config(stored) == model
+  # Every ModelConfig field is stored: none can be dropped from a checkpoint.
+  assert set(stored) == {field.name for field in dataclasses.fields(ModelConfig)}
+
+
+def test_model_config_refuses_unknown_fields():
+  with pytest.raises(ValueError, match=r"unknown model config fields \['use_gnc'\]"):
+    checkpoint.model_from_config({'stages': [[16, 'c3', 1.0]], 'use_gnc': False})
+  with pytest.raises(ValueError, match='projection must be one of'):
+    ModelConfig(projection='bones')
+
+
+def test_model_config_of_an_older_checkpoint_takes_defaults():
+  # Written before per_hand_bn_stats and fusion existed, with its training facts: the defaults fill in.
+  stored = {'stages': [[16, 'c3', 1.0], [32, 'c2', 2.0]], 'center_idx': 0, 'projection': 'bone',
+            'transformer_blocks': [1, 2, 3], checkpoint.TRAINING_KEY: {'mano_dir': '/m', 'input_size_px': 256}}
+  assert checkpoint.model_from_config(stored) == DIR()
 
 
 def test_training_state_restores_variables_only(tmp_path):
-  model = DIR(projection='sfp')
+  model = DIR(ModelConfig(projection='sfp'))
   with checkpoint.manager(str(tmp_path), enable_async=False) as mngr:
     state = {'variables': _variables(2.0), 'opt_state': {'mu': jnp.ones(7)}, 'step': jnp.asarray(5)}
     mngr.save(5, args=checkpoint.save_args(state, model))
@@ -72,7 +91,7 @@ def test_missing_directory_is_a_clear_error(tmp_path):
 def workdir(tmp_path_factory):
   """A train.py workdir: checkpoints/ holds steps 1 and 2 (kernels 1.0, 2.0), best/ holds step 2."""
   run = tmp_path_factory.mktemp('run')
-  model = DIR(projection='sfp')
+  model = DIR(ModelConfig(projection='sfp'))
   for directory, step in (('checkpoints', 1), ('checkpoints', 2), ('best', 2)):
     checkpoint.save_variables(str(run / directory), _variables(float(step)), model, step=step)
   return run
@@ -81,7 +100,7 @@ def workdir(tmp_path_factory):
 @pytest.mark.parametrize('form', ['', 'checkpoints', 'checkpoints/2', 'best', 'best/2', 'best/2/'])
 def test_every_location_form_restores_the_same_checkpoint(workdir, form):
   restored = checkpoint.restore_checkpoint(os.path.join(str(workdir), form))
-  assert restored.model == DIR(projection='sfp') and restored.step == 2
+  assert restored.model == DIR(ModelConfig(projection='sfp')) and restored.step == 2
   np.testing.assert_array_equal(restored.variables['params']['layer']['kernel'], np.full((4, 3), 2.0))
 
 
@@ -133,7 +152,7 @@ def test_training_facts_are_remembered(tmp_path, monkeypatch):
 
 
 def test_a_checkpoint_written_before_training_facts_restores(tmp_path):
-  model = DIR(projection='sfp')
+  model = DIR(ModelConfig(projection='sfp'))
   with checkpoint.manager(str(tmp_path), enable_async=False) as mngr:  # the layout before 'training' was recorded
     mngr.save(3, args=ocp.args.Composite(**{
         checkpoint.STATE_ITEM: ocp.args.PyTreeSave({'variables': _variables(3.0)}),

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dir_jax import losses
+from dir_jax import loss_settings, losses
 from dir_jax.mano import load_mano_pair
 
 HANDS = ('left', 'right')
@@ -76,7 +76,7 @@ def make_targets(train, full_resolution):
 
 
 def reference_config():
-  config = losses.default_loss_config()
+  config = loss_settings.default_loss_config()
   config.gt_center = 'reference'
   return config
 
@@ -94,7 +94,7 @@ def test_downsampling_matches_reference_targets(train):
 @pytest.mark.parametrize('full_resolution', [False, True])
 def test_all_terms_match_reference(train, outputs, faces, reference_losses, full_resolution):
   terms = losses.dir_losses(outputs, make_targets(train, full_resolution), faces['left'], faces['right'],
-                            reference_config())
+                            reference_config(), center_idx=0)
   assert list(terms) == reference_losses['__order__'] == losses.loss_term_names(3)
   for name, value in terms.items():
     np.testing.assert_allclose(value, reference_losses[name], rtol=FIXTURE_RTOL, err_msg=name)
@@ -104,10 +104,9 @@ def test_all_terms_match_reference(train, outputs, faces, reference_losses, full
 def test_consistent_at_joint9_equals_reference(train, outputs, faces):
   """The fixture's center_* is GT joint 9, so 'consistent' centring at joint 9 gives the same terms."""
   targets = make_targets(train, full_resolution=False)
-  config = losses.default_loss_config()
-  config.pred_center_joint = 9
-  consistent = losses.dir_losses(outputs, targets, faces['left'], faces['right'], config)
-  reference = losses.dir_losses(outputs, targets, faces['left'], faces['right'], reference_config())
+  config = loss_settings.default_loss_config()
+  consistent = losses.dir_losses(outputs, targets, faces['left'], faces['right'], config, center_idx=9)
+  reference = losses.dir_losses(outputs, targets, faces['left'], faces['right'], reference_config(), center_idx=0)
   for name in reference:
     np.testing.assert_allclose(consistent[name], reference[name], rtol=1e-6, err_msg=name)
 
@@ -129,8 +128,8 @@ def perfect_outputs(train, num_stages=2):
 def test_consistent_centring_zero_for_perfect_prediction(train, faces):
   outputs = perfect_outputs(train)
   targets = make_targets(train, full_resolution=False)
-  consistent = losses.dir_losses(outputs, targets, faces['left'], faces['right'], losses.default_loss_config())
-  reference = losses.dir_losses(outputs, targets, faces['left'], faces['right'], reference_config())
+  consistent = losses.dir_losses(outputs, targets, faces['left'], faces['right'], loss_settings.default_loss_config(), center_idx=0)
+  reference = losses.dir_losses(outputs, targets, faces['left'], faces['right'], reference_config(), center_idx=0)
   assert list(consistent) == losses.loss_term_names(2)
   for s in range(2):
     for name in ('joint_left_xyz', 'joint_right_xyz', 'mesh_left_xyz', 'mesh_right_xyz', 'offset',
@@ -146,10 +145,10 @@ def test_consistent_centring_zero_for_perfect_prediction(train, faces):
 
 
 def test_bad_config_raises(train, outputs, faces):
-  config = losses.default_loss_config()
+  config = loss_settings.default_loss_config()
   config.gt_center = 'mcp'
   with pytest.raises(ValueError, match='gt_center'):
-    losses.dir_losses(outputs, make_targets(train, False), faces['left'], faces['right'], config)
+    losses.dir_losses(outputs, make_targets(train, False), faces['left'], faces['right'], config, center_idx=0)
 
 
 # ---------------------------------------------------------------------------------- jit and grad
@@ -160,12 +159,12 @@ def test_jit_and_grad_of_total(train, outputs, faces):
   config = reference_config()
 
   def total(out):
-    return losses.total_loss(losses.dir_losses(out, targets, faces['left'], faces['right'], config))
+    return losses.total_loss(losses.dir_losses(out, targets, faces['left'], faces['right'], config, center_idx=0))
 
   eager = total(outputs)
   value, grads = jax.jit(jax.value_and_grad(total))(outputs)
   np.testing.assert_allclose(value, eager, rtol=1e-6)
-  jitted_terms = jax.jit(lambda o: losses.dir_losses(o, targets, faces['left'], faces['right'], config))(outputs)
+  jitted_terms = jax.jit(lambda o: losses.dir_losses(o, targets, faces['left'], faces['right'], config, center_idx=0))(outputs)
   assert set(jitted_terms) == set(losses.loss_term_names(3))
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     g = np.asarray(g)
@@ -291,7 +290,7 @@ def test_lovasz_on_probabilities_switch(train, outputs, faces):
   targets = make_targets(train, full_resolution=False)
   config = reference_config()
   config.lovasz_input = 'probabilities'
-  terms = losses.dir_losses(outputs, targets, faces['left'], faces['right'], config)
+  terms = losses.dir_losses(outputs, targets, faces['left'], faces['right'], config, center_idx=0)
   want = losses.lovasz_softmax(jax.nn.softmax(outputs['seg'], axis=-1), targets['seg']) * 0.1
   np.testing.assert_allclose(terms['lovasz'], want, rtol=1e-6)
 

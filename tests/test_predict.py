@@ -251,7 +251,7 @@ def test_predictor_outputs_drawn_by_the_render_camera_land_on_mesh_uv(tiny_check
   crop = predict.render_hands(np.full((64, 64, 3), 120, np.uint8), _stage(hands), hands['faces'])
   alone, = predictor([crop])
   paired = predictor([crop, crop[::-1]])
-  assert predictor.images == 3 and len(alone) == len(model.stages) + 1
+  assert predictor.images == 3 and len(alone) == len(model.config.stages) + 1
   for stage, stage_in_pair in zip(alone, paired[0]):  # zero padding does not change a prediction
     for key, value in stage.items():
       np.testing.assert_allclose(value, stage_in_pair[key], atol=1e-5, err_msg=key)

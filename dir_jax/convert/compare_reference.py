@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dir_jax import losses
+from dir_jax import loss_settings, losses
 from dir_jax.convert import compare_training
 from dir_jax.convert.fixture import (HANDS, as_float64, build, forced_masks, reference_masks, released_stages,
                                      train_targets)
@@ -102,7 +102,7 @@ def eval_arrays(outputs: dict, inter: dict, model: DIR, with_intermediates: bool
       ours[f'decoder.{block}{suffix}.call0'] = value
       ours[f'decoder.{block}{suffix}.call0.b0'] = value[:1]
     proj = group['projecter']
-    threshold = model.stages[0 if suffix == '4' else 1].threshold
+    threshold = model.config.stages[0 if suffix == '4' else 1].threshold
     prefix = f'decoder.projecter_{suffix}'
     for h in ('left', 'right'):
       ours[f'{prefix}.img2joint_{h}.call0'] = _channels_first_flat(pick(proj[f'img2joint_{h}_out'][0]))
@@ -250,12 +250,12 @@ def train_arrays(outputs: dict, batch_stats: dict, inter: dict, model: DIR, refe
     for h in HANDS:
       dist = np.asarray(pick(group['projecter'][f'bone_dist_{h}_out'][0]))
       ours[f'train.decoder.projecter_{suffix}.bone_dist_{h}'] = dist
-      ours[f'train.decoder.projecter_{suffix}.bone_mask_{h}'] = dist < model.stages[s].threshold
+      ours[f'train.decoder.projecter_{suffix}.bone_mask_{h}'] = dist < model.config.stages[s].threshold
   prefix = 'train.after_step.'
   for key in reference_keys:
     if key.startswith(prefix):
       torch_key = key[len(prefix):]
-      _, path, stacked = flax_location(torch_key, 1, model.stages, scan_stages=model.scan_stages)
+      _, path, stacked = flax_location(torch_key, 1, model.config.stages, scan_stages=model.config.scan_stages)
       value = batch_stats
       for name in path:
         value = value[name]
@@ -263,11 +263,12 @@ def train_arrays(outputs: dict, batch_stats: dict, inter: dict, model: DIR, refe
   return ours
 
 
-def loss_rows(outputs: dict, train: Any, reference_losses: dict, mano) -> list[dict]:
+def loss_rows(outputs: dict, train: Any, reference_losses: dict, mano, center_idx: int) -> list[dict]:
   """Every loss term of our train-mode outputs against `train_losses.json` (reference centring, docs/quirks.md#q1)."""
-  config = losses.default_loss_config()
+  config = loss_settings.default_loss_config()
   config.gt_center = 'reference'
-  terms = losses.dir_losses(outputs, train_targets(train), mano.left.faces, mano.right.faces, config)
+  terms = losses.dir_losses(outputs, train_targets(train), mano.left.faces, mano.right.faces, config,
+                            center_idx=center_idx)
   terms['__total__'] = losses.total_loss(terms)
   rows = []
   for name, value in terms.items():
@@ -301,7 +302,7 @@ def compare_train(fixture_dir: str, model, variables, mano, images) -> list[dict
   # Loss terms are judged with the same forward as the arrays (the forced one when masks flipped).
   rows, outputs = compare_flip_aware(run, reference, 'train', 'train.')
   if reference_losses is not None:
-    rows += loss_rows(outputs, train, reference_losses, mano)
+    rows += loss_rows(outputs, train, reference_losses, mano, model.config.center_idx)
   return rows
 
 

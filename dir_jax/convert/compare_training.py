@@ -47,7 +47,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from dir_jax import losses
+from dir_jax import loss_settings, losses
 from dir_jax.convert.fixture import HANDS, REFERENCE_THRESHOLDS, forced_masks, released_stages, train_targets
 from dir_jax.convert.torch_checkpoint import flax_location
 from dir_jax.model.dir import DIR
@@ -77,7 +77,7 @@ def reference_optimizer_config() -> ml_collections.ConfigDict:
 
 def _leaf(tree: dict, name: str, shape, model: DIR):
   """The array of torch entry `name` in a {'params', 'batch_stats'} tree (None: not a Flax variable)."""
-  collection, path, stacked = flax_location(name, len(shape), model.stages, scan_stages=model.scan_stages)
+  collection, path, stacked = flax_location(name, len(shape), model.config.stages, scan_stages=model.config.scan_stages)
   node = tree.get(collection, {})
   for part in path:
     if not isinstance(node, dict) or part not in node:
@@ -105,7 +105,7 @@ class StepRunner:
   """
 
   def __init__(self, model: DIR, mano, images, targets: dict):
-    loss_config = losses.default_loss_config()
+    loss_config = loss_settings.default_loss_config()
     loss_config.gt_center = 'reference'
 
     def step(state, forced):
@@ -114,7 +114,8 @@ class StepRunner:
         if forced is not None:
           variables['forced_masks'] = forced
         outputs, updates = model.apply(variables, images, mano, train=True, mutable=['batch_stats', 'intermediates'])
-        terms = losses.dir_losses(outputs, targets, mano.left.faces, mano.right.faces, loss_config)
+        terms = losses.dir_losses(outputs, targets, mano.left.faces, mano.right.faces, loss_config,
+                                  center_idx=model.config.center_idx)
         return losses.total_loss(terms), (terms, updates)
 
       (total, (terms, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

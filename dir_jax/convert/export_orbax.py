@@ -21,8 +21,8 @@ def export(torch_checkpoint: str, out_dir: str, model: DIR | None = None) -> str
   """Converts `torch_checkpoint` for `model` (default: the released DIR) and saves it to `out_dir`."""
   model = model or DIR()
   state = load_torch_checkpoint(torch_checkpoint)
-  variables, report = convert_state_dict(state, abstract_variables(model), model.stages,
-                                         transformer_blocks=model.transformer_blocks, scan_stages=model.scan_stages)
+  variables, report = convert_state_dict(state, abstract_variables(model), model.config.stages,
+                                         transformer_blocks=model.config.transformer_blocks, scan_stages=model.config.scan_stages)
   print(f'{torch_checkpoint}: {report.summary()}')
   if report.unused:
     print('unused by this configuration: ' + ', '.join(report.unused[:8]) + (' ...' if len(report.unused) > 8 else ''))

@@ -15,9 +15,10 @@ import numpy as np
 
 from dir_jax.convert.torch_checkpoint import convert_state_dict, load_torch_checkpoint
 from dir_jax.mano import load_mano_pair
-from dir_jax.model.dir import DIR, RELEASED_STAGES
+from dir_jax.mano.constants import SIDES as HANDS
+from dir_jax.model.config import RELEASED_STAGES
+from dir_jax.model.dir import DIR
 
-HANDS = ('left', 'right')
 # The released code's mask radius per projecter (cells): the reference's masks are its distances below these.
 REFERENCE_THRESHOLDS = {'4': RELEASED_STAGES[0].threshold, '3': RELEASED_STAGES[1].threshold}
 # Where the released projecters live in the Flax model's decoder trees (params, intermediates, masks):
@@ -54,8 +55,8 @@ def build(fixture_dir: str, checkpoint: str | None = None, model: DIR | None = N
   images = np.load(os.path.join(fixture_dir, 'inputs.npz'))['img'].transpose(0, 2, 3, 1)
   state = load_torch_checkpoint(checkpoint) if checkpoint else recipe_weights(fixture_dir)
   template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, mano), images)
-  variables, _ = convert_state_dict(state, template, model.stages, transformer_blocks=model.transformer_blocks,
-                                    scan_stages=model.scan_stages)
+  variables, _ = convert_state_dict(state, template, model.config.stages, transformer_blocks=model.config.transformer_blocks,
+                                    scan_stages=model.config.scan_stages)
   return model, variables, mano, images
 
 

@@ -21,7 +21,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dir_jax.model.dir import StageSpec, stage_groups
+from dir_jax.model.config import StageSpec
+from dir_jax.model.dir import stage_groups
 
 # Entries that are not learned or never used in the forward pass (MANO buffers, projection grids, BN
 # counters, the CE class weights: docs/architecture.md#checkpoint-conversion, docs/quirks.md#q30);

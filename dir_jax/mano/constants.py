@@ -5,6 +5,8 @@ DIR's 21-joint order: 0 wrist; 1-4 thumb; 5-8 index; 9-12 middle; 13-16 ring; 17
 (each finger from its base joint to its tip).
 """
 
+from dir_jax.data.schema import SIDES  # ('left', 'right'), named once; re-exported for the MANO side
+
 NUM_VERTS = 778
 NUM_FACES = 1538
 NUM_MANO_JOINTS = 16
@@ -38,8 +40,6 @@ JOINT_NAMES_21 = (
     'ring1', 'ring2', 'ring3', 'ring_tip',
     'pinky1', 'pinky2', 'pinky3', 'pinky_tip',
 )
-
-SIDES = ('left', 'right')
 
 
 def network_tip_verts(side: str) -> tuple[int, ...]:

@@ -9,7 +9,6 @@ two stages (16x16 from c3, then 32x32 from c2) are two groups of one; the paper'
 is a group of one at 16x16 and a group of two at 32x32.
 """
 
-import dataclasses
 from typing import Any, Sequence
 
 import chex
@@ -20,23 +19,13 @@ import numpy as np
 
 from dir_jax.mano import ManoAsset, ManoPair
 from dir_jax.mano.constants import NUM_BETAS, NUM_FACES, NUM_MANO_JOINTS, NUM_PCA, NUM_VERTS
+from dir_jax.model.config import ModelConfig, StageSpec
 from dir_jax.model.encoder import ResNet50
 from dir_jax.model.layers import ConvBNReLUConv, full_precision, upsample_bilinear
 from dir_jax.model.refinement import Projecter, RefinementStage
 from dir_jax.model.regressor import InitRegressor
 
 ENCODER_LEVELS = {'c1': 0, 'c2': 1, 'c3': 2, 'c4': 3}
-
-
-@dataclasses.dataclass(frozen=True)
-class StageSpec:
-  """One refinement stage: grid side, encoder map for the skip connection, projection mask radius (cells)."""
-  size: int
-  skip: str
-  threshold: float
-
-
-RELEASED_STAGES = (StageSpec(16, 'c3', 1.0), StageSpec(32, 'c2', 2.0))
 
 
 def stage_groups(stages: Sequence[StageSpec], scan: bool = True) -> list[list[int]]:
@@ -59,18 +48,16 @@ class Decoder(nn.Module):
 
   docs/architecture.md#stage-iteration, docs/architecture.md#heads.
   """
-  stages: tuple[StageSpec, ...]
-  projecter: Projecter
-  img_feat_dim: int = 256
-  scan_stages: bool = True
+  config: ModelConfig
   dtype: jnp.dtype | None = None
 
   @nn.compact
   def __call__(self, encoder_maps, init_result, mano: ManoPair, train: bool):
     carry_feat, prev = encoder_maps[-1], init_result
     results, stage_feats = [], []
-    for g, group in enumerate(stage_groups(self.stages, self.scan_stages)):
-      spec = self.stages[group[0]]
+    img_feat_dim = self.config.img_feat_dim
+    for g, group in enumerate(stage_groups(self.config.stages, self.config.scan_stages)):
+      spec = self.config.stages[group[0]]
       factor = spec.size // carry_feat.shape[1]
       if factor == 2:
         carry_feat = upsample_bilinear(carry_feat, 2)
@@ -81,8 +68,8 @@ class Decoder(nn.Module):
         pool = skip_src.shape[1] // spec.size
         skip_src = nn.avg_pool(skip_src, (pool, pool), strides=(pool, pool))
       in_loop = g > 0  # every group after the first runs as an nn.scan
-      projecter = self.projecter.clone(size=spec.size, threshold=spec.threshold, in_loop=in_loop, parent=None)
-      stage_args = (projecter, self.img_feat_dim, train, self.dtype, in_loop)
+      projecter = Projecter(self.config, spec.size, spec.threshold, self.dtype, in_loop, parent=None)
+      stage_args = (projecter, img_feat_dim, train, self.dtype, in_loop)
       if g == 0:  # c4 in, 256 channels out: not a scan body; parameters are not stacked
         (carry_feat, prev), (result, feats) = RefinementStage(*stage_args, name=f'group_{g}')(
             (carry_feat, prev), skip_src, mano)
@@ -97,7 +84,7 @@ class Decoder(nn.Module):
       for k in range(len(group)):
         results.append(jax.tree.map(lambda x, k=k: x[k], group_results))
         stage_feats.append(jax.tree.map(lambda x, k=k: x[k], group_feats))
-    head_in = ConvBNReLUConv(self.img_feat_dim, self.img_feat_dim, kernel=3, first_bias=False,
+    head_in = ConvBNReLUConv(img_feat_dim, img_feat_dim, kernel=3, first_bias=False,
                              name='conv_final', dtype=self.dtype)(carry_feat, train)
     seg = ConvBNReLUConv(128, 3, kernel=3, name='seg', dtype=self.dtype)(head_in, train)
     dense = ConvBNReLUConv(128, 3, kernel=3, name='dense', dtype=self.dtype)(head_in, train)
@@ -116,46 +103,20 @@ class DIR(nn.Module):
       vis_img_feat (B,S,S,planes)}.
     'seg' (B,S,S,3) logits and 'dense' (B,S,S,3) at the last stage's size.
   """
-  stages: tuple[StageSpec, ...] = RELEASED_STAGES
-  center_idx: int = 0
-  encoder_width: int = 64  # ResNet-50 stem width; smaller only for small test/demo models
-  attention_dim: int = 1024  # initial regressor's attention hidden channels
-  img_feat_dim: int = 256
-  emb_dim: int = 128
-  joint_dim: int = 64
-  projection: str = 'bone'
-  use_gcn: bool = True
-  use_transformer: bool = True
-  transformer_blocks: tuple[int, ...] = (1, 2, 3)
-  heatmap_sigma: float = 1.0
-  # Initial bias of every head's weak-perspective scale (uv per metre). 0 as PyTorch's init (about 0);
-  # a typical value (~9 for InterHand2.6M crops) spares a short training run thousands of steps.
-  camera_scale_init: float = 0.0
-  # 'factored' (default): the stage's plane fusion without building the planes, same numbers for ~20x
-  # fewer FLOPs; 'dense': as the reference computes it (`dir_jax.model.fusion`). Same parameters.
-  fusion: str = 'factored'
-  scan_stages: bool = True  # False: every stage its own group (same numbers, compile grows with stages)
-  # The modules shared by both hands keep per-hand BatchNorm running statistics instead of the
-  # reference's blend (docs/quirks.md#q15). Changes eval mode only; False reproduces the reference.
-  per_hand_bn_stats: bool = False
+  config: ModelConfig = ModelConfig()
   dtype: Any = None  # compute dtype (e.g. jnp.bfloat16); parameters stay float32
 
   @nn.compact
   def __call__(self, images, mano: ManoPair, train: bool = False):
     chex.assert_rank(images, 4)
     chex.assert_axis_dimension(images, 3, 3)
-    encoder_maps = ResNet50(self.encoder_width, name='backbone', dtype=self.dtype)(images, train)
+    encoder_maps = ResNet50(self.config.encoder_width, name='backbone', dtype=self.dtype)(images, train)
     for i, feature_map in enumerate(encoder_maps):
       self.sow('intermediates', f'backbone_c{i + 1}', feature_map)
-    init = InitRegressor(self.center_idx, self.attention_dim, self.camera_scale_init, name='init_regressor', dtype=self.dtype)(encoder_maps[-1], mano, train)
-    projecter = Projecter(
-        size=0, threshold=0.0, center_idx=self.center_idx, img_feat_dim=self.img_feat_dim, emb_dim=self.emb_dim,
-        joint_dim=self.joint_dim, projection=self.projection, use_gcn=self.use_gcn,
-        use_transformer=self.use_transformer, transformer_blocks=tuple(self.transformer_blocks),
-        heatmap_sigma=self.heatmap_sigma, camera_scale_init=self.camera_scale_init, fusion=self.fusion, dtype=self.dtype,
-        per_hand_bn_stats=self.per_hand_bn_stats, parent=None)
-    results, feats, seg, dense = Decoder(tuple(self.stages), projecter, self.img_feat_dim, self.scan_stages, name='decoder',
-                                         dtype=self.dtype)(encoder_maps, init, mano, train)
+    config = self.config
+    init = InitRegressor(config.center_idx, config.attention_dim, config.camera_scale_init, name='init_regressor',
+                         dtype=self.dtype)(encoder_maps[-1], mano, train)
+    results, feats, seg, dense = Decoder(config, name='decoder', dtype=self.dtype)(encoder_maps, init, mano, train)
     return {'stages': [init] + results, 'stage_features': feats, 'seg': seg, 'dense': dense}
 
 

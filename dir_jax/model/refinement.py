@@ -15,10 +15,11 @@ import jax.numpy as jnp
 
 from dir_jax.mano import ManoPair
 from dir_jax.model import image_space
+from dir_jax.model.config import OFFSET_UNIT_M, ModelConfig
 from dir_jax.model.fusion import PlaneFusion
 from dir_jax.model.joint_space import InterHandTransformer, JointGCN
 from dir_jax.model.layers import ConvBNReLUConv, Residual, full_precision, sample_joints
-from dir_jax.model.regressor import OFFSET_UNIT_M, RegressorOffset
+from dir_jax.model.regressor import RegressorOffset
 
 # Projections whose planes are scalar fields times joint features (fused by `PlaneFusion`), with the
 # function giving the fields and the joints each plane blends.
@@ -41,80 +42,68 @@ class Projecter(nn.Module):
   """The reference's `Joint2BoneFeature` (docs/architecture.md#refinement-stage).
 
   Attributes:
-    size: feature grid side S.
+    config: the network's `ModelConfig` (projection, ablation switches, widths, fusion, per-hand
+      BatchNorm statistics of the modules shared by both hands: docs/quirks.md#q15).
+    size: feature grid side S of this stage.
     threshold: projection mask radius in cells (1 at S=16, 2 at S=32 in the released code).
-    projection: 'bone' (released), 'mfp', 'sfp' or 'mhp' (paper Table 1).
-    use_gcn / use_transformer: ablation switches (paper Table 1 rows 2-5).
-    transformer_blocks: which of the 4 blocks run (released: 1, 2, 3; docs/quirks.md#q5).
-    fusion: how `bone` / `mfp` planes are fused: 'factored' (default) or 'dense' (see `model.fusion`).
+    dtype: compute dtype.
     in_loop: the stage runs inside `nn.scan` (convs take `layers.loop_conv_general_dilated`).
-    per_hand_bn_stats: the modules shared by both hands (`global_pos_emb`, `proj_feat_emb`) keep one
-      set of BatchNorm running statistics per hand instead of the reference's blend of both
-      (docs/quirks.md#q15); training-mode outputs are the same either way.
   """
+  config: ModelConfig
   size: int
   threshold: float
-  center_idx: int = 0
-  img_feat_dim: int = 256
-  emb_dim: int = 128
-  joint_dim: int = 64
-  projection: str = 'bone'
-  use_gcn: bool = True
-  use_transformer: bool = True
-  transformer_blocks: tuple[int, ...] = (1, 2, 3)
-  heatmap_sigma: float = 1.0
-  camera_scale_init: float = 0.0
-  fusion: str = 'factored'
   dtype: jnp.dtype | None = None
   in_loop: bool = False
-  per_hand_bn_stats: bool = False
 
   @nn.compact
   def __call__(self, img_feat, prev: dict, mano: ManoPair, train: bool):
     chex.assert_shape(img_feat, (None, self.size, self.size, None))
-    dense_seq = lambda name, **kw: ConvBNReLUConv(self.emb_dim, self.emb_dim, name=name, dtype=self.dtype, **kw)
+    config = self.config
+    dense_seq = lambda name, **kw: ConvBNReLUConv(config.emb_dim, config.emb_dim, name=name, dtype=self.dtype, **kw)
     # Modules shared by both hands (docs/quirks.md#q15): their BatchNorm's running statistics are the
     # blend of both hands' calls, or one slot per hand with `per_hand_bn_stats`.
-    shared_slots = ('left', 'right') if self.per_hand_bn_stats else ()
-    slot = lambda side: side if self.per_hand_bn_stats else None
+    shared_slots = ('left', 'right') if config.per_hand_bn_stats else ()
+    slot = lambda side: side if config.per_hand_bn_stats else None
     global_pos_emb = dense_seq('global_pos_emb', bn_slots=shared_slots)
     half_offset = prev['offset'][:, None, :] / 2
     feats = {}
     for side, sign in (('left', -1), ('right', 1)):
       xyz_n = prev[f'joint_xyz_{side}'] / OFFSET_UNIT_M
-      img = Img2Joint(self.emb_dim, name=f'img2joint_{side}', dtype=self.dtype)(img_feat, prev[f'joint_uv_{side}'], train)
+      img = Img2Joint(config.emb_dim, name=f'img2joint_{side}', dtype=self.dtype)(
+          img_feat, prev[f'joint_uv_{side}'], train)
       self.sow('intermediates', f'img2joint_{side}_out', img)
       pos = dense_seq(f'pos_emb_{side}')(xyz_n, train)
       self.sow('intermediates', f'pos_emb_{side}_out', pos)
       x = pos + img
-      if self.use_gcn:
-        x = JointGCN(self.emb_dim, name=f'gcn_{side}')(x, train)
+      if config.use_gcn:
+        x = JointGCN(config.emb_dim, name=f'gcn_{side}')(x, train)
         self.sow('intermediates', f'gcn_{side}_out', x)
       # Both hands placed at -/+ half the predicted offset; one module shared by both (docs/quirks.md#q15).
       glob = global_pos_emb(xyz_n + sign * half_offset, train, slot(side))
       self.sow('intermediates', 'global_pos_emb_out', glob)
       feats[side] = x + glob
     joint_feat = jnp.concatenate([feats['left'], feats['right']], axis=1)
-    if self.use_transformer:
-      joint_feat = InterHandTransformer(self.joint_dim, blocks=self.transformer_blocks, name='interaction',
+    if config.use_transformer:
+      joint_feat = InterHandTransformer(config.joint_dim, blocks=config.transformer_blocks, name='interaction',
                                         dtype=self.dtype)(joint_feat)
     else:
-      joint_feat = nn.Dense(self.joint_dim, name='interaction_linear', dtype=self.dtype)(joint_feat)
+      joint_feat = nn.Dense(config.joint_dim, name='interaction_linear', dtype=self.dtype)(joint_feat)
     self.sow('intermediates', 'interaction_out', joint_feat)
     feat_left, feat_right = jnp.split(joint_feat, 2, axis=1)
-    result = RegressorOffset(self.center_idx, self.camera_scale_init, name='regressor', dtype=self.dtype)(feat_left, feat_right, prev, mano)
+    result = RegressorOffset(config.center_idx, config.camera_scale_init, name='regressor', dtype=self.dtype)(
+        feat_left, feat_right, prev, mano)
 
-    proj_feat_emb = ConvBNReLUConv(self.joint_dim, self.joint_dim, name='proj_feat_emb', dtype=self.dtype,
+    proj_feat_emb = ConvBNReLUConv(config.joint_dim, config.joint_dim, name='proj_feat_emb', dtype=self.dtype,
                                    bn_slots=shared_slots)
     joint_feats = {}
     for side, feat in (('left', feat_left), ('right', feat_right)):
       joint_feats[side] = proj_feat_emb(feat, train, slot(side))
       self.sow('intermediates', 'proj_feat_emb_out', joint_feats[side])
-    if self.projection in _SCALAR_FIELD_PROJECTIONS:
+    if config.projection in _SCALAR_FIELD_PROJECTIONS:
       fused, vis_img_feat = self._fuse_scalar_fields(result, joint_feats, train)
     else:
       planes = [self._project(result[f'joint_uv_{side}'], joint_feats[side]) for side in ('left', 'right')]
-      fused = ConvBNReLUConv(self.img_feat_dim, self.img_feat_dim, kernel=3, name='fusion', dtype=self.dtype,
+      fused = ConvBNReLUConv(config.img_feat_dim, config.img_feat_dim, kernel=3, name='fusion', dtype=self.dtype,
                              in_loop=self.in_loop)(jnp.concatenate(planes, axis=-1), train)
       vis_img_feat = planes[0] + planes[1]
     return result, {'img_feat': fused, 'joint_feat_left': joint_feats['left'],
@@ -131,7 +120,7 @@ class Projecter(nn.Module):
     Returns the fused (B, S, S, img_feat_dim) map and the sum of both hands' planes (B, S, S, K * C) for
     inspection (only computed where an output uses it).
     """
-    coefficients, ends = _SCALAR_FIELD_PROJECTIONS[self.projection]
+    coefficients, ends = _SCALAR_FIELD_PROJECTIONS[self.config.projection]
     coef = {}
     for side in ('left', 'right'):
       uv = full_precision(result[f'joint_uv_{side}'])
@@ -141,11 +130,11 @@ class Projecter(nn.Module):
         coef[side], distance = jax.vmap(coefficients, in_axes=(0, None, None, 0))(uv, self.size, self.threshold, mask)
       else:
         coef[side], distance = jax.vmap(coefficients, in_axes=(0, None, None))(uv, self.size, self.threshold)
-      self.sow('intermediates', f'{self.projection}_dist_{side}_out', distance)
+      self.sow('intermediates', f'{self.config.projection}_dist_{side}_out', distance)
     coef_both = jnp.stack([coef['left'], coef['right']], axis=2)  # (B, S*S, 2, K, E)
     coef_both = coef_both.reshape(coef_both.shape[0], self.size, self.size, *coef_both.shape[2:])
     feat_both = jnp.stack([joint_feats['left'], joint_feats['right']], axis=1)  # (B, 2, 21, C)
-    fused = PlaneFusion(self.img_feat_dim, tuple(map(tuple, ends.tolist())), self.fusion, self.dtype,
+    fused = PlaneFusion(self.config.img_feat_dim, tuple(map(tuple, ends.tolist())), self.config.fusion, self.dtype,
                         self.in_loop, name='fusion')(coef_both, feat_both, train)
     to_planes = jax.vmap(image_space.planes_from_coefficients, in_axes=(0, 0, None))
     vis_img_feat = sum(to_planes(coef[side], joint_feats[side], ends) for side in ('left', 'right'))
@@ -154,12 +143,13 @@ class Projecter(nn.Module):
   def _project(self, joints_uv, joint_feat):
     """`sfp` / `mhp` planes from this stage's uv (float32, not detached) -> (B, S, S, channels)."""
     joints_uv = full_precision(joints_uv)
-    if self.projection == 'sfp':
+    if self.config.projection == 'sfp':
       return jax.vmap(image_space.project_single_plane, in_axes=(0, 0, None, None))(
           joints_uv, joint_feat, self.size, self.threshold)
-    if self.projection == 'mhp':
-      return jax.vmap(image_space.project_heatmaps, in_axes=(0, None, None))(joints_uv, self.size, self.heatmap_sigma).astype(joint_feat.dtype)
-    raise ValueError(f"projection must be 'bone', 'mfp', 'sfp' or 'mhp', got {self.projection!r}")
+    if self.config.projection == 'mhp':
+      heatmaps = jax.vmap(image_space.project_heatmaps, in_axes=(0, None, None))
+      return heatmaps(joints_uv, self.size, self.config.heatmap_sigma).astype(joint_feat.dtype)
+    raise ValueError(f"projection must be 'bone', 'mfp', 'sfp' or 'mhp', got {self.config.projection!r}")
 
 
 class RefinementStage(nn.Module):

@@ -15,7 +15,6 @@ from dir_jax.mano import ManoPair, network_mano
 from dir_jax.model.layers import ConvBNReLUConv, full_precision
 
 MANO_PARA_DIM = 64
-OFFSET_UNIT_M = 0.15  # offsets and normalised xyz are in units of 0.15 m
 
 
 def project_weak_perspective(xyz_m, camera):

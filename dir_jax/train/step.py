@@ -39,7 +39,8 @@ def train_step(state: TrainState, batch: dict, *, model: DIR, mano: ManoPair, lo
   def loss_fn(params):
     outputs, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images, mano,
                                    train=True, mutable=['batch_stats'])
-    terms = losses.dir_losses(outputs, targets, mano.left.faces, mano.right.faces, loss_config)
+    terms = losses.dir_losses(outputs, targets, mano.left.faces, mano.right.faces, loss_config,
+                              center_idx=model.config.center_idx)
     return losses.total_loss(terms), (terms, updates['batch_stats'])
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

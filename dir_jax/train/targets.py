@@ -11,8 +11,8 @@ import chex
 import jax.numpy as jnp
 
 from dir_jax.mano import ManoPair, gt_mano
+from dir_jax.mano.constants import SIDES
 
-SIDES = ('left', 'right')
 # The reference loader's `center_*` is the GT middle-finger MCP (joint 9; docs/quirks.md#q1).
 CENTER_JOINT = 9
 

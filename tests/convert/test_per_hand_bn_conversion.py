@@ -11,8 +11,8 @@ import pytest
 
 from dir_jax.convert import fixture
 from dir_jax.convert.torch_checkpoint import ConversionError, convert_state_dict, copy_shared_stats_to_slots
+from dir_jax.model.config import ModelConfig
 from dir_jax.model.dir import DIR, abstract_variables
-from dir_jax.model.refinement import Projecter
 
 SHARED_BN = [(f'decoder.projecter_{suffix}.{module}.1', group, stacked)
              for suffix, group, stacked in fixture.RELEASED_GROUPS for module in ('global_pos_emb', 'proj_feat_emb')]
@@ -23,9 +23,9 @@ def converted(fixture_dir):
   weights = fixture.recipe_weights(fixture_dir)
   out = {}
   for per_hand in (False, True):
-    model = DIR(per_hand_bn_stats=per_hand)
+    model = DIR(ModelConfig(per_hand_bn_stats=per_hand))
     template = abstract_variables(model)
-    variables, report = convert_state_dict(weights, template, model.stages)
+    variables, report = convert_state_dict(weights, template, model.config.stages)
     out[per_hand] = (template, variables, report)
   return weights, out
 
@@ -78,11 +78,10 @@ def test_copy_refuses_variables_of_another_model(converted):
   del broken['batch_stats']['init_regressor']
   with pytest.raises(ConversionError, match='batch_stats/init_regressor/.* missing'):
     copy_shared_stats_to_slots(broken, on_template)
-  other = abstract_variables(DIR(emb_dim=64, per_hand_bn_stats=False))
+  other = abstract_variables(DIR(ModelConfig(emb_dim=64, per_hand_bn_stats=False)))
   with pytest.raises(ConversionError, match=r'has shape \(64,\), expected \(128,\)'):
     copy_shared_stats_to_slots(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), other), on_template)
 
 
-def test_projecter_default_is_off():
-  assert not Projecter(size=16, threshold=1.0).per_hand_bn_stats
-  assert not DIR().per_hand_bn_stats
+def test_per_hand_bn_stats_default_is_off():
+  assert not ModelConfig().per_hand_bn_stats and not DIR().config.per_hand_bn_stats

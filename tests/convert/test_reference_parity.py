@@ -60,7 +60,8 @@ def test_flipped_cell_is_reported_and_forced(fixture_dir, built, capsys):
   dist = np.concatenate([reference[f'decoder.projecter_3.bone_dist_{h}'].ravel() for h in ('left', 'right')])
   nearest = dist[np.nanargmin(np.abs(dist - 2.0))]
   moved = nearest + np.sign(nearest - 2.0) * 1e-4  # the cell lands on the other side; no other cell is this close
-  nudged = model.clone(stages=(model.stages[0], dataclasses.replace(model.stages[1], threshold=float(moved))))
+  stages = (model.config.stages[0], dataclasses.replace(model.config.stages[1], threshold=float(moved)))
+  nudged = model.clone(config=model.config.replace(stages=stages))
   rows = compare_reference.compare_eval(fixture_dir, nudged, variables, mano, images)
   masks = {r['key']: r for r in rows if 'bone_mask' in r['key']}
   assert sum(r['abs'] for r in masks.values()) == 1

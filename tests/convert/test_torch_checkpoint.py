@@ -31,7 +31,7 @@ def setup(fixture_dir):
 
 def test_report_counts(setup):
   model, template, weights = setup
-  _, report = convert_state_dict(weights, template, model.stages)
+  _, report = convert_state_dict(weights, template, model.config.stages)
   # 963 entries: 556 used params + 212 BN stats loaded; 60 MANO + 2 grid + 106 counters + 1 loss ignored;
   # backbone.fc (2) and STEblocks.0 (2 x 12) unused (docs/architecture.md#checkpoint-conversion).
   assert len(report.loaded) == 556 + 212
@@ -42,7 +42,7 @@ def test_report_counts(setup):
 
 def test_layouts(setup):
   model, template, weights = setup
-  variables, _ = convert_state_dict(weights, template, model.stages)
+  variables, _ = convert_state_dict(weights, template, model.config.stages)
   np.testing.assert_array_equal(variables['params']['backbone']['conv1']['kernel'],
                                 weights['backbone.conv1.weight'].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(variables['params']['init_regressor']['mano_left']['kernel'],
@@ -59,20 +59,20 @@ def test_missing_key(setup):
   broken = dict(weights)
   del broken['decoder.projecter_3.gcn_left.gconv_layers.2.gconv.W']
   with pytest.raises(ConversionError, match=r'not in the checkpoint: .*group_1/projecter/gcn_left/gconv_layers/2/gconv/W'):
-    convert_state_dict(broken, template, model.stages)
+    convert_state_dict(broken, template, model.config.stages)
 
 
 def test_extra_key(setup):
   model, template, weights = setup
   with pytest.raises(ConversionError, match=r'match no model variable: decoder\.extra_head\.weight'):
-    convert_state_dict({**weights, 'decoder.extra_head.weight': np.zeros((3, 3), np.float32)}, template, model.stages)
+    convert_state_dict({**weights, 'decoder.extra_head.weight': np.zeros((3, 3), np.float32)}, template, model.config.stages)
 
 
 def test_wrong_shape(setup):
   model, template, weights = setup
   broken = {**weights, 'init_regressor.offset.weight': np.zeros((4, 2048), np.float32)}
   with pytest.raises(ConversionError, match=r'init_regressor\.offset\.weight: shape \(4, 2048\)'):
-    convert_state_dict(broken, template, model.stages)
+    convert_state_dict(broken, template, model.config.stages)
 
 
 def test_pth_with_net_and_module_prefix(tmp_path):
@@ -123,7 +123,7 @@ def test_export_orbax_round_trip(setup, fixture_dir, tmp_path):
   assert out == 0
   restored_model, variables, step = checkpoint.restore_variables(str(tmp_path / 'orbax'))
   assert restored_model == model and step == 0
-  expected, _ = convert_state_dict(weights, template, model.stages)
+  expected, _ = convert_state_dict(weights, template, model.config.stages)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(variables), expected)
 
 

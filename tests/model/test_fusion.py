@@ -15,7 +15,8 @@ from jax import lax
 from configs import tiny
 from dir_jax.mano import load_mano_pair
 from dir_jax.model import image_space
-from dir_jax.model.dir import DIR, StageSpec
+from dir_jax.model.config import ModelConfig, StageSpec
+from dir_jax.model.dir import DIR
 from dir_jax.model.fusion import PlaneFusion, factored_plane_conv
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -173,7 +174,7 @@ def mano(fixture_mano_dir):
 def test_dir_model_factored_equals_dense(mano):
   """The whole tiny model, scanned 8x8 stages included: the same variables give the same outputs."""
   images = jax.random.normal(jax.random.PRNGKey(1), (2, 64, 64, 3))
-  factored, dense = (DIR(stages=STAGES, fusion=fusion, **NARROW) for fusion in ('factored', 'dense'))
+  factored, dense = (DIR(ModelConfig(stages=STAGES, fusion=fusion, **NARROW)) for fusion in ('factored', 'dense'))
   variables = jax.jit(lambda x: factored.init(jax.random.PRNGKey(0), x, mano))(images)
   chex.assert_trees_all_equal_shapes_and_dtypes(variables, jax.eval_shape(
       lambda x: dense.init(jax.random.PRNGKey(0), x, mano), images))
@@ -182,7 +183,7 @@ def test_dir_model_factored_equals_dense(mano):
 
 
 def test_bone_geometry_stays_float32_in_bfloat16(mano):
-  model = DIR(stages=STAGES[:2], dtype=jnp.bfloat16, **NARROW)
+  model = DIR(ModelConfig(stages=STAGES[:2], **NARROW), dtype=jnp.bfloat16)
   images = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.bfloat16)
   variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, mano), images)
   _, inter = jax.eval_shape(lambda v, x: model.apply(v, x, mano, mutable=['intermediates']), variables, images)
@@ -195,7 +196,7 @@ def test_forced_masks_replace_the_threshold(mano):
 
   Covers the unscanned first stage and the scanned group of two 8x8 stages (masks stacked on axis 0).
   """
-  model = DIR(stages=STAGES, **NARROW)
+  model = DIR(ModelConfig(stages=STAGES, **NARROW))
   images = jax.random.normal(jax.random.PRNGKey(1), (2, 64, 64, 3))
   variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, mano))(images)
   apply = jax.jit(lambda v, x: model.apply(v, x, mano, train=False, mutable=['intermediates']))
@@ -227,9 +228,10 @@ import jax, jax.numpy as jnp, numpy as np
 from configs import tiny
 from dir_jax.convert.fixture import as_float64
 from dir_jax.mano import load_mano_pair
-from dir_jax.model.dir import DIR, StageSpec
+from dir_jax.model.config import ModelConfig, StageSpec
+from dir_jax.model.dir import DIR
 narrow = {k: tiny.get_config().model[k] for k in ('encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim')}
-model = DIR(stages=(StageSpec(4, 'c3', 1.0), StageSpec(8, 'c2', 2.0)), **narrow)
+model = DIR(ModelConfig(stages=(StageSpec(4, 'c3', 1.0), StageSpec(8, 'c2', 2.0)), **narrow))
 mano = load_mano_pair(sys.argv[1])
 images = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (2, 64, 64, 3)), np.float32)
 variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, mano))(images)

@@ -103,12 +103,12 @@ def trained(setup, mano):
 
 def test_config_field_round_trips_through_checkpoints():
   on = _model(True)
-  assert on.per_hand_bn_stats and not _model(False).per_hand_bn_stats
+  assert on.config.per_hand_bn_stats and not _model(False).config.per_hand_bn_stats
   config = checkpoint.model_config_dict(on)
   assert config['per_hand_bn_stats'] is True
   assert checkpoint.model_from_config(config) == on
   del config['per_hand_bn_stats']  # a checkpoint written before the option restores with it off
-  assert not checkpoint.model_from_config(config).per_hand_bn_stats
+  assert not checkpoint.model_from_config(config).config.per_hand_bn_stats
 
 
 def test_only_the_shared_batchnorms_get_slots():
@@ -275,12 +275,12 @@ def _as_torch_state_dict(variables, model, fixture_dir):
   with open(f'{fixture_dir}/state_dict_shapes.json') as f:
     entries = json.load(f)
   skip = IGNORED_PATTERNS + UNUSED_PATTERNS + tuple(
-      rf'\.interaction\.STEblocks\.{b}\.' for b in range(4) if b not in model.transformer_blocks)
+      rf'\.interaction\.STEblocks\.{b}\.' for b in range(4) if b not in model.config.transformer_blocks)
   state = {}
   for key, shape, _ in entries:
     if any(re.search(p, key) for p in skip):
       continue
-    collection, path, stacked = flax_location(key, len(shape), model.stages)
+    collection, path, stacked = flax_location(key, len(shape), model.config.stages)
     value = np.asarray(functools.reduce(operator.getitem, path, variables[collection]))
     value = value if stacked is None else value[stacked]
     if path[-1] == 'kernel':  # Conv2d (kh,kw,I,O) -> (O,I,kh,kw); Conv1d k=1 (I,O) -> (O,I,1); Linear -> (O,I)
@@ -295,9 +295,9 @@ def test_converted_checkpoint_gives_the_option_off_outputs(setup, eval_fns, fixt
   off, on, images, off_vars, _ = setup
   eval_off, eval_on = eval_fns
   state = _as_torch_state_dict(off_vars, off, fixture_dir)
-  back, _ = convert_state_dict(state, abstract_variables(off, 64), off.stages)
+  back, _ = convert_state_dict(state, abstract_variables(off, 64), off.config.stages)
   jax.tree.map(np.testing.assert_array_equal, back, jax.device_get(off_vars))  # the test's inverse is right
-  converted, report = convert_state_dict(state, abstract_variables(on, 64), on.stages)
+  converted, report = convert_state_dict(state, abstract_variables(on, 64), on.config.stages)
   assert not report.missing
   for group in GROUPS:
     for module in SHARED:
@@ -314,7 +314,7 @@ def test_checkpoint_remembers_the_option(setup, tmp_path):
   _, on, _, _, on_vars = setup
   checkpoint.save_variables(str(tmp_path / 'ckpt'), on_vars, on)
   restored = checkpoint.restore_checkpoint(str(tmp_path / 'ckpt'))
-  assert restored.model == on and restored.model.per_hand_bn_stats
+  assert restored.model == on and restored.model.config.per_hand_bn_stats
   chex.assert_trees_all_equal(jax.device_get(restored.variables), jax.device_get(on_vars))
 
 

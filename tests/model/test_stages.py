@@ -7,7 +7,8 @@ import pytest
 
 from configs import tiny
 from dir_jax.mano import load_mano_pair
-from dir_jax.model.dir import DIR, StageSpec, stage_groups
+from dir_jax.model.config import ModelConfig, StageSpec
+from dir_jax.model.dir import DIR, stage_groups
 
 # 64x64 input keeps the tests small: c4 is 2x2, c3 4x4, c2 8x8; and narrow layers (as configs/tiny.py).
 STAGES = (StageSpec(4, 'c3', 1.0), StageSpec(8, 'c2', 2.0), StageSpec(8, 'c2', 2.0))
@@ -39,8 +40,8 @@ def _split_group(tree):
 @pytest.mark.parametrize('train', [False, True])
 def test_scan_equals_separate_stages(mano, train):
   images = jax.random.normal(jax.random.PRNGKey(1), (2, 64, 64, 3))
-  scanned = DIR(stages=STAGES, **NARROW)
-  separate = DIR(stages=STAGES, scan_stages=False, **NARROW)
+  scanned = DIR(ModelConfig(stages=STAGES, **NARROW))
+  separate = DIR(ModelConfig(stages=STAGES, scan_stages=False, **NARROW))
   variables = jax.jit(lambda x: scanned.init(jax.random.PRNGKey(0), x, mano))(images)
   assert variables['params']['decoder']['group_1']['projecter']['regressor']['offset']['kernel'].shape[0] == 2
   split = {k: _split_group(v) for k, v in variables.items()}
@@ -59,7 +60,7 @@ def test_scan_equals_separate_stages(mano, train):
 
 
 def test_jit_and_eager_agree(mano):
-  model = DIR(stages=STAGES[:2], **NARROW)
+  model = DIR(ModelConfig(stages=STAGES[:2], **NARROW))
   images = jax.random.normal(jax.random.PRNGKey(2), (1, 64, 64, 3))
   variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, mano))(images)
   apply = lambda v, x: model.apply(v, x, mano)
@@ -69,7 +70,8 @@ def test_jit_and_eager_agree(mano):
 @pytest.mark.parametrize('projection', ['mfp', 'sfp', 'mhp'])
 def test_projection_variants_and_ablations(mano, projection):
   images = jnp.zeros((1, 64, 64, 3))
-  model = DIR(stages=STAGES[:2], projection=projection, use_gcn=projection != 'sfp', use_transformer=projection != 'mhp')
+  model = DIR(ModelConfig(stages=STAGES[:2], projection=projection, use_gcn=projection != 'sfp',
+                          use_transformer=projection != 'mhp'))
   variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, mano), images)
   fusion_in = variables['params']['decoder']['group_0']['projecter']['fusion']['0']['kernel'].shape[2]
   assert fusion_in == {'mfp': 2 * 21 * 64, 'sfp': 2 * 64, 'mhp': 2 * 21}[projection]
