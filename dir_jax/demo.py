@@ -35,7 +35,7 @@ from dir_jax.data import input_pipeline
 from dir_jax.mano import load_mano_pair
 from dir_jax.mano.constants import SIDES
 from dir_jax.model.dir import abstract_variables
-from dir_jax.predict import render_hands, stage_titles
+from dir_jax.predict import input_side_px, render_hands, stage_titles
 from dir_jax.render import overlay
 from dir_jax.render.stages_figure import titled_row
 from dir_jax.train import step as step_lib
@@ -62,7 +62,7 @@ def _held_out_batches(workdir: str, config, batch_size: int):
   mano = load_mano_pair(config.mano_dir)
   builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
   ds, _ = input_pipeline.create_eval_dataset(builder, config.data, batch_size=batch_size)
-  input_size = model.config.stages[0].size * 16
+  input_size = input_side_px(model)
   apply = jax.jit(lambda v, x: model.apply(v, x, mano, train=False))
   for batch in input_pipeline.numpy_batches(ds):
     valid = batch.pop('valid')

@@ -355,12 +355,12 @@ def dir_losses(outputs: Mapping[str, Any], targets: Mapping[str, chex.Array], fa
 
   GT centring (`config.gt_center`, docs/quirks.md#q1). The network's MANO layers return xyz centred at
   joint `center_idx` (the model's `ModelConfig.center_idx`; the wrist in DIR). The reference
-  ('reference') instead centres the GT at the loader's `center_*` = GT joint 9 (middle MCP) and takes the offset target MCP-to-MCP, so the xyz and offset
-  terms keep an irreducible part: a prediction equal to the wrist-centred GT is penalised by the
-  wrist-to-MCP vector, so the minimiser is biased away from the true hand, and the offset is trained
-  MCP-to-MCP but evaluated wrist-to-wrist. 'consistent' (the default) centres the GT at the same joint
-  as the prediction and takes the offset between those joints, so a perfect prediction has zero
-  loss; use 'reference' only to reproduce the reference's numbers.
+  ('reference') instead centres the GT at the loader's `center_*` = GT joint 9 (middle MCP) and takes
+  the offset target MCP-to-MCP, so the xyz and offset terms keep an irreducible part: a prediction equal
+  to the wrist-centred GT is penalised by the wrist-to-MCP vector, so the minimiser is biased away from
+  the true hand, and the offset is trained MCP-to-MCP but evaluated wrist-to-wrist. 'consistent' (the
+  default) centres the GT at the same joint as the prediction and takes the offset between those joints,
+  so a perfect prediction has zero loss; use 'reference' only to reproduce the reference's numbers.
 
   Args:
     outputs: the model's train-mode outputs:

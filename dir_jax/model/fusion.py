@@ -21,10 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from dir_jax.model.config import FUSIONS
 from dir_jax.model.image_space import planes_from_coefficients
 from dir_jax.model.layers import BatchNorm, conv
-
-FUSION_METHODS = ('factored', 'dense')
 
 
 def factored_plane_conv(coef, joint_feat, kernel, ends: np.ndarray):
@@ -112,6 +111,6 @@ class PlaneFusion(nn.Module):
       planes = planes.reshape(batch, size, size, -1)  # (B, S*S, 2, K*C) -> left planes, then right
       x = conv(self.features, 3, padding=1, name='0', dtype=self.dtype, in_loop=self.in_loop)(planes)
     else:
-      raise ValueError(f'fusion method must be one of {FUSION_METHODS}, got {self.method!r}')
+      raise ValueError(f'fusion method must be one of {FUSIONS}, got {self.method!r}')
     x = nn.relu(BatchNorm(name='1')(x, train))
     return conv(self.features, 1, name='3', dtype=self.dtype, in_loop=self.in_loop)(x)

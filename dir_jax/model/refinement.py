@@ -146,10 +146,9 @@ class Projecter(nn.Module):
     if self.config.projection == 'sfp':
       return jax.vmap(image_space.project_single_plane, in_axes=(0, 0, None, None))(
           joints_uv, joint_feat, self.size, self.threshold)
-    if self.config.projection == 'mhp':
-      heatmaps = jax.vmap(image_space.project_heatmaps, in_axes=(0, None, None))
-      return heatmaps(joints_uv, self.size, self.config.heatmap_sigma).astype(joint_feat.dtype)
-    raise ValueError(f"projection must be 'bone', 'mfp', 'sfp' or 'mhp', got {self.config.projection!r}")
+    # 'mhp', the only other projection ModelConfig admits here.
+    heatmaps = jax.vmap(image_space.project_heatmaps, in_axes=(0, None, None))
+    return heatmaps(joints_uv, self.size, self.config.heatmap_sigma).astype(joint_feat.dtype)
 
 
 class RefinementStage(nn.Module):
