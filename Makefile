@@ -22,11 +22,11 @@ $(STAMP): pyproject.toml
 # The embedded default: a synthetic InterHand2.6M, its TFRecords, training, evaluation, pictures.
 DEMO := outputs/demo
 demo: $(STAMP)
-	$(PY) -m data_prep.synthetic --out $(DEMO)/raw --num-train $(DEMO_TRAIN) --num-test $(DEMO_TEST) --seed 0 --rig frontal
+	$(PY) -m data_prep.synthetic --out=$(DEMO)/raw --num_train=$(DEMO_TRAIN) --num_test=$(DEMO_TEST) --seed=0 --rig=frontal
 	$(VENV)/bin/tfds build data_prep/interhand26m --config interacting --manual_dir $(DEMO)/raw --data_dir $(DEMO)/tfds
 	$(PY) train.py --config=configs/synthetic.py --workdir=$(DEMO)/run
 	$(PY) evaluate.py --config=configs/synthetic.py --checkpoint=$(DEMO)/run --out=$(DEMO)/eval
-	$(PY) -m dir_jax.demo --workdir $(DEMO)/run --eval $(DEMO)/eval --config configs/synthetic.py --out $(DEMO)
+	$(PY) -m dir_jax.demo --workdir=$(DEMO)/run --eval=$(DEMO)/eval --config=configs/synthetic.py --out=$(DEMO)
 
 # Converts a raw InterHand2.6M download (RAW, laid out as the builder's instructions say) to TFRecords in OUT:
 # CONFIG=interacting (DIR's training and test data) or CONFIG=all (single-hand annotations too, for evaluation).

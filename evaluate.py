@@ -29,7 +29,6 @@ published numbers under the protocol each was measured with) and `pck.png` to `-
 CHECKPOINT/eval; for a step folder, eval-STEP beside it).
 """
 
-import json
 import os
 
 from absl import app, flags, logging
@@ -55,7 +54,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from dir_jax import checkpoint, compilation_cache, metrics, protocol  # pylint: disable=import-outside-toplevel
+  from dir_jax import checkpoint, compilation_cache, evaluation, metrics, protocol  # pylint: disable=import-outside-toplevel
   from dir_jax.data import input_pipeline  # pylint: disable=import-outside-toplevel
   from dir_jax.mano import load_mano_pair  # pylint: disable=import-outside-toplevel
   from dir_jax.train import trainer  # pylint: disable=import-outside-toplevel
@@ -88,16 +87,10 @@ def main(argv):
   except ValueError as e:
     raise SystemExit(f'error: {e}') from e
   logging.info('protocols: %s', '; '.join(p.name for p in [*settings.values(), *triangulated]))
-  results = trainer.evaluate(restored.model, restored.variables, mano, builder, config, trainer.make_mesh(),
-                             settings=settings, triangulated=triangulated, human_annot_ids=human_annot_ids)
+  results = evaluation.evaluate(restored.model, restored.variables, mano, builder, config, settings=settings,
+                                triangulated=triangulated, human_annot_ids=human_annot_ids, progress=True)
   results['checkpoint'], results['step'] = os.path.abspath(FLAGS.checkpoint), int(restored.step)
-  with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
-    json.dump(results, f, indent=1)
-  table = metrics.markdown_table(results, metrics.paper_reference())
-  with open(os.path.join(out_dir, 'metrics.md'), 'w') as f:
-    f.write(table + '\n')
-  metrics.pck_plot(results, os.path.join(out_dir, 'pck.png'))
-  print(table)
+  print(evaluation.write_report(results, out_dir))
   print(f'wrote metrics.json, metrics.md and pck.png to {out_dir}')
 
 
@@ -109,13 +102,9 @@ def _default_out_dir(checkpoint_path: str, location) -> str:
 
 
 def _input_size(config, restored) -> int:
-  """The network input side the checkpoint was trained with: recorded by train.py, else implied by its
-  first stage (which runs at 1/16 of the input)."""
-  first_stage = restored.model.config.stages[0].size
-  if restored.input_size_px is not None:
-    trained, source = restored.input_size_px, 'recorded in the checkpoint'
-  else:
-    trained, source = first_stage * 16, f'from the checkpoint\'s first stage {first_stage}'
+  """The network input side the checkpoint was trained with (`inference.trained_input_side_px`)."""
+  from dir_jax import inference  # pylint: disable=import-outside-toplevel
+  trained, source = inference.trained_input_side_px(restored.model.config, restored.input_size_px)
   if trained != config.model.input_size:
     logging.info('input size %d (%s), not the config\'s %d', trained, source, config.model.input_size)
   return trained

@@ -1,14 +1,14 @@
 """Peak memory of a whole local build of `interhand26m` (planning, conversion, writing), small and large.
 
 Writes two synthetic raw InterHand2.6M train splits (`data_prep.synthetic`, frontal rig), of
-`--small` and of `--num-train` images, and builds each in a fresh process that imports the builder,
+`--small` and of `--num_train` images, and builds each in a fresh process that imports the builder,
 builds in-process (`build(..., beam=False)`) and reports its peak RSS (`ru_maxrss`). Enough images make
 the serialized examples exceed the local writer's in-memory shuffle buffer
 (`LOCAL_SHUFFLE_BUFFER_BYTES`), so the large build runs the path a full-size build takes (spilling
 to disk buckets). The ratio measured in one run is the large build's peak over the small one's;
 the absolute figures are printed beside it.
 
-  .venv/bin/python bench/build_interhand.py [--num-train 4800] [--small 32]
+  .venv/bin/python bench/build_interhand.py [--num_train 4800] [--small 32]
 
 The last line is `peak RSS GB: N` (the large build).
 """
@@ -20,11 +20,15 @@ import sys
 sys.path = [p for p in sys.path if os.path.abspath(p or '.') != os.path.dirname(os.path.abspath(__file__))]
 
 # pylint: disable=wrong-import-position
-import argparse
 import json
 import subprocess
 import tempfile
 import time
+from typing import Sequence
+
+from absl import flags
+
+from dir_jax import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = '''
@@ -49,16 +53,19 @@ def build_in_child(raw_dir: str, data_dir: str) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--num-train', type=int, default=4800, help='train images of the large build')
-  parser.add_argument('--small', type=int, default=32, help='train images of the small build')
-  args = parser.parse_args()
+FLAGS = flags.FlagValues()  # this script's own flags (dir_jax.cli)
+flags.DEFINE_integer('num_train', 4800, 'train images of the large build', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('small', 32, 'train images of the small build', lower_bound=1, flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> None:
+  """The benchmark, for the command line `argv` (argv[0]: the program)."""
+  cli.parse(FLAGS, argv, __doc__)
   from data_prep import synthetic  # pylint: disable=import-outside-toplevel
 
   reports = {}
   with tempfile.TemporaryDirectory() as tmp:
-    for name, num_train in (('small', args.small), ('large', args.num_train)):
+    for name, num_train in (('small', FLAGS.small), ('large', FLAGS.num_train)):
       raw_dir = os.path.join(tmp, f'raw_{name}')
       start = time.perf_counter()
       synthetic.generate(raw_dir, num_train=num_train, num_test=0, seed=0, rig='frontal')
@@ -77,4 +84,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(main)

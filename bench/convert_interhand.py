@@ -6,9 +6,9 @@ image, two PNGs). The stages are timed one after another on the same records in 
 shares of the total are ratios measured together; the end-to-end converter (`convert.Converter`,
 what the builder runs per example) is timed as well. XLA is limited to one thread before JAX loads.
 
-  .venv/bin/python bench/convert_interhand.py [--raw-dir RAW] [--num-examples 16] [--repeats 5]
+  .venv/bin/python bench/convert_interhand.py [--raw_dir RAW] [--num_examples 16] [--repeats 5]
 
-Without --raw-dir a synthetic raw dataset (`data_prep.synthetic`) is written to a temporary folder.
+Without --raw_dir a synthetic raw dataset (`data_prep.synthetic`) is written to a temporary folder.
 """
 
 import os
@@ -20,18 +20,20 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_t
                            ' intra_op_parallelism_threads=1').strip()
 
 # pylint: disable=wrong-import-position
-import argparse
 import statistics
 import tempfile
 import time
+from typing import Sequence
 
 import jax
 import numpy as np
+from absl import flags
 
 from data_prep import synthetic
 from data_prep.interhand26m import convert
 from data_prep.interhand26m import preprocess as pp
 from data_prep.interhand26m import raw
+from dir_jax import cli
 from dir_jax.data import schema
 from dir_jax.render import project_perspective
 
@@ -60,25 +62,28 @@ def _stage_seconds(record, converter):
   return np.diff(times)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--raw-dir', default=None, help='raw InterHand2.6M layout (default: synthetic)')
-  parser.add_argument('--num-examples', type=int, default=16, help='train examples to generate')
-  parser.add_argument('--repeats', type=int, default=5)
-  args = parser.parse_args()
+FLAGS = flags.FlagValues()  # this script's own flags (dir_jax.cli)
+flags.DEFINE_string('raw_dir', None, 'raw InterHand2.6M layout (default: synthetic)', flag_values=FLAGS)
+flags.DEFINE_integer('num_examples', 16, 'train examples to generate', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('repeats', 5, 'timing repeats', lower_bound=1, flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> None:
+  """The benchmark, for the command line `argv` (argv[0]: the program)."""
+  cli.parse(FLAGS, argv, __doc__)
 
   with tempfile.TemporaryDirectory() as tmp:
-    raw_dir = args.raw_dir or tmp
-    if not args.raw_dir:
-      synthetic.generate(raw_dir, num_train=args.num_examples, num_test=0, seed=0)
+    raw_dir = FLAGS.raw_dir or tmp
+    if not FLAGS.raw_dir:
+      synthetic.generate(raw_dir, num_train=FLAGS.num_examples, num_test=0, seed=0)
     plan, _ = raw.plan_split(raw_dir, 'train')
     records = [plan.record(i) for i in range(len(plan))]
     converter = convert.Converter(raw.mano_dir(raw_dir))
     records = [r for r in records if converter(r)[0] is None]  # also warms up the JIT
-    stage_s = np.array([[_stage_seconds(r, converter) for r in records] for _ in range(args.repeats)])
+    stage_s = np.array([[_stage_seconds(r, converter) for r in records] for _ in range(FLAGS.repeats)])
     per_example_s = np.median(stage_s, axis=0).mean(axis=0)  # median over repeats, mean over records
     end_to_end_s = []
-    for _ in range(args.repeats):
+    for _ in range(FLAGS.repeats):
       start = time.perf_counter()
       for record in records:
         converter(record)
@@ -86,8 +91,8 @@ def main():
     end_to_end_s = statistics.median(end_to_end_s)
 
   print(f'device: {jax.devices()[0].device_kind}, jax {jax.__version__}, numpy {np.__version__}, one thread; '
-        f'{len(records)} examples from {"--raw-dir " + args.raw_dir if args.raw_dir else "synthetic"}, '
-        f'{args.repeats} repeats')
+        f'{len(records)} examples from {"--raw_dir " + FLAGS.raw_dir if FLAGS.raw_dir else "synthetic"}, '
+        f'{FLAGS.repeats} repeats')
   print(f'{"stage":<22} {"ms/example":>11} {"share":>7}')
   for name, seconds in zip(STAGES, per_example_s):
     print(f'{name:<22} {1e3 * seconds:>11.2f} {seconds / per_example_s.sum():>7.1%}')
@@ -98,4 +103,4 @@ def main():
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

@@ -1,35 +1,36 @@
 """FLOPs per image of the DIR forward pass and train step, factored against dense plane fusion.
 
-  python bench/flops.py [--config configs/dir_reference.py] [--train-batch 8] [--repeats 2] [--no-timing]
+  python bench/flops.py [--config configs/dir_reference.py] [--train_batch 8] [--repeats 2] [--notiming]
 
 Counted over convolutions and matrix products in the traced program (jaxpr), a multiply-add as 2 FLOPs:
 the convention of `torch.utils.flop_counter`, so the PyTorch reference's count is comparable (every
 conv gradient costs what its forward conv costs; padding taps count; a strided conv's input gradient
 counts only the taps that meet real inputs). Scan bodies count once per iteration; of a `cond`'s branches
 the costliest counts. XLA's own cost analysis of the compiled CPU program is printed beside it (it
-counts elementwise work too). Then, unless `--no-timing`: CPU time of the train step at `--train-batch`,
+counts elementwise work too). Then, unless `--notiming`: CPU time of the train step at `--train_batch`,
 dense and factored compiled and timed in this run, with XLA's memory analysis and the peak RSS.
 
 Last line: `train GFLOP/image: N (forward M)` for the config's fusion.
 """
 
-import argparse
 import functools
 import math
 import resource
 import sys
 import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from jax.extend import core as jax_core
 
 sys.path.insert(0, __file__.rsplit('/', 2)[0])  # the repository root, when run as a script
 
 from bench.model import fake_batch  # noqa: E402
 from configs import load_config  # noqa: E402
-from dir_jax import checkpoint, loss_settings  # noqa: E402
+from dir_jax import checkpoint, cli, loss_settings  # noqa: E402
 from dir_jax.mano import load_mano_pair, synthetic  # noqa: E402
 from dir_jax.model import image_space  # noqa: E402
 from dir_jax.model.fusion import PlaneFusion  # noqa: E402
@@ -119,18 +120,21 @@ def _programs(config, fusion: str, mano, batch_size: int):
   return (forward, (variables, images)), (train, (state, batch))
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--config', default='configs/dir_reference.py')
-  parser.add_argument('--train-batch', type=int, default=8)
-  parser.add_argument('--repeats', type=int, default=2)
-  parser.add_argument('--no-timing', action='store_true')
-  args = parser.parse_args()
-  config = load_config(args.config)
+FLAGS = flags.FlagValues()  # this script's own flags (dir_jax.cli)
+flags.DEFINE_string('config', 'configs/dir_reference.py', 'config file', flag_values=FLAGS)
+flags.DEFINE_integer('train_batch', 8, 'batch of the counted and timed programs', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('repeats', 2, 'timed train steps (best of)', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_bool('timing', True, 'compile and time the train steps; --notiming counts only', flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> None:
+  """The benchmark, for the command line `argv` (argv[0]: the program)."""
+  cli.parse(FLAGS, argv, __doc__)
+  config = load_config(FLAGS.config)
   synthetic.write_all('/tmp/dir_bench_mano', seed=0)
   mano = load_mano_pair('/tmp/dir_bench_mano')
-  print(f'{args.config}: configured fusion {config.model.fusion}; backend {jax.default_backend()}; '
-        f'counted at batch {args.train_batch}, per image')
+  print(f'{FLAGS.config}: configured fusion {config.model.fusion}; backend {jax.default_backend()}; '
+        f'counted at batch {FLAGS.train_batch}, per image')
   sizes = [size for size, _, _ in config.model.stages]
   if config.model.projection == 'bone':
     for kind in ('forward', 'train'):
@@ -142,31 +146,31 @@ def main():
   fusions = (config.model.fusion,) + tuple(f for f in ('factored', 'dense') if f != config.model.fusion)
   counted, timed = {}, {}
   for fusion in fusions:
-    programs = _programs(config, fusion, mano, args.train_batch)
+    programs = _programs(config, fusion, mano, FLAGS.train_batch)
     for kind, (fn, fn_args) in zip(('forward', 'train'), programs):
-      flops = count_flops(jax.make_jaxpr(fn)(*fn_args)) / args.train_batch
+      flops = count_flops(jax.make_jaxpr(fn)(*fn_args)) / FLAGS.train_batch
       counted[fusion, kind] = flops
       line = f'{fusion:8s} {kind:7s}: {flops / 1e9:7.2f} GFLOP/image (convs + matmuls, multiply-add = 2)'
-      if kind == 'forward' or not args.no_timing:
+      if kind == 'forward' or FLAGS.timing:
         compiled = jax.jit(fn).lower(*fn_args).compile()
-        xla = (compiled.cost_analysis() or {}).get('flops', float('nan')) / args.train_batch
+        xla = (compiled.cost_analysis() or {}).get('flops', float('nan')) / FLAGS.train_batch
         line += f'; XLA cost analysis {xla / 1e9:7.2f}'
         if kind == 'train':
           best = np.inf
-          for _ in range(args.repeats):
+          for _ in range(FLAGS.repeats):
             start = time.perf_counter()
             jax.block_until_ready(compiled(*fn_args))
             best = min(best, time.perf_counter() - start)
           timed[fusion] = best
           memory = compiled.memory_analysis()
-          line += (f'; CPU step {best:.2f} s (best of {args.repeats})'
+          line += (f'; CPU step {best:.2f} s (best of {FLAGS.repeats})'
                    f'; temporaries {memory.temp_size_in_bytes / 2 ** 20:.0f} MB' if memory else '')
       print(line, flush=True)
   for kind in ('forward', 'train'):
     print(f'{kind}: dense / factored = {counted["dense", kind] / counted["factored", kind]:.2f}x fewer FLOPs factored')
   if timed:
-    print(f'CPU train step at batch {args.train_batch}: dense {timed["dense"]:.2f} s, factored {timed["factored"]:.2f} s, '
-          f'{timed["dense"] / timed["factored"]:.2f}x faster factored')
+    print(f'CPU train step at batch {FLAGS.train_batch}: dense {timed["dense"]:.2f} s, '
+          f'factored {timed["factored"]:.2f} s, {timed["dense"] / timed["factored"]:.2f}x faster factored')
   print(f'peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.1f} GB')
   configured = config.model.fusion
   print(f'train GFLOP/image: {counted[configured, "train"] / 1e9:.1f} '
@@ -174,4 +178,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(main)

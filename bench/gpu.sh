@@ -31,7 +31,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 for dtype in float32 bfloat16; do
   for fusion in factored dense; do
     ( timeout "$VARIANT_TIMEOUT" "$PY" bench/train_throughput.py --config "$CONFIG" --dtype "$dtype" --fusion "$fusion" \
-        --train-batch 64 --forward-batches 1,64 --steps 20 --rows "$ROWS" --timing-lock "$LOGS/lock" \
+        --train_batch 64 --forward_batches 1,64 --steps 20 --rows "$ROWS" --timing_lock "$LOGS/lock" \
         > "$LOGS/$dtype-$fusion.log" 2>&1 \
       || echo "| $dtype | $fusion | failed or timed out (exit $?) |" >> "$ROWS"
       echo "== $dtype, $fusion fusion"; grep -v '^W[0-9]\{4\}\|Warning\|warn(' "$LOGS/$dtype-$fusion.log" ) &

@@ -12,14 +12,16 @@ pool (all cores). The ratio augment / decode is measured within the same run.
   .venv/bin/python bench/input_pipeline.py [--examples 48] [--batch 32] [--seconds 4] [--rounds 3]
 """
 
-import argparse
 import os
 import statistics
 import tempfile
 import time
+from typing import Sequence
 
 import tensorflow as tf
+from absl import flags
 
+from dir_jax import cli
 from dir_jax.data import augment, input_pipeline, settings
 from data_prep import synthetic
 from data_prep.interhand26m.interhand26m_dataset_builder import build
@@ -38,18 +40,21 @@ def images_per_second(ds: tf.data.Dataset, batch_size: int, seconds: float) -> f
   return count * batch_size / (time.perf_counter() - start)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--examples', type=int, default=48)
-  parser.add_argument('--batch', type=int, default=32)
-  parser.add_argument('--seconds', type=float, default=4.0)
-  parser.add_argument('--rounds', type=int, default=3)
-  args = parser.parse_args()
+FLAGS = flags.FlagValues()  # this script's own flags (dir_jax.cli)
+flags.DEFINE_integer('examples', 48, 'synthetic examples to build', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('batch', 32, 'batch size', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_float('seconds', 4.0, 'seconds per measurement', lower_bound=0.0, flag_values=FLAGS)
+flags.DEFINE_integer('rounds', 3, 'alternating rounds (median reported)', lower_bound=1, flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> None:
+  """The benchmark, for the command line `argv` (argv[0]: the program)."""
+  cli.parse(FLAGS, argv, __doc__)
 
   input_pipeline.hide_gpus_from_tensorflow()
   workdir = tempfile.mkdtemp(prefix='bench_input_pipeline_')
   raw_dir, data_dir = os.path.join(workdir, 'raw'), os.path.join(workdir, 'tfds')
-  synthetic.generate(raw_dir, num_train=args.examples, num_test=0, seed=0)
+  synthetic.generate(raw_dir, num_train=FLAGS.examples, num_test=0, seed=0)
   build(raw_dir, data_dir)
   pair = load_mano_pair(os.path.join(raw_dir, 'mano'))
   builder = input_pipeline.get_builder(data_dir)
@@ -58,9 +63,9 @@ def main():
   def pipeline(name: str, threads: int) -> tf.data.Dataset:
     config = settings.pipeline_config()
     config.threadpool_size = threads
-    config.shuffle_buffer_size = args.examples
+    config.shuffle_buffer_size = FLAGS.examples
     if name == 'train':
-      return input_pipeline.create_train_dataset(builder, config, pair, batch_size=args.batch, seed=0)
+      return input_pipeline.create_train_dataset(builder, config, pair, batch_size=FLAGS.batch, seed=0)
     encoded = input_pipeline.read_encoded(builder, 'train', config).cache().repeat().enumerate()
     if name == 'decode':
       prepare = lambda index, raw: input_pipeline.decode_example(raw)
@@ -68,16 +73,16 @@ def main():
       prepare = lambda index, raw: augment.augment(
           input_pipeline.decode_example(raw), tf.stack([tf.constant(0, tf.int64), index]), config.augment, constants)
     ds = encoded.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(args.batch, drop_remainder=True).prefetch(2).with_options(input_pipeline.dataset_options(config))
+    return ds.batch(FLAGS.batch, drop_remainder=True).prefetch(2).with_options(input_pipeline.dataset_options(config))
 
   variants = [(name, threads) for threads in (1, 0) for name in ('decode', 'augment', 'train')]
   results = {variant: [] for variant in variants}
-  for _ in range(args.rounds):
+  for _ in range(FLAGS.rounds):
     for setting in variants:
-      results[setting].append(images_per_second(pipeline(*setting), args.batch, args.seconds))
+      results[setting].append(images_per_second(pipeline(*setting), FLAGS.batch, FLAGS.seconds))
   cores = len(os.sched_getaffinity(0))
-  print(f'{args.examples} synthetic 256x256 examples, batch {args.batch}, {args.rounds} rounds of '
-        f'{args.seconds:g} s, median; {cores} cores available')
+  print(f'{FLAGS.examples} synthetic 256x256 examples, batch {FLAGS.batch}, {FLAGS.rounds} rounds of '
+        f'{FLAGS.seconds:g} s, median; {cores} cores available')
   for (name, threads), values in results.items():
     pool = '1 thread' if threads == 1 else 'all cores'
     print(f'  {name:8s} {pool:10s} {statistics.median(values):8.1f} images/s')
@@ -87,4 +92,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(main)

@@ -3,19 +3,20 @@
 Both evaluate the same work: axis-angle pose (root + 45), 10 betas, translation -> 778 vertices and
 16 joints (our layer also appends the 5 fingertips). Warm-up runs first; timings are medians.
 
-  .venv/bin/python bench/mano.py [--mano-dir DIR] [--batches 1,256] [--repeats 20]
+  .venv/bin/python bench/mano.py [--mano_dir DIR] [--batches 1,256] [--repeats 20]
 """
 
-import argparse
 import os
 import statistics
-import sys
 import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
+from dir_jax import cli
 from dir_jax.mano import gt_mano, load_mano, rotation
 from dir_jax.mano.asset import find_mano_file
 
@@ -32,16 +33,19 @@ def _median_seconds(fn, repeats):
   return statistics.median(times)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--mano-dir', default=DEFAULT_MANO_DIR)
-  parser.add_argument('--batches', default='1,256')
-  parser.add_argument('--repeats', type=int, default=20)
-  args = parser.parse_args()
+FLAGS = flags.FlagValues()  # this script's own flags (dir_jax.cli)
+flags.DEFINE_string('mano_dir', DEFAULT_MANO_DIR, 'folder with MANO_RIGHT (.pkl or .npz)', flag_values=FLAGS)
+flags.DEFINE_list('batches', ['1', '256'], 'batch sizes, comma-separated', flag_values=FLAGS)
+flags.DEFINE_integer('repeats', 20, 'timed calls (median)', lower_bound=1, flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> None:
+  """The benchmark, for the command line `argv` (argv[0]: the program)."""
+  cli.parse(FLAGS, argv, __doc__)
 
   import smplx  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  path = find_mano_file(args.mano_dir, 'right')
+  path = find_mano_file(FLAGS.mano_dir, 'right')
   asset = load_mano(path, 'right')
 
   @jax.jit
@@ -52,12 +56,12 @@ def main():
   print(f'device: {jax.devices()[0].device_kind}, jax {jax.__version__}, torch {torch.__version__}, '
         f'torch threads {torch.get_num_threads()}, MANO {path}')
   print(f'{"batch":>6} {"jax hands/s":>12} {"smplx hands/s":>14} {"ratio jax/smplx":>16}')
-  for batch in [int(b) for b in args.batches.split(',')]:
+  for batch in [int(b) for b in FLAGS.batches]:
     rng = np.random.default_rng(0)
     inputs = [rng.normal(0, s, shape).astype(np.float32)
               for s, shape in ((0.5, (batch, 3)), (0.3, (batch, 45)), (1.0, (batch, 10)), (0.1, (batch, 3)))]
     jax_inputs = [jnp.asarray(x) for x in inputs]
-    jax_s = _median_seconds(lambda: jax.block_until_ready(jax_layer(*jax_inputs)), args.repeats)
+    jax_s = _median_seconds(lambda: jax.block_until_ready(jax_layer(*jax_inputs)), FLAGS.repeats)
     smplx_layer = smplx.MANO(path, is_rhand=True, use_pca=False, flat_hand_mean=False, batch_size=batch)
     torch_inputs = [torch.from_numpy(x) for x in inputs]
 
@@ -66,10 +70,10 @@ def main():
         smplx_layer(global_orient=torch_inputs[0], hand_pose=torch_inputs[1], betas=torch_inputs[2],
                     transl=torch_inputs[3])
 
-    smplx_s = _median_seconds(run_smplx, args.repeats)
+    smplx_s = _median_seconds(run_smplx, FLAGS.repeats)
     print(f'{batch:>6} {batch / jax_s:>12.0f} {batch / smplx_s:>14.0f} {smplx_s / jax_s:>16.2f}')
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

@@ -1,6 +1,6 @@
 """DIR model benchmark: forward and train-step time and memory, and compile time against stage count.
 
-  .venv/bin/python bench/model.py [--config configs/dir_reference.py] [--batch-sizes 1,8] [--train-batch 8]
+  .venv/bin/python bench/model.py [--config configs/dir_reference.py] [--batch_sizes 1,8] [--train_batch 8]
                                   [--stages 2,3,4] [--repeats 3]
 
 Prints, for the config's model on the default backend:
@@ -12,17 +12,18 @@ Prints, for the config's model on the default backend:
   run: with `nn.scan` the ratio stays near 1, unrolled it grows with N.
 """
 
-import argparse
 import functools
 import resource
 import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from configs import load_config
-from dir_jax import checkpoint, loss_settings
+from dir_jax import checkpoint, cli, loss_settings
 from dir_jax.mano import load_mano_pair, synthetic
 from dir_jax.model.config import StageSpec
 from dir_jax.train import state as state_lib
@@ -69,44 +70,48 @@ def memory_mb(compiled) -> str:
           f'temp {mb(analysis.temp_size_in_bytes):.0f} MB')
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--config', default='configs/dir_reference.py')
-  parser.add_argument('--batch-sizes', default='1,8')
-  parser.add_argument('--train-batch', type=int, default=8)
-  parser.add_argument('--stages', default='2,3,4')
-  parser.add_argument('--repeats', type=int, default=3)
-  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
-  parser.add_argument('--mano-seed', type=int, default=0)
-  args = parser.parse_args()
+FLAGS = flags.FlagValues()  # this script's own flags (dir_jax.cli)
+flags.DEFINE_string('config', 'configs/dir_reference.py', 'config file', flag_values=FLAGS)
+flags.DEFINE_list('batch_sizes', ['1', '8'], 'forward batch sizes, comma-separated', flag_values=FLAGS)
+flags.DEFINE_integer('train_batch', 8, 'train-step batch size', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_list('stages', ['2', '3', '4'], 'refinement stage counts for the compile times, comma-separated',
+                  flag_values=FLAGS)
+flags.DEFINE_integer('repeats', 3, 'timed calls', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_enum('dtype', 'float32', ('float32', 'bfloat16'), 'compute dtype', flag_values=FLAGS)
+flags.DEFINE_integer('mano_seed', 0, 'seed of the synthetic MANO pair', flag_values=FLAGS)
 
-  config = load_config(args.config)
-  dtype = None if args.dtype == 'float32' else jnp.bfloat16
-  synthetic.write_all('/tmp/dir_bench_mano', seed=args.mano_seed)
+
+def main(argv: Sequence[str]) -> None:
+  """The benchmark, for the command line `argv` (argv[0]: the program)."""
+  cli.parse(FLAGS, argv, __doc__)
+
+  config = load_config(FLAGS.config)
+  dtype = None if FLAGS.dtype == 'float32' else jnp.bfloat16
+  synthetic.write_all('/tmp/dir_bench_mano', seed=FLAGS.mano_seed)
   mano = load_mano_pair('/tmp/dir_bench_mano')
   model = checkpoint.model_from_config(config.model, dtype)
   size = config.model.input_size
   print(f'backend {jax.default_backend()}, {jax.device_count()} device(s) ({jax.devices()[0].device_kind}); '
-        f'{args.config}, input {size}x{size}, compute {args.dtype}')
+        f'{FLAGS.config}, input {size}x{size}, compute {FLAGS.dtype}')
   variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)),
                                          mano))()
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
   print(f'parameters: {count:,}')
 
   forward = jax.jit(lambda v, x: model.apply(v, x, mano, train=False))
-  for batch_size in [int(b) for b in args.batch_sizes.split(',')]:
+  for batch_size in [int(b) for b in FLAGS.batch_sizes]:
     images = jnp.asarray(np.random.default_rng(0).normal(size=(batch_size, size, size, 3)), jnp.float32)
-    compile_s, run_s, compiled = timed(forward, variables, images, repeats=args.repeats)
+    compile_s, run_s, compiled = timed(forward, variables, images, repeats=FLAGS.repeats)
     print(f'forward  batch {batch_size:3d}: {run_s * 1e3:8.1f} ms  {batch_size / run_s:7.1f} images/s  '
           f'(compile {compile_s:.1f} s; {memory_mb(compiled)})')
 
   tx = state_lib.make_optimizer(config.optimizer, 1000, 100000)
   state = state_lib.create_train_state(model, tx, None, size, variables)
-  batch = jax.tree.map(jnp.asarray, fake_batch(args.train_batch, config.image_size))
+  batch = jax.tree.map(jnp.asarray, fake_batch(FLAGS.train_batch, config.image_size))
   train_step = jax.jit(functools.partial(step_lib.train_step, model=model, mano=mano, loss_config=loss_settings.default_loss_config(),
                                          image_size=config.image_size, input_size=size))
-  compile_s, run_s, compiled = timed(train_step, state, batch, repeats=args.repeats)
-  print(f'train    batch {args.train_batch:3d}: {run_s * 1e3:8.1f} ms  {args.train_batch / run_s:7.1f} images/s  '
+  compile_s, run_s, compiled = timed(train_step, state, batch, repeats=FLAGS.repeats)
+  print(f'train    batch {FLAGS.train_batch:3d}: {run_s * 1e3:8.1f} ms  {FLAGS.train_batch / run_s:7.1f} images/s  '
         f'{1 / run_s:.2f} steps/s  (compile {compile_s:.1f} s; {memory_mb(compiled)})')
   print(f'peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10:.0f} MB')
 
@@ -115,7 +120,7 @@ def main():
   later = StageSpec(first.size * 2, 'c2', 2.0)
   compile_times = {}
   for scan in (True, False):
-    for num in [int(n) for n in args.stages.split(',')]:
+    for num in [int(n) for n in FLAGS.stages]:
       stages = (first,) + (later,) * (num - 1)
       staged = model.clone(config=model.config.replace(stages=stages, scan_stages=scan))
       abstract = jax.eval_shape(lambda x, m=staged: m.init(jax.random.PRNGKey(0), x, mano), images)
@@ -123,7 +128,7 @@ def main():
       jax.jit(lambda v, x, m=staged: m.apply(v, x, mano, train=False)).lower(abstract, images).compile()
       compile_times[scan, num] = time.perf_counter() - start
       print(f'compile forward, {num} stages, {"scanned " if scan else "unrolled"}: {compile_times[scan, num]:.1f} s')
-  base = min(int(n) for n in args.stages.split(','))
+  base = min(int(n) for n in FLAGS.stages)
   for scan in (True, False):
     ratios = ', '.join(f'{num}: {compile_times[scan, num] / compile_times[scan, base]:.2f}x'
                        for (s, num) in compile_times if s == scan)
@@ -131,4 +136,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(main)

@@ -20,11 +20,15 @@ import sys
 sys.path = [p for p in sys.path if os.path.abspath(p or '.') != os.path.dirname(os.path.abspath(__file__))]
 
 # pylint: disable=wrong-import-position
-import argparse
 import json
 import subprocess
 import tempfile
 import time
+from typing import Sequence
+
+from absl import flags
+
+from dir_jax import cli
 
 REAL_TRAIN_IMAGES = 1_361_062
 CHILD = '''
@@ -47,18 +51,21 @@ def plan_in_child(raw_dir: str) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--fraction', type=float, default=0.125, help='of the real train split (1,361,062 images)')
-  parser.add_argument('--out', default=None, help='folder for the annotation files (default: temporary)')
-  args = parser.parse_args()
+FLAGS = flags.FlagValues()  # this script's own flags (dir_jax.cli)
+flags.DEFINE_float('fraction', 0.125, 'of the real train split (1,361,062 images)', lower_bound=0.0, flag_values=FLAGS)
+flags.DEFINE_string('out', None, 'folder for the annotation files (default: temporary)', flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> None:
+  """The benchmark, for the command line `argv` (argv[0]: the program)."""
+  cli.parse(FLAGS, argv, __doc__)
   # pylint: disable=import-outside-toplevel
   from data_prep import synthetic
   from data_prep.interhand26m import raw
 
   with tempfile.TemporaryDirectory() as tmp:
-    raw_dir = args.out or tmp
-    num_images = round(args.fraction * REAL_TRAIN_IMAGES)
+    raw_dir = FLAGS.out or tmp
+    num_images = round(FLAGS.fraction * REAL_TRAIN_IMAGES)
     start = time.perf_counter()
     written = synthetic.write_annotations_at_scale(raw_dir, 'train', num_images)
     generate_s = time.perf_counter() - start
@@ -66,7 +73,7 @@ def main():
     report = plan_in_child(raw_dir)
 
   peak_gb, data_gb = report['peak_kb'] * 1024 / 1e9, sizes['data'] / 1e9
-  print(f'fraction {args.fraction} of the real train split: {num_images} images, {written["frames"]} frames, '
+  print(f'fraction {FLAGS.fraction} of the real train split: {num_images} images, {written["frames"]} frames, '
         f'70 captures; written in {generate_s:.0f} s')
   print('annotation files: ' + ', '.join(f'{kind} {size / 1e6:.0f} MB' for kind, size in sizes.items()))
   print(f'planning (one process): {report["seconds"]:.1f} s, '
@@ -81,4 +88,4 @@ def main():
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

@@ -1,7 +1,7 @@
 """A small synthetic InterHand2.6M: the raw file layout, rendered two-hand images, broken entries.
 
-    python -m data_prep.synthetic --out RAW --num-train 8 --num-test 4 [--num-val 0] --seed 0 \\
-        [--rig capture|frontal] [--mano-dir DIR]
+    python -m data_prep.synthetic --out RAW --num_train 8 --num_test 4 [--num_val 0] --seed 0 \\
+        [--rig capture|frontal] [--mano_dir DIR]
 
 writes, as the real dataset lays it out (see `data_prep.interhand26m.raw`):
 
@@ -11,7 +11,7 @@ writes, as the real dataset lays it out (see `data_prep.interhand26m.raw`):
 
 MANO: by default the synthetic pair of `dir_jax.mano.synthetic.write_all(RAW/mano, seed)` (official
 pickle layout, plus .npz copies and a preview picture; its rest wrist lies ~9.6 cm from the origin,
-as the real model's does). The real models come from https://mano.is.tue.mpg.de; `--mano-dir`
+as the real model's does). The real models come from https://mano.is.tue.mpg.de; `--mano_dir`
 copies MANO_{LEFT,RIGHT}.pkl (or .npz) from a folder instead, and the hands are posed with them.
 
 Content of a split: two captures, each with four cameras listed in camera.json and one unlisted
@@ -39,7 +39,7 @@ border). Frame numbers step by 6, as in the 5 fps subset. data.json images carry
 id, file_name, width, height, capture, subject, seq_name, camera, frame_idx; annotations carry id
 (= image_id), image_id, bbox (of the projected joints), joint_valid, hand_type, hand_type_valid.
 
-Counts: `--num-<split> N` is the number of annotations the builder keeps (valid interacting views,
+Counts: `--num_<split> N` is the number of annotations the builder keeps (valid interacting views,
 the four listed cameras of each frame, frames alternating between the two captures). Every split
 with N > 0 adds `len(BROKEN_ENTRIES)` = 9 annotations that it must skip, with these reasons
 (`data_prep.interhand26m.preprocess`):
@@ -58,22 +58,23 @@ function of the arguments only: JSON keys sorted, fixed JPEG quality, no timesta
 rig writes the same bytes as the generator did before the capture rig existed (for the same MANO).
 """
 
-import argparse
 import dataclasses
 import io
 import json
 import math
 import os
 import shutil
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from PIL import Image
 
 from data_prep.interhand26m import preprocess
 from data_prep.interhand26m import raw
+from dir_jax import cli
 from dir_jax.data import image_io
 from dir_jax.data import schema
 from dir_jax.mano import ManoAsset, ManoPair, gt_mano, load_mano_pair, rotation
@@ -642,23 +643,26 @@ def generate(out_dir: str, num_train: int, num_test: int, num_val: int = 0, seed
   return {split: write_split(out_dir, split, n, pair, seed, rig) for split, n in counts.items() if n > 0}
 
 
-def main(argv: list[str] | None = None) -> None:
-  """Command line; prints, per split, the annotations written and what the builder should keep."""
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--out', required=True, help='output folder (the raw layout)')
-  parser.add_argument('--num-train', type=int, required=True, help='train annotations to keep')
-  parser.add_argument('--num-test', type=int, required=True, help='test annotations to keep')
-  parser.add_argument('--num-val', type=int, default=0, help='val annotations to keep (0: no val split)')
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--mano-dir', default=None, help='MANO_{LEFT,RIGHT}.pkl to use (default: synthetic)')
-  parser.add_argument('--rig', choices=RIGS, default='capture',
-                      help="cameras and backgrounds: 'capture' (all around, dark studio) or 'frontal' (the demo's)")
-  args = parser.parse_args(argv)
-  summary = generate(args.out, args.num_train, args.num_test, args.num_val, args.seed, args.mano_dir, args.rig)
+FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
+flags.DEFINE_string('out', None, 'output folder (the raw layout)', flag_values=FLAGS, required=True)
+flags.DEFINE_integer('num_train', None, 'train annotations to keep', lower_bound=0, flag_values=FLAGS, required=True)
+flags.DEFINE_integer('num_test', None, 'test annotations to keep', lower_bound=0, flag_values=FLAGS, required=True)
+flags.DEFINE_integer('num_val', 0, 'val annotations to keep (0: no val split)', lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_integer('seed', 0, 'seeds everything random', flag_values=FLAGS)
+flags.DEFINE_string('mano_dir', None, 'MANO_{LEFT,RIGHT}.pkl to use (default: synthetic)', flag_values=FLAGS)
+flags.DEFINE_enum('rig', 'capture', RIGS, "cameras and backgrounds: 'capture' (all around, dark studio) or "
+                  "'frontal' (the demo's)", flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> None:
+  """Command line (argv[0]: the program); prints, per split, the annotations written and what the builder should
+  keep."""
+  cli.parse(FLAGS, argv, __doc__.split('\n\n')[0])
+  summary = generate(FLAGS.out, FLAGS.num_train, FLAGS.num_test, FLAGS.num_val, FLAGS.seed, FLAGS.mano_dir, FLAGS.rig)
   for split, counts in summary.items():
     skipped = ', '.join(f'{r} {n}' for r, n in counts['skipped'].items() if n)
     print(f'{split}: {counts["annotations"]} annotations, {counts["kept"]} to keep; to skip: {skipped}')
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(main)

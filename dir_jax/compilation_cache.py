@@ -1,6 +1,6 @@
 """JAX's persistent compilation cache for the command-line tools: a second run loads what the first compiled.
 
-`configure(flag_value)` takes a tool's `--compilation-cache` value: None = `default_cache_dir()`
+`configure(flag_value)` takes a tool's `--compilation_cache` value: None = `default_cache_dir()`
 ($XDG_CACHE_HOME/dir_jax/jax_cache, else ~/.cache/dir_jax/jax_cache), '' = off, else that folder.
 Call it before anything is compiled: JAX opens the cache at the first compilation of the process and
 keeps it. A cached program is read back without checks and run, so the folder must be writable only
@@ -28,7 +28,7 @@ def default_cache_dir() -> str:
   return os.path.join(cache_home, CACHE_SUBDIR)
 
 
-def configure(cache_dir: str | None, flag: str = '--compilation-cache') -> str | None:
+def configure(cache_dir: str | None, flag: str = '--compilation_cache') -> str | None:
   """Points JAX's persistent compilation cache at `cache_dir`; returns the absolute folder, or None when off.
 
   Args:

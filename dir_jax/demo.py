@@ -1,7 +1,7 @@
 """Pictures and the summary of the embedded default job (`make demo`, last step).
 
   python -m dir_jax.demo --workdir outputs/demo/run --eval outputs/demo/eval --config configs/synthetic.py \
-      --out outputs/demo --num-images 6
+      --out outputs/demo --num_images 6
 
 After `make demo` has generated the synthetic InterHand2.6M, built its TFRecords, trained
 `configs/synthetic.py` and evaluated it, this writes:
@@ -19,27 +19,25 @@ After `make demo` has generated the synthetic InterHand2.6M, built its TFRecords
                     (`per_hand_bn_effect`, docs/quirks.md#q15)
 """
 
-import argparse
 import json
 import os
-import sys
+from typing import Sequence
 
 import jax
 import numpy as np
+from absl import flags
 from PIL import Image
 
 from configs import load_config
-from dir_jax import checkpoint, metrics, protocol
+from dir_jax import checkpoint, cli, evaluation, inference, metrics, protocol
 from dir_jax.convert.torch_checkpoint import blend_slots_into_shared
 from dir_jax.data import input_pipeline
 from dir_jax.mano import load_mano_pair
 from dir_jax.mano.constants import SIDES
 from dir_jax.model.dir import abstract_variables
-from dir_jax.predict import input_side_px, render_hands, stage_titles
+from dir_jax.predict import render_hands, stage_titles
 from dir_jax.render import overlay
 from dir_jax.render.stages_figure import titled_row
-from dir_jax.train import step as step_lib
-from dir_jax.train import trainer
 from dir_jax.train.targets import ground_truth
 
 _DIR_KEY = protocol.DIR.key
@@ -58,15 +56,15 @@ SUMMARY_KEYS = ((f'{_DIR_KEY}/mpjpe/all', 'MPJPE (mm)'),
 def _held_out_batches(workdir: str, config, batch_size: int):
   """(model, batch, outputs, targets, valid) for each eval batch of the held-out split, numpy, with the
   trained variables of `workdir`."""
-  model, variables, _ = checkpoint.restore_variables(workdir)
+  restored = checkpoint.restore_checkpoint(workdir)
+  model, variables = restored.model, restored.variables
   mano = load_mano_pair(config.mano_dir)
   builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
   ds, _ = input_pipeline.create_eval_dataset(builder, config.data, batch_size=batch_size)
-  input_size = input_side_px(model)
-  apply = jax.jit(lambda v, x: model.apply(v, x, mano, train=False))
+  forward = inference.make_forward(model, inference.trained_input_side_px(model.config, restored.input_size_px)[0])
   for batch in input_pipeline.numpy_batches(ds):
     valid = batch.pop('valid')
-    outputs = jax.device_get(apply(variables, step_lib.model_input(batch, input_size)))
+    outputs = jax.device_get(forward(variables, batch['image'], mano))
     yield model, batch, outputs, jax.device_get(ground_truth(batch, mano, config.image_size)), valid
 
 
@@ -160,9 +158,9 @@ def per_hand_bn_effect(workdir: str, config, trained: dict) -> str:
   shared = model.clone(config=model.config.replace(per_hand_bn_stats=False))
   blended = blend_slots_into_shared(jax.device_get(variables), abstract_variables(shared, config.model.input_size))
   settings = {key: metrics.SETTINGS[key] for key in (_DIR_KEY,)}
-  reference = trainer.evaluate(shared, blended, load_mano_pair(config.mano_dir),
-                               input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name),
-                               config, trainer.make_mesh(), settings=settings, triangulated=())
+  reference = evaluation.evaluate(shared, blended, load_mano_pair(config.mano_dir),
+                                  input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name),
+                                  config, settings=settings, triangulated=())
   stage = f'stage{len(model.config.stages)}'
   lines = ['| held-out, last stage | per-hand statistics (this model) | the reference\'s blend of both hands |',
            '| --- | --- | --- |']
@@ -172,34 +170,38 @@ def per_hand_bn_effect(workdir: str, config, trained: dict) -> str:
   return '\n'.join(lines)
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--workdir', required=True, help='train.py workdir')
-  parser.add_argument('--eval', required=True, help="evaluate.py's output folder (metrics.json)")
-  parser.add_argument('--config', required=True, help='the config the run was trained with')
-  parser.add_argument('--out', required=True)
-  parser.add_argument('--num-images', type=int, default=6)
-  args = parser.parse_args(argv)
-  config = load_config(args.config)
-  os.makedirs(os.path.join(args.out, 'pictures'), exist_ok=True)
-  rows = picture_rows(args.workdir, config, args.num_images)
+FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
+flags.DEFINE_string('workdir', None, 'train.py workdir', flag_values=FLAGS, required=True)
+flags.DEFINE_string('eval', None, "evaluate.py's output folder (metrics.json)", flag_values=FLAGS, required=True)
+flags.DEFINE_string('config', None, 'the config file the run was trained with (configs/*.py)', flag_values=FLAGS,
+                    required=True)
+flags.DEFINE_string('out', None, 'output folder', flag_values=FLAGS, required=True)
+flags.DEFINE_integer('num_images', 6, 'held-out test images in pictures.png', lower_bound=1, flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> int:
+  """Writes the pictures and summary.md for the command line `argv` (argv[0]: the program)."""
+  cli.parse(FLAGS, argv, __doc__)
+  config = load_config(FLAGS.config)
+  os.makedirs(os.path.join(FLAGS.out, 'pictures'), exist_ok=True)
+  rows = picture_rows(FLAGS.workdir, config, FLAGS.num_images)
   for i, row in enumerate(rows):
-    Image.fromarray(row).save(os.path.join(args.out, 'pictures', f'{i}.png'))
-  Image.fromarray(np.concatenate(rows, axis=0)).save(os.path.join(args.out, 'pictures.png'))
-  with open(os.path.join(args.workdir, 'metrics_0.json')) as f:
+    Image.fromarray(row).save(os.path.join(FLAGS.out, 'pictures', f'{i}.png'))
+  Image.fromarray(np.concatenate(rows, axis=0)).save(os.path.join(FLAGS.out, 'pictures.png'))
+  with open(os.path.join(FLAGS.workdir, 'metrics_0.json')) as f:
     initial = json.load(f)
-  with open(os.path.join(args.eval, 'metrics.json')) as f:
+  with open(os.path.join(FLAGS.eval, 'metrics.json')) as f:
     trained = json.load(f)
   table = summary_table(initial, trained, len(config.model.stages)) + '\n\n' + following_lines(
-      root_following(args.workdir, config))
+      root_following(FLAGS.workdir, config))
   if config.model.per_hand_bn_stats:
-    table += '\n\n' + per_hand_bn_effect(args.workdir, config, trained)
-  with open(os.path.join(args.out, 'summary.md'), 'w') as f:
+    table += '\n\n' + per_hand_bn_effect(FLAGS.workdir, config, trained)
+  with open(os.path.join(FLAGS.out, 'summary.md'), 'w') as f:
     f.write(table + '\n')
   print(table)
-  print(f'pictures: {os.path.join(args.out, "pictures.png")}')
+  print(f'pictures: {os.path.join(FLAGS.out, "pictures.png")}')
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

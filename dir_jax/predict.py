@@ -1,7 +1,7 @@
 """Two hand meshes from RGB images with a trained DIR: the command-line predictor.
 
   python -m dir_jax.predict --checkpoint CKPT --images PATH_OR_GLOB --out DIR
-      [--bbox x0,y0,x1,y1] [--mano-dir MANO] [--batch-size 8] [--render-size 256] [--compilation-cache DIR]
+      [--bbox x0,y0,x1,y1] [--mano_dir MANO] [--batch_size 8] [--render_size 256] [--compilation_cache DIR]
 
 CKPT is an orbax location: a `train.py` workdir RUN (its newest checkpoint in RUN/checkpoints, not
 RUN/best), RUN/checkpoints or RUN/best (their newest step), one step folder such as RUN/best/1200
@@ -9,11 +9,11 @@ RUN/best), RUN/checkpoints or RUN/best (their newest step), one step folder such
 a folder (its .jpg/.jpeg/.png files, sorted) or a glob (the image files it matches). Images are read
 with their EXIF orientation applied, as RGB.
 
-MANO. `--mano-dir` when given; else the MANO folder the checkpoint was trained with (`train.py`
-checkpoints remember it; an error asks for `--mano-dir` when that folder is gone); else ./mano (the
+MANO. `--mano_dir` when given; else the MANO folder the checkpoint was trained with (`train.py`
+checkpoints remember it; an error asks for `--mano_dir` when that folder is gone); else ./mano (the
 converted authors' checkpoint and older checkpoints remember none). The choice is printed.
 
-Compilation. The network is compiled once per run for the batch size; `--compilation-cache` keeps the
+Compilation. The network is compiled once per run for the batch size; `--compilation_cache` keeps the
 compiled program on disk (default ~/.cache/dir_jax/jax_cache, under $XDG_CACHE_HOME when set; '' turns
 it off), so a later run of a model of the same configuration at the same batch size loads it instead.
 The compile time is printed.
@@ -27,7 +27,7 @@ but the hands fill less of the crop than in training, so give a box when they ar
 picture. The square is resampled
 (bilinear, antialiased when shrinking) to the network's input side (the one the checkpoint was trained
 with, else 16x the first stage's grid: 256 for the released model) and, for the pictures, to
-`--render-size`; `prediction.json` records the square in image pixels.
+`--render_size`; `prediction.json` records the square in image pixels.
 
 Camera. DIR's camera is weak-perspective per hand: uv = s * xyz[:2] + (tu, tv), xyz in metres centred
 at the hand's root, uv in [-1, 1] across the crop: pixel x = (u + 1) * W / 2 in a W-pixel picture.
@@ -61,10 +61,9 @@ Outputs per image, in DIR/<image stem>/ (stems that repeat get _2, _3, ...):
   stages.png       one overlay per stage: initial, stage 1, stage 2, ... (as the paper's Fig. 5).
 
 Images that cannot be used (unreadable, smaller than 32 px, box outside) are reported and skipped;
-the exit status is 1 when any image failed, 2 on a setup error (checkpoint, MANO, no images).
+the exit status is 1 when any image failed, 2 on a setup error (checkpoint, MANO, no images) or a bad flag.
 """
 
-import argparse
 import dataclasses
 import glob
 import json
@@ -77,10 +76,11 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from dir_jax import checkpoint, compilation_cache
+from dir_jax import checkpoint, cli, compilation_cache, inference
 from dir_jax.data import image_io
 from dir_jax.mano import ManoAssetError, ManoPair, UnsafePickleError, load_mano_pair
 from dir_jax.mano.constants import JOINT_NAMES_21, SIDES
@@ -89,13 +89,11 @@ from dir_jax.model.dir import DIR
 from dir_jax.model.config import OFFSET_UNIT_M
 from dir_jax.render import export, overlay
 from dir_jax.render.stages_figure import titled_row
-from dir_jax.train.step import model_input
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 MIN_IMAGE_SIDE_PX = 32
 HAND_BOX_FILL = 0.8  # the hands' box spans 80 % of the training crops' side (the reference's HAND_BBOX_RATIO)
 MAX_BOX_TO_IMAGE = 2.0  # a --bbox side may exceed the image's longer side at most this much (bounds the padded canvas)
-INPUT_PX_PER_CELL = 16  # the network's input side is 16x its first stage's grid (256 for 16x16)
 # Render camera focal length in crop sides: long enough that the depth extent of a hand moves its
 # vertices by well under a pixel from their weak-perspective positions (module docstring).
 FOCAL_PER_CROP_SIDE = 100.0
@@ -104,10 +102,10 @@ HAND_RGB = {'left': overlay.LEFT_HAND_RGB, 'right': overlay.RIGHT_HAND_RGB}
 SIDE_VIEW_YAW_DEG = 90.0
 JSON_DECIMALS = 6
 MANO_URL = 'https://mano.is.tue.mpg.de'
-DEFAULT_MANO_DIR = 'mano'  # when neither --mano-dir nor the checkpoint names a MANO folder
+DEFAULT_MANO_DIR = 'mano'  # when neither --mano_dir nor the checkpoint names a MANO folder
 CHECKPOINT_HELP = ('a checkpoint is made by `python train.py --config=configs/dir_reference.py --workdir=RUN` or, from '
-                   'the authors\' checkpoint, by `python -m dir_jax.convert.export_orbax --checkpoint DIR_released.pth '
-                   '--out FOLDER`')
+                   'the authors\' checkpoint, by `python -m dir_jax.convert.export_orbax '
+                   '--torch_checkpoint DIR_released.pth --out FOLDER`')
 _STAGE_KEYS = ('mesh_xyz', 'joint_xyz', 'mesh_uv', 'joint_uv', 'mano_para', 'camera')
 
 
@@ -258,11 +256,6 @@ def prepare_image(path: str, bbox_px: Sequence[float] | None, input_px: int, ren
 # Network
 
 
-def input_side_px(model: DIR) -> int:
-  """The network's input side in pixels (256 for the released model)."""
-  return model.config.stages[0].size * INPUT_PX_PER_CELL
-
-
 class Predictor:
   """A restored DIR, jit-compiled in eval mode for batches of `batch_size` crops.
 
@@ -273,7 +266,7 @@ class Predictor:
 
   Attributes:
     input_px: the crops' side S: `input_px` if given (the checkpoint's recorded input side), else
-      `input_side_px(model)`.
+      `inference.input_side_px(model.config)`.
     compile_s: seconds spent compiling (or loading from the persistent compilation cache).
     network_s: seconds in the network calls so far, transfers to and from the device included.
     images: crops run so far (padding excluded).
@@ -282,7 +275,7 @@ class Predictor:
   def __init__(self, model: DIR, variables: Mapping[str, Any], mano: ManoPair, batch_size: int,
                input_px: int | None = None):
     self.model, self.variables, self.batch_size = model, variables, batch_size
-    self.input_px = input_px or input_side_px(model)
+    self.input_px = input_px or inference.input_side_px(model.config)
     self.mano = jax.device_put(mano)
     self.network_s, self.images = 0.0, 0
     tic = time.perf_counter()
@@ -291,8 +284,7 @@ class Predictor:
     self.compile_s = time.perf_counter() - tic
 
   def _stages(self, variables, images_u8, mano):
-    images = model_input({'image': images_u8}, self.input_px, self.model.dtype or jnp.float32)
-    stages = self.model.apply(variables, images, mano, train=False)['stages']
+    stages = inference.forward(variables, images_u8, mano, model=self.model, input_size=self.input_px)['stages']
     results = []
     for stage in stages:
       result = {'offset': stage['offset'].astype(jnp.float32)}
@@ -474,41 +466,50 @@ def write_outputs(folder: str, stages: Sequence[Mapping[str, np.ndarray]], crop_
 
 
 def _parse_bbox(text: str) -> tuple[float, float, float, float]:
+  """`--bbox x0,y0,x1,y1` -> four floats; ValueError (absl prefixes the flag) unless they make a finite box."""
   try:
     x0, y0, x1, y1 = (float(v) for v in text.split(','))
   except ValueError as e:
-    raise argparse.ArgumentTypeError(f'expected x0,y0,x1,y1 (four numbers), got {text!r}') from e
+    raise ValueError(f'expected x0,y0,x1,y1 (four numbers), got {text!r}') from e
   if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-    raise argparse.ArgumentTypeError(f'expected four finite numbers, got {text!r}')
+    raise ValueError(f'expected four finite numbers, got {text!r}')
   if not (x1 > x0 and y1 > y0):
-    raise argparse.ArgumentTypeError(f'expected x0 < x1 and y0 < y1, got {text!r}')
+    raise ValueError(f'expected x0 < x1 and y0 < y1, got {text!r}')
   return x0, y0, x1, y1
 
 
-def _positive_int(text: str) -> int:
-  value = int(text)
-  if value < 1:
-    raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-  return value
+class _BoxParser(flags.ArgumentParser):
+  """absl parser of `--bbox`: `_parse_bbox`."""
+  syntactic_help = 'x0,y0,x1,y1'
+
+  def parse(self, argument):
+    return _parse_bbox(argument) if isinstance(argument, str) else argument
+
+  def flag_type(self) -> str:
+    return 'box'
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m dir_jax.predict', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--checkpoint', required=True,
-                      help='train.py workdir, its checkpoints/ or best/, one step folder in them, or export_orbax output')
-  parser.add_argument('--images', required=True, help='image file, folder of .jpg/.jpeg/.png, or a quoted glob')
-  parser.add_argument('--out', required=True, help='output folder; one subfolder per image')
-  parser.add_argument('--bbox', type=_parse_bbox,
-                      help='x0,y0,x1,y1: box around both hands in image pixels (used for every image)')
-  parser.add_argument('--mano-dir', help='folder with MANO_LEFT and MANO_RIGHT (.pkl or .npz); default: the one the '
-                      f'checkpoint was trained with, else {DEFAULT_MANO_DIR}')
-  parser.add_argument('--batch-size', type=_positive_int, default=8, help='images per network call')
-  parser.add_argument('--render-size', type=_positive_int, default=256, help='side of the pictures in pixels')
-  parser.add_argument('--compilation-cache', metavar='DIR',
-                      help=f'persistent compilation cache (default: {compilation_cache.default_cache_dir()}; '
-                      '\'\' turns it off)')
-  return parser.parse_args(argv)
+FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
+flags.DEFINE_string('checkpoint', None, 'train.py workdir, its checkpoints/ or best/, one step folder in them, or '
+                    'export_orbax output', flag_values=FLAGS, required=True)
+flags.DEFINE_string('images', None, 'image file, folder of .jpg/.jpeg/.png, or a quoted glob', flag_values=FLAGS,
+                    required=True)
+flags.DEFINE_string('out', None, 'output folder; one subfolder per image', flag_values=FLAGS, required=True)
+flags.DEFINE(_BoxParser(), 'bbox', None, 'box around both hands in image pixels (used for every image)',
+             flag_values=FLAGS, serializer=flags.ListSerializer(','))
+flags.DEFINE_string('mano_dir', None, 'folder with MANO_LEFT and MANO_RIGHT (.pkl or .npz); default: the one the '
+                    f'checkpoint was trained with, else {DEFAULT_MANO_DIR}', flag_values=FLAGS)
+flags.DEFINE_integer('batch_size', 8, 'images per network call', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer('render_size', 256, 'side of the pictures in pixels', lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_string('compilation_cache', None, 'persistent compilation cache folder (default: '
+                    f'{compilation_cache.default_cache_dir()}; empty turns it off)', flag_values=FLAGS)
+
+
+def parse_args(argv: Sequence[str]) -> flags.FlagValues:
+  """Parses the command line (argv[0]: the program) into `FLAGS` and returns them (`cli.parse`: exits on --help
+  and on a bad command line, naming the flag)."""
+  cli.parse(FLAGS, argv, __doc__)
+  return FLAGS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -518,11 +519,11 @@ class Setup:
   restored: checkpoint.RestoredCheckpoint
   mano: ManoPair
   mano_dir: str
-  mano_source: str  # where the MANO folder choice came from: --mano-dir, the checkpoint or the default
+  mano_source: str  # where the MANO folder choice came from: --mano_dir, the checkpoint or the default
   cache_dir: str | None  # persistent compilation cache folder; None = off
 
 
-def _load_setup(args: argparse.Namespace) -> Setup:
+def _load_setup(args: flags.FlagValues) -> Setup:
   """The run's images, checkpoint, MANO and compilation cache, or SetupError naming the input and what to do."""
   try:  # first: JAX opens the cache at the process's first compilation
     cache_dir = compilation_cache.configure(args.compilation_cache)
@@ -534,7 +535,7 @@ def _load_setup(args: argparse.Namespace) -> Setup:
   except checkpoint.CheckpointError as e:
     raise SetupError(f'cannot load the checkpoint {args.checkpoint!r}: {e}. {CHECKPOINT_HELP}.') from e
   try:
-    mano_dir, mano_source = checkpoint.mano_dir_choice(args.mano_dir, restored, DEFAULT_MANO_DIR, '--mano-dir')
+    mano_dir, mano_source = checkpoint.mano_dir_choice(args.mano_dir, restored, DEFAULT_MANO_DIR, '--mano_dir')
   except checkpoint.ManoDirGoneError as e:
     raise SetupError(str(e)) from e
   try:
@@ -542,13 +543,14 @@ def _load_setup(args: argparse.Namespace) -> Setup:
   except (FileNotFoundError, ManoAssetError, UnsafePickleError) as e:
     message = f'cannot load MANO from {mano_dir!r} ({mano_source}): {e}'
     if MANO_URL not in message:
-      message += (f' --mano-dir must hold the MANO model files MANO_LEFT.pkl and MANO_RIGHT.pkl from {MANO_URL} '
+      message += (f' --mano_dir must hold the MANO model files MANO_LEFT.pkl and MANO_RIGHT.pkl from {MANO_URL} '
                   '(or the .npz files of python -m dir_jax.mano.synthetic).')
     raise SetupError(message) from e
   return Setup(paths, restored, mano, mano_dir, mano_source, cache_dir)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str]) -> int:
+  """Runs the predictor on the command line `argv` (argv[0]: the program); returns the exit status."""
   args = parse_args(argv)
   try:
     setup = _load_setup(args)
@@ -620,4 +622,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

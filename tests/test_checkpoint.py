@@ -161,17 +161,17 @@ def test_a_checkpoint_written_before_training_facts_restores(tmp_path):
   assert restored.model == model and restored.step == 3
   assert restored.mano_dir is None and restored.input_size_px is None
   np.testing.assert_array_equal(restored.variables['params']['layer']['kernel'], np.full((4, 3), 3.0))
-  assert checkpoint.mano_dir_choice(None, restored, 'mano', '--mano-dir') == (
-      'mano', 'the default: --mano-dir not given and the checkpoint remembers none')
+  assert checkpoint.mano_dir_choice(None, restored, 'mano', '--mano_dir') == (
+      'mano', 'the default: --mano_dir not given and the checkpoint remembers none')
 
 
 def test_mano_folder_choice(tmp_path):
   (tmp_path / 'mano').mkdir()
   location = checkpoint.CheckpointLocation(str(tmp_path / 'ckpt'), None, '')
   remembered = checkpoint.RestoredCheckpoint(DIR(), {}, 0, location, str(tmp_path / 'mano'), 64)
-  assert checkpoint.mano_dir_choice('given', remembered, 'mano', '--mano-dir') == ('given', 'given with --mano-dir')
-  assert checkpoint.mano_dir_choice(None, remembered, 'mano', '--mano-dir') == (
-      str(tmp_path / 'mano'), 'remembered by the checkpoint, as --mano-dir was not given')
+  assert checkpoint.mano_dir_choice('given', remembered, 'mano', '--mano_dir') == ('given', 'given with --mano_dir')
+  assert checkpoint.mano_dir_choice(None, remembered, 'mano', '--mano_dir') == (
+      str(tmp_path / 'mano'), 'remembered by the checkpoint, as --mano_dir was not given')
   gone = dataclasses.replace(remembered, mano_dir=str(tmp_path / 'moved'))
   with pytest.raises(checkpoint.ManoDirGoneError) as error:
     checkpoint.mano_dir_choice(None, gone, 'mano', '--config.mano_dir')

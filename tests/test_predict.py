@@ -206,7 +206,7 @@ def test_bbox_outside_the_image_is_an_input_error():
 
 def test_bbox_argument_is_validated(capsys):
   with pytest.raises(SystemExit):
-    predict.parse_args(['--checkpoint', 'c', '--images', 'i', '--out', 'o', '--bbox', '10,10,5,20'])
+    predict.parse_args(['predict', '--checkpoint', 'c', '--images', 'i', '--out', 'o', '--bbox', '10,10,5,20'])
   assert 'x0 < x1' in capsys.readouterr().err
 
 
@@ -284,11 +284,11 @@ def image_folder(tmp_path_factory, hands):
 
 @pytest.fixture(scope='module')
 def run(tiny_checkpoint, image_folder, tmp_path_factory, restore_compilation_cache_options):
-  """predict on `image_folder` with the step folder of `tiny_checkpoint`, without --mano-dir."""
+  """predict on `image_folder` with the step folder of `tiny_checkpoint`, without --mano_dir."""
   out = tmp_path_factory.mktemp('predictions')
   cache_dir = str(tmp_path_factory.mktemp('jax_cache'))
-  argv = ['--checkpoint', os.path.join(tiny_checkpoint, '0'), '--images', str(image_folder), '--out', str(out),
-          '--batch-size', '3', '--render-size', '96', '--compilation-cache', cache_dir]
+  argv = ['predict', '--checkpoint', os.path.join(tiny_checkpoint, '0'), '--images', str(image_folder), '--out',
+          str(out), '--batch_size', '3', '--render_size', '96', '--compilation_cache', cache_dir]
   stdout, stderr = io.StringIO(), io.StringIO()
   with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
     status = predict.main(argv)
@@ -307,7 +307,7 @@ def test_bad_images_are_reported_and_the_others_processed(run, capsys):
 def test_the_run_says_which_checkpoint_mano_and_cache_it_used(run, tiny_checkpoint, mano_dir):
   lines = run['stdout'].splitlines()
   assert f'checkpoint: step 0 of {tiny_checkpoint} (step folder {os.path.join(tiny_checkpoint, "0")})' in lines
-  assert f'MANO: {mano_dir} (remembered by the checkpoint, as --mano-dir was not given)' in lines
+  assert f'MANO: {mano_dir} (remembered by the checkpoint, as --mano_dir was not given)' in lines
   compiled = [line for line in lines if line.startswith('compiled the network for batches of 3 in ')]
   assert compiled and compiled[0].endswith(f' s (persistent compilation cache: {run["cache"]})')
   assert jax.config.jax_compilation_cache_dir == run['cache']
@@ -388,7 +388,8 @@ def test_outputs_are_written_and_consistent(run, mano_dir, name):
 
 
 def _main_status(argv, capsys):
-  status = predict.main(argv)
+  """predict.main's exit status and stderr for the flags `argv`."""
+  status = predict.main(['predict', *argv])
   return status, capsys.readouterr().err
 
 
@@ -398,7 +399,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, image_folder, mano_dir, c
   if problem == 'empty':
     folder.mkdir()
   status, err = _main_status(['--checkpoint', str(folder), '--images', str(image_folder), '--out',
-                              str(tmp_path / 'out'), '--mano-dir', mano_dir], capsys)
+                              str(tmp_path / 'out'), '--mano_dir', mano_dir], capsys)
   assert status == 2
   assert str(folder) in err and 'train.py' in err and 'export_orbax' in err
   assert not (tmp_path / 'out').exists()
@@ -412,7 +413,7 @@ def test_missing_or_wrong_mano_is_a_clear_error(tmp_path, image_folder, tiny_che
     for side in ('LEFT', 'RIGHT'):
       (mano_dir / f'MANO_{side}.pkl').write_bytes(b'\x80\x04 truncated')
   status, err = _main_status(['--checkpoint', tiny_checkpoint, '--images', str(image_folder), '--out',
-                              str(tmp_path / 'out'), '--mano-dir', str(mano_dir)], capsys)
+                              str(tmp_path / 'out'), '--mano_dir', str(mano_dir)], capsys)
   assert status == 2
   assert str(mano_dir) in err and 'https://mano.is.tue.mpg.de' in err
 
@@ -423,7 +424,7 @@ def test_a_remembered_mano_folder_that_is_gone_asks_for_mano_dir(tmp_path, image
   status, err = _main_status(['--checkpoint', moved, '--images', str(image_folder), '--out', str(tmp_path / 'out')],
                              capsys)
   assert status == 2
-  assert gone in err and 'no longer exists' in err and 'give --mano-dir' in err
+  assert gone in err and 'no longer exists' in err and 'give --mano_dir' in err
 
 
 def test_without_mano_dir_or_a_remembered_folder_the_default_is_named(tmp_path, image_folder, tiny_checkpoint, capsys,
@@ -433,12 +434,12 @@ def test_without_mano_dir_or_a_remembered_folder_the_default_is_named(tmp_path, 
   status, err = _main_status(['--checkpoint', older, '--images', str(image_folder), '--out', str(tmp_path / 'out')],
                              capsys)
   assert status == 2
-  assert "cannot load MANO from 'mano' (the default: --mano-dir not given and the checkpoint remembers none)" in err
+  assert "cannot load MANO from 'mano' (the default: --mano_dir not given and the checkpoint remembers none)" in err
 
 
 def test_no_images_is_a_clear_error(tmp_path, tiny_checkpoint, mano_dir, capsys):
   status, err = _main_status(['--checkpoint', tiny_checkpoint, '--images', str(tmp_path / '*.png'), '--out',
-                              str(tmp_path / 'out'), '--mano-dir', mano_dir], capsys)
+                              str(tmp_path / 'out'), '--mano_dir', mano_dir], capsys)
   assert status == 2 and 'no images found' in err
 
 
@@ -451,7 +452,7 @@ def test_unusable_bbox_is_a_per_image_error_not_a_crash(box):
 
 def test_bbox_argument_must_be_finite(capsys):
   with pytest.raises(SystemExit):
-    predict.parse_args(['--checkpoint', 'c', '--images', 'i', '--out', 'o', '--bbox', '0,0,inf,inf'])
+    predict.parse_args(['predict', '--checkpoint', 'c', '--images', 'i', '--out', 'o', '--bbox', '0,0,inf,inf'])
   assert 'finite' in capsys.readouterr().err
 
 

@@ -1,7 +1,7 @@
 """Runs the authors' PyTorch DIR on images and writes its outputs in the reference-fixture layout.
 
-  python -m tools.dump_torch_reference --reference-code PATH --checkpoint X.pth \
-      --mano-dir M --images IMG [IMG ...] --out OUT [--train-steps N]
+  python -m tools.dump_torch_reference --reference_code PATH --torch_checkpoint X.pth \
+      --mano_dir M --images IMG[,IMG...] --out OUT [--train_steps N]
 
 PATH is a checkout of https://github.com/PengfeiRen96/DIR (put on sys.path, together with
 PATH/manopth for its vendored MANO layer). The model is `models.dir.DIR(21, M, root_joint=0)`, whose
@@ -14,15 +14,15 @@ OUT (shared/fixtures/dir_reference/README.md gives every array's meaning):
   index.json        name -> shape, dtype of every array
   summary.json      versions, paths, checkpoint key counts, preprocessing, bone-mask margins
 
-With `--train-steps N` (and `--targets`, `--target-seed`, `--lr`, `--thread-spread`) it then runs N of
+With `--train_steps N` (and `--targets`, `--target_seed`, `--lr`, `--thread_spread`) it then runs N of
 the authors' training iterations on the same images and writes the fixture's training files
 (train.npz, train_losses.json, train_grad_norms.json, train_steps.npz/.json, state_dict_shapes.json;
 see `dump_torch_training`).
 
-`python -m dir_jax.convert.compare_reference --fixture OUT --checkpoint X.pth --mano-dir M` then
+`python -m dir_jax.convert.compare_reference --fixture OUT --torch_checkpoint X.pth --mano_dir M` then
 compares the Flax port loaded from the same checkpoint against these outputs (and the steps).
 
-Dependencies: torch, numpy, pillow; no jax (this runs wherever the authors' code does).
+Dependencies: torch, numpy, pillow, absl-py (the flags); no jax (this runs wherever the authors' code does).
 
 Preprocessing (docs/architecture.md#conventions; the authors' eval resizes their 256x256 crops with
 cv2 and converts BGR to RGB): an image is read as RGB; a non-square image is centre-cropped to a
@@ -48,7 +48,6 @@ Where this differs from running `DIR.forward`, and why no eval output changes:
   summary.json lists the stand-ins used. Any other missing module is an error that names it.
 """
 
-import argparse
 import contextlib
 import importlib
 import itertools
@@ -65,7 +64,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from absl import flags
 from PIL import Image
+
+from dir_jax import cli  # absl only: no jax
 
 IMG_SIZE = 256
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
@@ -250,7 +252,7 @@ def import_reference(reference_code: str):
   reference_code = os.path.abspath(reference_code)
   if not os.path.isfile(os.path.join(reference_code, 'models', 'dir.py')):
     raise ReferenceCodeError(f'{reference_code} has no models/dir.py: pass the root of a checkout of '
-                             'https://github.com/PengfeiRen96/DIR as --reference-code')
+                             'https://github.com/PengfeiRen96/DIR as --reference_code')
   for path in (os.path.join(reference_code, 'manopth'), reference_code):
     if path not in sys.path:
       sys.path.insert(0, path)
@@ -514,42 +516,52 @@ def dump(reference_code: str, checkpoint: str, mano_dir: str, images: Sequence[s
   return summary
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--reference-code', required=True, help="root of a checkout of the authors' DIR repository")
-  parser.add_argument('--checkpoint', required=True, help=".pth state dict ({'net': ...} or bare)")
-  parser.add_argument('--mano-dir', required=True, help='folder with MANO_RIGHT.pkl and MANO_LEFT.pkl')
-  parser.add_argument('--images', required=True, nargs='+', help='RGB images (square 256x256 hand crops)')
-  parser.add_argument('--out', required=True, help='output folder')
-  parser.add_argument('--device', default='cpu', help='torch device for the forward (default cpu)')
-  parser.add_argument('--train-steps', type=int, default=0,
-                      help="also run N of the authors' training iterations (AdamW) on the images and write the "
-                           'training files (see dump_torch_training); default 0')
-  parser.add_argument('--targets', help="npz with the training targets in train.npz's gt.* layout; default: "
-                                        'synthetic hands as in the shared fixture')
-  parser.add_argument('--target-seed', type=int, default=0, help='seed of the synthetic targets (default 0)')
-  parser.add_argument('--lr', type=float, default=5e-4, help="AdamW learning rate (default 5e-4, the authors' config)")
-  parser.add_argument('--thread-spread', action='store_true',
-                      help='rerun the training steps with one thread and record how far the losses move')
-  args = parser.parse_args(argv)
+FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
+flags.DEFINE_string('reference_code', None, "root of a checkout of the authors' DIR repository", flag_values=FLAGS,
+                    required=True)
+flags.DEFINE_string('torch_checkpoint', None, "the authors' PyTorch .pth state dict ({'net': ...} or bare)",
+                    flag_values=FLAGS, required=True)
+flags.DEFINE_string('mano_dir', None, 'folder with MANO_RIGHT.pkl and MANO_LEFT.pkl', flag_values=FLAGS, required=True)
+flags.DEFINE_list('images', None, 'RGB images (square 256x256 hand crops), comma-separated', flag_values=FLAGS,
+                  required=True)
+flags.DEFINE_string('out', None, 'output folder', flag_values=FLAGS, required=True)
+flags.DEFINE_string('device', 'cpu', 'torch device for the forward', flag_values=FLAGS)
+flags.DEFINE_integer('train_steps', 0, "also run N of the authors' training iterations (AdamW) on the images and "
+                     'write the training files (see dump_torch_training); 0: none', lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_string('targets', None, "npz with the training targets in train.npz's gt.* layout; default: synthetic "
+                    'hands as in the shared fixture', flag_values=FLAGS)
+flags.DEFINE_integer('target_seed', 0, 'seed of the synthetic targets', flag_values=FLAGS)
+flags.DEFINE_float('lr', 5e-4, "AdamW learning rate (the authors' config)", flag_values=FLAGS)
+flags.DEFINE_bool('thread_spread', False, 'rerun the training steps with one thread and record how far the losses move',
+                  flag_values=FLAGS)
+
+
+@flags.multi_flags_validator(['train_steps', 'targets', 'thread_spread'],
+                             '--targets and --thread_spread need --train_steps N', flag_values=FLAGS)
+def _training_flags_need_steps(values: dict[str, Any]) -> bool:
+  return bool(values['train_steps']) or not (values['targets'] or values['thread_spread'])
+
+
+def main(argv: Sequence[str]) -> int:
+  """Runs the dump for the command line `argv` (argv[0]: the program); 2 when the inputs are unusable."""
+  cli.parse(FLAGS, argv, __doc__)
   training = None
-  if args.train_steps:
-    training = {'n_steps': args.train_steps, 'targets_path': args.targets, 'target_seed': args.target_seed,
-                'lr': args.lr, 'with_thread_spread': args.thread_spread}
-  elif args.targets or args.thread_spread:
-    parser.error('--targets and --thread-spread need --train-steps N')
+  if FLAGS.train_steps:
+    training = {'n_steps': FLAGS.train_steps, 'targets_path': FLAGS.targets, 'target_seed': FLAGS.target_seed,
+                'lr': FLAGS.lr, 'with_thread_spread': FLAGS.thread_spread}
   try:
-    summary = dump(args.reference_code, args.checkpoint, args.mano_dir, args.images, args.out, args.device, training)
+    summary = dump(FLAGS.reference_code, FLAGS.torch_checkpoint, FLAGS.mano_dir, FLAGS.images, FLAGS.out, FLAGS.device,
+                   training)
   except (ReferenceCodeError, FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  print(f'wrote {summary["eval_output_arrays"]} arrays for {len(args.images)} images to {args.out} '
+  print(f'wrote {summary["eval_output_arrays"]} arrays for {len(FLAGS.images)} images to {FLAGS.out} '
         f'({summary["checkpoint_keys"]} checkpoint entries, stand-ins: {", ".join(summary["stand_ins"]) or "none"})')
   if training:
     totals = ', '.join(f'{t:.4f}' for t in summary['training']['loss_total_per_step'])
-    print(f'and {args.train_steps} training steps (loss total per step: {totals})')
+    print(f'and {FLAGS.train_steps} training steps (loss total per step: {totals})')
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

@@ -1,6 +1,6 @@
 """A few AdamW steps of the authors' PyTorch DIR on one batch, written in the reference-fixture layout.
 
-`python -m tools.dump_torch_reference ... --train-steps N` runs this after the eval
+`python -m tools.dump_torch_reference ... --train_steps N` runs this after the eval
 forward. Each step does what the authors' `train.py` does per iteration: gradients reset to None,
 `DIR.forward({'img': x}, targets, meta_info)` in train mode, the plain sum of its loss dict,
 backward, `torch.optim.AdamW` step (lr `--lr`, 5e-4 in the released config; PyTorch's defaults
@@ -15,7 +15,7 @@ shape through the model's own stage-0 MANO layer, placed 0.55 m in front of a 50
 with segmentation and dense maps painted around the projected vertices.
 
 Written to the output folder, next to the eval dump (shared/fixtures/dir_reference/README.md gives
-every key's meaning; `compare_reference --fixture OUT --checkpoint X.pth --mano-dir M` reads them all):
+every key's meaning; `compare_reference --fixture OUT --torch_checkpoint X.pth --mano_dir M` reads them all):
 
   train.npz              gt.* targets; train.* = step 1's train-mode outputs, bone distances and
                          (train.after_step.*) every BatchNorm running statistic after that forward
@@ -28,7 +28,7 @@ every key's meaning; `compare_reference --fixture OUT --checkpoint X.pth --mano-
 
 Zero by construction: parameters whose step-1 gradient is exactly zero (the GCN `e_0`) and biases
 whose output feeds a train-mode BatchNorm directly (their true gradient is zero; PyTorch returns
-rounding noise, which Adam turns into moves of up to lr). `--thread-spread` reruns the steps with one
+rounding noise, which Adam turns into moves of up to lr). `--thread_spread` reruns the steps with one
 thread from the same start and records how far the losses move, which is what later steps of a
 float32 port can be expected to match.
 """
@@ -324,7 +324,7 @@ def dump_training(model, img: np.ndarray, out_dir: str, n_steps: int, targets_pa
                   target_seed: int = 0, lr: float = 5e-4, device: str = 'cpu', with_thread_spread: bool = False) -> dict:
   """Writes the training files (module docstring) for `model` (weights loaded) on `img`; returns their summary."""
   if n_steps < 1:
-    raise ValueError(f'--train-steps must be at least 1, got {n_steps}')
+    raise ValueError(f'--train_steps must be at least 1, got {n_steps}')
   start = time.time()
   batch = img.shape[0]
   if targets_path:

@@ -1,13 +1,13 @@
 """Compares the Flax DIR with the authors' PyTorch outputs stored in a fixture folder.
 
-  python -m dir_jax.convert.compare_reference --fixture ../shared/fixtures/dir_reference [--checkpoint X.pth]
-  python -m dir_jax.convert.compare_reference --fixture DUMP --checkpoint X.pth --mano-dir M
+  python -m dir_jax.convert.compare_reference --fixture ../shared/fixtures/dir_reference [--torch_checkpoint X.pth]
+  python -m dir_jax.convert.compare_reference --fixture DUMP --torch_checkpoint X.pth --mano_dir M
 
-Without --checkpoint the weights are regenerated from the fixture's `recipe.py`,
+Without --torch_checkpoint the weights are regenerated from the fixture's `recipe.py`,
 `state_dict_shapes.json` and seed (numpy only). That runs the fixture's `recipe.py` as Python code:
-use it only on a fixture folder you trust (with --checkpoint, no code of the fixture runs). With
---checkpoint the fixture can also be a folder written by `tools.dump_torch_reference` for
-that checkpoint (the authors' model run on your images); pass the MANO folder it used as --mano-dir.
+use it only on a fixture folder you trust (with --torch_checkpoint, no code of the fixture runs). With
+--torch_checkpoint the fixture can also be a folder written by `tools.dump_torch_reference` for
+that checkpoint (the authors' model run on your images); pass the MANO folder it used as --mano_dir.
 The Flax model runs on `inputs.npz` with the MANO folder (default: the fixture's `mano/`); the table
 lists max absolute and relative error (relative to the array's max |value|) for every array of
 `eval_outputs.npz` and `mano_cases.npz`.
@@ -36,17 +36,16 @@ mistakes. Train-mode arrays get 1e-3 relative and uv 1e-3 absolute (3x the measu
 terms 1e-3 relative, as the issue specifies (measured <= 1e-5).
 """
 
-import argparse
 import json
 import os
-import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-from dir_jax import loss_settings, losses
+from dir_jax import cli, loss_settings, losses
 from dir_jax.convert import compare_training
 from dir_jax.convert.fixture import (HANDS, as_float64, build, forced_masks, reference_masks, released_stages,
                                      train_targets)
@@ -333,31 +332,35 @@ def print_table(rows: list[dict]) -> None:
   print(f'{len(judged) - len(failed)} passed, {len(failed)} failed')
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--fixture', required=True,
-                      help='fixture folder (e.g. ../shared/fixtures/dir_reference); without --checkpoint its '
-                           'recipe.py is executed as Python code, so use only a fixture you trust')
-  parser.add_argument('--checkpoint', help='a .pth or .npz state dict; default: regenerate from the recipe')
-  parser.add_argument('--mano-dir', help='folder with MANO_{RIGHT,LEFT} (.pkl or .npz); default: FIXTURE/mano')
-  parser.add_argument('--no-train-steps', dest='train_steps', action='store_false',
-                      help="skip the fixture's optimizer steps (train_steps.npz), which compile a full train step")
-  parser.add_argument('--float64', action='store_true',
-                      help='run the Flax model in float64 (jax x64): the differences left are the float32 '
-                           "reference's own rounding")
-  args = parser.parse_args(argv)
-  if args.float64:
+FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
+flags.DEFINE_string('fixture', None, 'fixture folder (e.g. ../shared/fixtures/dir_reference); without '
+                    '--torch_checkpoint its recipe.py is executed as Python code, so use only a fixture you trust',
+                    flag_values=FLAGS, required=True)
+flags.DEFINE_string('torch_checkpoint', None, "the authors' PyTorch state dict, .pth or .npz; default: regenerate "
+                    'from the recipe', flag_values=FLAGS)
+flags.DEFINE_string('mano_dir', None, 'folder with MANO_{RIGHT,LEFT} (.pkl or .npz); default: FIXTURE/mano',
+                    flag_values=FLAGS)
+flags.DEFINE_bool('train_steps', True, "compare the fixture's optimizer steps (train_steps.npz), which compile a full "
+                  'train step; --notrain_steps skips them', flag_values=FLAGS)
+flags.DEFINE_bool('float64', False, 'run the Flax model in float64 (jax x64): the differences left are the float32 '
+                  "reference's own rounding", flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> int:
+  """Runs the comparison for the command line `argv` (argv[0]: the program); 1 when an array fails."""
+  cli.parse(FLAGS, argv, __doc__)
+  if FLAGS.float64:
     jax.config.update('jax_enable_x64', True)
-  model, variables, mano, images = build(args.fixture, args.checkpoint, mano_dir=args.mano_dir)
-  if args.float64:
+  model, variables, mano, images = build(FLAGS.fixture, FLAGS.torch_checkpoint, mano_dir=FLAGS.mano_dir)
+  if FLAGS.float64:
     variables, mano, images = as_float64((variables, mano, images))
-  rows = compare_eval(args.fixture, model, variables, mano, images)
-  rows += compare_train(args.fixture, model, variables, mano, images)
-  if args.train_steps:
-    rows += compare_training.compare_training(args.fixture, model, variables, mano, images)
+  rows = compare_eval(FLAGS.fixture, model, variables, mano, images)
+  rows += compare_train(FLAGS.fixture, model, variables, mano, images)
+  if FLAGS.train_steps:
+    rows += compare_training.compare_training(FLAGS.fixture, model, variables, mano, images)
   print_table(rows)
   return 1 if failures(rows) else 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

@@ -234,7 +234,7 @@ def training_rows(fixture: TrainingFixture, ours: OurSteps, model: DIR) -> list[
   rows.append(_row('step1', 'loss total', ours.totals[0], float(steps['loss_total'][0]), LOSS_REL_TOL))
   rows += _step1_parameter_rows(fixture, ours, model)
   # Steps 2..n: chaotic in the reference itself (module docstring); totals judged, terms shown.
-  # The reference's own one-thread rerun, when the fixture recorded it (dump_torch_reference --thread-spread).
+  # The reference's own one-thread rerun, when the fixture recorded it (dump_torch_reference --thread_spread).
   spread = {t['step']: t for t in info.get('thread_spread', {}).get('steps', [])}
   for s in range(2, fixture.n_steps + 1):
     tol = LATER_TOTAL_REL_TOL[min(s, max(LATER_TOTAL_REL_TOL))]

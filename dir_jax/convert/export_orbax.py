@@ -1,18 +1,18 @@
 """Converts an authors' DIR checkpoint (.pth or .npz) into an orbax checkpoint of this project.
 
-  python -m dir_jax.convert.export_orbax --checkpoint DIR_released.pth --out checkpoints/dir_released
+  python -m dir_jax.convert.export_orbax --torch_checkpoint DIR_released.pth --out checkpoints/dir_released
 
 The output is a `dir_jax.checkpoint` directory (variables + model config) that `evaluate.py`,
 `python -m dir_jax.predict` and `train.py --config.init_checkpoint=...` restore. The released
 configuration (two stages, bone projection) is the default; the authors' checkpoint needs no flags.
 """
 
-import argparse
-import sys
+from typing import Sequence
 
 import numpy as np
+from absl import flags
 
-from dir_jax import checkpoint
+from dir_jax import checkpoint, cli
 from dir_jax.convert.torch_checkpoint import convert_state_dict, load_torch_checkpoint
 from dir_jax.model.dir import DIR, abstract_variables
 
@@ -37,14 +37,18 @@ def _leaves(tree):
     yield from (_leaves(value) if isinstance(value, dict) else [value])
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--checkpoint', required=True, help="the authors' checkpoint: .pth ({'net': ...} or a state dict) or .npz")
-  parser.add_argument('--out', required=True, help='output directory (created)')
-  args = parser.parse_args(argv)
-  export(args.checkpoint, args.out)
+FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
+flags.DEFINE_string('torch_checkpoint', None, "the authors' PyTorch checkpoint: .pth ({'net': ...} or a state dict) "
+                    'or .npz', flag_values=FLAGS, required=True)
+flags.DEFINE_string('out', None, 'output directory (created)', flag_values=FLAGS, required=True)
+
+
+def main(argv: Sequence[str]) -> int:
+  """Converts the checkpoint named on the command line `argv` (argv[0]: the program)."""
+  cli.parse(FLAGS, argv, __doc__)
+  export(FLAGS.torch_checkpoint, FLAGS.out)
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

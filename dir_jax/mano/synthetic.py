@@ -22,15 +22,16 @@ MANO's 778 vertices and 1538 faces; every face is oriented with its normal point
 writes MANO_RIGHT.pkl, MANO_LEFT.pkl, MANO_RIGHT.npz, MANO_LEFT.npz and a preview `hands.png`.
 """
 
-import argparse
 import dataclasses
 import os
 import pickle
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.sparse
+from absl import flags
 
+from dir_jax import cli
 from dir_jax.mano import constants
 
 MANO_KEYS = ('v_template', 'shapedirs', 'posedirs', 'J_regressor', 'J', 'weights', 'kintree_table',
@@ -666,16 +667,17 @@ def write_all(out_dir: str, seed: int = 0) -> dict[str, str]:
   return paths
 
 
-def main(argv: list[str] | None = None) -> None:
-  """Command line: `python -m dir_jax.mano.synthetic --out DIR [--seed 0]`."""
-  parser = argparse.ArgumentParser(
-      description='Write a synthetic MANO hand pair (pkl + npz) and a preview picture.')
-  parser.add_argument('--out', required=True, help='output folder')
-  parser.add_argument('--seed', type=int, default=0, help='seed of the random fields')
-  args = parser.parse_args(argv)
-  for path in write_all(args.out, args.seed).values():
+FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
+flags.DEFINE_string('out', None, 'output folder', flag_values=FLAGS, required=True)
+flags.DEFINE_integer('seed', 0, 'seed of the random fields', flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> None:
+  """Command line (argv[0]: the program): `python -m dir_jax.mano.synthetic --out DIR [--seed 0]`."""
+  cli.parse(FLAGS, argv, 'Write a synthetic MANO hand pair (pkl + npz) and a preview picture.')
+  for path in write_all(FLAGS.out, FLAGS.seed).values():
     print(path)
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(main)

@@ -19,6 +19,7 @@ import numpy as np
 
 from dir_jax.mano import ManoAsset, ManoPair
 from dir_jax.mano.constants import NUM_BETAS, NUM_FACES, NUM_MANO_JOINTS, NUM_PCA, NUM_VERTS
+from dir_jax.model import loop_conv
 from dir_jax.model.config import ModelConfig, StageSpec
 from dir_jax.model.encoder import ResNet50
 from dir_jax.model.layers import ConvBNReLUConv, full_precision, upsample_bilinear
@@ -67,9 +68,8 @@ class Decoder(nn.Module):
       if skip_src.shape[1] > spec.size:  # encoder maps above the stage size are average-pooled down
         pool = skip_src.shape[1] // spec.size
         skip_src = nn.avg_pool(skip_src, (pool, pool), strides=(pool, pool))
-      in_loop = g > 0  # every group after the first runs as an nn.scan
-      projecter = Projecter(self.config, spec.size, spec.threshold, self.dtype, in_loop, parent=None)
-      stage_args = (projecter, img_feat_dim, train, self.dtype, in_loop)
+      projecter = Projecter(self.config, spec.size, spec.threshold, self.dtype, parent=None)
+      stage_args = (projecter, img_feat_dim, train, self.dtype)
       if g == 0:  # c4 in, 256 channels out: not a scan body; parameters are not stacked
         (carry_feat, prev), (result, feats) = RefinementStage(*stage_args, name=f'group_{g}')(
             (carry_feat, prev), skip_src, mano)
@@ -79,8 +79,9 @@ class Decoder(nn.Module):
       scanned = nn.scan(
           RefinementStage, variable_axes={'params': 0, 'batch_stats': 0, 'intermediates': 0, 'forced_masks': 0},
           split_rngs={'params': True}, in_axes=(nn.broadcast, nn.broadcast), length=len(group))
-      (carry_feat, prev), (group_results, group_feats) = scanned(*stage_args, name=f'group_{g}')(
-          (carry_feat, prev), skip_src, mano)
+      with loop_conv.loop_body():  # the CPU workaround for convs in a loop (dir_jax/model/loop_conv.py)
+        (carry_feat, prev), (group_results, group_feats) = scanned(*stage_args, name=f'group_{g}')(
+            (carry_feat, prev), skip_src, mano)
       for k in range(len(group)):
         results.append(jax.tree.map(lambda x, k=k: x[k], group_results))
         stage_feats.append(jax.tree.map(lambda x, k=k: x[k], group_feats))

@@ -86,7 +86,6 @@ class PlaneFusion(nn.Module):
 
   Children '0', '1', '3' as the reference's state dict. `method`: 'factored' (`factored_plane_conv`,
   the default) or 'dense' (planes built and convolved, as the reference computes them).
-  `in_loop`: the stage runs inside `nn.scan` (see `layers.loop_conv_general_dilated`).
 
   Call: coef (B, S, S, 2, K, E) float32 scalar fields of both hands (left, right), joint_feat
   (B, 2, J, C) -> (B, S, S, features).
@@ -95,7 +94,6 @@ class PlaneFusion(nn.Module):
   ends: tuple[tuple[int, ...], ...]
   method: str = 'factored'
   dtype: jnp.dtype | None = None
-  in_loop: bool = False
 
   @nn.compact
   def __call__(self, coef, joint_feat, train: bool):
@@ -109,8 +107,8 @@ class PlaneFusion(nn.Module):
       planes = jax.vmap(jax.vmap(planes_from_coefficients, in_axes=(1, 0, None), out_axes=1),
                         in_axes=(0, 0, None))(coef.reshape(batch, size * size, 2, *ends.shape), joint_feat, ends)
       planes = planes.reshape(batch, size, size, -1)  # (B, S*S, 2, K*C) -> left planes, then right
-      x = conv(self.features, 3, padding=1, name='0', dtype=self.dtype, in_loop=self.in_loop)(planes)
+      x = conv(self.features, 3, padding=1, name='0', dtype=self.dtype)(planes)
     else:
       raise ValueError(f'fusion method must be one of {FUSIONS}, got {self.method!r}')
     x = nn.relu(BatchNorm(name='1')(x, train))
-    return conv(self.features, 1, name='3', dtype=self.dtype, in_loop=self.in_loop)(x)
+    return conv(self.features, 1, name='3', dtype=self.dtype)(x)

@@ -11,15 +11,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-_NHWC = ('NHWC', 'HWIO', 'NHWC')
-
+from dir_jax.model import loop_conv
 
 
 def full_precision(x):
   """`x` in float32, or float64 when it already is (bfloat16 compute keeps statistics and geometry in float32)."""
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
 
 class BatchNorm(nn.Module):
   """BatchNorm over every axis but the last, as torch.nn.BatchNorm{1,2}d (eps 1e-5, momentum 0.1).
@@ -68,83 +67,22 @@ class BatchNorm(nn.Module):
     return y + bias.astype(x.dtype)
 
 
-def _conv_nhwc(x, w, padding):
-  return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_NHWC)
-
-
-def _canonical_conv_grads(padding, x, w, dy):
-  """Gradients of a stride-1 NHWC conv from ops XLA:CPU runs fast inside a loop body.
-
-  dx: dy convolved (canonical NHWC/HWIO forward conv) with the spatially flipped, in/out-swapped
-  kernel. dw: one (C, O) matrix product per kernel tap, shifted input window by dy, over all pixels.
-  """
-  (kh, kw) = w.shape[:2]
-  (top, bottom), (left, right) = padding
-  dx = _conv_nhwc(dy, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2),
-                  ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
-  x_padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-  height, width = dy.shape[1:3]
-  dy_rows = dy.reshape(-1, dy.shape[-1])
-  taps = [lax.dot_general(x_padded[:, i:i + height, j:j + width].reshape(-1, x.shape[-1]), dy_rows,
-                          (((0,), (0,)), ((), ())))
-          for i in range(kh) for j in range(kw)]
-  return dx, jnp.stack(taps).reshape(w.shape).astype(w.dtype)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _loop_conv(x, w, padding):
-  return _conv_nhwc(x, w, padding)
-
-
-def _loop_conv_fwd(x, w, padding):
-  return _conv_nhwc(x, w, padding), (x, w)
-
-
-def _loop_conv_bwd(padding, residuals, dy):
-  x, w = residuals
-  def native(x, w, dy):  # XLA's own gradient convs (the transposes of the conv in each argument)
-    dx, = jax.linear_transpose(lambda a: _conv_nhwc(a, w, padding), x)(dy)
-    dw, = jax.linear_transpose(lambda b: _conv_nhwc(x, b, padding), w)(dy)
-    return dx, dw
-  return lax.platform_dependent(x, w, dy, cpu=functools.partial(_canonical_conv_grads, padding), default=native)
-
-
-_loop_conv.defvjp(_loop_conv_fwd, _loop_conv_bwd)
-
-
-def loop_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                              dimension_numbers=None, feature_group_count=1, precision=None):
-  """`lax.conv_general_dilated` for stride-1 NHWC convs inside a loop body (`nn.scan`), same forward.
-
-  XLA:CPU runs the gradient convolutions of a conv inside a while loop without its fast kernels,
-  50-96x slower than outside (jax-ml/jax#12868); on CPU this conv's gradients are therefore
-  `_canonical_conv_grads` (a canonical-layout forward conv and per-tap matrix products). Other
-  backends use the native gradient.
-  """
-  del precision
-  expected = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-  if (tuple(window_strides) != (1, 1) or any(d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-      or feature_group_count != 1 or dimension_numbers != expected or isinstance(padding, str)):
-    raise ValueError('loop_conv_general_dilated supports stride-1, undilated, ungrouped NHWC convs with explicit padding')
-  return _loop_conv(lhs, rhs, tuple(tuple(p) for p in padding))
-
-
 def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True, name=None,
-         dtype=None, in_loop: bool = False) -> nn.Conv:
+         dtype=None) -> nn.Conv:
   """A torch.nn.Conv2d equivalent (symmetric explicit padding) in NHWC.
 
-  `in_loop`: the conv runs inside an `nn.scan` body; use `loop_conv_general_dilated` (stride 1 only).
+  Inside `loop_conv.loop_body()` (the decoder's scanned stages) the conv takes
+  `loop_conv.loop_conv_general_dilated`: the same forward, fast gradients on CPU.
   """
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((padding, padding), (padding, padding)), use_bias=bias, name=name, dtype=dtype,
-                 conv_general_dilated=loop_conv_general_dilated if in_loop else None)
+                 conv_general_dilated=loop_conv.conv_general_dilated_here())
 
 
 class ConvBNReLUConv(nn.Module):
   """Sequential[conv k, BN, ReLU, conv 1x1] with children '0', '1', '3' (the reference's heads).
 
   `kernel=0` means Conv1d with kernel 1 over a (B, L, C) sequence, i.e. a Dense per position.
-  `in_loop`: inside an `nn.scan` body (see `loop_conv_general_dilated`).
   `bn_slots`: running-statistics slots of the BatchNorm; each call then names its `slot` (see `BatchNorm`).
   """
   hidden: int
@@ -152,7 +90,6 @@ class ConvBNReLUConv(nn.Module):
   kernel: int = 0
   first_bias: bool = True
   dtype: jnp.dtype | None = None
-  in_loop: bool = False
   bn_slots: tuple[str, ...] = ()
 
   @nn.compact
@@ -161,11 +98,11 @@ class ConvBNReLUConv(nn.Module):
       x = nn.Dense(self.hidden, name='0', dtype=self.dtype)(x)
     else:
       x = conv(self.hidden, self.kernel, padding=self.kernel // 2, bias=self.first_bias, name='0',
-               dtype=self.dtype, in_loop=self.in_loop)(x)
+               dtype=self.dtype)(x)
     x = nn.relu(BatchNorm(slots=self.bn_slots, name='1')(x, train, slot))
     if self.kernel == 0:
       return nn.Dense(self.out, name='3', dtype=self.dtype)(x)
-    return conv(self.out, 1, name='3', dtype=self.dtype, in_loop=self.in_loop)(x)
+    return conv(self.out, 1, name='3', dtype=self.dtype)(x)
 
 
 class _BiasConv(nn.Module):
@@ -173,28 +110,25 @@ class _BiasConv(nn.Module):
   features: int
   kernel: int
   dtype: jnp.dtype | None = None
-  in_loop: bool = False
 
   @nn.compact
   def __call__(self, x):
-    return conv(self.features, self.kernel, padding=(self.kernel - 1) // 2, name='conv', dtype=self.dtype,
-                in_loop=self.in_loop)(x)
+    return conv(self.features, self.kernel, padding=(self.kernel - 1) // 2, name='conv', dtype=self.dtype)(x)
 
 
 class Residual(nn.Module):
   """Pre-activation bottleneck of the reference's hourglass (docs/quirks.md#q23).
 
   x -> BN-ReLU-conv1x1 -> BN-ReLU-conv3x3 -> BN-ReLU-conv1x1, plus `skip_layer` (1x1 conv with bias),
-  mid = out // 2. Input (B, H, W, in) -> (B, H, W, out). `in_loop`: inside an `nn.scan` body.
+  mid = out // 2. Input (B, H, W, in) -> (B, H, W, out).
   """
   out: int
   dtype: jnp.dtype | None = None
-  in_loop: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
     mid = self.out // 2
-    bias_conv = functools.partial(_BiasConv, dtype=self.dtype, in_loop=self.in_loop)
+    bias_conv = functools.partial(_BiasConv, dtype=self.dtype)
     skip = bias_conv(self.out, 1, name='skip_layer')(x)
     h = bias_conv(mid, 1, name='conv1')(nn.relu(BatchNorm(name='bn1')(x, train)))
     h = bias_conv(mid, 3, name='conv2')(nn.relu(BatchNorm(name='bn2')(h, train)))

@@ -47,13 +47,11 @@ class Projecter(nn.Module):
     size: feature grid side S of this stage.
     threshold: projection mask radius in cells (1 at S=16, 2 at S=32 in the released code).
     dtype: compute dtype.
-    in_loop: the stage runs inside `nn.scan` (convs take `layers.loop_conv_general_dilated`).
   """
   config: ModelConfig
   size: int
   threshold: float
   dtype: jnp.dtype | None = None
-  in_loop: bool = False
 
   @nn.compact
   def __call__(self, img_feat, prev: dict, mano: ManoPair, train: bool):
@@ -103,8 +101,8 @@ class Projecter(nn.Module):
       fused, vis_img_feat = self._fuse_scalar_fields(result, joint_feats, train)
     else:
       planes = [self._project(result[f'joint_uv_{side}'], joint_feats[side]) for side in ('left', 'right')]
-      fused = ConvBNReLUConv(config.img_feat_dim, config.img_feat_dim, kernel=3, name='fusion', dtype=self.dtype,
-                             in_loop=self.in_loop)(jnp.concatenate(planes, axis=-1), train)
+      fused = ConvBNReLUConv(config.img_feat_dim, config.img_feat_dim, kernel=3, name='fusion', dtype=self.dtype)(
+          jnp.concatenate(planes, axis=-1), train)
       vis_img_feat = planes[0] + planes[1]
     return result, {'img_feat': fused, 'joint_feat_left': joint_feats['left'],
                     'joint_feat_right': joint_feats['right'], 'vis_img_feat': vis_img_feat}
@@ -135,7 +133,7 @@ class Projecter(nn.Module):
     coef_both = coef_both.reshape(coef_both.shape[0], self.size, self.size, *coef_both.shape[2:])
     feat_both = jnp.stack([joint_feats['left'], joint_feats['right']], axis=1)  # (B, 2, 21, C)
     fused = PlaneFusion(self.config.img_feat_dim, tuple(map(tuple, ends.tolist())), self.config.fusion, self.dtype,
-                        self.in_loop, name='fusion')(coef_both, feat_both, train)
+                        name='fusion')(coef_both, feat_both, train)
     to_planes = jax.vmap(image_space.planes_from_coefficients, in_axes=(0, 0, None))
     vis_img_feat = sum(to_planes(coef[side], joint_feats[side], ends) for side in ('left', 'right'))
     return fused, vis_img_feat.reshape(fused.shape[0], self.size, self.size, -1)
@@ -156,21 +154,19 @@ class RefinementStage(nn.Module):
 
   Call signature fits `nn.scan`: carry = (E_in (B,S,S,C), previous stage result), broadcast inputs
   (skip source (B,S,S,Cs), MANO pair). Returns (E, result) as the new carry and (result, features)
-  as the per-stage output. `in_loop`: this module is the body of an `nn.scan` (the projecter's
-  `in_loop` is set alike by the caller).
+  as the per-stage output.
   """
   projecter: Projecter
   img_feat_dim: int = 256
   train: bool = False
   dtype: jnp.dtype | None = None
-  in_loop: bool = False
 
   @nn.compact
   def __call__(self, carry, skip_src, mano: ManoPair):
     e_in, prev = carry
     # Stage inputs are detached (docs/architecture.md#gradient-paths).
     prev = jax.tree.map(jax.lax.stop_gradient, prev)
-    residual = functools.partial(Residual, self.img_feat_dim, dtype=self.dtype, in_loop=self.in_loop)
+    residual = functools.partial(Residual, self.img_feat_dim, dtype=self.dtype)
     skip = residual(name='skip_layer')(skip_src, self.train)
     self.sow('intermediates', 'skip_layer_out', skip)
     fused = residual(name='fusion_layer')(jnp.concatenate([e_in, skip.astype(e_in.dtype)], axis=-1), self.train)

@@ -38,9 +38,9 @@ import ml_collections
 import numpy as np
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
-from dir_jax import checkpoint, metrics, protocol
+from dir_jax import checkpoint, evaluation, inference, metrics, parallel, protocol
 from dir_jax.convert.torch_checkpoint import (copy_shared_stats_to_slots, import_torchvision_resnet50,
                                              load_torch_checkpoint)
 from dir_jax.data import input_pipeline
@@ -152,10 +152,6 @@ def quiet_library_logs() -> None:
   absl_logging.get_absl_handler().addFilter(_LibraryInfoFilter())
 
 
-def make_mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), ('data',))
-
-
 def compute_dtype(name: str):
   dtypes = {'float32': None, 'bfloat16': jnp.bfloat16}
   if name not in dtypes:
@@ -165,11 +161,6 @@ def compute_dtype(name: str):
 
 def build_model(config: ml_collections.ConfigDict):
   return checkpoint.model_from_config(config.model, compute_dtype(config.compute_dtype))
-
-
-def global_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-  """Process-local numpy batch -> global arrays sharded over the 'data' axis."""
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
 class DevicePrefetch:
@@ -224,53 +215,6 @@ def _initial_variables(config: ml_collections.ConfigDict, model, init_fn) -> dic
   return variables
 
 
-def make_predict_fn(model, mano, config: ml_collections.ConfigDict):
-  """The jit-compiled eval step `(variables, global batch) -> predictions`; build it once per run, so
-  that repeated evaluations reuse one trace and compilation."""
-  return jax.jit(functools.partial(step_lib.predict_step, model=model, mano=mano, image_size=config.image_size,
-                                   input_size=config.model.input_size))
-
-
-def evaluate(model, variables, mano, builder, config: ml_collections.ConfigDict, mesh: Mesh,
-             predict_fn=None, settings=None, triangulated=None, human_annot_ids=None) -> dict[str, Any]:
-  """Metrics of every stage over the eval split (`dir_jax.metrics`), identical on every process.
-
-  Args:
-    predict_fn: from `make_predict_fn` (built here when not given).
-    settings: protocols on MANO joints by key (default `metrics.SETTINGS`).
-    triangulated: protocols on triangulated joints (default: `metrics.choose_protocols`' for the
-      dataset), computed when the dataset stores those joints (`input_pipeline.has_triangulated_joints`).
-    human_annot_ids: annotation ids (the examples' image_id) of the human_annot subset, for a
-      protocol on that subset.
-  """
-  data_sharding = NamedSharding(mesh, PartitionSpec('data'))
-  local_batch = config.eval_batch_size // jax.process_count()
-  ds, _ = input_pipeline.create_eval_dataset(
-      builder, config.data, batch_size=local_batch, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  predict_fn = predict_fn or make_predict_fn(model, mano, config)
-  if triangulated is None:
-    triangulated = metrics.choose_protocols(None, True, builder.data_dir,
-                                            input_pipeline.has_single_hand_examples(builder))[1]
-  accumulator = metrics.MetricAccumulator(metrics.EvalMano.from_pair(mano), metrics.SETTINGS if settings is None
-                                          else settings, voxel_m=config.eval_voxel_m, triangulated=triangulated)
-  gathered_keys = ('intrinsics', 'image_id') + metrics.TRIANGULATED_GT_KEYS
-  listed_ids = None if human_annot_ids is None else np.asarray(sorted(human_annot_ids), np.int64)
-  for local in input_pipeline.numpy_batches(ds):
-    valid = local.pop('valid')
-    labels = {key: local.pop(key) for key in metrics.TRIANGULATED_GT_KEYS if key in local}
-    out = predict_fn(variables, global_batch(local, data_sharding))
-    out, valid, gt = multihost_utils.process_allgather(
-        (out, jax.make_array_from_process_local_data(data_sharding, valid),
-         {key: jax.make_array_from_process_local_data(data_sharding, value)
-          for key, value in {**local, **labels}.items() if key in gathered_keys}), tiled=True)
-    gt.update(verts_cam_left=out['gt']['mesh_3d_left'], verts_cam_right=out['gt']['mesh_3d_right'])
-    if listed_ids is not None:
-      gt['human_annot'] = np.isin(np.asarray(gt['image_id']), listed_ids)
-    accumulator.update(gt, out['stages'], valid=valid)
-  return accumulator.result()
-
-
 def _check_best_metric(best_metric: str) -> None:
   """`config.best_metric` names a metric of a protocol (e.g. 'wrist-scaled-mano-interacting/mpjpe/all')."""
   key, *rest = best_metric.split('/')
@@ -299,9 +243,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  mesh = make_mesh()
+  mesh = parallel.make_mesh()
   replicated = NamedSharding(mesh, PartitionSpec())
-  data_sharding = NamedSharding(mesh, PartitionSpec('data'))
+  data_sharding = parallel.data_sharding(mesh)
   if config.batch_size % jax.device_count():
     raise ValueError(f'config.batch_size={config.batch_size} must be divisible by the {jax.device_count()} devices')
   local_batch_size = config.batch_size // jax.process_count()
@@ -355,8 +299,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   ds = input_pipeline.create_train_dataset(
       builder, config.data, mano, batch_size=local_batch_size, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(), start_step=start_step)
-  batches = DevicePrefetch(input_pipeline.numpy_batches(ds), functools.partial(global_batch, sharding=data_sharding),
-                           config.device_prefetch_batches)
+  put = functools.partial(parallel.global_batch, sharding=data_sharding)
+  batches = DevicePrefetch(input_pipeline.numpy_batches(ds), put, config.device_prefetch_batches)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
@@ -370,11 +314,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   last_log_time, last_log_step = time.time(), start_step
   logging.info('training steps %d..%d (%d per epoch), global batch %d on %d devices, %d processes',
                start_step, total_steps, steps_per_epoch, config.batch_size, jax.device_count(), jax.process_count())
-  predict_fn = make_predict_fn(model, mano, config)  # one trace for every evaluation of the run
+  # One trace and compilation for every evaluation of the run.
+  predict_fn = inference.make_predict_fn(model, mano, config.image_size, config.model.input_size)
 
   def run_eval(step):
-    results = evaluate(model, {'params': state.params, 'batch_stats': state.batch_stats}, mano, builder, config, mesh,
-                       predict_fn)
+    results = evaluation.evaluate(model, {'params': state.params, 'batch_stats': state.batch_stats}, mano, builder,
+                                  config, mesh, predict_fn)
     writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.scalar_metrics(results).items()})
     if jax.process_index() == 0:
       with open(os.path.join(workdir, f'metrics_{step}.json'), 'w') as f:

@@ -4,7 +4,7 @@ CI has no checkout of the authors' code; the stand-in below has DIR's constructo
 names, output dicts, the `lineseg_dists` method the script records and a training forward with a loss
 dict, at toy sizes, and imports torchvision and timm at module level as the real file does. The real
 run needs their checkout and is done by hand: with the fixture's recipe weights and images it
-reproduces the fixture's eval_outputs.npz to 3.4e-6 relative, and with `--train-steps 3` the
+reproduces the fixture's eval_outputs.npz to 3.4e-6 relative, and with `--train_steps 3` the
 fixture's targets and step-1 train.npz arrays bit for bit (docs/parity.md).
 """
 
@@ -260,8 +260,8 @@ def setup(tmp_path):
 def test_writes_fixture_layout(setup, tmp_path, fixture_dir):
   reference, mano, images, checkpoint, state = setup
   out = str(tmp_path / 'out')
-  assert dump_mod.main(['--reference-code', reference, '--checkpoint', checkpoint, '--mano-dir', mano,
-                        '--images', *images, '--out', out]) == 0
+  assert dump_mod.main(['dump', '--reference_code', reference, '--torch_checkpoint', checkpoint, '--mano_dir', mano,
+                        '--images', ','.join(images), '--out', out]) == 0
   assert sorted(os.listdir(out)) == ['eval_outputs.npz', 'index.json', 'inputs.npz', 'summary.json']
   outputs = np.load(os.path.join(out, 'eval_outputs.npz'))
   with open(os.path.join(fixture_dir, 'index.json')) as f:
@@ -365,8 +365,8 @@ def test_load_image_crops_and_resizes(tmp_path):
 def test_reference_without_models_dir(tmp_path, capsys):
   with pytest.raises(dump_mod.ReferenceCodeError, match=r'has no models/dir\.py'):
     dump_mod.import_reference(str(tmp_path))
-  assert dump_mod.main(['--reference-code', str(tmp_path), '--checkpoint', 'x.pth', '--mano-dir', str(tmp_path),
-                        '--images', 'x.png', '--out', str(tmp_path / 'out')]) == 2
+  assert dump_mod.main(['dump', '--reference_code', str(tmp_path), '--torch_checkpoint', 'x.pth', '--mano_dir',
+                        str(tmp_path), '--images', 'x.png', '--out', str(tmp_path / 'out')]) == 2
   assert 'error:' in capsys.readouterr().err
 
 
@@ -398,9 +398,9 @@ def test_runs_without_jax(setup, tmp_path):
   code = textwrap.dedent(f'''
       import sys
       from tools import dump_torch_reference
-      rc = dump_torch_reference.main(['--reference-code', {reference!r}, '--checkpoint', {checkpoint!r},
-                                      '--mano-dir', {mano!r}, '--images', *{images!r}, '--out', {str(tmp_path / 'sub')!r},
-                                      '--train-steps', '1'])
+      rc = dump_torch_reference.main(['dump', '--reference_code', {reference!r}, '--torch_checkpoint', {checkpoint!r},
+                                      '--mano_dir', {mano!r}, '--images', {','.join(images)!r},
+                                      '--out', {str(tmp_path / 'sub')!r}, '--train_steps', '1'])
       print('rc', rc, 'jax modules', sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax')))
   ''')
   result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
@@ -409,14 +409,14 @@ def test_runs_without_jax(setup, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
-# --train-steps
+# --train_steps
 
 
 def test_training_steps_write_the_fixture_layout(setup, tmp_path, fixture_dir):
   reference, mano, images, checkpoint, state = setup
   out = str(tmp_path / 'out')
-  assert dump_mod.main(['--reference-code', reference, '--checkpoint', checkpoint, '--mano-dir', mano,
-                        '--images', *images, '--out', out, '--train-steps', '2', '--thread-spread']) == 0
+  assert dump_mod.main(['dump', '--reference_code', reference, '--torch_checkpoint', checkpoint, '--mano_dir', mano,
+                        '--images', ','.join(images), '--out', out, '--train_steps', '2', '--thread_spread']) == 0
   assert sorted(os.listdir(out)) == ['eval_outputs.npz', 'index.json', 'inputs.npz', 'state_dict_shapes.json',
                                      'summary.json', 'train.npz', 'train_grad_norms.json', 'train_losses.json',
                                      'train_steps.json', 'train_steps.npz']
@@ -539,9 +539,9 @@ def test_targets_file_is_checked(setup, tmp_path, fixture_dir):
     dump_torch_training.read_targets(path, 3)
   reference, mano, images, checkpoint, _ = setup
   out = str(tmp_path / 'given')
-  assert dump_mod.main(['--reference-code', reference, '--checkpoint', checkpoint, '--mano-dir', mano,
-                        '--images', *images, '--out', out, '--train-steps', '1', '--targets', path]) == 0
+  assert dump_mod.main(['dump', '--reference_code', reference, '--torch_checkpoint', checkpoint, '--mano_dir', mano,
+                        '--images', ','.join(images), '--out', out, '--train_steps', '1', '--targets', path]) == 0
   np.testing.assert_array_equal(np.load(os.path.join(out, 'train.npz'))['gt.dense'], train['gt.dense'])
   with pytest.raises(SystemExit):
-    dump_mod.main(['--reference-code', reference, '--checkpoint', checkpoint, '--mano-dir', mano,
-                   '--images', *images, '--out', out, '--targets', path])
+    dump_mod.main(['dump', '--reference_code', reference, '--torch_checkpoint', checkpoint, '--mano_dir', mano,
+                   '--images', ','.join(images), '--out', out, '--targets', path])

@@ -87,6 +87,6 @@ def test_a_transposed_kernel_fails_naming_the_arrays(fixture_dir, built):
 
 def test_cli_exit_status(fixture_dir, capsys):
   # The training steps are compared by tests/convert/test_training_parity.py.
-  assert compare_reference.main(['--fixture', fixture_dir, '--no-train-steps']) == 0
+  assert compare_reference.main(['compare_reference', '--fixture', fixture_dir, '--notrain_steps']) == 0
   out = capsys.readouterr().out
   assert '218 passed, 0 failed' in out

@@ -119,7 +119,7 @@ def test_export_orbax_round_trip(setup, fixture_dir, tmp_path):
   model, template, weights = setup
   path = str(tmp_path / 'torch.pth')
   torch.save({'net': {f'module.{k}': torch.from_numpy(np.asarray(v)) for k, v in weights.items()}}, path)
-  out = export_orbax.main(['--checkpoint', path, '--out', str(tmp_path / 'orbax')])
+  out = export_orbax.main(['export_orbax', '--torch_checkpoint', path, '--out', str(tmp_path / 'orbax')])
   assert out == 0
   restored_model, variables, step = checkpoint.restore_variables(str(tmp_path / 'orbax'))
   assert restored_model == model and step == 0

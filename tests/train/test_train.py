@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from dir_jax import checkpoint, demo, metrics, protocol
+from dir_jax import checkpoint, demo, inference, metrics, protocol
 from dir_jax.data import input_pipeline
 from dir_jax.train import trainer
 from tests.train.conftest import NUM_TEST, REPO_ROOT, tiny_overrides, train_env
@@ -74,7 +74,7 @@ def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cach
     config.data.augment[switch] = False
   workdir = str(tmp_path / 'run')
   # Two evaluations (steps 0 and 12), one trace of the predict step.
-  monkeypatch.setattr(trainer.step_lib, 'predict_step', chex.assert_max_traces(trainer.step_lib.predict_step, n=1))
+  monkeypatch.setattr(inference, 'predict_step', chex.assert_max_traces(inference.predict_step, n=1))
   result = trainer.train_and_evaluate(config, workdir)
   losses = [loss for _, loss in result['losses']]
   assert len(losses) == 12 and np.all(np.isfinite(losses))

@@ -1,4 +1,5 @@
-"""`loop_conv_general_dilated`: the native forward, and on CPU gradients equal to the native ones."""
+"""The CPU loop-conv workaround: the native forward, gradients equal to the native ones, and taken by
+exactly the convs of the decoder's scanned stages."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +8,12 @@ import numpy as np
 import pytest
 from jax import lax
 
-from dir_jax.model.layers import conv, loop_conv_general_dilated
+from configs import tiny
+from dir_jax.model import loop_conv
+from dir_jax.model.config import ModelConfig, StageSpec
+from dir_jax.model.dir import DIR, placeholder_mano
+from dir_jax.model.layers import conv
+from dir_jax.model.loop_conv import loop_conv_general_dilated
 
 
 def _native(x, w, padding):
@@ -42,9 +48,13 @@ def test_loop_conv_matches_native(kernel, padding):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
 
 
-def test_flax_conv_in_loop_same_parameters_and_output():
+def test_flax_conv_in_loop_body_same_parameters_and_output():
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 5, 3))
-  plain, looped = conv(4, 3, padding=1), conv(4, 3, padding=1, in_loop=True)
+  plain = conv(4, 3, padding=1)
+  with loop_conv.loop_body():
+    looped = conv(4, 3, padding=1)
+  assert plain.conv_general_dilated is None and looped.conv_general_dilated is loop_conv_general_dilated
+  assert conv(4, 3).conv_general_dilated is None  # the context is closed again
   variables = plain.init(jax.random.PRNGKey(0), x)
   np.testing.assert_array_equal(looped.apply(variables, x), plain.apply(variables, x))
 
@@ -57,3 +67,25 @@ def test_loop_conv_refuses_strided():
   with pytest.raises(ValueError, match='stride-1'):
     nn.Conv(2, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), conv_general_dilated=loop_conv_general_dilated).init(
         jax.random.PRNGKey(0), x)
+
+
+def test_only_the_scanned_stages_take_the_loop_conv():
+  """Group 0 (not a scan) and the encoder keep XLA's conv; every conv of a scanned group takes ours."""
+  narrow = {k: tiny.get_config().model[k] for k in ('encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim',
+                                                    'joint_dim')}
+  model = DIR(ModelConfig(stages=(StageSpec(4, 'c3', 1.0), StageSpec(8, 'c2', 2.0), StageSpec(8, 'c2', 2.0)),
+                          fusion='dense', **narrow))
+  takes_loop_conv = {}
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.Conv) and context.method_name == '__call__':
+      takes_loop_conv['/'.join(context.module.path)] = context.module.conv_general_dilated is loop_conv_general_dilated
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), placeholder_mano()))
+  scanned = {path for path in takes_loop_conv if path.startswith('decoder/group_1/')}
+  assert 'decoder/group_1/projecter/fusion/0' in scanned and 'decoder/group_1/skip_layer/conv1/conv' in scanned
+  assert all(takes_loop_conv[path] for path in scanned)
+  assert not any(takes_loop_conv[path] for path in set(takes_loop_conv) - scanned)
+  assert any(path.startswith('decoder/group_0/') for path in takes_loop_conv)

@@ -1,0 +1,83 @@
+"""The evaluation loop and its report: what the trainer's periodic evaluation and `evaluate.py` run.
+
+Map: docs/architecture.md#inference.
+
+`evaluate` runs the compiled evaluation step (`dir_jax.inference.make_predict_fn`) over one padded pass
+of the eval split, data-parallel over every device of every host, and accumulates the metrics of every
+protocol (`dir_jax.metrics`); `write_report` writes metrics.json, metrics.md and pck.png.
+"""
+
+import json
+import os
+from typing import Any, Callable, Collection, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+from tqdm import tqdm
+
+from dir_jax import inference, metrics, parallel
+from dir_jax.data import input_pipeline
+from dir_jax.mano import ManoPair
+from dir_jax.model.dir import DIR
+
+def evaluate(model: DIR, variables: dict, mano: ManoPair, builder, config: ml_collections.ConfigDict,
+             mesh: Mesh | None = None, predict_fn: Callable[..., dict] | None = None,
+             settings: Mapping | None = None, triangulated: Collection | None = None,
+             human_annot_ids: Collection[int] | None = None, progress: bool = False) -> dict[str, Any]:
+  """Metrics of every stage over the eval split (`dir_jax.metrics`), identical on every process.
+
+  Args:
+    mesh: from `parallel.make_mesh` (made here when not given).
+    predict_fn: from `inference.make_predict_fn` (built here when not given); pass the same one to
+      every evaluation of a run so that it compiles once.
+    settings: protocols on MANO joints by key (default `metrics.SETTINGS`).
+    triangulated: protocols on triangulated joints (default: `metrics.choose_protocols`' for the
+      dataset), computed when the dataset stores those joints (`input_pipeline.has_triangulated_joints`).
+    human_annot_ids: annotation ids (the examples' image_id) of the human_annot subset, for a
+      protocol on that subset.
+    progress: show a progress bar over the batches (on process 0).
+  """
+  data_sharding = parallel.data_sharding(mesh or parallel.make_mesh())
+  local_batch = config.eval_batch_size // jax.process_count()
+  ds, num_batches = input_pipeline.create_eval_dataset(
+      builder, config.data, batch_size=local_batch, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  predict_fn = predict_fn or inference.make_predict_fn(model, mano, config.image_size, config.model.input_size)
+  if triangulated is None:
+    triangulated = metrics.choose_protocols(None, True, builder.data_dir,
+                                            input_pipeline.has_single_hand_examples(builder))[1]
+  accumulator = metrics.MetricAccumulator(metrics.EvalMano.from_pair(mano), metrics.SETTINGS if settings is None
+                                          else settings, voxel_m=config.eval_voxel_m, triangulated=triangulated)
+  gathered_keys = ('intrinsics', 'image_id') + metrics.TRIANGULATED_GT_KEYS
+  listed_ids = None if human_annot_ids is None else np.asarray(sorted(human_annot_ids), np.int64)
+  batches = input_pipeline.numpy_batches(ds)
+  if progress and jax.process_index() == 0:
+    batches = tqdm(batches, total=num_batches, desc='evaluating', unit='batch')
+  for local in batches:
+    valid = local.pop('valid')
+    labels = {key: local.pop(key) for key in metrics.TRIANGULATED_GT_KEYS if key in local}
+    out = predict_fn(variables, parallel.global_batch(local, data_sharding))
+    out, valid, gt = multihost_utils.process_allgather(
+        (out, jax.make_array_from_process_local_data(data_sharding, valid),
+         {key: jax.make_array_from_process_local_data(data_sharding, value)
+          for key, value in {**local, **labels}.items() if key in gathered_keys}), tiled=True)
+    gt.update(verts_cam_left=out['gt']['mesh_3d_left'], verts_cam_right=out['gt']['mesh_3d_right'])
+    if listed_ids is not None:
+      gt['human_annot'] = np.isin(np.asarray(gt['image_id']), listed_ids)
+    accumulator.update(gt, out['stages'], valid=valid)
+  return accumulator.result()
+
+
+def write_report(results: Mapping, out_dir: str) -> str:
+  """metrics.json, metrics.md (the paper's table beside ours) and pck.png in `out_dir`; returns the table."""
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
+    json.dump(results, f, indent=1)
+  table = metrics.markdown_table(results, metrics.paper_reference())
+  with open(os.path.join(out_dir, 'metrics.md'), 'w') as f:
+    f.write(table + '\n')
+  metrics.pck_plot(results, os.path.join(out_dir, 'pck.png'))
+  return table
