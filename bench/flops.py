@@ -30,8 +30,9 @@ sys.path.insert(0, __file__.rsplit('/', 2)[0])  # the repository root, when run 
 
 from bench.model import fake_batch  # noqa: E402
 from configs import load_config  # noqa: E402
+from data_prep import synthetic_mano  # noqa: E402
 from dir_jax import checkpoint, cli, loss_settings  # noqa: E402
-from dir_jax.mano import load_mano_pair, synthetic  # noqa: E402
+from dir_jax.mano import load_mano_pair  # noqa: E402
 from dir_jax.model import image_space  # noqa: E402
 from dir_jax.model.fusion import PlaneFusion  # noqa: E402
 from dir_jax.train import state as state_lib  # noqa: E402
@@ -131,7 +132,7 @@ def main(argv: Sequence[str]) -> None:
   """The benchmark, for the command line `argv` (argv[0]: the program)."""
   cli.parse(FLAGS, argv, __doc__)
   config = load_config(FLAGS.config)
-  synthetic.write_all('/tmp/dir_bench_mano', seed=0)
+  synthetic_mano.write_all('/tmp/dir_bench_mano', seed=0)
   mano = load_mano_pair('/tmp/dir_bench_mano')
   print(f'{FLAGS.config}: configured fusion {config.model.fusion}; backend {jax.default_backend()}; '
         f'counted at batch {FLAGS.train_batch}, per image')

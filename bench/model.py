@@ -23,8 +23,9 @@ import numpy as np
 from absl import flags
 
 from configs import load_config
+from data_prep import synthetic_mano
 from dir_jax import checkpoint, cli, loss_settings
-from dir_jax.mano import load_mano_pair, synthetic
+from dir_jax.mano import load_mano_pair
 from dir_jax.model.config import StageSpec
 from dir_jax.train import state as state_lib
 from dir_jax.train import step as step_lib
@@ -87,7 +88,7 @@ def main(argv: Sequence[str]) -> None:
 
   config = load_config(FLAGS.config)
   dtype = None if FLAGS.dtype == 'float32' else jnp.bfloat16
-  synthetic.write_all('/tmp/dir_bench_mano', seed=FLAGS.mano_seed)
+  synthetic_mano.write_all('/tmp/dir_bench_mano', seed=FLAGS.mano_seed)
   mano = load_mano_pair('/tmp/dir_bench_mano')
   model = checkpoint.model_from_config(config.model, dtype)
   size = config.model.input_size

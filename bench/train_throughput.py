@@ -30,8 +30,9 @@ sys.path.insert(0, __file__.rsplit('/', 2)[0])  # the repository root, when run 
 
 from bench.model import fake_batch  # noqa: E402
 from configs import load_config  # noqa: E402
+from data_prep import synthetic_mano  # noqa: E402
 from dir_jax import checkpoint, cli, loss_settings  # noqa: E402
-from dir_jax.mano import load_mano_pair, synthetic  # noqa: E402
+from dir_jax.mano import load_mano_pair  # noqa: E402
 from dir_jax.train import state as state_lib  # noqa: E402
 from dir_jax.train import step as step_lib  # noqa: E402
 
@@ -84,7 +85,7 @@ def main(argv: Sequence[str]) -> None:
   if FLAGS.fusion:
     config.model.fusion = FLAGS.fusion
   dtype = None if FLAGS.dtype == 'float32' else jnp.bfloat16
-  synthetic.write_all('/tmp/dir_bench_mano', seed=0)
+  synthetic_mano.write_all('/tmp/dir_bench_mano', seed=0)
   mano = load_mano_pair('/tmp/dir_bench_mano')
   model = checkpoint.model_from_config(config.model, dtype)
   size = config.model.input_size

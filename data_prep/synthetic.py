@@ -9,7 +9,7 @@ writes, as the real dataset lays it out (see `data_prep.interhand26m.raw`):
     RAW/annotations/<split>/InterHand2.6M_<split>_{data,camera,joint_3d,MANO_NeuralAnnot}.json
     RAW/mano/MANO_{LEFT,RIGHT}.pkl
 
-MANO: by default the synthetic pair of `dir_jax.mano.synthetic.write_all(RAW/mano, seed)` (official
+MANO: by default the synthetic pair of `data_prep.synthetic_mano.write_all(RAW/mano, seed)` (official
 pickle layout, plus .npz copies and a preview picture; its rest wrist lies ~9.6 cm from the origin,
 as the real model's does). The real models come from https://mano.is.tue.mpg.de; `--mano_dir`
 copies MANO_{LEFT,RIGHT}.pkl (or .npz) from a folder instead, and the hands are posed with them.
@@ -72,13 +72,13 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
+from data_prep import synthetic_mano
 from data_prep.interhand26m import preprocess
 from data_prep.interhand26m import raw
 from dir_jax import cli
 from dir_jax.data import image_io
 from dir_jax.data import schema
 from dir_jax.mano import ManoAsset, ManoPair, gt_mano, load_mano_pair, rotation
-from dir_jax.mano import synthetic as synthetic_mano
 from dir_jax.mano.asset import find_mano_file
 from dir_jax.render import render_shaded
 

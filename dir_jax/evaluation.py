@@ -4,7 +4,7 @@ Map: docs/architecture.md#inference.
 
 `evaluate` runs the compiled evaluation step (`dir_jax.inference.make_predict_fn`) over one padded pass
 of the eval split, data-parallel over every device of every host, and accumulates the metrics of every
-protocol (`dir_jax.metrics`); `write_report` writes metrics.json, metrics.md and pck.png.
+protocol (`dir_jax.metrics`); `write_report` writes metrics.json, metrics.md and pck.png (`dir_jax.report`).
 """
 
 import json
@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from dir_jax import inference, metrics, parallel
+from dir_jax import inference, metrics, parallel, report
 from dir_jax.data import input_pipeline
 from dir_jax.mano import ManoPair
 from dir_jax.model.dir import DIR
@@ -76,8 +76,8 @@ def write_report(results: Mapping, out_dir: str) -> str:
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
     json.dump(results, f, indent=1)
-  table = metrics.markdown_table(results, metrics.paper_reference())
+  table = report.markdown_table(results, report.paper_reference())
   with open(os.path.join(out_dir, 'metrics.md'), 'w') as f:
     f.write(table + '\n')
-  metrics.pck_plot(results, os.path.join(out_dir, 'pck.png'))
+  report.pck_plot(results, os.path.join(out_dir, 'pck.png'))
   return table

@@ -29,16 +29,18 @@ None where a joint is never scored);
 samples include single-hand and interacting ones '{stage}/{key}/mpjpe_sh_ih_mean/all' (InterWild's
 averaging, `summarize`); '{stage}/iv/all' (cm^3, when computed); 'num_samples', 'pck_thresholds_mm' and 'protocols' ({key: name}). All values are plain
 Python numbers, lists or dicts (JSON-ready).
+
+The interpenetration volume's mesh geometry lives in `dir_jax.mesh_volume`; reports of a result dict
+(reference numbers, Markdown table, PCK plot) in `dir_jax.report`.
 """
 
 import dataclasses
 import logging
-import math
-from typing import Mapping, NamedTuple, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from dir_jax import protocol
+from dir_jax import mesh_volume, protocol
 from dir_jax.data import schema
 from dir_jax.mano import constants
 from dir_jax.mano.asset import ManoAsset, ManoPair
@@ -50,8 +52,6 @@ TRIANGULATED_GT_KEYS = ('joint_3d_cam_m', 'joint_3d_valid', 'hand_type')  # plus
 PRED_KEYS = ('mesh_xyz_left', 'mesh_xyz_right', 'offset')
 BONE_JOINTS = (0, 9)  # wrist and middle-finger MCP: the bone whose length sets the scale
 PCK_THRESHOLDS_MM = tuple(np.linspace(0.0, 50.0, 101).tolist())  # 0, 0.5, ..., 50 mm
-VOXEL_M = 0.005  # interpenetration voxel edge (0.5 cm, so one voxel is 0.125 cm^3)
-CM3_PER_M3 = 1e6
 
 log = logging.getLogger(__name__)
 
@@ -198,176 +198,6 @@ def pck_auc(errors_mm, thresholds_mm=PCK_THRESHOLDS_MM) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Closed meshes and interpenetration volume.
-
-def boundary_loops(faces) -> tuple[np.ndarray, ...]:
-  """The open boundary loops of a triangle mesh (MANO: one, the 16-vertex wrist).
-
-  Boundary edges are the edges used by exactly one face. They are chained head to tail into loops,
-  each listed in the direction its faces traverse it (`loop[i] -> loop[i + 1]` is a face edge). Where
-  boundaries touch at a vertex the chaining there is arbitrary; every boundary edge is still in
-  exactly one loop, so `cap_faces` closes them all.
-
-  Args:
-    faces: (F, 3) int vertex ids, consistently oriented.
-
-  Returns:
-    Tuple of (L_k,) int64 arrays, one per loop.
-  """
-  faces = np.asarray(faces, np.int64)
-  directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], axis=0)
-  _, inverse, counts = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True, return_counts=True)
-  outgoing: dict[int, list[int]] = {}
-  for a, b in directed[counts[inverse.reshape(-1)] == 1].tolist():
-    outgoing.setdefault(a, []).append(b)
-  loops = []
-  while outgoing:
-    start = min(outgoing)
-    loop = [start]
-    while True:
-      following = outgoing[loop[-1]].pop()
-      if not outgoing[loop[-1]]:
-        del outgoing[loop[-1]]
-      if following == start:
-        break
-      if following not in outgoing:
-        raise ValueError(f'boundary edges do not close into loops (stuck at vertex {following})')
-      loop.append(following)
-    loops.append(np.asarray(loop, np.int64))
-  return tuple(loops)
-
-
-def cap_faces(faces, num_verts: int, loops: Sequence[np.ndarray]) -> np.ndarray:
-  """Faces closed by a fan from each boundary loop to a new centre vertex.
-
-  Loop k's centre gets vertex id `num_verts + k` (see `cap_vertices`). Each fan triangle uses its
-  boundary edge reversed, so the closed mesh keeps the orientation of the open one.
-
-  Returns:
-    (F + sum L_k, 3) int64 faces.
-  """
-  caps = [np.stack([np.roll(loop, -1), loop, np.full_like(loop, num_verts + k)], axis=1)
-          for k, loop in enumerate(loops)]
-  return np.concatenate([np.asarray(faces, np.int64)] + caps, axis=0)
-
-
-def cap_vertices(verts, loops: Sequence[np.ndarray]):
-  """(..., V, 3) vertices -> (..., V + len(loops), 3) with each loop's centroid appended."""
-  centres = [verts[..., loop, :].mean(axis=-2, keepdims=True) for loop in loops]
-  return np.concatenate([verts] + centres, axis=-2)
-
-
-def _edge_sides(p, q, p_id, q_id, points):
-  """Side of each 2D point w.r.t. the edge p -> q: (sign, cross product).
-
-  sign is +1 (left), -1 (right) or 0 (zero-length edge); cross is (q - p) x (point - p).
-
-  Consistent between faces sharing an edge: the test is computed along the edge's canonical
-  direction (smaller vertex id first) and negated for the other direction, and a point exactly on
-  the line is resolved by simulation of simplicity, as if displaced by (eps, eps^2).
-
-  Args:
-    p, q: (P, 2) edge end points. p_id, q_id: (P,) their vertex ids. points: (P, 2).
-  """
-  swap = p_id > q_id
-  a = np.where(swap[:, None], q, p)
-  b = np.where(swap[:, None], p, q)
-  d = b - a
-  cross = d[:, 0] * (points[:, 1] - a[:, 1]) - d[:, 1] * (points[:, 0] - a[:, 0])
-  side = np.sign(cross)
-  side = np.where(side == 0, np.sign(-d[:, 1]), side)
-  side = np.where(side == 0, np.sign(d[:, 0]), side)
-  return np.where(swap, -side, side), np.where(swap, -cross, cross)
-
-
-def grid_winding_numbers(verts, faces, xs, ys, zs) -> np.ndarray:
-  """Winding numbers of a closed, consistently oriented mesh at the points of a regular grid.
-
-  Casts a ray in +z from every grid point and sums the signed crossings (+1 through a face whose
-  normal points up, -1 down): the winding number, exact for closed meshes and robust to
-  self-intersections (nonzero = inside) and to rays through shared edges (see `_edge_sides`).
-  Each face is tested only against the grid columns within one spacing of its xy bounding box.
-
-  Args:
-    verts: (V, 3). faces: (F, 3) int. xs, ys, zs: (nx,), (ny,), (nz,) increasing, evenly spaced.
-
-  Returns:
-    (nx, ny, nz) int winding numbers (0 outside; +1 inside for outward-facing normals).
-  """
-  verts = np.asarray(verts, np.float64)
-  faces = np.asarray(faces, np.int64)
-  xs, ys, zs = (np.asarray(a, np.float64) for a in (xs, ys, zs))
-  nx, ny, nz = len(xs), len(ys), len(zs)
-  tri = verts[faces]  # (F, 3, 3)
-
-  def column_range(coords, lo, hi):
-    """First and last grid index within one spacing of [lo, hi] (empty when first > last)."""
-    step = coords[1] - coords[0] if len(coords) > 1 else 1.0
-    first = np.clip(np.floor((lo - coords[0]) / step), 0, len(coords)).astype(np.int64)
-    last = np.clip(np.ceil((hi - coords[0]) / step), -1, len(coords) - 1).astype(np.int64)
-    return first, last
-
-  ix0, ix1 = column_range(xs, tri[:, :, 0].min(1), tri[:, :, 0].max(1))
-  iy0, iy1 = column_range(ys, tri[:, :, 1].min(1), tri[:, :, 1].max(1))
-  count_x = np.maximum(ix1 - ix0 + 1, 0)
-  count_y = np.maximum(iy1 - iy0 + 1, 0)
-  counts = count_x * count_y
-  face = np.repeat(np.arange(len(faces)), counts)
-  local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-  ix = ix0[face] + local // count_y[face]
-  iy = iy0[face] + local % count_y[face]
-  points = np.stack([xs[ix], ys[iy]], axis=1)
-
-  t, ids = tri[face], faces[face]
-  # The edge opposite vertex k is (k+1 -> k+2); its cross product is twice the area weighting vertex k.
-  sides, weights = zip(*[
-      _edge_sides(t[:, (k + 1) % 3, :2], t[:, (k + 2) % 3, :2], ids[:, (k + 1) % 3], ids[:, (k + 2) % 3], points)
-      for k in range(3)])
-  sides, weights = np.stack(sides, 1), np.stack(weights, 1)
-  hit = (sides[:, 0] != 0) & (sides[:, 0] == sides[:, 1]) & (sides[:, 1] == sides[:, 2])
-  total = weights.sum(1)
-  hit &= total != 0
-  z_hit = (weights[hit] * t[hit][:, :, 2]).sum(1) / total[hit]
-  # A crossing at height z counts for every grid point strictly below it.
-  below = np.searchsorted(zs, z_hit, side='left')  # number of zs < z_hit
-  column = ix[hit] * ny + iy[hit]
-  acc = np.bincount(column * (nz + 1) + below, weights=sides[hit, 0],
-                    minlength=nx * ny * (nz + 1)).reshape(nx * ny, nz + 1)
-  winding = np.cumsum(acc[:, ::-1], axis=1)[:, ::-1][:, 1:]
-  return np.rint(winding).astype(np.int64).reshape(nx, ny, nz)
-
-
-def interpenetration_volume(verts_a, faces_a, verts_b, faces_b, voxel_m: float = VOXEL_M) -> float:
-  """Volume inside both of two closed meshes, by voxel counting: cm^3.
-
-  The joint (union) bounding box of both meshes is divided into cubes of edge `voxel_m` starting at
-  its minimum corner; a voxel counts when its centre is inside both meshes (nonzero winding number,
-  `grid_winding_numbers`). Only voxels in the intersection of the two boxes can count, so only those
-  are tested. Volume = count * voxel_m^3 (0.125 cm^3 per voxel at 0.5 cm).
-
-  Args:
-    verts_a, verts_b: (V_a, 3), (V_b, 3) metres. faces_a, faces_b: closed meshes' faces (e.g.
-      MANO after `cap_faces`).
-    voxel_m: voxel edge, metres.
-  """
-  verts_a, verts_b = np.asarray(verts_a, np.float64), np.asarray(verts_b, np.float64)
-  lo = np.minimum(verts_a.min(0), verts_b.min(0))
-  hi = np.maximum(verts_a.max(0), verts_b.max(0))
-  both_lo = np.maximum(verts_a.min(0), verts_b.min(0))
-  both_hi = np.minimum(verts_a.max(0), verts_b.max(0))
-  axes = []
-  for d in range(3):
-    n = max(int(math.ceil((hi[d] - lo[d]) / voxel_m)), 1)
-    centres = lo[d] + (np.arange(n) + 0.5) * voxel_m
-    axes.append(centres[(centres >= both_lo[d]) & (centres <= both_hi[d])])
-  if min(len(a) for a in axes) == 0:
-    return 0.0
-  inside_a = grid_winding_numbers(verts_a, faces_a, *axes) != 0
-  inside_b = grid_winding_numbers(verts_b, faces_b, *axes) != 0
-  return float(np.count_nonzero(inside_a & inside_b)) * voxel_m ** 3 * CM3_PER_M3
-
-
-# ---------------------------------------------------------------------------------------------------
 # Per-sample errors of a batch and their summary.
 
 @dataclasses.dataclass(frozen=True)
@@ -386,13 +216,14 @@ class EvalMano:
   def from_pair(cls, mano: ManoPair) -> 'EvalMano':
     regressors = {side: eval_joint_regressor(mano[side]) for side in HANDS}
     try:
-      loops = {side: boundary_loops(mano[side].faces) for side in HANDS}
+      loops = {side: mesh_volume.boundary_loops(mano[side].faces) for side in HANDS}
     except ValueError as e:
       log.warning('MANO faces cannot be closed (%s); no interpenetration volume', e)
       return cls(joint_regressor=regressors, closed_faces=None, hole_loops=None)
     return cls(
         joint_regressor=regressors,
-        closed_faces={side: cap_faces(mano[side].faces, constants.NUM_VERTS, loops[side]) for side in HANDS},
+        closed_faces={side: mesh_volume.cap_faces(mano[side].faces, constants.NUM_VERTS, loops[side])
+                      for side in HANDS},
         hole_loops=loops)
 
 
@@ -404,7 +235,7 @@ def _triangulated_gt(gt: Mapping, side: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
-                  settings: Mapping[str, protocol.Protocol] = SETTINGS, voxel_m: float | None = VOXEL_M,
+                  settings: Mapping[str, protocol.Protocol] = SETTINGS, voxel_m: float | None = mesh_volume.VOXEL_M,
                   triangulated: Sequence[protocol.Protocol] = ()):
   """Per-sample errors of one batch and one stage, float64 numpy.
 
@@ -474,10 +305,11 @@ def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
   if voxel_m is not None:
     if mano.closed_faces is None:
       raise ValueError('interpenetration volume needs closable MANO faces; pass voxel_m=None')
-    left = cap_vertices(pd_verts['left'], mano.hole_loops['left'])
-    right = cap_vertices(pd_verts['right'] + OFFSET_UNIT_M * offset[:, None, :], mano.hole_loops['right'])
+    left = mesh_volume.cap_vertices(pd_verts['left'], mano.hole_loops['left'])
+    right = mesh_volume.cap_vertices(pd_verts['right'] + OFFSET_UNIT_M * offset[:, None, :], mano.hole_loops['right'])
     out['iv_cm3'] = np.asarray([
-        interpenetration_volume(left[i], mano.closed_faces['left'], right[i], mano.closed_faces['right'], voxel_m)
+        mesh_volume.interpenetration_volume(left[i], mano.closed_faces['left'], right[i], mano.closed_faces['right'],
+                                            voxel_m)
         for i in range(len(offset))])
   return out
 
@@ -590,7 +422,7 @@ class MetricAccumulator:
   """
 
   def __init__(self, mano: EvalMano, settings: Mapping[str, protocol.Protocol] = SETTINGS,
-               voxel_m: float | None = VOXEL_M, thresholds_mm=PCK_THRESHOLDS_MM,
+               voxel_m: float | None = mesh_volume.VOXEL_M, thresholds_mm=PCK_THRESHOLDS_MM,
                triangulated: Sequence[protocol.Protocol] = TRIANGULATED):
     self.mano = mano
     self.settings = dict(settings)
@@ -638,7 +470,7 @@ class MetricAccumulator:
 
 
 def stage_metrics(mano: EvalMano, gt: Mapping, stages: Sequence[Mapping], valid=None,
-                  settings: Mapping[str, protocol.Protocol] = SETTINGS, voxel_m: float | None = VOXEL_M,
+                  settings: Mapping[str, protocol.Protocol] = SETTINGS, voxel_m: float | None = mesh_volume.VOXEL_M,
                   thresholds_mm=PCK_THRESHOLDS_MM, triangulated: Sequence[protocol.Protocol] = TRIANGULATED) -> dict:
   """Metric dict of every stage for one set of predictions (one `MetricAccumulator` update)."""
   acc = MetricAccumulator(mano, settings, voxel_m, thresholds_mm, triangulated)
@@ -649,131 +481,3 @@ def stage_metrics(mano: EvalMano, gt: Mapping, stages: Sequence[Mapping], valid=
 def scalar_metrics(results: Mapping) -> dict[str, float]:
   """The float entries of a result dict (drops PCK curves and thresholds), e.g. for logging."""
   return {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Reference numbers, Markdown table, PCK plot.
-
-def paper_reference(release: str = 'current') -> dict[str, float]:
-  """The authors' README numbers of the released checkpoint (docs/evaluation.md), protocol `protocol.DIR`.
-
-  Args:
-    release: 'current' (the checkpoint of the reference's commit e309457) or 'oct2023' (the earlier checkpoint).
-
-  Returns:
-    Keys as in `summarize` without the stage prefix (mm, pixels for miaa_*).
-  """
-  numbers = {
-      'current': {'mpjpe': (10.733, 9.722, 10.228), 'mpvpe': (10.479, 9.521, 10.000),
-                  'miaa_joint': (6.330, 5.843, 6.086), 'miaa_vert': (6.236, 5.768, 6.002), 'mrrpe': 29.261},
-      'oct2023': {'mpjpe': (10.746, 9.605, 10.176), 'mpvpe': (10.491, 9.405, 9.948),
-                  'miaa_joint': (6.332, 5.808, 6.070), 'miaa_vert': (6.236, 5.725, 5.981), 'mrrpe': 28.983},
-  }[release]
-  key = protocol.DIR.key
-  out = {f'{key}/mrrpe/all': numbers.pop('mrrpe')}
-  for metric, values in numbers.items():
-    out.update({f'{key}/{metric}/{h}': v for h, v in zip(HANDS + ('all',), values)})
-  return out
-
-
-class Published(NamedTuple):
-  """A peer's published number, under the protocol it was measured with (docs/evaluation.md)."""
-  protocol_key: str
-  method: str
-  metric: str  # as in `summarize`: mpjpe, mpvpe (mm), mrrpe (mm); both hands ('all')
-  value: float
-  source: str
-
-
-PUBLISHED = (
-    Published(protocol.DIR.key, 'DIR', 'mpjpe', 10.23, 'DIR README, released checkpoint'),
-    Published(protocol.DIR.key, 'DIR', 'mpvpe', 10.00, 'DIR README, released checkpoint'),
-    Published(protocol.DIR.key, 'DIR', 'mrrpe', 29.26, 'DIR README, released checkpoint'),
-    Published(protocol.DIR_MIDDLE_MCP.key, 'IntagHand', 'mpjpe', 8.79, 'IntagHand README'),
-    Published(protocol.DIR_MIDDLE_MCP.key, 'IntagHand', 'mpvpe', 9.03, 'IntagHand README'),
-    Published(protocol.INTERHAND26M_HUMAN_ANNOT.key, 'InterWild', 'mpjpe_sh_ih_mean', 13.65,
-              'InterWild (CVPR 2023); its evaluation prints this average as the all-sequences MPJPE'),
-    Published(protocol.INTERHAND26M_HUMAN_ANNOT.key, 'InterWild', 'mpvpe', 11.55, 'InterWild (CVPR 2023)'),
-    Published(protocol.INTERHAND26M_HUMAN_ANNOT.key, 'InterWild', 'mrrpe', 26.74, 'InterWild (CVPR 2023)'),
-    Published(protocol.INTERHAND26M.key, 'InterNet', 'mpjpe', 14.22, 'InterHand2.6M (ECCV 2020), all test frames'),
-    Published(protocol.INTERHAND26M.key, 'A2J-Transformer', 'mpjpe', 9.63, 'A2J-Transformer (CVPR 2023)'),
-)
-
-
-_TABLE_METRICS = (('mpjpe', 'mm'), ('mpjpe_sh_ih_mean', 'mm'), ('mpvpe', 'mm'), ('miaa_joint', 'px'),
-                  ('miaa_vert', 'px'), ('auc', 'PCK area'), ('mrrpe', 'mm'))
-
-
-def _last_stage(results: Mapping) -> str:
-  stages = sorted({k.split('/')[0] for k in results if k.startswith('stage')}, key=lambda s: int(s[5:]))
-  if not stages:
-    raise ValueError('no stage entries in results')
-  return stages[-1]
-
-
-def _name(results: Mapping, key: str) -> str:
-  return results.get('protocols', {}).get(key) or protocol_names([key])[key]
-
-
-def markdown_table(results: Mapping, reference: Mapping[str, float] | None = None,
-                   stage: str | None = None, published: Sequence[Published] = PUBLISHED) -> str:
-  """A Markdown table of one stage's metrics (default: the last), with reference numbers beside them.
-
-  One row per protocol (named in words) and metric; columns left / right / all for ours and for
-  `reference` (`paper_reference()`), '-' where a number does not exist; then the `published`
-  numbers of peers, each only under a protocol that was computed.
-  """
-  stage = stage or _last_stage(results)
-  reference = reference or {}
-  fmt = lambda v: '-' if v is None else f'{v:.3f}'
-  lines = ['| protocol | metric | unit | left | right | all | ref left | ref right | ref all |',
-           '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |']
-  keys = sorted({k.split('/')[1] for k in results if k.startswith(f'{stage}/') and k.endswith('/num_samples')})
-  computed = [key for key in keys if f'{stage}/{key}/mpjpe/all' in results]
-  for key in computed:
-    for metric, unit in _TABLE_METRICS:
-      ours = [results.get(f'{stage}/{key}/{metric}/{h}') for h in HANDS + ('all',)]
-      ref = [reference.get(f'{key}/{metric}/{h}') for h in HANDS + ('all',)]
-      if any(v is not None for v in ours):
-        lines.append(f'| {_name(results, key)} | {metric} | {unit} | ' + ' | '.join(fmt(v) for v in ours + ref) + ' |')
-  if f'{stage}/iv/all' in results:
-    lines.append(f'| - | iv | cm^3 | - | - | {fmt(results[f"{stage}/iv/all"])} | - | - | - |')
-  empty = [key for key in keys if key not in computed]
-  if empty:
-    lines += ['', 'No sample scored under: ' + '; '.join(_name(results, key) for key in empty) + '.']
-  peers = [p for p in published if p.protocol_key in computed]
-  if peers:
-    lines += ['', 'Published numbers, each under the protocol it was measured with (docs/evaluation.md):', '',
-              '| protocol | method | metric | all (mm) | ours, all (mm) | source |', '| --- | --- | --- | ---: | ---: | --- |']
-    for p in peers:
-      ours = results.get(f'{stage}/{p.protocol_key}/{p.metric}/all')
-      lines.append(f'| {_name(results, p.protocol_key)} | {p.method} | {p.metric} | {p.value:.2f} | {fmt(ours)} | '
-                   f'{p.source} |')
-  return '\n'.join(lines) + '\n'
-
-
-def pck_plot(results: Mapping, path: str, stage: str | None = None) -> None:
-  """Writes a PNG of the 3D PCK curves of one stage (default: the last), one panel per protocol."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-
-  stage = stage or _last_stage(results)
-  thresholds = results['pck_thresholds_mm']
-  keys = sorted({k.split('/')[1] for k in results if k.startswith(f'{stage}/') and '/pck/' in k})
-  fig = Figure(figsize=(4.5 * len(keys), 4))
-  FigureCanvasAgg(fig)
-  for i, key in enumerate(keys):
-    ax = fig.add_subplot(1, len(keys), i + 1)
-    for h in HANDS + ('all',):
-      ax.plot(thresholds, results[f'{stage}/{key}/pck/{h}'],
-              label=f'{h} (AUC {results[f"{stage}/{key}/auc/{h}"]:.3f})')
-    ax.set_title(_name(results, key).replace(', ', ',\n', 1), fontsize=9)
-    ax.set_xlabel('threshold (mm)')
-    ax.set_ylabel('3D PCK')
-    ax.set_xlim(thresholds[0], thresholds[-1])
-    ax.set_ylim(0, 1)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc='lower right')
-  fig.suptitle(f'{stage}: 3D joint PCK')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)

@@ -544,7 +544,7 @@ def _load_setup(args: flags.FlagValues) -> Setup:
     message = f'cannot load MANO from {mano_dir!r} ({mano_source}): {e}'
     if MANO_URL not in message:
       message += (f' --mano_dir must hold the MANO model files MANO_LEFT.pkl and MANO_RIGHT.pkl from {MANO_URL} '
-                  '(or the .npz files of python -m dir_jax.mano.synthetic).')
+                  '(or the .npz files of python -m data_prep.synthetic_mano).')
     raise SetupError(message) from e
   return Setup(paths, restored, mano, mano_dir, mano_source, cache_dir)
 

@@ -15,7 +15,7 @@ from dir_jax import cli
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TOOLS = ('dir_jax.predict', 'dir_jax.demo', 'data_prep.synthetic', 'dir_jax.mano.synthetic',
+TOOLS = ('dir_jax.predict', 'dir_jax.demo', 'data_prep.synthetic', 'data_prep.synthetic_mano',
          'dir_jax.convert.compare_reference', 'dir_jax.convert.export_orbax', 'tools.dump_torch_reference')
 BENCHES = ('bench.build_interhand', 'bench.convert_interhand', 'bench.flops', 'bench.input_pipeline', 'bench.loop_conv',
            'bench.mano', 'bench.model', 'bench.plan_interhand', 'bench.train_throughput')
@@ -63,7 +63,7 @@ PARSED = [
      {'workdir': 'run', 'eval': 'eval', 'config': 'configs/synthetic.py', 'num_images': 6}),
     ('data_prep.synthetic', ['--out=raw', '--num_train=768', '--num_test', '48', '--rig=frontal'],
      {'out': 'raw', 'num_train': 768, 'num_test': 48, 'num_val': 0, 'seed': 0, 'mano_dir': None, 'rig': 'frontal'}),
-    ('dir_jax.mano.synthetic', ['--out', 'mano', '--seed=3'], {'out': 'mano', 'seed': 3}),
+    ('data_prep.synthetic_mano', ['--out', 'mano', '--seed=3'], {'out': 'mano', 'seed': 3}),
     ('dir_jax.convert.compare_reference', ['--fixture=f', '--torch_checkpoint=x.pth', '--mano_dir=m', '--notrain_steps',
                                            '--float64'],
      {'fixture': 'f', 'torch_checkpoint': 'x.pth', 'mano_dir': 'm', 'train_steps': False, 'float64': True}),
@@ -112,7 +112,7 @@ REFUSED = [
     ('dir_jax.demo', ['--num_images=0'], ['--num_images']),
     ('data_prep.synthetic', ['--rig=sideways'], ['--rig', 'capture', 'frontal']),
     ('data_prep.synthetic', ['--num_train=-1'], ['--num_train']),
-    ('dir_jax.mano.synthetic', ['--seed=x'], ['--seed']),
+    ('data_prep.synthetic_mano', ['--seed=x'], ['--seed']),
     ('dir_jax.convert.compare_reference', ['--checkpoint=c'], ["'checkpoint'"]),  # now --torch_checkpoint
     ('dir_jax.convert.compare_reference', [_dashed('--no_train_steps')], ['Unknown command line flag']),
     ('tools.dump_torch_reference', ['--targets=t.npz'], ['--targets and --thread_spread need --train_steps N']),
@@ -125,7 +125,7 @@ REQUIRED = {
     'dir_jax.predict': ['--checkpoint=c', '--images=i', '--out=o'],
     'dir_jax.demo': ['--workdir=w', '--eval=e', '--config=c', '--out=o'],
     'data_prep.synthetic': ['--out=o', '--num_train=1', '--num_test=1'],
-    'dir_jax.mano.synthetic': ['--out=o'],
+    'data_prep.synthetic_mano': ['--out=o'],
     'dir_jax.convert.compare_reference': ['--fixture=f'],
     'dir_jax.convert.export_orbax': ['--torch_checkpoint=x.pth', '--out=o'],
     'tools.dump_torch_reference': ['--reference_code=r', '--torch_checkpoint=x.pth', '--mano_dir=m', '--images=a.png',
@@ -187,7 +187,7 @@ def test_help_lists_the_tools_flags(modules, capsys, name):
 
 def test_the_command_line_runs_through_app_run():
   """`python -m TOOL`: --help prints the flags and exits 0; a bad value exits 2 naming the flag."""
-  run = lambda *argv: subprocess.run([sys.executable, '-m', 'dir_jax.mano.synthetic', *argv], cwd=REPO_ROOT,
+  run = lambda *argv: subprocess.run([sys.executable, '-m', 'data_prep.synthetic_mano', *argv], cwd=REPO_ROOT,
                                      capture_output=True, text=True, timeout=300, check=False)
   shown = run('--help')
   assert shown.returncode == 0 and '--out: output folder' in shown.stdout and '--seed' in shown.stdout

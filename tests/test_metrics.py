@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import trimesh
 
-from dir_jax import metrics, protocol
+from data_prep import synthetic_mano
+from dir_jax import mesh_volume, metrics, protocol, report
 from dir_jax.data import schema
-from dir_jax.mano import constants, load_mano_pair, synthetic
+from dir_jax.mano import constants, load_mano_pair
 from dir_jax.protocol import Protocol
 
 # float64 throughout; the MANO regressor rows are float32 values, so they sum to 1 within ~1e-7 and a
@@ -27,9 +28,9 @@ DIR_NAME = protocol.DIR.name
 def mano(tmp_path_factory):
   """The repository's synthetic MANO pair (manifold, one 16-vertex wrist hole like MANO)."""
   folder = tmp_path_factory.mktemp('mano')
-  raw = synthetic.make_synthetic_mano(0)
+  raw = synthetic_mano.make_synthetic_mano(0)
   for side in constants.SIDES:
-    synthetic.write_mano_npz(raw[side], os.path.join(folder, f'MANO_{side.upper()}.npz'))
+    synthetic_mano.write_mano_npz(raw[side], os.path.join(folder, f'MANO_{side.upper()}.npz'))
   return load_mano_pair(str(folder))
 
 
@@ -211,82 +212,18 @@ def test_pck_step_and_auc():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Interpenetration volume.
-
-def cube(lo_m, size_m):
-  box = trimesh.creation.box(extents=(size_m,) * 3)
-  return box.vertices + np.asarray(lo_m) + size_m / 2, np.asarray(box.faces)
-
-
-def test_cube_winding_numbers_through_shared_edges():
-  """Grid columns at x = y run through the diagonal edge of the cube's top and bottom faces."""
-  verts, faces = cube([0.0, 0.0, 0.0], 0.04)
-  inside = (np.arange(8) + 0.5) * 0.005
-  np.testing.assert_array_equal(metrics.grid_winding_numbers(verts, faces, inside, inside, inside), 1)
-  np.testing.assert_array_equal(metrics.grid_winding_numbers(verts, faces[:, ::-1], inside, inside, inside), -1)
-  around = np.linspace(-0.0125, 0.0525, 14)  # centres 5 mm apart, 6 of them outside on each axis
-  w = metrics.grid_winding_numbers(verts, faces, around, around, around)
-  inside_1d = (around > 0) & (around < 0.04)
-  np.testing.assert_array_equal(w, inside_1d[:, None, None] & inside_1d[None, :, None] & inside_1d[None, None, :])
-  # Two overlapping cubes as one (self-intersecting) mesh: winding number 2 in the overlap.
-  v2, f2 = cube([0.02, 0.0, 0.0], 0.04)
-  both = np.concatenate([verts, v2]), np.concatenate([faces, f2 + 8])
-  w2 = metrics.grid_winding_numbers(*both, inside, inside, inside)
-  assert set(np.unique(w2[4:])) == {2} and set(np.unique(w2[:4])) == {1}
-
-
-def test_winding_numbers_through_axis_parallel_edges_and_vertices():
-  """A twice-subdivided cube has top/bottom edges along x and y at 1 cm spacing and vertices on a
-  1 cm grid; columns at x, y = 0.5 .. 3.5 cm run exactly through many of them (the tie-break case)."""
-  box = trimesh.creation.box(extents=(0.04,) * 3)
-  box.vertices += 0.02
-  mesh = box.subdivide().subdivide()
-  columns = np.linspace(0.005, 0.035, 7)
-  assert np.isin(columns, mesh.vertices[:, 0]).sum() >= 2
-  w = metrics.grid_winding_numbers(np.asarray(mesh.vertices), np.asarray(mesh.faces), columns, columns,
-                                   np.linspace(0.0025, 0.0375, 8))
-  np.testing.assert_array_equal(w, 1)
-
-
-def test_interpenetration_of_cubes():
-  a = cube([0.0, 0.0, 0.0], 0.04)
-  assert metrics.interpenetration_volume(*a, *cube([0.02, 0.0, 0.0], 0.04)) == pytest.approx(32.0, abs=1e-9)
-  assert metrics.interpenetration_volume(*a, *cube([0.05, 0.0, 0.0], 0.04)) == 0.0
-  assert metrics.interpenetration_volume(*a, *cube([0.03, 0.03, 0.03], 0.04)) == pytest.approx(1.0, abs=1e-9)
-  # Off-grid overlap 1.9 x 3.9 x 3.87 cm = 28.68 cm^3: within a voxel layer at 1 mm (< 1 cm^3).
-  shifted = cube([0.021, 0.001, 0.0013], 0.04)
-  assert metrics.interpenetration_volume(*a, *shifted, voxel_m=0.001) == pytest.approx(1.9 * 3.9 * 3.87, abs=1.0)
-  assert metrics.interpenetration_volume(*a, *shifted) == pytest.approx(32.0, abs=1e-9)  # 4 x 8 x 8 voxels
-
-
-def test_cap_hole_of_open_cube():
-  verts, faces = cube([0.0, 0.0, 0.0], 0.04)
-  top = np.all(verts[faces][:, :, 2] > 0.03, axis=1)
-  assert top.sum() == 2
-  loops = metrics.boundary_loops(faces[~top])
-  assert len(loops) == 1 and sorted(loops[0].tolist()) == sorted(np.unique(faces[top]).tolist())
-  closed = metrics.cap_faces(faces[~top], 8, loops)
-  closed_verts = metrics.cap_vertices(verts, loops)
-  assert closed.shape == (14, 3) and closed_verts.shape == (9, 3)
-  np.testing.assert_allclose(closed_verts[8], [0.02, 0.02, 0.04])
-  mesh = trimesh.Trimesh(closed_verts, closed, process=False)
-  assert mesh.is_watertight and mesh.is_winding_consistent
-  assert mesh.volume == pytest.approx(0.04 ** 3, rel=1e-9)
-  other = cube([0.02, 0.0, 0.0], 0.04)
-  assert metrics.interpenetration_volume(closed_verts, closed, *other) == pytest.approx(32.0, abs=1e-9)
-  assert metrics.boundary_loops(faces) == ()
-
+# Interpenetration volume of MANO (mesh geometry: tests/test_mesh_volume.py).
 
 def test_mano_wrist_cap(mano, eval_mano):
   for side in metrics.HANDS:
     loops = eval_mano.hole_loops[side]
     assert [len(loop) for loop in loops] == [16]
-    verts = metrics.cap_vertices(np.asarray(mano[side].v_template, np.float64), loops)
+    verts = mesh_volume.cap_vertices(np.asarray(mano[side].v_template, np.float64), loops)
     mesh = trimesh.Trimesh(verts, eval_mano.closed_faces[side], process=False)
     assert mesh.is_watertight and mesh.is_winding_consistent
     # The hand overlapping itself: its whole volume, to within the 2 mm voxel layer.
-    iv = metrics.interpenetration_volume(verts, eval_mano.closed_faces[side], verts, eval_mano.closed_faces[side],
-                                         voxel_m=0.002)
+    iv = mesh_volume.interpenetration_volume(verts, eval_mano.closed_faces[side], verts, eval_mano.closed_faces[side],
+                                             voxel_m=0.002)
     assert iv == pytest.approx(abs(mesh.volume) * 1e6, rel=0.03)
 
 
@@ -367,17 +304,17 @@ def test_hand_errors_under_jit(eval_mano, mano):
 def test_reference_table_and_plot(eval_mano, mano, tmp_path):
   gt, stages = make_batch(mano, 2, seed=8)
   result = metrics.stage_metrics(eval_mano, gt, stages, voxel_m=None)
-  reference = metrics.paper_reference()
+  reference = report.paper_reference()
   assert reference[f'{T2}/mpjpe/all'] == 10.228 and reference[f'{T2}/mrrpe/all'] == 29.261
-  assert metrics.paper_reference('oct2023')[f'{T2}/miaa_vert/right'] == 5.725
-  table = metrics.markdown_table(result, reference)
+  assert report.paper_reference('oct2023')[f'{T2}/miaa_vert/right'] == 5.725
+  table = report.markdown_table(result, reference)
   row = next(line for line in table.splitlines() if line.startswith(f'| {DIR_NAME} | mpjpe |'))
   ours = f"{result[f'stage1/{T2}/mpjpe/left']:.3f}"
   assert row.split(' | ')[3] == ours and row.rstrip(' |').endswith('10.733 | 9.722 | 10.228')
   assert f'| {protocol.DIR_MIDDLE_MCP.name} | mpjpe |' in table and 'iv' not in table
   assert metrics.scalar_metrics(result)[f'stage1/{T2}/auc/all'] == result[f'stage1/{T2}/auc/all']
   path = tmp_path / 'pck.png'
-  metrics.pck_plot(result, str(path))
+  report.pck_plot(result, str(path))
   assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and path.stat().st_size > 10_000
 
 
@@ -423,7 +360,7 @@ def test_triangulated_protocol_scores_valid_joints_of_its_subset(eval_mano, mano
     assert result[f'stage1/{p.key}/num_samples'] == len(samples)
     assert result[f'stage1/{p.key}/joint_errors_mm/right'][8] is None  # never scored
   assert result['protocols'][human.key] == 'wrist, unscaled, triangulated joints, human_annot'
-  table = metrics.markdown_table(result)
+  table = report.markdown_table(result)
   assert '| wrist, unscaled, triangulated joints, interacting | mpjpe |' in table
   assert '| wrist, unscaled, triangulated joints, human_annot | InterWild | mpjpe_sh_ih_mean | 13.65 |' in table
   assert 'IntagHand' not in table and 'DIR' not in table  # their protocols were not computed here
@@ -472,7 +409,7 @@ def test_single_hand_samples_in_a_batch(eval_mano, mano):
   assert result[f'stage1/{both.key}/mpjpe_sh_ih_mean/all'] == pytest.approx(np.mean(sequences), rel=1e-12)
   assert result[f'stage1/{both.key}/mpjpe_sh_ih_mean/all'] != pytest.approx(result[f'stage1/{both.key}/mpjpe/all'])
   assert f'stage1/{single.key}/mpjpe_sh_ih_mean/all' not in result  # one kind of sample only
-  assert '| wrist, unscaled, triangulated joints, all | mpjpe_sh_ih_mean | mm |' in metrics.markdown_table(result)
+  assert '| wrist, unscaled, triangulated joints, all | mpjpe_sh_ih_mean | mm |' in report.markdown_table(result)
   # MRRPE on triangulated wrists: interacting samples 0 and 2 (4 has no left wrist, 1 and 3 one hand).
   joints = {h: schema.interhand_joints_in_dir_order(gt['joint_3d_cam_m'], h) for h in metrics.HANDS}
   relative_mm = [1000 * np.linalg.norm((joints['right'][i, 0] - joints['left'][i, 0])

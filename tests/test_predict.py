@@ -18,8 +18,9 @@ import trimesh
 from PIL import Image
 
 from configs import tiny
+from data_prep import synthetic_mano
 from dir_jax import checkpoint, predict
-from dir_jax.mano import load_mano_pair, network_mano, synthetic
+from dir_jax.mano import load_mano_pair, network_mano
 from dir_jax.mano.constants import JOINT_NAMES_21
 from dir_jax.mano.rotation import rot6d_to_matrix
 from dir_jax.model.dir import placeholder_mano
@@ -48,7 +49,7 @@ def _rotation_6d(turn_rad, lean_rad):
 @pytest.fixture(scope='module')
 def mano_dir(tmp_path_factory):
   folder = str(tmp_path_factory.mktemp('mano'))
-  synthetic.write_all(folder, 0)
+  synthetic_mano.write_all(folder, 0)
   return folder
 
 

@@ -18,7 +18,7 @@ from dir_jax.mano import safe_pickle
 MANO_DOWNLOAD_HELP = (
     'MANO is a licensed download: register at https://mano.is.tue.mpg.de, download "Models & Code" '
     '(mano_v1_2.zip), and copy mano_v1_2/models/MANO_RIGHT.pkl and MANO_LEFT.pkl into {folder}. '
-    'For a quick start without MANO, `python -m dir_jax.mano.synthetic --out DIR` writes a synthetic '
+    'For a quick start without MANO, `python -m data_prep.synthetic_mano --out DIR` writes a synthetic '
     'hand in the same layout.')
 
 # Expected shape of every array the layers use; None = any size on that axis.

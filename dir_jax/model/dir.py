@@ -19,11 +19,11 @@ import numpy as np
 
 from dir_jax.mano import ManoAsset, ManoPair
 from dir_jax.mano.constants import NUM_BETAS, NUM_FACES, NUM_MANO_JOINTS, NUM_PCA, NUM_VERTS
-from dir_jax.model import loop_conv
+from dir_jax.model import heads, loop_conv
 from dir_jax.model.config import ModelConfig, StageSpec
 from dir_jax.model.encoder import ResNet50
-from dir_jax.model.layers import ConvBNReLUConv, full_precision, upsample_bilinear
-from dir_jax.model.refinement import Projecter, RefinementStage
+from dir_jax.model.layers import upsample_bilinear
+from dir_jax.model.refinement import JointImageRefinement, RefinementStage
 from dir_jax.model.regressor import InitRegressor
 
 ENCODER_LEVELS = {'c1': 0, 'c2': 1, 'c3': 2, 'c4': 3}
@@ -68,7 +68,7 @@ class Decoder(nn.Module):
       if skip_src.shape[1] > spec.size:  # encoder maps above the stage size are average-pooled down
         pool = skip_src.shape[1] // spec.size
         skip_src = nn.avg_pool(skip_src, (pool, pool), strides=(pool, pool))
-      projecter = Projecter(self.config, spec.size, spec.threshold, self.dtype, parent=None)
+      projecter = JointImageRefinement(self.config, spec.size, spec.threshold, self.dtype, parent=None)
       stage_args = (projecter, img_feat_dim, train, self.dtype)
       if g == 0:  # c4 in, 256 channels out: not a scan body; parameters are not stacked
         (carry_feat, prev), (result, feats) = RefinementStage(*stage_args, name=f'group_{g}')(
@@ -85,11 +85,8 @@ class Decoder(nn.Module):
       for k in range(len(group)):
         results.append(jax.tree.map(lambda x, k=k: x[k], group_results))
         stage_feats.append(jax.tree.map(lambda x, k=k: x[k], group_feats))
-    head_in = ConvBNReLUConv(img_feat_dim, img_feat_dim, kernel=3, first_bias=False,
-                             name='conv_final', dtype=self.dtype)(carry_feat, train)
-    seg = ConvBNReLUConv(128, 3, kernel=3, name='seg', dtype=self.dtype)(head_in, train)
-    dense = ConvBNReLUConv(128, 3, kernel=3, name='dense', dtype=self.dtype)(head_in, train)
-    return results, stage_feats, full_precision(seg), full_precision(dense)
+    seg, dense = heads.seg_and_dense(carry_feat, img_feat_dim, train, self.dtype)
+    return results, stage_feats, seg, dense
 
 
 class DIR(nn.Module):

@@ -57,7 +57,7 @@ def bone_coefficients(joints_uv, size: int, threshold: float, mask=None):
     size: grid side S.
     threshold: mask radius in cells.
     mask: optional (S*S, 20) bool used instead of `distance < threshold` (a debugging input: the
-      reference's own masks forced into this forward, see `Projecter`).
+      reference's own masks forced into this forward, see `refinement.JointImageRefinement`).
 
   Returns:
     coef: (S*S, 20, 2) masked endpoint weights. distance: (S*S, 20) cell-to-bone distance in cells.

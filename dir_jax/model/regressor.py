@@ -79,8 +79,10 @@ class InitRegressor(nn.Module):
                         full_precision(offset), self.center_idx)
 
 
-class RegressorOffset(nn.Module):
-  """Refinement regressor (docs/quirks.md#q9): fresh parameters from [joint features, previous parameters].
+class RefinementRegressor(nn.Module):
+  """The refinement stages' joint-space regression (the reference's `RegressorOffset`, docs/quirks.md#q9).
+
+  Fresh parameters from [joint features, previous parameters].
 
   Not residual: the previous 64-vector is an input, not a base to add to.
   """

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from dir_jax.mano import load_mano_pair, synthetic
+from data_prep import synthetic_mano
+from dir_jax.mano import load_mano_pair
 from tests.data import fake_interhand
 
 NUM_TRAIN = 12
@@ -13,7 +14,7 @@ NUM_TEST = 9  # odd, so that process shards and batches leave remainders
 @pytest.fixture(scope='session')
 def mano_pair(tmp_path_factory):
   folder = tmp_path_factory.mktemp('mano')
-  synthetic.write_all(str(folder), seed=3)
+  synthetic_mano.write_all(str(folder), seed=3)
   return load_mano_pair(str(folder))
 
 

@@ -72,12 +72,12 @@ def _smplx_mano(path, is_rhand):
 
 @pytest.fixture(scope='module')
 def generated_mano_dir(tmp_path_factory):
-  """The synthetic asset of `dir_jax.mano.synthetic`, written in the official pickle layout."""
-  from dir_jax.mano import synthetic  # pylint: disable=import-outside-toplevel
+  """The synthetic asset of `data_prep.synthetic_mano`, written in the official pickle layout."""
+  from data_prep import synthetic_mano  # pylint: disable=import-outside-toplevel
   folder = tmp_path_factory.mktemp('generated_mano')
-  raw = synthetic.make_synthetic_mano(0)
+  raw = synthetic_mano.make_synthetic_mano(0)
   for side in ('left', 'right'):
-    synthetic.write_mano_pickle(raw[side], str(folder / f'MANO_{side.upper()}.pkl'))
+    synthetic_mano.write_mano_pickle(raw[side], str(folder / f'MANO_{side.upper()}.pkl'))
   return str(folder)
 
 

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import jax.numpy as jnp
 
-from dir_jax.mano import gt_mano, load_mano_pair, rigid, synthetic
+from data_prep import synthetic_mano
+from dir_jax.mano import gt_mano, load_mano_pair, rigid
 
 
 @pytest.fixture(scope='module')
 def pair(tmp_path_factory):
   folder = tmp_path_factory.mktemp('mano')
-  synthetic.write_all(str(folder), seed=3)
+  synthetic_mano.write_all(str(folder), seed=3)
   return load_mano_pair(str(folder))
 
 

@@ -17,7 +17,7 @@ vertices, each closed by two tip vertices) on quads of the palm's knuckle end an
 genus 0 and one 16-vertex boundary loop (the wrist), Euler's formula F = 2V - 2 - 16 gives exactly
 MANO's 778 vertices and 1538 faces; every face is oriented with its normal pointing outwards.
 
-    python -m dir_jax.mano.synthetic --out DIR [--seed 0]
+    python -m data_prep.synthetic_mano --out DIR [--seed 0]
 
 writes MANO_RIGHT.pkl, MANO_LEFT.pkl, MANO_RIGHT.npz, MANO_LEFT.npz and a preview `hands.png`.
 """
@@ -673,7 +673,7 @@ flags.DEFINE_integer('seed', 0, 'seed of the random fields', flag_values=FLAGS)
 
 
 def main(argv: Sequence[str]) -> None:
-  """Command line (argv[0]: the program): `python -m dir_jax.mano.synthetic --out DIR [--seed 0]`."""
+  """Command line (argv[0]: the program): `python -m data_prep.synthetic_mano --out DIR [--seed 0]`."""
   cli.parse(FLAGS, argv, 'Write a synthetic MANO hand pair (pkl + npz) and a preview picture.')
   for path in write_all(FLAGS.out, FLAGS.seed).values():
     print(path)

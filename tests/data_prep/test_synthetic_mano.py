@@ -17,9 +17,9 @@ import scipy.sparse.csgraph
 from scipy.spatial.transform import Rotation
 from PIL import Image
 
+from data_prep import synthetic_mano
 from dir_jax.mano import constants
 from dir_jax.mano import gt_mano, load_mano, load_mano_pair, network_mano
-from dir_jax.mano import synthetic
 from dir_jax.mano.safe_pickle import load_mano_pickle
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,7 +35,7 @@ TIP_JOINTS_21 = (4, 8, 12, 16, 20)
 
 @pytest.fixture(scope='module')
 def pair():
-  return synthetic.make_synthetic_mano(0)
+  return synthetic_mano.make_synthetic_mano(0)
 
 
 @pytest.fixture(scope='module')
@@ -47,9 +47,9 @@ def folders(pair, tmp_path_factory):
     for side in constants.SIDES:
       stem = os.path.join(folder, f'MANO_{side.upper()}')
       if variant == 'npz':
-        synthetic.write_mano_npz(pair[side], stem + '.npz')
+        synthetic_mano.write_mano_npz(pair[side], stem + '.npz')
       else:
-        synthetic.write_mano_pickle(pair[side], stem + '.pkl', chumpy_shapedirs=variant == 'chumpy')
+        synthetic_mano.write_mano_pickle(pair[side], stem + '.pkl', chumpy_shapedirs=variant == 'chumpy')
     out[variant] = str(folder)
   return out
 
@@ -66,7 +66,7 @@ def _directed_edges(faces):
 @pytest.mark.parametrize('side', constants.SIDES)
 def test_keys_shapes_dtypes(pair, side):
   raw = pair[side]
-  assert tuple(sorted(raw)) == tuple(sorted(synthetic.MANO_KEYS))
+  assert tuple(sorted(raw)) == tuple(sorted(synthetic_mano.MANO_KEYS))
   expected = {'v_template': (778, 3), 'shapedirs': (778, 3, 10), 'posedirs': (778, 3, 135),
               'J': (16, 3), 'weights': (778, 16), 'hands_components': (45, 45),
               'hands_mean': (45,), 'hands_coeffs': (1554, 45)}
@@ -318,9 +318,9 @@ def test_left_fix_fires_and_left_mirrors_right(folders, caplog):
 
 
 def test_deterministic_per_seed_and_different_across_seeds(pair):
-  again, other = synthetic.make_synthetic_mano(0), synthetic.make_synthetic_mano(1)
+  again, other = synthetic_mano.make_synthetic_mano(0), synthetic_mano.make_synthetic_mano(1)
   for side in constants.SIDES:
-    for key in synthetic.MANO_KEYS:
+    for key in synthetic_mano.MANO_KEYS:
       a, b = again[side][key], pair[side][key]
       if scipy.sparse.issparse(a):
         a, b = a.toarray(), b.toarray()
@@ -367,7 +367,7 @@ def test_bending_one_joint_bends_the_finger_there(assets):
 
 def test_cli_writes_files_and_a_picture(tmp_path):
   out = tmp_path / 'mano'
-  result = subprocess.run([sys.executable, '-m', 'dir_jax.mano.synthetic', '--out', str(out),
+  result = subprocess.run([sys.executable, '-m', 'data_prep.synthetic_mano', '--out', str(out),
                            '--seed', '3'], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=120, check=False)
   assert result.returncode == 0, result.stderr
@@ -375,7 +375,7 @@ def test_cli_writes_files_and_a_picture(tmp_path):
   for name in names:
     assert (out / name).is_file() and (out / name).stat().st_size > 10_000, name
   np.testing.assert_array_equal(load_mano(str(out / 'MANO_LEFT.npz')).posedirs,
-                                synthetic.make_synthetic_mano(3)['left']['posedirs'])
+                                synthetic_mano.make_synthetic_mano(3)['left']['posedirs'])
   with Image.open(out / 'hands.png') as image:
     rgb = np.asarray(image.convert('RGB')).astype(int)
   assert rgb.shape[0] >= 400 and rgb.shape[1] >= 1000
