@@ -267,25 +267,11 @@ def downsample_seg_nearest(seg: chex.Array, size: int | Sequence[int]) -> chex.A
   return seg[:, rows][:, :, cols]
 
 
-def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """(lo, hi, w_lo, w_hi) per output index: bilinear, align_corners=False, no antialias.
-
-  Source coordinate `(i + 0.5) * in / out - 0.5`, clamped at 0 (PyTorch's rule, in float32).
-  """
-  scale = np.float32(in_size) / np.float32(out_size)
-  src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
-  src = np.maximum(src, np.float32(0.0))
-  lo = np.minimum(src.astype(np.int64), in_size - 1)
-  hi = np.minimum(lo + 1, in_size - 1)
-  w_hi = (src - lo.astype(np.float32)).astype(np.float32)
-  return lo, hi, np.float32(1.0) - w_hi, w_hi
-
-
 def downsample_dense_bilinear(dense: chex.Array, size: int | Sequence[int]) -> chex.Array:
   """Bilinear resize, `F.interpolate(mode='bilinear', align_corners=False)`, without antialiasing.
 
-  For 256 -> 32 each output pixel is the mean of source pixels 8i+3 and 8i+4 per axis (docs/quirks.md#q19);
-  unlike `jax.image.resize`, no low-pass filter is applied when shrinking.
+  For 256 -> 32 each output pixel is the mean of source pixels 8i+3 and 8i+4 per axis (docs/quirks.md#q19):
+  `jax.image.resize` with `antialias=False` (no low-pass filter when shrinking, half-pixel centres).
 
   Args:
     dense: (B, H, W, C) values (DIR: dense correspondence in [0, 1]).
@@ -297,10 +283,7 @@ def downsample_dense_bilinear(dense: chex.Array, size: int | Sequence[int]) -> c
   chex.assert_rank(dense, 4)
   out_h, out_w = _size_hw(size)
   dense = _float(dense)
-  lo, hi, w_lo, w_hi = _linear_taps(dense.shape[1], out_h)
-  dense = dense[:, lo] * w_lo[:, None, None] + dense[:, hi] * w_hi[:, None, None]
-  lo, hi, w_lo, w_hi = _linear_taps(dense.shape[2], out_w)
-  return dense[:, :, lo] * w_lo[:, None] + dense[:, :, hi] * w_hi[:, None]
+  return jax.image.resize(dense, (dense.shape[0], out_h, out_w, dense.shape[3]), 'linear', antialias=False)
 
 
 def _check_inputs(outputs: Mapping[str, Any], targets: Mapping[str, chex.Array], batch: int) -> None:

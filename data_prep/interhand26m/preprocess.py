@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 from PIL import Image
+from scipy.spatial.transform import Rotation
 
 from dir_jax.data import schema
 from dir_jax.mano import ManoAsset, ManoPair, gt_mano, rigid
@@ -211,14 +212,8 @@ def image_reason(image_rgb_u8: np.ndarray) -> str | None:
 
 
 def axis_angle_to_rotmat(axis_angle: np.ndarray) -> np.ndarray:
-  """(3,) axis-angle (radians) -> (3, 3) rotation matrix (Rodrigues, float64)."""
-  axis_angle = np.asarray(axis_angle, np.float64)
-  angle = np.linalg.norm(axis_angle)
-  if angle < 1e-12:
-    return np.eye(3)
-  x, y, z = axis_angle / angle
-  cross = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-  return np.eye(3) + np.sin(angle) * cross + (1.0 - np.cos(angle)) * cross @ cross
+  """(3,) axis-angle (radians) -> (3, 3) rotation matrix (float64)."""
+  return Rotation.from_rotvec(np.asarray(axis_angle, np.float64)).as_matrix()
 
 
 def mano_params_world(asset: ManoAsset, hand: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -122,7 +122,7 @@ class StepRunner:
       dec = updates['intermediates']['decoder']
       distances = {f'projecter_{suffix}.bone_dist_{h}': pick(group['projecter'][f'bone_dist_{h}_out'][0])
                    for suffix, group, pick in released_stages(dec) for h in HANDS}
-      return state.apply_gradients(grads, updates['batch_stats']), {
+      return state.apply_gradients(grads=grads, batch_stats=updates['batch_stats']), {
           'total': total, 'terms': terms, 'grads': grads, 'distances': distances}
 
     self._step = jax.jit(step)

@@ -20,6 +20,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from flax import traverse_util
 
 from dir_jax.model.config import StageSpec
 from dir_jax.model.dir import stage_groups
@@ -83,26 +84,6 @@ def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
   return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
-def _flatten(tree, prefix=()) -> dict[tuple[str, ...], Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
-  out: dict = {}
-  for path, v in flat.items():
-    node = out
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
-  return out
-
-
 def _slot_targets(flat_template: Mapping[tuple[str, ...], Any]) -> dict[tuple[str, ...], list[tuple[str, ...]]]:
   """Per-slot running statistics of the template, by the single statistic they stand for.
 
@@ -131,10 +112,10 @@ def copy_shared_stats_to_slots(variables: Mapping[str, Any], template: Mapping[s
   Raises:
     ConversionError: the result's variables or shapes differ from the template's (named).
   """
-  flat_template = _flatten(template)
+  flat_template = traverse_util.flatten_dict(template)
   slots = _slot_targets(flat_template)
   out = {}
-  for path, value in _flatten(variables).items():
+  for path, value in traverse_util.flatten_dict(variables).items():
     for target in ([path] if path in flat_template else slots.get(path, [path])):
       out[target] = value
   return _fitted(out, flat_template)
@@ -149,7 +130,7 @@ def _fitted(flat: Mapping[tuple[str, ...], Any], flat_template: Mapping[tuple[st
                  for p, v in flat.items() if p in flat_template and tuple(np.shape(v)) != tuple(flat_template[p].shape)])
   if problems:
     raise ConversionError(f'{len(problems)} variables do not fit the model: ' + ', '.join(problems[:20]))
-  return _unflatten(flat)
+  return traverse_util.unflatten_dict(flat)
 
 
 def blend_slots_into_shared(variables: Mapping[str, Any], template: Mapping[str, Any],
@@ -165,7 +146,7 @@ def blend_slots_into_shared(variables: Mapping[str, Any], template: Mapping[str,
   Raises:
     ConversionError: the result's variables or shapes differ from the template's (named).
   """
-  flat = _flatten(variables)
+  flat = traverse_util.flatten_dict(variables)
   out = {}
   slotted = set()
   for shared, slots in _slot_targets(flat).items():
@@ -176,7 +157,7 @@ def blend_slots_into_shared(variables: Mapping[str, Any], template: Mapping[str,
     out[shared] = blend.astype(np.asarray(flat[slots[0]]).dtype)
     slotted.update(slots)
   out.update({path: value for path, value in flat.items() if path not in slotted})
-  return _fitted(out, _flatten(template))
+  return _fitted(out, traverse_util.flatten_dict(template))
 
 
 def flax_location(key: str, value_ndim: int, stages: Sequence[StageSpec], stage_suffixes: Sequence[str] = ('4', '3'),
@@ -254,7 +235,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[s
   unused_patterns = UNUSED_PATTERNS + tuple(
       rf'\.interaction\.STEblocks\.{b}\.' for b in range(16) if b not in transformer_blocks)
   flat_template = {(col,) + path: leaf for col in ('params', 'batch_stats')
-                   for path, leaf in _flatten(template.get(col, {})).items()}
+                   for path, leaf in traverse_util.flatten_dict(template.get(col, {})).items()}
   slots = _slot_targets(flat_template)
   filled: dict[tuple[str, ...], np.ndarray] = {}
   report = ConversionReport([], [], [], [])
@@ -294,7 +275,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[s
   if report.missing:
     raise ConversionError(f'{len(report.missing)} model variables not in the checkpoint: '
                           + ', '.join(report.missing[:20]))
-  variables = _unflatten(filled)
+  variables = traverse_util.unflatten_dict(filled)
   return variables, report
 
 

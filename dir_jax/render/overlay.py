@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+from scipy.spatial.transform import Rotation
 
 from dir_jax.render import rasterizer
 
@@ -84,9 +85,7 @@ def yaw_rotation(yaw_deg: float) -> np.ndarray:
   Applied as `R @ p`, a positive angle moves points on the camera's right (+x) towards it (-z): the
   picture then shows the scene as seen from its right-hand side.
   """
-  angle = np.deg2rad(yaw_deg)
-  cos, sin = np.cos(angle), np.sin(angle)
-  return np.array([[cos, 0.0, sin], [0.0, 1.0, 0.0], [-sin, 0.0, cos]])
+  return Rotation.from_euler('y', yaw_deg, degrees=True).as_matrix()
 
 
 def render_side_view(meshes: Sequence[Mesh], size: int = 256, yaw_deg: float = 90.0,

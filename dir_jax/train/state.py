@@ -5,29 +5,20 @@ The released recipe: docs/architecture.md#training.
 
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax.training import train_state
 
 from dir_jax.model.dir import DIR, placeholder_mano
 
 
-@flax.struct.dataclass
-class TrainState:
-  """Everything that changes during training; `tx` is static (rebuilt from the config)."""
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-
-  def apply_gradients(self, grads, batch_stats) -> 'TrainState':
-    """One optimizer step: `tx` on `grads`, BatchNorm statistics from the forward that made them."""
-    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
-    return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
-                        batch_stats=batch_stats, opt_state=opt_state)
+class TrainState(train_state.TrainState):
+  """flax's `TrainState` (step, params, `tx`, opt_state; `apply_fn` is the model's `apply`) plus the
+  BatchNorm running statistics. One optimizer step: `apply_gradients(grads=..., batch_stats=...)`,
+  with the statistics from the forward that made the gradients."""
+  batch_stats: Any = None
 
   def checkpoint_tree(self) -> dict:
     """The state as `dir_jax.checkpoint` stores it ('variables' first, so inference restores only it)."""
@@ -67,5 +58,5 @@ def create_train_state(model: DIR, tx: optax.GradientTransformation, rng: jax.Ar
     images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
     variables = model.init(rng, images, placeholder_mano())
   params, batch_stats = variables['params'], variables.get('batch_stats', {})
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params), tx=tx)
+  return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
+                    opt_state=tx.init(params), batch_stats=batch_stats)

@@ -36,4 +36,4 @@ def train_step(state: TrainState, batch: dict, *, model: DIR, mano: ManoPair, lo
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   metrics = dict(terms, loss=loss, grad_norm=optax.global_norm(grads))
-  return state.apply_gradients(grads, batch_stats), metrics
+  return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
