@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo interhand test bench clean
+.PHONY: install demo interhand format test bench clean
 DEMO_TRAIN ?= 768
 DEMO_TEST ?= 48
 
@@ -36,7 +36,12 @@ CONFIG ?= interacting
 interhand: $(STAMP)
 	$(VENV)/bin/tfds build data_prep/interhand26m --config $(CONFIG) --manual_dir $(RAW) --data_dir $(OUT)
 
+# The code is formatted by pyink (settings in pyproject.toml): `make format` applies it, `make test` checks it.
+format: $(STAMP)
+	$(PY) -m pyink .
+
 test: $(STAMP)
+	$(PY) -m pyink --check --quiet .
 	$(PY) -m pytest -q --durations=15
 
 bench: $(STAMP)

@@ -36,19 +36,39 @@ from ml_collections import config_flags
 
 from configs import DEFAULT_CONFIG
 
-flags.DEFINE_string('checkpoint', None, 'train.py workdir, its checkpoints/ or best/, one step folder in them, or '
-                    'export_orbax output', required=True)
+flags.DEFINE_string(
+    'checkpoint',
+    None,
+    'train.py workdir, its checkpoints/ or best/, one step folder in them, or ' 'export_orbax output',
+    required=True,
+)
 flags.DEFINE_string('out', None, 'output folder (default: <checkpoint>/eval; for a step folder, eval-<step> beside it)')
-flags.DEFINE_string('compilation_cache', None, 'persistent compilation cache folder (default: '
-                    '$XDG_CACHE_HOME/dir_jax/jax_cache or ~/.cache/dir_jax/jax_cache; empty turns it off)')
+flags.DEFINE_string(
+    'compilation_cache',
+    None,
+    'persistent compilation cache folder (default: '
+    '$XDG_CACHE_HOME/dir_jax/jax_cache or ~/.cache/dir_jax/jax_cache; empty turns it off)',
+)
 flags.DEFINE_string('split', None, 'split to evaluate (default: config.data.eval_split)')
-flags.DEFINE_multi_string('protocol', None, 'evaluation protocol key ROOT-SCALING-GTJOINTS-SUBSET (dir_jax/protocol.py, '
-                          'docs/evaluation.md), repeatable; default: DIR\'s three settings on MANO joints, and '
-                          'wrist-unscaled-triangulated-interacting when the dataset stores triangulated joints')
-flags.DEFINE_string('human_annot', None, 'for a *-human_annot protocol: InterHand2.6M\'s list of human-annotated '
-                    'annotation ids (aid_human_annot_test.txt as InterWild distributes it: one id per line)')
-config_flags.DEFINE_config_file('config', DEFAULT_CONFIG, 'config file for data and evaluation settings (default: the '
-                                'installed package\'s configs/dir_reference.py, not one in the current folder)')
+flags.DEFINE_multi_string(
+    'protocol',
+    None,
+    'evaluation protocol key ROOT-SCALING-GTJOINTS-SUBSET (dir_jax/protocol.py, '
+    "docs/evaluation.md), repeatable; default: DIR's three settings on MANO joints, and "
+    'wrist-unscaled-triangulated-interacting when the dataset stores triangulated joints',
+)
+flags.DEFINE_string(
+    'human_annot',
+    None,
+    "for a *-human_annot protocol: InterHand2.6M's list of human-annotated "
+    'annotation ids (aid_human_annot_test.txt as InterWild distributes it: one id per line)',
+)
+config_flags.DEFINE_config_file(
+    'config',
+    DEFAULT_CONFIG,
+    'config file for data and evaluation settings (default: the '
+    "installed package's configs/dir_reference.py, not one in the current folder)",
+)
 FLAGS = flags.FLAGS
 
 
@@ -58,6 +78,7 @@ def main(argv):
   from dir_jax.data import input_pipeline  # pylint: disable=import-outside-toplevel
   from dir_jax.mano import load_mano_pair  # pylint: disable=import-outside-toplevel
   from dir_jax.train import trainer  # pylint: disable=import-outside-toplevel
+
   trainer.quiet_library_logs()
   config = FLAGS.config
   if FLAGS.split:
@@ -69,10 +90,16 @@ def main(argv):
     mano_dir, mano_source = checkpoint.mano_dir_choice(mano_flag, restored, config.mano_dir, '--config.mano_dir')
   except (compilation_cache.CompilationCacheError, checkpoint.CheckpointError, checkpoint.ManoDirGoneError) as e:
     raise SystemExit(f'error: {e}') from e
-  logging.info('evaluating step %d of %s (%s) on %s', restored.step, restored.location.directory,
-               restored.location.description, config.data.eval_split)
-  logging.info('MANO: %s (%s); persistent compilation cache: %s', os.path.abspath(mano_dir), mano_source,
-               cache_dir or 'off')
+  logging.info(
+      'evaluating step %d of %s (%s) on %s',
+      restored.step,
+      restored.location.directory,
+      restored.location.description,
+      config.data.eval_split,
+  )
+  logging.info(
+      'MANO: %s (%s); persistent compilation cache: %s', os.path.abspath(mano_dir), mano_source, cache_dir or 'off'
+  )
   out_dir = FLAGS.out or _default_out_dir(FLAGS.checkpoint, restored.location)
   os.makedirs(out_dir, exist_ok=True)
   config.model.input_size = _input_size(config, restored)
@@ -80,15 +107,31 @@ def main(argv):
   builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
   dataset = f'{builder.data_dir} ({builder.info.full_name})'
   try:
-    settings, triangulated = metrics.choose_protocols(FLAGS.protocol, input_pipeline.has_triangulated_joints(builder),
-                                                      dataset, input_pipeline.has_single_hand_examples(builder))
-    human_annot_ids = (protocol.read_annotation_ids(FLAGS.human_annot, '--human_annot')
-                       if any(p.subset == 'human_annot' for p in triangulated) else None)
+    settings, triangulated = metrics.choose_protocols(
+        FLAGS.protocol,
+        input_pipeline.has_triangulated_joints(builder),
+        dataset,
+        input_pipeline.has_single_hand_examples(builder),
+    )
+    human_annot_ids = (
+        protocol.read_annotation_ids(FLAGS.human_annot, '--human_annot')
+        if any(p.subset == 'human_annot' for p in triangulated)
+        else None
+    )
   except ValueError as e:
     raise SystemExit(f'error: {e}') from e
   logging.info('protocols: %s', '; '.join(p.name for p in [*settings.values(), *triangulated]))
-  results = evaluation.evaluate(restored.model, restored.variables, mano, builder, config, settings=settings,
-                                triangulated=triangulated, human_annot_ids=human_annot_ids, progress=True)
+  results = evaluation.evaluate(
+      restored.model,
+      restored.variables,
+      mano,
+      builder,
+      config,
+      settings=settings,
+      triangulated=triangulated,
+      human_annot_ids=human_annot_ids,
+      progress=True,
+  )
   results['checkpoint'], results['step'] = os.path.abspath(FLAGS.checkpoint), int(restored.step)
   print(evaluation.write_report(results, out_dir))
   print(f'wrote metrics.json, metrics.md and pck.png to {out_dir}')
@@ -104,9 +147,10 @@ def _default_out_dir(checkpoint_path: str, location) -> str:
 def _input_size(config, restored) -> int:
   """The network input side the checkpoint was trained with (`inference.trained_input_side_px`)."""
   from dir_jax import inference  # pylint: disable=import-outside-toplevel
+
   trained, source = inference.trained_input_side_px(restored.model.config, restored.input_size_px)
   if trained != config.model.input_size:
-    logging.info('input size %d (%s), not the config\'s %d', trained, source, config.model.input_size)
+    logging.info("input size %d (%s), not the config's %d", trained, source, config.model.input_size)
   return trained
 
 

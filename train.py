@@ -22,13 +22,21 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   import jax  # pylint: disable=import-outside-toplevel
+
   if FLAGS.multihost or FLAGS.coordinator_address:
-    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
-                               process_id=FLAGS.process_id)
+    jax.distributed.initialize(
+        coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes, process_id=FLAGS.process_id
+    )
   from dir_jax.train import trainer  # pylint: disable=import-outside-toplevel
+
   trainer.quiet_library_logs()
-  logging.info('process %d/%d, %d local / %d global devices', jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
+  logging.info(
+      'process %d/%d, %d local / %d global devices',
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+  )
   trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

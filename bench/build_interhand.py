@@ -31,7 +31,7 @@ from absl import flags
 from dir_jax import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHILD = '''
+CHILD = """
 import json, os, resource, sys, time
 from data_prep.interhand26m import interhand26m_dataset_builder as module
 imported_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -43,13 +43,14 @@ written = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folde
 print(json.dumps({'seconds': seconds, 'peak_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   'imported_kb': imported_kb, 'examples': sum(s.num_examples for s in builder.info.splits.values()),
                   'tfrecord_bytes': written, 'buffer_bytes': module.LOCAL_SHUFFLE_BUFFER_BYTES}))
-'''
+"""
 
 
 def build_in_child(raw_dir: str, data_dir: str) -> dict:
   """Builds in a fresh Python process; its report (seconds, peak_kb, examples, ...)."""
-  out = subprocess.run([sys.executable, '-c', CHILD, raw_dir, data_dir], check=True, capture_output=True,
-                       text=True, cwd=REPO)
+  out = subprocess.run(
+      [sys.executable, '-c', CHILD, raw_dir, data_dir], check=True, capture_output=True, text=True, cwd=REPO
+  )
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -73,12 +74,16 @@ def main(argv: Sequence[str]) -> None:
       reports[name] = build_in_child(raw_dir, os.path.join(tmp, f'tfds_{name}'))
   gb = lambda kb: kb / 1e6
   for name, r in reports.items():
-    print(f'{name} build: {r["examples"]} examples, {r["tfrecord_bytes"] / 1e6:.1f} MB of TFRecords '
-          f'({r["tfrecord_bytes"] / r["examples"] / 1e3:.1f} kB/example), {r["seconds"]:.0f} s, peak RSS '
-          f'{gb(r["peak_kb"]):.3f} GB (after imports {gb(r["imported_kb"]):.3f} GB)')
+    print(
+        f'{name} build: {r["examples"]} examples, {r["tfrecord_bytes"] / 1e6:.1f} MB of TFRecords '
+        f'({r["tfrecord_bytes"] / r["examples"] / 1e3:.1f} kB/example), {r["seconds"]:.0f} s, peak RSS '
+        f'{gb(r["peak_kb"]):.3f} GB (after imports {gb(r["imported_kb"]):.3f} GB)'
+    )
   large = reports['large']
-  print(f'in-memory shuffle buffer: {large["buffer_bytes"] / 2**20:.0f} MiB; the large build '
-        f'{"exceeds" if large["tfrecord_bytes"] > large["buffer_bytes"] else "stays within"} it')
+  print(
+      f'in-memory shuffle buffer: {large["buffer_bytes"] / 2**20:.0f} MiB; the large build '
+      f'{"exceeds" if large["tfrecord_bytes"] > large["buffer_bytes"] else "stays within"} it'
+  )
   print(f'ratio peak RSS large / small: {large["peak_kb"] / reports["small"]["peak_kb"]:.3f}')
   print(f'peak RSS GB: {gb(large["peak_kb"]):.3f}')
 

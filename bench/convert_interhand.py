@@ -16,8 +16,9 @@ import sys
 
 # This file is named like the package it measures: keep its folder off the import path.
 sys.path = [p for p in sys.path if os.path.abspath(p or '.') != os.path.dirname(os.path.abspath(__file__))]
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen=false'
-                           ' intra_op_parallelism_threads=1').strip()
+os.environ['XLA_FLAGS'] = (
+    os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen=false' ' intra_op_parallelism_threads=1'
+).strip()
 
 # pylint: disable=wrong-import-position
 import statistics
@@ -54,8 +55,7 @@ def _stage_seconds(record, converter):
   affine = pp.crop_affine(project_perspective(np.concatenate(list(verts.values())), K_px)[:, :2])
   crop = pp.warp_to_crop(image, affine)
   times.append(time.perf_counter())
-  seg, dense = pp.render_targets(verts, converter.pair, pp.crop_intrinsics(K_px, affine),
-                                 converter.vertex_colors)
+  seg, dense = pp.render_targets(verts, converter.pair, pp.crop_intrinsics(K_px, affine), converter.vertex_colors)
   times.append(time.perf_counter())
   pp.encode_jpeg(crop), pp.encode_png(seg), pp.encode_png(dense)
   times.append(time.perf_counter())
@@ -90,9 +90,11 @@ def main(argv: Sequence[str]) -> None:
       end_to_end_s.append((time.perf_counter() - start) / len(records))
     end_to_end_s = statistics.median(end_to_end_s)
 
-  print(f'device: {jax.devices()[0].device_kind}, jax {jax.__version__}, numpy {np.__version__}, one thread; '
-        f'{len(records)} examples from {"--raw_dir " + FLAGS.raw_dir if FLAGS.raw_dir else "synthetic"}, '
-        f'{FLAGS.repeats} repeats')
+  print(
+      f'device: {jax.devices()[0].device_kind}, jax {jax.__version__}, numpy {np.__version__}, one thread; '
+      f'{len(records)} examples from {"--raw_dir " + FLAGS.raw_dir if FLAGS.raw_dir else "synthetic"}, '
+      f'{FLAGS.repeats} repeats'
+  )
   print(f'{"stage":<22} {"ms/example":>11} {"share":>7}')
   for name, seconds in zip(STAGES, per_example_s):
     print(f'{name:<22} {1e3 * seconds:>11.2f} {seconds / per_example_s.sum():>7.1%}')

@@ -100,6 +100,7 @@ def fusion_flops(size: int, method: str, img_feat_dim: int = 256, joint_dim: int
   def loss(params, coef, feat):
     out, _ = module.apply({**variables, 'params': params}, coef, feat, train, mutable=['batch_stats'])
     return jnp.sum(out)
+
   fn = jax.grad(loss, argnums=(0, 1, 2)) if train else loss
   return count_flops(jax.make_jaxpr(fn)(variables['params'], coef, feat))
 
@@ -111,13 +112,20 @@ def _programs(config, fusion: str, mano, batch_size: int):
   model = checkpoint.model_from_config(model_config)
   size = model_config.input_size
   variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), mano))()
-  state = state_lib.create_train_state(model, state_lib.make_optimizer(config.optimizer, 1000, 100000), None, size,
-                                       variables)
+  state = state_lib.create_train_state(
+      model, state_lib.make_optimizer(config.optimizer, 1000, 100000), None, size, variables
+  )
   batch = jax.tree.map(jnp.asarray, fake_batch(batch_size, config.image_size))
   images = jnp.zeros((batch_size, size, size, 3), jnp.float32)
   forward = lambda v, x: model.apply(v, x, mano, train=False)
-  train = functools.partial(step_lib.train_step, model=model, mano=mano, loss_config=loss_settings.default_loss_config(),
-                            image_size=config.image_size, input_size=size)
+  train = functools.partial(
+      step_lib.train_step,
+      model=model,
+      mano=mano,
+      loss_config=loss_settings.default_loss_config(),
+      image_size=config.image_size,
+      input_size=size,
+  )
   return (forward, (variables, images)), (train, (state, batch))
 
 
@@ -134,16 +142,23 @@ def main(argv: Sequence[str]) -> None:
   config = load_config(FLAGS.config)
   synthetic_mano.write_all('/tmp/dir_bench_mano', seed=0)
   mano = load_mano_pair('/tmp/dir_bench_mano')
-  print(f'{FLAGS.config}: configured fusion {config.model.fusion}; backend {jax.default_backend()}; '
-        f'counted at batch {FLAGS.train_batch}, per image')
+  print(
+      f'{FLAGS.config}: configured fusion {config.model.fusion}; backend {jax.default_backend()}; '
+      f'counted at batch {FLAGS.train_batch}, per image'
+  )
   sizes = [size for size, _, _ in config.model.stages]
   if config.model.projection == 'bone':
     for kind in ('forward', 'train'):
-      per_method = {m: sum(fusion_flops(s, m, config.model.img_feat_dim, config.model.joint_dim, kind == 'train')
-                           for s in sizes) for m in ('factored', 'dense')}
-      print(f'plane fusion of the {len(sizes)} stages (grids {sizes}), {kind}: dense {per_method["dense"] / 1e9:.2f}, '
-            f'factored {per_method["factored"] / 1e9:.3f} GFLOP/image: '
-            f'{per_method["dense"] / per_method["factored"]:.1f}x fewer factored', flush=True)
+      per_method = {
+          m: sum(fusion_flops(s, m, config.model.img_feat_dim, config.model.joint_dim, kind == 'train') for s in sizes)
+          for m in ('factored', 'dense')
+      }
+      print(
+          f'plane fusion of the {len(sizes)} stages (grids {sizes}), {kind}: dense {per_method["dense"] / 1e9:.2f}, '
+          f'factored {per_method["factored"] / 1e9:.3f} GFLOP/image: '
+          f'{per_method["dense"] / per_method["factored"]:.1f}x fewer factored',
+          flush=True,
+      )
   fusions = (config.model.fusion,) + tuple(f for f in ('factored', 'dense') if f != config.model.fusion)
   counted, timed = {}, {}
   for fusion in fusions:
@@ -164,18 +179,26 @@ def main(argv: Sequence[str]) -> None:
             best = min(best, time.perf_counter() - start)
           timed[fusion] = best
           memory = compiled.memory_analysis()
-          line += (f'; CPU step {best:.2f} s (best of {FLAGS.repeats})'
-                   f'; temporaries {memory.temp_size_in_bytes / 2 ** 20:.0f} MB' if memory else '')
+          line += (
+              f'; CPU step {best:.2f} s (best of {FLAGS.repeats})'
+              f'; temporaries {memory.temp_size_in_bytes / 2 ** 20:.0f} MB'
+              if memory
+              else ''
+          )
       print(line, flush=True)
   for kind in ('forward', 'train'):
     print(f'{kind}: dense / factored = {counted["dense", kind] / counted["factored", kind]:.2f}x fewer FLOPs factored')
   if timed:
-    print(f'CPU train step at batch {FLAGS.train_batch}: dense {timed["dense"]:.2f} s, '
-          f'factored {timed["factored"]:.2f} s, {timed["dense"] / timed["factored"]:.2f}x faster factored')
+    print(
+        f'CPU train step at batch {FLAGS.train_batch}: dense {timed["dense"]:.2f} s, '
+        f'factored {timed["factored"]:.2f} s, {timed["dense"] / timed["factored"]:.2f}x faster factored'
+    )
   print(f'peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.1f} GB')
   configured = config.model.fusion
-  print(f'train GFLOP/image: {counted[configured, "train"] / 1e9:.1f} '
-        f'(forward {counted[configured, "forward"] / 1e9:.1f})')
+  print(
+      f'train GFLOP/image: {counted[configured, "train"] / 1e9:.1f} '
+      f'(forward {counted[configured, "forward"] / 1e9:.1f})'
+  )
 
 
 if __name__ == '__main__':

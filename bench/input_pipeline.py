@@ -71,7 +71,8 @@ def main(argv: Sequence[str]) -> None:
       prepare = lambda index, raw: input_pipeline.decode_example(raw)
     else:
       prepare = lambda index, raw: augment.augment(
-          input_pipeline.decode_example(raw), tf.stack([tf.constant(0, tf.int64), index]), config.augment, constants)
+          input_pipeline.decode_example(raw), tf.stack([tf.constant(0, tf.int64), index]), config.augment, constants
+      )
     ds = encoded.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(FLAGS.batch, drop_remainder=True).prefetch(2).with_options(input_pipeline.dataset_options(config))
 
@@ -81,8 +82,10 @@ def main(argv: Sequence[str]) -> None:
     for setting in variants:
       results[setting].append(images_per_second(pipeline(*setting), FLAGS.batch, FLAGS.seconds))
   cores = len(os.sched_getaffinity(0))
-  print(f'{FLAGS.examples} synthetic 256x256 examples, batch {FLAGS.batch}, {FLAGS.rounds} rounds of '
-        f'{FLAGS.seconds:g} s, median; {cores} cores available')
+  print(
+      f'{FLAGS.examples} synthetic 256x256 examples, batch {FLAGS.batch}, {FLAGS.rounds} rounds of '
+      f'{FLAGS.seconds:g} s, median; {cores} cores available'
+  )
   for (name, threads), values in results.items():
     pool = '1 thread' if threads == 1 else 'all cores'
     print(f'  {name:8s} {pool:10s} {statistics.median(values):8.1f} images/s')

@@ -35,16 +35,19 @@ def native_conv(x, w, padding):
 
 
 def loop_conv(x, w, padding):
-  return loop_conv_general_dilated(x, w, (1, 1), padding,
-                                   dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, NHWC))
+  return loop_conv_general_dilated(
+      x, w, (1, 1), padding, dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, NHWC)
+  )
 
 
 def gradient_fn(conv_fn, padding, in_scan: bool):
   """jit(d sum(conv(x, w) * dy) / d(x, w)), the conv in the body of a one-step scan or not."""
+
   def loss(x, w, dy):
     if not in_scan:
       return jnp.sum(conv_fn(x, w, padding) * dy)
     return lax.scan(lambda h, _: (h, jnp.sum(conv_fn(h, w, padding) * dy)), x, None, length=1)[1].sum()
+
   return jax.jit(jax.grad(loss, (0, 1)))
 
 
@@ -75,8 +78,10 @@ def main(argv: Sequence[str]) -> None:
     x = jax.random.normal(keys[0], (FLAGS.batch, size, size, c_in))
     w = jax.random.normal(keys[1], (kernel, kernel, c_in, c_out)) * 0.01
     dy = jax.random.normal(keys[2], (FLAGS.batch, size, size, c_out))
-    times = [best_seconds(gradient_fn(conv_fn, padding, in_scan), x, w, dy, repeats=FLAGS.repeats) * 1e3
-             for conv_fn, in_scan in ((native_conv, False), (native_conv, True), (loop_conv, True))]
+    times = [
+        best_seconds(gradient_fn(conv_fn, padding, in_scan), x, w, dy, repeats=FLAGS.repeats) * 1e3
+        for conv_fn, in_scan in ((native_conv, False), (native_conv, True), (loop_conv, True))
+    ]
     print(f'{name:28s} {times[0]:9.1f} {times[1]:12.1f} {times[2]:10.1f} {times[1] / times[2]:11.1f}x', flush=True)
 
 

@@ -45,6 +45,7 @@ def main(argv: Sequence[str]) -> None:
 
   import smplx  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
+
   path = find_mano_file(FLAGS.mano_dir, 'right')
   asset = load_mano(path, 'right')
 
@@ -53,13 +54,17 @@ def main(argv: Sequence[str]) -> None:
     root = jax.vmap(rotation.axis_angle_to_matrix)(root_aa)
     return gt_mano(asset, root, hand_aa + asset.hands_mean, betas, trans, pose_is_pca=False)
 
-  print(f'device: {jax.devices()[0].device_kind}, jax {jax.__version__}, torch {torch.__version__}, '
-        f'torch threads {torch.get_num_threads()}, MANO {path}')
+  print(
+      f'device: {jax.devices()[0].device_kind}, jax {jax.__version__}, torch {torch.__version__}, '
+      f'torch threads {torch.get_num_threads()}, MANO {path}'
+  )
   print(f'{"batch":>6} {"jax hands/s":>12} {"smplx hands/s":>14} {"ratio jax/smplx":>16}')
   for batch in [int(b) for b in FLAGS.batches]:
     rng = np.random.default_rng(0)
-    inputs = [rng.normal(0, s, shape).astype(np.float32)
-              for s, shape in ((0.5, (batch, 3)), (0.3, (batch, 45)), (1.0, (batch, 10)), (0.1, (batch, 3)))]
+    inputs = [
+        rng.normal(0, s, shape).astype(np.float32)
+        for s, shape in ((0.5, (batch, 3)), (0.3, (batch, 45)), (1.0, (batch, 10)), (0.1, (batch, 3)))
+    ]
     jax_inputs = [jnp.asarray(x) for x in inputs]
     jax_s = _median_seconds(lambda: jax.block_until_ready(jax_layer(*jax_inputs)), FLAGS.repeats)
     smplx_layer = smplx.MANO(path, is_rhand=True, use_pca=False, flat_hand_mean=False, batch_size=batch)
@@ -67,8 +72,9 @@ def main(argv: Sequence[str]) -> None:
 
     def run_smplx():
       with torch.no_grad():
-        smplx_layer(global_orient=torch_inputs[0], hand_pose=torch_inputs[1], betas=torch_inputs[2],
-                    transl=torch_inputs[3])
+        smplx_layer(
+            global_orient=torch_inputs[0], hand_pose=torch_inputs[1], betas=torch_inputs[2], transl=torch_inputs[3]
+        )
 
     smplx_s = _median_seconds(run_smplx, FLAGS.repeats)
     print(f'{batch:>6} {batch / jax_s:>12.0f} {batch / smplx_s:>14.0f} {smplx_s / jax_s:>16.2f}')

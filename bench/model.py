@@ -38,8 +38,9 @@ def fake_batch(batch_size: int, image_size: int, seed: int = 0) -> dict:
       'image': rng.integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8),
       'seg': rng.integers(0, 3, (batch_size, image_size, image_size)).astype(np.int32),
       'dense': rng.random((batch_size, image_size, image_size, 3), dtype=np.float32),
-      'intrinsics': np.tile(np.array([[600, 0, image_size / 2], [0, 600, image_size / 2], [0, 0, 1]], np.float32),
-                            (batch_size, 1, 1)),
+      'intrinsics': np.tile(
+          np.array([[600, 0, image_size / 2], [0, 600, image_size / 2], [0, 0, 1]], np.float32), (batch_size, 1, 1)
+      ),
   }
   for side, x_m in (('left', -0.05), ('right', 0.05)):
     batch[f'mano_{side}_root_rotmat'] = np.tile(np.eye(3, dtype=np.float32), (batch_size, 1, 1))
@@ -66,17 +67,20 @@ def memory_mb(compiled) -> str:
   analysis = compiled.memory_analysis()
   if analysis is None:
     return 'n/a'
-  mb = lambda b: b / 2 ** 20
-  return (f'args {mb(analysis.argument_size_in_bytes):.0f} MB, out {mb(analysis.output_size_in_bytes):.0f} MB, '
-          f'temp {mb(analysis.temp_size_in_bytes):.0f} MB')
+  mb = lambda b: b / 2**20
+  return (
+      f'args {mb(analysis.argument_size_in_bytes):.0f} MB, out {mb(analysis.output_size_in_bytes):.0f} MB, '
+      f'temp {mb(analysis.temp_size_in_bytes):.0f} MB'
+  )
 
 
 FLAGS = flags.FlagValues()  # this script's own flags (dir_jax.cli)
 flags.DEFINE_string('config', 'configs/dir_reference.py', 'config file', flag_values=FLAGS)
 flags.DEFINE_list('batch_sizes', ['1', '8'], 'forward batch sizes, comma-separated', flag_values=FLAGS)
 flags.DEFINE_integer('train_batch', 8, 'train-step batch size', lower_bound=1, flag_values=FLAGS)
-flags.DEFINE_list('stages', ['2', '3', '4'], 'refinement stage counts for the compile times, comma-separated',
-                  flag_values=FLAGS)
+flags.DEFINE_list(
+    'stages', ['2', '3', '4'], 'refinement stage counts for the compile times, comma-separated', flag_values=FLAGS
+)
 flags.DEFINE_integer('repeats', 3, 'timed calls', lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_enum('dtype', 'float32', ('float32', 'bfloat16'), 'compute dtype', flag_values=FLAGS)
 flags.DEFINE_integer('mano_seed', 0, 'seed of the synthetic MANO pair', flag_values=FLAGS)
@@ -92,10 +96,11 @@ def main(argv: Sequence[str]) -> None:
   mano = load_mano_pair('/tmp/dir_bench_mano')
   model = checkpoint.model_from_config(config.model, dtype)
   size = config.model.input_size
-  print(f'backend {jax.default_backend()}, {jax.device_count()} device(s) ({jax.devices()[0].device_kind}); '
-        f'{FLAGS.config}, input {size}x{size}, compute {FLAGS.dtype}')
-  variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)),
-                                         mano))()
+  print(
+      f'backend {jax.default_backend()}, {jax.device_count()} device(s) ({jax.devices()[0].device_kind}); '
+      f'{FLAGS.config}, input {size}x{size}, compute {FLAGS.dtype}'
+  )
+  variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), mano))()
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
   print(f'parameters: {count:,}')
 
@@ -103,17 +108,29 @@ def main(argv: Sequence[str]) -> None:
   for batch_size in [int(b) for b in FLAGS.batch_sizes]:
     images = jnp.asarray(np.random.default_rng(0).normal(size=(batch_size, size, size, 3)), jnp.float32)
     compile_s, run_s, compiled = timed(forward, variables, images, repeats=FLAGS.repeats)
-    print(f'forward  batch {batch_size:3d}: {run_s * 1e3:8.1f} ms  {batch_size / run_s:7.1f} images/s  '
-          f'(compile {compile_s:.1f} s; {memory_mb(compiled)})')
+    print(
+        f'forward  batch {batch_size:3d}: {run_s * 1e3:8.1f} ms  {batch_size / run_s:7.1f} images/s  '
+        f'(compile {compile_s:.1f} s; {memory_mb(compiled)})'
+    )
 
   tx = state_lib.make_optimizer(config.optimizer, 1000, 100000)
   state = state_lib.create_train_state(model, tx, None, size, variables)
   batch = jax.tree.map(jnp.asarray, fake_batch(FLAGS.train_batch, config.image_size))
-  train_step = jax.jit(functools.partial(step_lib.train_step, model=model, mano=mano, loss_config=loss_settings.default_loss_config(),
-                                         image_size=config.image_size, input_size=size))
+  train_step = jax.jit(
+      functools.partial(
+          step_lib.train_step,
+          model=model,
+          mano=mano,
+          loss_config=loss_settings.default_loss_config(),
+          image_size=config.image_size,
+          input_size=size,
+      )
+  )
   compile_s, run_s, compiled = timed(train_step, state, batch, repeats=FLAGS.repeats)
-  print(f'train    batch {FLAGS.train_batch:3d}: {run_s * 1e3:8.1f} ms  {FLAGS.train_batch / run_s:7.1f} images/s  '
-        f'{1 / run_s:.2f} steps/s  (compile {compile_s:.1f} s; {memory_mb(compiled)})')
+  print(
+      f'train    batch {FLAGS.train_batch:3d}: {run_s * 1e3:8.1f} ms  {FLAGS.train_batch / run_s:7.1f} images/s  '
+      f'{1 / run_s:.2f} steps/s  (compile {compile_s:.1f} s; {memory_mb(compiled)})'
+  )
   print(f'peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10:.0f} MB')
 
   images = jnp.zeros((1, size, size, 3), jnp.float32)
@@ -131,8 +148,9 @@ def main(argv: Sequence[str]) -> None:
       print(f'compile forward, {num} stages, {"scanned " if scan else "unrolled"}: {compile_times[scan, num]:.1f} s')
   base = min(int(n) for n in FLAGS.stages)
   for scan in (True, False):
-    ratios = ', '.join(f'{num}: {compile_times[scan, num] / compile_times[scan, base]:.2f}x'
-                       for (s, num) in compile_times if s == scan)
+    ratios = ', '.join(
+        f'{num}: {compile_times[scan, num] / compile_times[scan, base]:.2f}x' for (s, num) in compile_times if s == scan
+    )
     print(f'compile time relative to {base} stages, {"scanned" if scan else "unrolled"}: {ratios}')
 
 

@@ -31,7 +31,7 @@ from absl import flags
 from dir_jax import cli
 
 REAL_TRAIN_IMAGES = 1_361_062
-CHILD = '''
+CHILD = """
 import json, resource, sys, time
 from data_prep.interhand26m import raw
 imported_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -41,13 +41,18 @@ seconds = time.perf_counter() - start
 print(json.dumps({'seconds': seconds, 'peak_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   'imported_kb': imported_kb, 'selected': len(plan), 'plan_bytes': plan.nbytes,
                   'record_bytes': plan.records.itemsize, 'skipped': dict(skipped)}))
-'''
+"""
 
 
 def plan_in_child(raw_dir: str) -> dict:
   """Runs `raw.plan_split` in a fresh Python process; its report (seconds, peak_kb, ...)."""
-  out = subprocess.run([sys.executable, '-c', CHILD, raw_dir], check=True, capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = subprocess.run(
+      [sys.executable, '-c', CHILD, raw_dir],
+      check=True,
+      capture_output=True,
+      text=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -73,16 +78,24 @@ def main(argv: Sequence[str]) -> None:
     report = plan_in_child(raw_dir)
 
   peak_gb, data_gb = report['peak_kb'] * 1024 / 1e9, sizes['data'] / 1e9
-  print(f'fraction {FLAGS.fraction} of the real train split: {num_images} images, {written["frames"]} frames, '
-        f'70 captures; written in {generate_s:.0f} s')
+  print(
+      f'fraction {FLAGS.fraction} of the real train split: {num_images} images, {written["frames"]} frames, '
+      f'70 captures; written in {generate_s:.0f} s'
+  )
   print('annotation files: ' + ', '.join(f'{kind} {size / 1e6:.0f} MB' for kind, size in sizes.items()))
-  print(f'planning (one process): {report["seconds"]:.1f} s, '
-        f'{1e6 * report["seconds"] / num_images:.1f} us per image; selected {report["selected"]}, '
-        f'skipped {report["skipped"]}')
-  print(f'plan: {report["plan_bytes"] / 1e6:.1f} MB, {report["plan_bytes"] / max(report["selected"], 1):.1f} bytes '
-        f'per selected image ({report["record_bytes"]} in the record index)')
-  print(f'peak RSS {peak_gb:.3f} GB (after imports, before planning: {report["imported_kb"] * 1024 / 1e9:.3f} GB); '
-        f'ratio peak RSS / data.json size: {peak_gb / data_gb:.2f}')
+  print(
+      f'planning (one process): {report["seconds"]:.1f} s, '
+      f'{1e6 * report["seconds"] / num_images:.1f} us per image; selected {report["selected"]}, '
+      f'skipped {report["skipped"]}'
+  )
+  print(
+      f'plan: {report["plan_bytes"] / 1e6:.1f} MB, {report["plan_bytes"] / max(report["selected"], 1):.1f} bytes '
+      f'per selected image ({report["record_bytes"]} in the record index)'
+  )
+  print(
+      f'peak RSS {peak_gb:.3f} GB (after imports, before planning: {report["imported_kb"] * 1024 / 1e9:.3f} GB); '
+      f'ratio peak RSS / data.json size: {peak_gb / data_gb:.2f}'
+  )
   print(f'peak RSS GB: {peak_gb:.3f}')
   return 0
 

@@ -90,16 +90,28 @@ def main(argv: Sequence[str]) -> None:
   model = checkpoint.model_from_config(config.model, dtype)
   size = config.model.input_size
   device = jax.devices()[0]
-  print(f'backend {jax.default_backend()} ({device.device_kind}), jax {jax.__version__}; {FLAGS.config}, '
-        f'compute {FLAGS.dtype}, fusion {model.config.fusion}', flush=True)
+  print(
+      f'backend {jax.default_backend()} ({device.device_kind}), jax {jax.__version__}; {FLAGS.config}, '
+      f'compute {FLAGS.dtype}, fusion {model.config.fusion}',
+      flush=True,
+  )
 
   variables = jax.jit(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), mano))()
   tx = state_lib.make_optimizer(config.optimizer, 1000, 100000)
   state = state_lib.create_train_state(model, tx, None, size, variables)
   batch = jax.tree.map(jnp.asarray, fake_batch(FLAGS.train_batch, config.image_size))
-  train_step = jax.jit(lambda s, b: step_lib.train_step(
-      s, b, model=model, mano=mano, loss_config=loss_settings.default_loss_config(), image_size=config.image_size,
-      input_size=size), donate_argnums=0)
+  train_step = jax.jit(
+      lambda s, b: step_lib.train_step(
+          s,
+          b,
+          model=model,
+          mano=mano,
+          loss_config=loss_settings.default_loss_config(),
+          image_size=config.image_size,
+          input_size=size,
+      ),
+      donate_argnums=0,
+  )
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
@@ -115,10 +127,12 @@ def main(argv: Sequence[str]) -> None:
       times.append(time.perf_counter() - t0)
   step_s = statistics.median(times)
   train_ips = FLAGS.train_batch / step_s
-  print(f'train step, batch {FLAGS.train_batch}: {step_s * 1e3:.1f} ms median of {FLAGS.steps} '
-        f'(min {min(times) * 1e3:.1f}), {train_ips:.1f} images/s; compile {compile_s:.1f} s; '
-        f'XLA cost analysis {flops / FLAGS.train_batch / 1e9:.1f} GFLOP/image; loss {float(metrics["loss"]):.3f}',
-        flush=True)
+  print(
+      f'train step, batch {FLAGS.train_batch}: {step_s * 1e3:.1f} ms median of {FLAGS.steps} '
+      f'(min {min(times) * 1e3:.1f}), {train_ips:.1f} images/s; compile {compile_s:.1f} s; '
+      f'XLA cost analysis {flops / FLAGS.train_batch / 1e9:.1f} GFLOP/image; loss {float(metrics["loss"]):.3f}',
+      flush=True,
+  )
 
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   forward = jax.jit(lambda v, x: model.apply(v, x, mano, train=False)['stages'][-1])
@@ -131,8 +145,11 @@ def main(argv: Sequence[str]) -> None:
     with _exclusive(FLAGS.timing_lock):
       jax.block_until_ready(fwd(variables, images))
       forward_ms[batch_size] = _median_seconds(fwd, (variables, images), FLAGS.steps) * 1e3
-    print(f'forward, batch {batch_size}: {forward_ms[batch_size]:.2f} ms median '
-          f'({batch_size / forward_ms[batch_size] * 1e3:.1f} images/s); compile {fwd_compile_s:.1f} s', flush=True)
+    print(
+        f'forward, batch {batch_size}: {forward_ms[batch_size]:.2f} ms median '
+        f'({batch_size / forward_ms[batch_size] * 1e3:.1f} images/s); compile {fwd_compile_s:.1f} s',
+        flush=True,
+    )
   peak_gb = _peak_gb()
   print(f'peak device memory of this process: {peak_gb:.2f} GB')
   if FLAGS.rows:

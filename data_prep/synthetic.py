@@ -149,6 +149,7 @@ class Camera:
     width, height: image size in pixels.
     grey: a monochrome camera: its JPEGs are single-channel (PIL mode 'L').
   """
+
   camera_id: str
   campos_m: np.ndarray
   rotation: np.ndarray
@@ -164,8 +165,13 @@ class Camera:
 
   def K_render(self) -> np.ndarray:  # pylint: disable=invalid-name
     """(3, 3) intrinsics in the rasterizer's convention (principal point + 0.5)."""
-    return np.array([[self.focal_px[0], 0.0, self.princpt_px[0] + 0.5],
-                     [0.0, self.focal_px[1], self.princpt_px[1] + 0.5], [0.0, 0.0, 1.0]])
+    return np.array(
+        [
+            [self.focal_px[0], 0.0, self.princpt_px[0] + 0.5],
+            [0.0, self.focal_px[1], self.princpt_px[1] + 0.5],
+            [0.0, 0.0, 1.0],
+        ]
+    )
 
 
 @dataclasses.dataclass
@@ -181,6 +187,7 @@ class Frame:
     light_dir_cam: (3,) direction towards the light, the same in every view's camera frame.
     skin_rgb: {side: (3,) colour in [0, 1]}.
   """
+
   capture: int
   frame_idx: int
   seq_name: str
@@ -228,8 +235,7 @@ def capture_direction(azimuth_rad: float, elevation_rad: float) -> np.ndarray:
   return np.array([cos_el * math.sin(azimuth_rad), -math.sin(elevation_rad), -cos_el * math.cos(azimuth_rad)])
 
 
-def make_cameras(rng: np.random.Generator, capture: int, center_m: np.ndarray,
-                 rig: str = 'capture') -> list[Camera]:
+def make_cameras(rng: np.random.Generator, capture: int, center_m: np.ndarray, rig: str = 'capture') -> list[Camera]:
   """The capture's VIEWS_PER_FRAME listed cameras and one unlisted camera (the last), of `rig`.
 
   'capture': around the hands (see CAPTURE_AZIMUTH_JITTER_RAD), three of the listed cameras and the
@@ -245,23 +251,29 @@ def make_cameras(rng: np.random.Generator, capture: int, center_m: np.ndarray,
       direction, (width, height), grey = _frontal_direction(rng, j)
     else:
       listed = j < VIEWS_PER_FRAME
-      azimuth = (start_rad + 0.5 * math.pi * j
-                 + rng.uniform(-CAPTURE_AZIMUTH_JITTER_RAD, CAPTURE_AZIMUTH_JITTER_RAD)
-                 if listed else rng.uniform(0.0, 2.0 * math.pi))
+      azimuth = (
+          start_rad + 0.5 * math.pi * j + rng.uniform(-CAPTURE_AZIMUTH_JITTER_RAD, CAPTURE_AZIMUTH_JITTER_RAD)
+          if listed
+          else rng.uniform(0.0, 2.0 * math.pi)
+      )
       direction = capture_direction(azimuth, rng.uniform(*CAPTURE_ELEVATION_RAD))
       width, height = LANDSCAPE_WH if j in CAPTURE_LANDSCAPE_VIEWS else LANDSCAPE_WH[::-1]
       grey = j == CAPTURE_GREY_VIEW
     campos_m = center_m + rng.uniform(*CAMERA_DISTANCE_M) * direction
     target_m = center_m + rng.normal(0.0, 0.01, 3)
     focal = rng.uniform(*FOCAL_PX)
-    cameras.append(Camera(
-        camera_id=str(400002 + 100 * capture + 10 * j),
-        campos_m=campos_m,
-        rotation=look_at_rotation(campos_m, target_m, rng.uniform(-0.3, 0.3)),
-        focal_px=np.array([focal, focal * rng.uniform(0.998, 1.002)]),
-        princpt_px=(np.array([width / 2, height / 2])
-                    + rng.uniform(-PRINCIPAL_JITTER_PX, PRINCIPAL_JITTER_PX, 2)),
-        width=width, height=height, grey=grey))
+    cameras.append(
+        Camera(
+            camera_id=str(400002 + 100 * capture + 10 * j),
+            campos_m=campos_m,
+            rotation=look_at_rotation(campos_m, target_m, rng.uniform(-0.3, 0.3)),
+            focal_px=np.array([focal, focal * rng.uniform(0.998, 1.002)]),
+            princpt_px=(np.array([width / 2, height / 2]) + rng.uniform(-PRINCIPAL_JITTER_PX, PRINCIPAL_JITTER_PX, 2)),
+            width=width,
+            height=height,
+            grey=grey,
+        )
+    )
   return cameras
 
 
@@ -292,9 +304,14 @@ def hand_mesh_world(asset: ManoAsset, hand: dict[str, list[float]]) -> tuple[np.
   """
   pose = jnp.asarray(hand['pose'], jnp.float32)
   root = rotation.axis_angle_to_matrix(pose[:3])
-  verts, joints = _gt_mano_aa(asset, root[None], (pose[3:] + asset.hands_mean)[None],
-                              jnp.asarray(hand['shape'], jnp.float32)[None],
-                              jnp.asarray(hand['trans'], jnp.float32)[None], pose_is_pca=False)
+  verts, joints = _gt_mano_aa(
+      asset,
+      root[None],
+      (pose[3:] + asset.hands_mean)[None],
+      jnp.asarray(hand['shape'], jnp.float32)[None],
+      jnp.asarray(hand['trans'], jnp.float32)[None],
+      pose_is_pca=False,
+  )
   return np.asarray(verts[0], np.float64), np.asarray(joints[0], np.float64)
 
 
@@ -302,15 +319,25 @@ def sample_hand(rng: np.random.Generator, asset: ManoAsset, centroid_m: np.ndarr
   """A NeuralAnnot entry (world frame) of a random hand whose vertex centroid is `centroid_m`."""
   coefficients = rng.normal(size=45) * PCA_STD
   pose_rel = coefficients @ np.asarray(asset.hands_components, np.float64)  # relative to the mean
-  hand = {'pose': _f32_list(np.concatenate([_random_root_axis_angle(rng), pose_rel])),
-          'shape': _f32_list(rng.normal(0.0, BETAS_STD, 10)), 'trans': [0.0, 0.0, 0.0]}
+  hand = {
+      'pose': _f32_list(np.concatenate([_random_root_axis_angle(rng), pose_rel])),
+      'shape': _f32_list(rng.normal(0.0, BETAS_STD, 10)),
+      'trans': [0.0, 0.0, 0.0],
+  }
   verts, _ = hand_mesh_world(asset, hand)
   hand['trans'] = _f32_list(centroid_m - verts.mean(axis=0))
   return hand
 
 
-def make_frame(rng: np.random.Generator, pair: ManoPair, capture: int, frame_idx: int, seq_name: str,
-               center_m: np.ndarray, sides: tuple[str, ...] = ('left', 'right')) -> Frame:
+def make_frame(
+    rng: np.random.Generator,
+    pair: ManoPair,
+    capture: int,
+    frame_idx: int,
+    seq_name: str,
+    center_m: np.ndarray,
+    sides: tuple[str, ...] = ('left', 'right'),
+) -> Frame:
   """A frame with random hands of `sides` near `center_m`; its MANO entries are the hands' own."""
   offset = rng.normal(size=3)
   offset *= rng.uniform(*HAND_SEPARATION_M) / 2.0 / np.linalg.norm(offset)
@@ -353,14 +380,15 @@ def studio_background(rng: np.random.Generator, width: int, height: int) -> np.n
   return np.clip(np.round(rng.uniform(*STUDIO_PEAK) * glow[..., None] * tint + noise), 0, 255).astype(np.uint8)
 
 
-def render_view(rng: np.random.Generator, frame: Frame, camera: Camera, pair: ManoPair,
-                rig: str = 'capture') -> np.ndarray:
+def render_view(
+    rng: np.random.Generator, frame: Frame, camera: Camera, pair: ManoPair, rig: str = 'capture'
+) -> np.ndarray:
   """(height, width, 3) uint8: the frame's hands, shaded, over a random background of `rig`."""
   image = (studio_background if rig == 'capture' else background)(rng, camera.width, camera.height)
-  meshes = [(camera.to_camera_m(frame.meshes[side][0]), pair[side].faces, frame.skin_rgb[side])
-            for side in frame.meshes]
-  rgb, mask = render_shaded(meshes, camera.K_render(), camera.height, camera.width,
-                            light_dir_cam=frame.light_dir_cam)
+  meshes = [
+      (camera.to_camera_m(frame.meshes[side][0]), pair[side].faces, frame.skin_rgb[side]) for side in frame.meshes
+  ]
+  rgb, mask = render_shaded(meshes, camera.K_render(), camera.height, camera.width, light_dir_cam=frame.light_dir_cam)
   image[mask] = np.clip(np.round(rgb[mask] * 255.0), 0, 255).astype(np.uint8)
   return image
 
@@ -385,8 +413,7 @@ def _joint_3d_entry(frame: Frame) -> dict[str, Any]:
     joints = frame.meshes[side][1][list(schema.INTERHAND_FROM_DIR)] * 1000.0 if present else np.zeros((21, 3))
     world_mm += [_f32_list(j) for j in joints]
     valid += [[present]] * 21
-  return {'world_coord': world_mm, 'joint_valid': valid, 'hand_type': _hand_type(frame),
-          'hand_type_valid': True}
+  return {'world_coord': world_mm, 'joint_valid': valid, 'hand_type': _hand_type(frame), 'hand_type_valid': True}
 
 
 def _capture_camera_json(cameras: list[Camera]) -> dict[str, dict[str, Any]]:
@@ -406,8 +433,9 @@ def _write_json(path: str, obj: Any) -> None:
     json.dump(obj, f, sort_keys=True)
 
 
-def _plan_views(rng: np.random.Generator, pair: ManoPair, split: str, num_valid: int,
-                rig: str = 'capture') -> tuple[list[tuple[Frame, Camera, int, str]], dict[int, list[Camera]]]:
+def _plan_views(
+    rng: np.random.Generator, pair: ManoPair, split: str, num_valid: int, rig: str = 'capture'
+) -> tuple[list[tuple[Frame, Camera, int, str]], dict[int, list[Camera]]]:
   """The split's frames and views: `num_valid` good ones, then the BROKEN_ENTRIES.
 
   Returns:
@@ -428,16 +456,20 @@ def _plan_views(rng: np.random.Generator, pair: ManoPair, split: str, num_valid:
   for f in range(math.ceil(num_valid / VIEWS_PER_FRAME)):
     capture = captures[f % 2]
     frame = new_frame(capture, f'{capture:04d}_dh_{_MOTIONS[capture % len(_MOTIONS)]}')
-    for camera in cameras[capture][:min(VIEWS_PER_FRAME, num_valid - f * VIEWS_PER_FRAME)]:
+    for camera in cameras[capture][: min(VIEWS_PER_FRAME, num_valid - f * VIEWS_PER_FRAME)]:
       views.append((frame, camera, 1, 'ok'))
   capture, listed = captures[0], cameras[captures[0]]
   broken_seq = f'{capture:04d}_dh_{_MOTIONS[-1]}'
   for k, side in enumerate(('right', 'left')):
     views.append((new_frame(capture, f'{capture:04d}_{side[0]}h_fist', (side,)), listed[k], 1, 'ok'))
   frame = new_frame(capture, broken_seq)
-  views += [(frame, listed[0], 0, 'ok'), (frame, cameras[capture][VIEWS_PER_FRAME], 1, 'ok'),
-            (frame, listed[1], 1, 'missing_file'), (frame, listed[2], 1, 'truncated'),
-            (frame, listed[3], 1, 'dark')]
+  views += [
+      (frame, listed[0], 0, 'ok'),
+      (frame, cameras[capture][VIEWS_PER_FRAME], 1, 'ok'),
+      (frame, listed[1], 1, 'missing_file'),
+      (frame, listed[2], 1, 'truncated'),
+      (frame, listed[3], 1, 'dark'),
+  ]
   frame = new_frame(capture, broken_seq)
   frame.mano_json['left'] = None
   views.append((frame, listed[1], 1, 'ok'))
@@ -483,8 +515,9 @@ def _decoded_mean(encoded: bytes) -> float:
     return float(np.mean(image_io.to_rgb_u8(decoded)))
 
 
-def write_split(out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: int,
-                rig: str = 'capture') -> dict[str, Any]:
+def write_split(
+    out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: int, rig: str = 'capture'
+) -> dict[str, Any]:
   """Writes one split's images and annotation files, seen by the cameras of `rig` (see RIGS).
 
   Returns:
@@ -499,14 +532,29 @@ def write_split(out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: 
   for k, (frame, camera, hand_type_valid, fate) in enumerate(views):
     image_id = 100000 * SPLIT_INDEX[split] + k
     file_name = f'Capture{frame.capture}/{frame.seq_name}/cam{camera.camera_id}/image{frame.frame_idx}.jpg'
-    data['images'].append({
-        'id': image_id, 'file_name': file_name, 'width': camera.width, 'height': camera.height,
-        'capture': frame.capture, 'subject': frame.capture, 'seq_name': frame.seq_name,
-        'camera': camera.camera_id, 'frame_idx': frame.frame_idx})
-    data['annotations'].append({
-        'id': image_id, 'image_id': image_id, 'bbox': _projected_bbox(frame, camera),
-        'joint_valid': [[int(side in frame.meshes)] for side in ('right', 'left') for _ in range(21)],
-        'hand_type': _hand_type(frame), 'hand_type_valid': hand_type_valid})
+    data['images'].append(
+        {
+            'id': image_id,
+            'file_name': file_name,
+            'width': camera.width,
+            'height': camera.height,
+            'capture': frame.capture,
+            'subject': frame.capture,
+            'seq_name': frame.seq_name,
+            'camera': camera.camera_id,
+            'frame_idx': frame.frame_idx,
+        }
+    )
+    data['annotations'].append(
+        {
+            'id': image_id,
+            'image_id': image_id,
+            'bbox': _projected_bbox(frame, camera),
+            'joint_valid': [[int(side in frame.meshes)] for side in ('right', 'left') for _ in range(21)],
+            'hand_type': _hand_type(frame),
+            'hand_type_valid': hand_type_valid,
+        }
+    )
     mano_json.setdefault(str(frame.capture), {})[str(frame.frame_idx)] = frame.mano_json
     joint_json.setdefault(str(frame.capture), {})[str(frame.frame_idx)] = _joint_3d_entry(frame)
     image = expose(render_view(rng, frame, camera, pair, rig))
@@ -516,18 +564,21 @@ def write_split(out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: 
       image = np.round(image * DARK_FACTOR).astype(np.uint8)
     encoded = encode_view(image, camera)
     if (fate == 'dark') != (_decoded_mean(encoded) < preprocess.MIN_MEAN_INTENSITY):
-      raise AssertionError(f'{split} image {image_id} ({fate}): mean intensity {_decoded_mean(encoded):.2f} '
-                           f'is on the wrong side of {preprocess.MIN_MEAN_INTENSITY}')
+      raise AssertionError(
+          f'{split} image {image_id} ({fate}): mean intensity {_decoded_mean(encoded):.2f} '
+          f'is on the wrong side of {preprocess.MIN_MEAN_INTENSITY}'
+      )
     if fate == 'truncated':
-      encoded = encoded[:len(encoded) // 4]
+      encoded = encoded[: len(encoded) // 4]
     path = os.path.join(image_root, file_name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'wb') as f:
       f.write(encoded)
 
   _write_json(raw.annotation_path(out_dir, split, 'data'), data)
-  _write_json(raw.annotation_path(out_dir, split, 'camera'),
-              {str(c): _capture_camera_json(cams) for c, cams in cameras.items()})
+  _write_json(
+      raw.annotation_path(out_dir, split, 'camera'), {str(c): _capture_camera_json(cams) for c, cams in cameras.items()}
+  )
   _write_json(raw.annotation_path(out_dir, split, 'joint_3d'), joint_json)
   _write_json(raw.annotation_path(out_dir, split, 'MANO_NeuralAnnot'), mano_json)
   skipped = {reason: 0 for reason in preprocess.SKIP_REASONS}
@@ -535,12 +586,17 @@ def write_split(out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: 
   for name, reason in BROKEN_ENTRIES:
     skipped[reason] += 1
     skipped_all[reason] += name not in ALL_CONFIG_KEEPS
-  return {'annotations': len(views), 'kept': num_valid, 'skipped': skipped,
-          'all': {'kept': num_valid + len(ALL_CONFIG_KEEPS), 'skipped': skipped_all}}
+  return {
+      'annotations': len(views),
+      'kept': num_valid,
+      'skipped': skipped,
+      'all': {'kept': num_valid + len(ALL_CONFIG_KEEPS), 'skipped': skipped_all},
+  }
 
 
-def write_annotations_at_scale(out_dir: str, split: str, num_images: int, num_captures: int = 70,
-                               cameras_per_frame: int = 40, seed: int = 0) -> dict[str, int]:
+def write_annotations_at_scale(
+    out_dir: str, split: str, num_images: int, num_captures: int = 70, cameras_per_frame: int = 40, seed: int = 0
+) -> dict[str, int]:
   """Writes only a split's four annotation JSONs, shaped as the real ones, for `num_images` images.
 
   For measuring planning at the real dataset's size (train: 1,361,062 images, about 70 captures);
@@ -570,12 +626,26 @@ def write_annotations_at_scale(out_dir: str, split: str, num_images: int, num_ca
         camera = cameras[k % cameras_per_frame]
         seq_name = f'{capture:04d}_dh_{_MOTIONS[capture % len(_MOTIONS)]}'
         if section == 'images':
-          entry = {'id': k, 'file_name': f'Capture{capture}/{seq_name}/cam{camera}/image{frame_idx}.jpg',
-                   'width': LANDSCAPE_WH[0], 'height': LANDSCAPE_WH[1], 'capture': capture, 'subject': capture,
-                   'seq_name': seq_name, 'camera': camera, 'frame_idx': frame_idx}
+          entry = {
+              'id': k,
+              'file_name': f'Capture{capture}/{seq_name}/cam{camera}/image{frame_idx}.jpg',
+              'width': LANDSCAPE_WH[0],
+              'height': LANDSCAPE_WH[1],
+              'capture': capture,
+              'subject': capture,
+              'seq_name': seq_name,
+              'camera': camera,
+              'frame_idx': frame_idx,
+          }
         else:
-          entry = {'id': k, 'image_id': k, 'bbox': _f32_list(rng.uniform(0, 300, 4)),
-                   'joint_valid': [[1]] * 42, 'hand_type': hand_type, 'hand_type_valid': 1}
+          entry = {
+              'id': k,
+              'image_id': k,
+              'bbox': _f32_list(rng.uniform(0, 300, 4)),
+              'joint_valid': [[1]] * 42,
+              'hand_type': hand_type,
+              'hand_type_valid': 1,
+          }
         out.write((', ' if k else '') + json.dumps(entry))
     out.write(']}')
   for kind in ('camera', 'MANO_NeuralAnnot', 'joint_3d'):
@@ -583,28 +653,44 @@ def write_annotations_at_scale(out_dir: str, split: str, num_images: int, num_ca
       out.write('{')
       for capture in range(min(num_captures, num_frames)):
         if kind == 'camera':
-          value = {'campos': {c: _f32_list(rng.uniform(-1000, 1000, 3)) for c in cameras},
-                   'camrot': {c: [_f32_list(row) for row in look_at_rotation(rng.normal(size=3), np.zeros(3), 0.0)]
-                              for c in cameras},
-                   'focal': {c: _f32_list(rng.uniform(*FOCAL_PX, 2)) for c in cameras},
-                   'princpt': {c: _f32_list(rng.uniform(160, 260, 2)) for c in cameras}}
+          value = {
+              'campos': {c: _f32_list(rng.uniform(-1000, 1000, 3)) for c in cameras},
+              'camrot': {
+                  c: [_f32_list(row) for row in look_at_rotation(rng.normal(size=3), np.zeros(3), 0.0)] for c in cameras
+              },
+              'focal': {c: _f32_list(rng.uniform(*FOCAL_PX, 2)) for c in cameras},
+              'princpt': {c: _f32_list(rng.uniform(160, 260, 2)) for c in cameras},
+          }
         else:
           value = {}
           for f in range(capture, num_frames, num_captures):
             _, frame_idx, hand_type = frame_of(f)
             present = ('right', 'left') if hand_type == 'interacting' else (hand_type,)
             if kind == 'joint_3d':
-              value[str(frame_idx)] = {'world_coord': [_f32_list(rng.normal(0, 100, 3)) for _ in range(42)],
-                                       'joint_valid': [[True]] * 42, 'hand_type': hand_type, 'hand_type_valid': True}
+              value[str(frame_idx)] = {
+                  'world_coord': [_f32_list(rng.normal(0, 100, 3)) for _ in range(42)],
+                  'joint_valid': [[True]] * 42,
+                  'hand_type': hand_type,
+                  'hand_type_valid': True,
+              }
             else:
-              value[str(frame_idx)] = {side: {'pose': _f32_list(rng.normal(0, 0.3, 48)),
-                                              'shape': _f32_list(rng.normal(0, 1, 10)),
-                                              'trans': _f32_list(rng.normal(0, 0.1, 3))} if side in present else None
-                                       for side in ('left', 'right')}
+              value[str(frame_idx)] = {
+                  side: {
+                      'pose': _f32_list(rng.normal(0, 0.3, 48)),
+                      'shape': _f32_list(rng.normal(0, 1, 10)),
+                      'trans': _f32_list(rng.normal(0, 0.1, 3)),
+                  }
+                  if side in present
+                  else None
+                  for side in ('left', 'right')
+              }
         out.write((', ' if capture else '') + json.dumps(str(capture)) + ': ' + json.dumps(value))
       out.write('}')
-  interacting = sum(min(cameras_per_frame, num_images - f * cameras_per_frame)
-                    for f in range(num_frames) if frame_of(f)[2] == 'interacting')
+  interacting = sum(
+      min(cameras_per_frame, num_images - f * cameras_per_frame)
+      for f in range(num_frames)
+      if frame_of(f)[2] == 'interacting'
+  )
   return {'images': num_images, 'frames': num_frames, 'interacting': interacting}
 
 
@@ -621,8 +707,15 @@ def write_mano(out_dir: str, seed: int, mano_dir: str | None = None) -> str:
   return folder
 
 
-def generate(out_dir: str, num_train: int, num_test: int, num_val: int = 0, seed: int = 0,
-             mano_dir: str | None = None, rig: str = 'capture') -> dict[str, dict[str, Any]]:
+def generate(
+    out_dir: str,
+    num_train: int,
+    num_test: int,
+    num_val: int = 0,
+    seed: int = 0,
+    mano_dir: str | None = None,
+    rig: str = 'capture',
+) -> dict[str, dict[str, Any]]:
   """Writes the synthetic raw dataset (see the module docstring).
 
   Args:
@@ -650,8 +743,13 @@ flags.DEFINE_integer('num_test', None, 'test annotations to keep', lower_bound=0
 flags.DEFINE_integer('num_val', 0, 'val annotations to keep (0: no val split)', lower_bound=0, flag_values=FLAGS)
 flags.DEFINE_integer('seed', 0, 'seeds everything random', flag_values=FLAGS)
 flags.DEFINE_string('mano_dir', None, 'MANO_{LEFT,RIGHT}.pkl to use (default: synthetic)', flag_values=FLAGS)
-flags.DEFINE_enum('rig', 'capture', RIGS, "cameras and backgrounds: 'capture' (all around, dark studio) or "
-                  "'frontal' (the demo's)", flag_values=FLAGS)
+flags.DEFINE_enum(
+    'rig',
+    'capture',
+    RIGS,
+    "cameras and backgrounds: 'capture' (all around, dark studio) or " "'frontal' (the demo's)",
+    flag_values=FLAGS,
+)
 
 
 def main(argv: Sequence[str]) -> None:

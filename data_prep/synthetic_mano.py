@@ -34,8 +34,21 @@ from absl import flags
 from dir_jax import cli
 from dir_jax.mano import constants
 
-MANO_KEYS = ('v_template', 'shapedirs', 'posedirs', 'J_regressor', 'J', 'weights', 'kintree_table',
-             'f', 'hands_components', 'hands_mean', 'hands_coeffs', 'bs_style', 'bs_type')
+MANO_KEYS = (
+    'v_template',
+    'shapedirs',
+    'posedirs',
+    'J_regressor',
+    'J',
+    'weights',
+    'kintree_table',
+    'f',
+    'hands_components',
+    'hands_mean',
+    'hands_coeffs',
+    'bs_style',
+    'bs_type',
+)
 NUM_HANDS_COEFFS = 1554  # rows of the official hands_coeffs (the PCA training poses)
 
 _PALM_RING = 16  # vertices per palm ring: 8 dorsal (z increasing), then 8 palmar (z decreasing)
@@ -75,6 +88,7 @@ class _Digit:
     palmar: (3,) direction of the pad side (orthogonalised against each bone).
     rings_between: (3,) rings inside each bone (the last bone's rings end where the tip cap starts).
   """
+
   joints: tuple[int, int, int]
   directions: np.ndarray
   lengths_m: tuple[float, float, float]
@@ -96,28 +110,49 @@ def _straight(angle_deg: float) -> np.ndarray:
 _PALMAR = np.array([0.0, -1.0, 0.0])
 # MCP joint of each long finger (metres) and z range of its base quad on the knuckle end of the
 # palm; the gaps between the quads are thin webbing.
-_MCP_M = {'index': (0.086, 0.0, -0.025), 'middle': (0.088, 0.0, -0.0065),
-          'ring': (0.085, 0.0, 0.0115), 'pinky': (0.077, 0.0, 0.0285)}
-_BASE_Z_M = {'index': (-0.0355, -0.0158), 'middle': (-0.015, 0.002),
-             'ring': (0.0034, 0.0193), 'pinky': (0.0205, 0.0375)}
+_MCP_M = {
+    'index': (0.086, 0.0, -0.025),
+    'middle': (0.088, 0.0, -0.0065),
+    'ring': (0.085, 0.0, 0.0115),
+    'pinky': (0.077, 0.0, 0.0285),
+}
+_BASE_Z_M = {
+    'index': (-0.0355, -0.0158),
+    'middle': (-0.015, 0.002),
+    'ring': (0.0034, 0.0193),
+    'pinky': (0.0205, 0.0375),
+}
 _DIGITS = {
-    'index': _Digit((1, 2, 3), _straight(-4.0), (0.040, 0.024, 0.021),
-                    (0.0088, 0.0079, 0.0071, 0.0064), _PALMAR, (4, 3, 3)),
-    'middle': _Digit((4, 5, 6), _straight(0.0), (0.044, 0.026, 0.022),
-                     (0.0089, 0.0081, 0.0072, 0.0065), _PALMAR, (4, 3, 3)),
-    'ring': _Digit((10, 11, 12), _straight(4.0), (0.041, 0.025, 0.021),
-                   (0.0083, 0.0075, 0.0068, 0.0062), _PALMAR, (4, 3, 2)),
-    'pinky': _Digit((7, 8, 9), _straight(9.0), (0.031, 0.018, 0.018),
-                    (0.0076, 0.0067, 0.0060, 0.0055), _PALMAR, (4, 3, 2)),
+    'index': _Digit(
+        (1, 2, 3), _straight(-4.0), (0.040, 0.024, 0.021), (0.0088, 0.0079, 0.0071, 0.0064), _PALMAR, (4, 3, 3)
+    ),
+    'middle': _Digit(
+        (4, 5, 6), _straight(0.0), (0.044, 0.026, 0.022), (0.0089, 0.0081, 0.0072, 0.0065), _PALMAR, (4, 3, 3)
+    ),
+    'ring': _Digit(
+        (10, 11, 12), _straight(4.0), (0.041, 0.025, 0.021), (0.0083, 0.0075, 0.0068, 0.0062), _PALMAR, (4, 3, 2)
+    ),
+    'pinky': _Digit(
+        (7, 8, 9), _straight(9.0), (0.031, 0.018, 0.018), (0.0076, 0.0067, 0.0060, 0.0055), _PALMAR, (4, 3, 2)
+    ),
     # Forward, outward (-z) and palmar (-y); the pad faces the fingers and the palm.
-    'thumb': _Digit((13, 14, 15), _unit(np.array([[0.72, -0.35, -0.60], [0.86, -0.25, -0.45],
-                                                  [0.93, -0.18, -0.32]])),
-                    (0.034, 0.030, 0.026), (0.0135, 0.0108, 0.0097, 0.0088),
-                    _unit(np.array([0.0, -0.55, 0.83])), (4, 3, 2)),
+    'thumb': _Digit(
+        (13, 14, 15),
+        _unit(np.array([[0.72, -0.35, -0.60], [0.86, -0.25, -0.45], [0.93, -0.18, -0.32]])),
+        (0.034, 0.030, 0.026),
+        (0.0135, 0.0108, 0.0097, 0.0088),
+        _unit(np.array([0.0, -0.55, 0.83])),
+        (4, 3, 2),
+    ),
 }
 # hands_mean: natural flexion in radians per joint (proximal to distal).
-_MEAN_FLEXION = {'index': (0.15, 0.22, 0.12), 'middle': (0.18, 0.25, 0.15),
-                 'ring': (0.2, 0.27, 0.16), 'pinky': (0.24, 0.3, 0.18), 'thumb': (0.1, 0.15, 0.18)}
+_MEAN_FLEXION = {
+    'index': (0.15, 0.22, 0.12),
+    'middle': (0.18, 0.25, 0.15),
+    'ring': (0.2, 0.27, 0.16),
+    'pinky': (0.24, 0.3, 0.18),
+    'thumb': (0.1, 0.15, 0.18),
+}
 # PCA row 1: spread of the first joint, rotation about +y (positive moves a tip towards -z).
 _SPREAD = {'index': 1.0, 'middle': 0.25, 'ring': -0.5, 'pinky': -1.0, 'thumb': 0.8}
 
@@ -173,6 +208,7 @@ class _BuiltDigit:
     joint_rings: (3,) index into `rings` of the ring centred on each joint.
     tips: ids of the pad-side vertex at the very tip and of the vertex just dorsal of it.
   """
+
   digit: _Digit
   joints_m: np.ndarray
   rings: np.ndarray
@@ -210,8 +246,12 @@ def _palm_id(ring: int, side: str, column: int) -> int:
 
 def _palm_quad(ring_a: int, column_a: int, ring_b: int, column_b: int) -> list[int]:
   """The loop D(a), D(b), P(b), P(a): counter-clockwise seen from outside the quad's hole."""
-  return [_palm_id(ring_a, 'D', column_a), _palm_id(ring_b, 'D', column_b),
-          _palm_id(ring_b, 'P', column_b), _palm_id(ring_a, 'P', column_a)]
+  return [
+      _palm_id(ring_a, 'D', column_a),
+      _palm_id(ring_b, 'D', column_b),
+      _palm_id(ring_b, 'P', column_b),
+      _palm_id(ring_a, 'P', column_a),
+  ]
 
 
 def _ring_frame(direction: np.ndarray, palmar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -220,8 +260,7 @@ def _ring_frame(direction: np.ndarray, palmar: np.ndarray) -> tuple[np.ndarray, 
   return np.cross(palm, direction), palm
 
 
-def _digit_rings(digit: _Digit, start: np.ndarray,
-                 base_normal: np.ndarray) -> dict[str, np.ndarray]:
+def _digit_rings(digit: _Digit, start: np.ndarray, base_normal: np.ndarray) -> dict[str, np.ndarray]:
   """Ring and tip positions of one digit's tube.
 
   Args:
@@ -236,8 +275,7 @@ def _digit_rings(digit: _Digit, start: np.ndarray,
     ring normals, 'joint_rings' (3,) ring index of each joint, 'joints' (4, 3) joints and tip end,
     'tips' (2, 3) pad-side vertex at the very tip, then the vertex just dorsal of it.
   """
-  joints = np.cumsum(np.concatenate([start[None], np.asarray(digit.lengths_m)[:, None]
-                                     * digit.directions]), axis=0)
+  joints = np.cumsum(np.concatenate([start[None], np.asarray(digit.lengths_m)[:, None] * digit.directions]), axis=0)
   cap_r = digit.radii_m[3]
   cap_center = joints[3] - cap_r * digit.directions[2]
   centers, axes, radii, joint_rings = [], [], [], []
@@ -264,24 +302,25 @@ def _digit_rings(digit: _Digit, start: np.ndarray,
   s = (centers - joints[0]) @ digit.directions[0]
   for j in (1, 2):
     s_joint = (joints[j] - joints[0]) @ digit.directions[0]
-    radii *= 1.0 + 0.05 * np.exp(-((s - s_joint) / 0.004) ** 2)
+    radii *= 1.0 + 0.05 * np.exp(-(((s - s_joint) / 0.004) ** 2))
   angles = np.arange(_DIGIT_RING) * 2.0 * np.pi / _DIGIT_RING
   rings = []
   for c, ax, r in zip(centers, axes, radii):
     lateral, palm = _ring_frame(ax, digit.palmar)
-    rings.append(c + 1.04 * r * np.cos(angles)[:, None] * lateral
-                 + 0.94 * r * np.sin(angles)[:, None] * palm)
+    rings.append(c + 1.04 * r * np.cos(angles)[:, None] * lateral + 0.94 * r * np.sin(angles)[:, None] * palm)
   _, palm = _ring_frame(d, digit.palmar)
   tip_pad = joints[3] + 0.2 * cap_r * palm
-  tip_dorsal = cap_center + cap_r * (np.sin(_TIP_DORSAL_ANGLE) * d
-                                     - np.cos(_TIP_DORSAL_ANGLE) * palm)
-  return {'rings': np.asarray(rings), 'axes': np.asarray(axes),
-          'joint_rings': np.asarray(joint_rings), 'joints': joints,
-          'tips': np.stack([tip_pad, tip_dorsal])}
+  tip_dorsal = cap_center + cap_r * (np.sin(_TIP_DORSAL_ANGLE) * d - np.cos(_TIP_DORSAL_ANGLE) * palm)
+  return {
+      'rings': np.asarray(rings),
+      'axes': np.asarray(axes),
+      'joint_rings': np.asarray(joint_rings),
+      'joints': joints,
+      'tips': np.stack([tip_pad, tip_dorsal]),
+  }
 
 
-def _add_digit(mesh: _Mesh, base_loop: list[int], digit: _Digit,
-               start: np.ndarray | None = None) -> _BuiltDigit:
+def _add_digit(mesh: _Mesh, base_loop: list[int], digit: _Digit, start: np.ndarray | None = None) -> _BuiltDigit:
   """Adds a digit's tube on the 4-vertex hole `base_loop` (counter-clockwise about the digit).
 
   The tube: 4 -> 8 transition (12 triangles), 8-vertex rings, and a tip of two vertices:
@@ -321,15 +360,13 @@ def _build_mesh() -> tuple[np.ndarray, np.ndarray, dict[str, _BuiltDigit]]:
   x_axis = np.array([1.0, 0.0, 0.0])
   for r in range(last):
     ring_ids = np.arange(_PALM_RING) + r * _PALM_RING
-    mesh.stitch(ring_ids, ring_ids + _PALM_RING, x_axis,
-                hole=frozenset(thumb_loop) if r == rt else frozenset())
+    mesh.stitch(ring_ids, ring_ids + _PALM_RING, x_axis, hole=frozenset(thumb_loop) if r == rt else frozenset())
   for quad in (1, 3, 5):  # webbing between the finger bases
     a, b, c, d = _palm_quad(last, quad, last, quad + 1)
     mesh.faces.extend([(a, b, c), (a, c, d)])
   digits = {'thumb': _add_digit(mesh, thumb_loop, _DIGITS['thumb'])}
   for k, name in enumerate(_LONG_FINGERS):
-    digits[name] = _add_digit(mesh, _palm_quad(last, 2 * k, last, 2 * k + 1), _DIGITS[name],
-                              np.asarray(_MCP_M[name]))
+    digits[name] = _add_digit(mesh, _palm_quad(last, 2 * k, last, 2 * k + 1), _DIGITS[name], np.asarray(_MCP_M[name]))
   verts, faces = np.asarray(mesh.points), np.asarray(mesh.faces, np.int64)
   if verts.shape[0] != constants.NUM_VERTS or faces.shape[0] != constants.NUM_FACES:
     raise AssertionError(f'synthetic mesh has {verts.shape[0]} vertices, {faces.shape[0]} faces')
@@ -360,8 +397,7 @@ def _gaussian_weights(dist: np.ndarray) -> np.ndarray:
   return w / w.sum(axis=1, keepdims=True)
 
 
-def _skinning_weights(verts: np.ndarray, joints: np.ndarray,
-                      digits: dict[str, _BuiltDigit]) -> np.ndarray:
+def _skinning_weights(verts: np.ndarray, joints: np.ndarray, digits: dict[str, _BuiltDigit]) -> np.ndarray:
   """(778, 16) skinning weights from the distance to the bones (rows sum to 1).
 
   A digit's vertex blends its own three bones (joint -> next joint or tip) and its root bone
@@ -370,17 +406,15 @@ def _skinning_weights(verts: np.ndarray, joints: np.ndarray,
   """
   weights = np.zeros((constants.NUM_VERTS, constants.NUM_MANO_JOINTS))
   palm = np.arange(_PALM_RING * len(_PALM_T))
-  root = np.min([_point_segment_distance(verts[palm], joints[0], b.joints_m[0])
-                 for b in digits.values()], axis=0)
-  first = [_point_segment_distance(verts[palm], b.joints_m[0], b.joints_m[1])
-           for b in digits.values()]
+  root = np.min([_point_segment_distance(verts[palm], joints[0], b.joints_m[0]) for b in digits.values()], axis=0)
+  first = [_point_segment_distance(verts[palm], b.joints_m[0], b.joints_m[1]) for b in digits.values()]
   weights[np.ix_(palm, [0] + [b.digit.joints[0] for b in digits.values()])] = _gaussian_weights(
-      np.stack([root] + first, 1))
+      np.stack([root] + first, 1)
+  )
   for b in digits.values():
     ids = np.concatenate([b.rings.reshape(-1), b.tips])
     dist = [_point_segment_distance(verts[ids], joints[0], b.joints_m[0])]
-    dist += [_point_segment_distance(verts[ids], b.joints_m[k], b.joints_m[k + 1])
-             for k in range(3)]
+    dist += [_point_segment_distance(verts[ids], b.joints_m[k], b.joints_m[k + 1]) for k in range(3)]
     weights[np.ix_(ids, (0,) + b.digit.joints)] = _gaussian_weights(np.stack(dist, 1))
   return weights
 
@@ -396,8 +430,9 @@ def _smooth_fields(rng: np.random.Generator, points: np.ndarray, count: int) -> 
   return field / np.abs(field).max(axis=(0, 1), keepdims=True)
 
 
-def _shapedirs(verts: np.ndarray, weights: np.ndarray, digits: dict[str, _BuiltDigit],
-               rng: np.random.Generator) -> np.ndarray:
+def _shapedirs(
+    verts: np.ndarray, weights: np.ndarray, digits: dict[str, _BuiltDigit], rng: np.random.Generator
+) -> np.ndarray:
   """(778, 3, 10) shape directions, metres per unit beta.
 
   beta0 overall size (5% per unit, about the wrist); beta1 digit length (4% of the distance beyond
@@ -429,8 +464,9 @@ def _posedirs(verts: np.ndarray, weights: np.ndarray, rng: np.random.Generator) 
   The crease of joint j is where its weight blends with its parent's: 4 w_j w_parent (<= 1).
   """
   fields = _smooth_fields(rng, verts, 9 * (constants.NUM_MANO_JOINTS - 1))
-  crease = np.stack([4.0 * weights[:, j] * weights[:, constants.MANO_PARENTS[j]]
-                     for j in range(1, constants.NUM_MANO_JOINTS)], 1)
+  crease = np.stack(
+      [4.0 * weights[:, j] * weights[:, constants.MANO_PARENTS[j]] for j in range(1, constants.NUM_MANO_JOINTS)], 1
+  )
   return _POSEDIRS_M * fields * np.repeat(np.minimum(crease, 1.0), 9, axis=1)[:, None, :]
 
 
@@ -455,8 +491,9 @@ def _pose_pca(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
       flex[joint - 1] = _flexion_axis(digit, bone)
       mean[joint - 1] = _MEAN_FLEXION[name][bone] * flex[joint - 1]
     spread[digit.joints[0] - 1] = [0.0, _SPREAD[name], 0.0]
-  basis = np.concatenate([flex.reshape(1, -1), spread.reshape(1, -1),
-                          rng.normal(size=(constants.NUM_PCA - 2, constants.NUM_PCA))])
+  basis = np.concatenate(
+      [flex.reshape(1, -1), spread.reshape(1, -1), rng.normal(size=(constants.NUM_PCA - 2, constants.NUM_PCA))]
+  )
   q, r = np.linalg.qr(basis.T)
   return (q * np.sign(np.diag(r))).T, mean.reshape(-1)
 
@@ -489,13 +526,17 @@ def mirror_to_left(right: dict[str, Any]) -> dict[str, Any]:
   shapedirs[:, 0, :] = right['shapedirs'][:, 0, :]
   sign_ij = np.tile(np.outer(m, m).reshape(-1), constants.NUM_MANO_JOINTS - 1)
   left = {key: value.copy() if hasattr(value, 'copy') else value for key, value in right.items()}
-  left.update({
-      'v_template': right['v_template'] * m, 'J': right['J'] * m,
-      'f': np.ascontiguousarray(right['f'][:, ::-1]), 'shapedirs': shapedirs,
-      'posedirs': right['posedirs'] * m[None, :, None] * sign_ij.astype(np.float32),
-      'hands_components': _mirror_axis_angle(right['hands_components']).astype(np.float32),
-      'hands_mean': _mirror_axis_angle(right['hands_mean']).astype(np.float32),
-  })
+  left.update(
+      {
+          'v_template': right['v_template'] * m,
+          'J': right['J'] * m,
+          'f': np.ascontiguousarray(right['f'][:, ::-1]),
+          'shapedirs': shapedirs,
+          'posedirs': right['posedirs'] * m[None, :, None] * sign_ij.astype(np.float32),
+          'hands_components': _mirror_axis_angle(right['hands_components']).astype(np.float32),
+          'hands_mean': _mirror_axis_angle(right['hands_mean']).astype(np.float32),
+      }
+  )
   return left
 
 
@@ -531,16 +572,24 @@ def make_synthetic_mano(seed: int = 0) -> dict[str, dict[str, Any]]:
   order = np.argsort(new_id)
   f32 = lambda a: np.ascontiguousarray(a, np.float32)
   v_template, regressor = f32(verts[order] + WRIST_M), f32(regressor[:, order])
-  kintree = np.stack([np.asarray(constants.MANO_PARENTS, np.int64),
-                      np.arange(constants.NUM_MANO_JOINTS, dtype=np.int64)])
+  kintree = np.stack(
+      [np.asarray(constants.MANO_PARENTS, np.int64), np.arange(constants.NUM_MANO_JOINTS, dtype=np.int64)]
+  )
   kintree[0, 0] = constants.KINTREE_ROOT_UINT32
   right = {
-      'v_template': v_template, 'shapedirs': f32(shapedirs[order]),
-      'posedirs': f32(posedirs[order]), 'J_regressor': scipy.sparse.csc_matrix(regressor),
+      'v_template': v_template,
+      'shapedirs': f32(shapedirs[order]),
+      'posedirs': f32(posedirs[order]),
+      'J_regressor': scipy.sparse.csc_matrix(regressor),
       'J': f32(regressor.astype(np.float64) @ v_template.astype(np.float64)),
-      'weights': f32(weights[order]), 'kintree_table': kintree,
-      'f': new_id[faces].astype(np.uint32), 'hands_components': f32(components),
-      'hands_mean': f32(mean), 'hands_coeffs': f32(coeffs), 'bs_style': 'lbs', 'bs_type': 'lrotmin',
+      'weights': f32(weights[order]),
+      'kintree_table': kintree,
+      'f': new_id[faces].astype(np.uint32),
+      'hands_components': f32(components),
+      'hands_mean': f32(mean),
+      'hands_coeffs': f32(coeffs),
+      'bs_style': 'lbs',
+      'bs_type': 'lrotmin',
   }
   return {'right': right, 'left': mirror_to_left(right)}
 
@@ -611,6 +660,7 @@ def render_preview(pair: dict[str, dict[str, Any]], path: str) -> None:
   The left hand is turned 180 degrees about y so that both hands point up, thumbs in the middle.
   """
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   from mpl_toolkits.mplot3d.art3d import Poly3DCollection  # pylint: disable=import-outside-toplevel
@@ -618,26 +668,32 @@ def render_preview(pair: dict[str, dict[str, Any]], path: str) -> None:
   # Plot axes (X, Y, Z) = (z, x, y): a rotation, so the hands keep their handedness. Each hand is
   # drawn with its wrist at the origin.
   to_plot = lambda v: np.asarray(v, np.float64)[:, [2, 0, 1]]
-  rest = {side: np.asarray(pair[side]['v_template'], np.float64) - np.asarray(pair[side]['J'][0], np.float64)
-          for side in ('right', 'left')}
+  rest = {
+      side: np.asarray(pair[side]['v_template'], np.float64) - np.asarray(pair[side]['J'][0], np.float64)
+      for side in ('right', 'left')
+  }
   right = (to_plot(rest['right']) + [0.085, 0.0, 0.0], pair['right']['f'], (0.93, 0.74, 0.62))
-  left = (to_plot(rest['left'] * [-1.0, 1.0, -1.0]) + [-0.085, 0.0, 0.0], pair['left']['f'],
-          (0.84, 0.66, 0.56))
-  views = [('backs', 90.0, -90.0, (right, left)), ('palms', -90.0, 90.0, (right, left)),
-           ('right hand, thumb side', 20.0, -150.0, (right,))]
+  left = (to_plot(rest['left'] * [-1.0, 1.0, -1.0]) + [-0.085, 0.0, 0.0], pair['left']['f'], (0.84, 0.66, 0.56))
+  views = [
+      ('backs', 90.0, -90.0, (right, left)),
+      ('palms', -90.0, 90.0, (right, left)),
+      ('right hand, thumb side', 20.0, -150.0, (right,)),
+  ]
   fig = plt.figure(figsize=(15, 5.4))
   for k, (title, elev, azim, hands) in enumerate(views):
     ax = fig.add_subplot(1, len(views), k + 1, projection='3d')
     el, az = np.deg2rad(elev), np.deg2rad(azim)
     eye = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-    light = _unit(eye + 0.4 * np.array([np.sin(az), -np.cos(az), 0.0])
-                  + [0.0, 0.0, 0.6 * np.sign(elev)])
+    light = _unit(eye + 0.4 * np.array([np.sin(az), -np.cos(az), 0.0]) + [0.0, 0.0, 0.6 * np.sign(elev)])
     for verts, faces, color in hands:
       tris = verts[np.asarray(faces, np.int64)]
       normals = _unit(np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]))
       shade = 0.25 + 0.75 * np.clip(normals @ light, 0.0, 1.0)
-      ax.add_collection3d(Poly3DCollection(tris, facecolors=np.asarray(color) * shade[:, None],
-                                           edgecolors=(0.0, 0.0, 0.0, 0.06), linewidths=0.2))
+      ax.add_collection3d(
+          Poly3DCollection(
+              tris, facecolors=np.asarray(color) * shade[:, None], edgecolors=(0.0, 0.0, 0.0, 0.06), linewidths=0.2
+          )
+      )
     center = np.concatenate([h[0] for h in hands]).mean(0)
     half = 0.1 if len(hands) == 1 else 0.14
     for axis, c in zip('xyz', center):

@@ -33,9 +33,11 @@ CONFIG_ITEM = 'model_config'
 TRAINING_KEY = 'training'  # in the 'model_config' JSON: what the run was trained with (`training_facts`)
 CHECKPOINTS_DIR = 'checkpoints'  # train.py's workdir/checkpoints/: the latest steps
 BEST_DIR = 'best'  # train.py's workdir/best/: the step with the best evaluation metric
-ACCEPTED_LOCATIONS = ('a train.py workdir RUN (its newest checkpoint in RUN/checkpoints), RUN/checkpoints or RUN/best, '
-                      'one step folder in them (e.g. RUN/best/1200 or RUN/checkpoints/400), or the folder written '
-                      'by python -m dir_jax.convert.export_orbax')
+ACCEPTED_LOCATIONS = (
+    'a train.py workdir RUN (its newest checkpoint in RUN/checkpoints), RUN/checkpoints or RUN/best, '
+    'one step folder in them (e.g. RUN/best/1200 or RUN/checkpoints/400), or the folder written '
+    'by python -m dir_jax.convert.export_orbax'
+)
 # Keys of a stored model config, or of a `config.model` ConfigDict, that are not `ModelConfig` fields.
 _NOT_MODEL_FIELDS = (TRAINING_KEY, 'input_size')
 
@@ -57,6 +59,7 @@ class CheckpointLocation:
     step: the step to read; None = the newest one that reads back.
     description: what the path was taken as, for the log (names the choice between checkpoints/ and best/).
   """
+
   directory: str
   step: int | None
   description: str
@@ -75,6 +78,7 @@ class RestoredCheckpoint:
       (written before it was recorded, or converted from the authors' checkpoint).
     input_size_px: network input side the run was trained with; None when not recorded.
   """
+
   model: DIR
   variables: dict
   step: int
@@ -94,14 +98,23 @@ def model_from_config(config: Mapping[str, Any], dtype: Any = None) -> DIR:
   return DIR(ModelConfig.from_mapping(config, ignore=_NOT_MODEL_FIELDS), dtype=dtype)
 
 
-def manager(directory: str, max_to_keep: int | None = None, best_fn: Callable | None = None,
-            best_mode: str = 'min', keep_checkpoints_without_metrics: bool = True,
-            enable_async: bool = True) -> ocp.CheckpointManager:
+def manager(
+    directory: str,
+    max_to_keep: int | None = None,
+    best_fn: Callable | None = None,
+    best_mode: str = 'min',
+    keep_checkpoints_without_metrics: bool = True,
+    enable_async: bool = True,
+) -> ocp.CheckpointManager:
   """A CheckpointManager with this project's two items."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, best_fn=best_fn, best_mode=best_mode,
+      max_to_keep=max_to_keep,
+      best_fn=best_fn,
+      best_mode=best_mode,
       keep_checkpoints_without_metrics=keep_checkpoints_without_metrics,
-      enable_async_checkpointing=enable_async, create=True)
+      enable_async_checkpointing=enable_async,
+      create=True,
+  )
   return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_handlers=_item_handlers())
 
 
@@ -122,8 +135,9 @@ def save_args(state: Mapping[str, Any], model: DIR, training: Mapping[str, Any] 
   return ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeSave(dict(state)), CONFIG_ITEM: ocp.args.JsonSave(config)})
 
 
-def save_variables(directory: str, variables: Mapping[str, Any], model: DIR, step: int = 0,
-                   training: Mapping[str, Any] | None = None) -> str:
+def save_variables(
+    directory: str, variables: Mapping[str, Any], model: DIR, step: int = 0, training: Mapping[str, Any] | None = None
+) -> str:
   """Writes `variables` ({'params', 'batch_stats'}) of `model` as step `step`; returns the directory."""
   with manager(directory, enable_async=False) as mngr:
     mngr.save(step, args=save_args({'variables': dict(variables)}, model, training), force=True)
@@ -133,8 +147,13 @@ def save_variables(directory: str, variables: Mapping[str, Any], model: DIR, ste
 
 def restore_state_args(target: Mapping[str, Any]) -> ocp.args.Composite:
   """Restore arguments for the whole 'state' item into `target` (ShapeDtypeStructs with shardings)."""
-  return ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target))})
+  return ocp.args.Composite(
+      **{
+          STATE_ITEM: ocp.args.PyTreeRestore(
+              item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)
+          )
+      }
+  )
 
 
 def _abstract(tree, sharding):
@@ -151,8 +170,13 @@ def restore_candidates(mngr: ocp.CheckpointManager, restore: Callable[[int], Any
     try:
       return step, restore(step)
     except Exception as e:  # pylint: disable=broad-except  # orbax raises many types for damaged files
-      logging.warning('checkpoint step %d in %s cannot be restored (%s: %s); trying the previous one',
-                      step, mngr.directory, type(e).__name__, e)
+      logging.warning(
+          'checkpoint step %d in %s cannot be restored (%s: %s); trying the previous one',
+          step,
+          mngr.directory,
+          type(e).__name__,
+          e,
+      )
       errors.append(f'step {step}: {type(e).__name__}: {e}')
   raise CheckpointError(f'no restorable checkpoint in {mngr.directory}: ' + '; '.join(errors))
 
@@ -176,16 +200,20 @@ def resolve_location(path: str) -> CheckpointLocation:
   checkpoints_dir, best_dir = os.path.join(absolute, CHECKPOINTS_DIR), os.path.join(absolute, BEST_DIR)
   if os.path.isdir(checkpoints_dir):
     best_note = f'; its best-metric checkpoint is in {best_dir}: give that for it' if os.path.isdir(best_dir) else ''
-    return CheckpointLocation(checkpoints_dir, None,
-                              f'train.py workdir {absolute}: the newest checkpoint in {CHECKPOINTS_DIR}/{best_note}')
+    return CheckpointLocation(
+        checkpoints_dir, None, f'train.py workdir {absolute}: the newest checkpoint in {CHECKPOINTS_DIR}/{best_note}'
+    )
   if ocp.utils.checkpoint_steps(absolute):
     return CheckpointLocation(absolute, None, f'checkpoint directory {absolute}: its newest checkpoint')
-  raise CheckpointError(f'no checkpoint steps in {path}: it holds no step folders (<step>/{STATE_ITEM}) and no '
-                        f'{CHECKPOINTS_DIR}/ folder. Give {ACCEPTED_LOCATIONS}')
+  raise CheckpointError(
+      f'no checkpoint steps in {path}: it holds no step folders (<step>/{STATE_ITEM}) and no '
+      f'{CHECKPOINTS_DIR}/ folder. Give {ACCEPTED_LOCATIONS}'
+  )
 
 
-def restore_checkpoint(path: str, step: int | None = None, dtype: Any = None,
-                       sharding: jax.sharding.Sharding | None = None) -> RestoredCheckpoint:
+def restore_checkpoint(
+    path: str, step: int | None = None, dtype: Any = None, sharding: jax.sharding.Sharding | None = None
+) -> RestoredCheckpoint:
   """The model, variables and remembered training facts of the checkpoint at `path`.
 
   Args:
@@ -210,9 +238,18 @@ def restore_checkpoint(path: str, step: int | None = None, dtype: Any = None,
       metadata = mngr.item_metadata(s)[STATE_ITEM]
       tree = metadata.tree if hasattr(metadata, 'tree') else metadata
       target = {'variables': _abstract(tree['variables'], sharding)}
-      restored = mngr.restore(s, args=ocp.args.Composite(**{
-          STATE_ITEM: ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                                             partial_restore=True)}))
+      restored = mngr.restore(
+          s,
+          args=ocp.args.Composite(
+              **{
+                  STATE_ITEM: ocp.args.PyTreeRestore(
+                      item=target,
+                      restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                      partial_restore=True,
+                  )
+              }
+          ),
+      )
       return model, restored[STATE_ITEM]['variables'], config.get(TRAINING_KEY, {})
 
     if step is None:
@@ -221,13 +258,16 @@ def restore_checkpoint(path: str, step: int | None = None, dtype: Any = None,
       try:
         model, variables, training = restore(step)
       except Exception as e:  # pylint: disable=broad-except  # orbax raises many types for missing or damaged files
-        raise CheckpointError(f'step {step} in {location.directory} cannot be restored ({type(e).__name__}: {e}); '
-                              f'give another step folder, or {location.directory} for its newest readable step') from e
+        raise CheckpointError(
+            f'step {step} in {location.directory} cannot be restored ({type(e).__name__}: {e}); '
+            f'give another step folder, or {location.directory} for its newest readable step'
+        ) from e
   return RestoredCheckpoint(model, variables, step, location, training.get('mano_dir'), training.get('input_size_px'))
 
 
-def restore_variables(directory: str, step: int | None = None, dtype: Any = None,
-                      sharding: jax.sharding.Sharding | None = None) -> tuple[DIR, dict, int]:
+def restore_variables(
+    directory: str, step: int | None = None, dtype: Any = None, sharding: jax.sharding.Sharding | None = None
+) -> tuple[DIR, dict, int]:
   """(model, variables, step) of `restore_checkpoint` (same arguments; `directory`: any accepted location)."""
   restored = restore_checkpoint(directory, step, dtype, sharding)
   return restored.model, restored.variables, restored.step
@@ -251,6 +291,7 @@ def mano_dir_choice(given: str | None, restored: RestoredCheckpoint, default: st
     if not os.path.isdir(restored.mano_dir):
       raise ManoDirGoneError(
           f'the checkpoint {restored.location.directory} was trained with the MANO folder {restored.mano_dir}, '
-          f'which no longer exists; give {flag} with the folder that holds MANO_LEFT and MANO_RIGHT')
+          f'which no longer exists; give {flag} with the folder that holds MANO_LEFT and MANO_RIGHT'
+      )
     return restored.mano_dir, f'remembered by the checkpoint, as {flag} was not given'
   return default, f'the default: {flag} not given and the checkpoint remembers none'

@@ -47,7 +47,7 @@ def parse(flag_values: flags.FlagValues, argv: Sequence[str], doc: str | None = 
       on stderr.
   """
   argv = list(argv)
-  options = argv[1:argv.index('--', 1)] if '--' in argv[1:] else argv[1:]
+  options = argv[1 : argv.index('--', 1)] if '--' in argv[1:] else argv[1:]
   if any(arg in HELP_ARGS for arg in options):
     print(help_text(flag_values, doc))
     raise SystemExit(0)
@@ -57,8 +57,11 @@ def parse(flag_values: flags.FlagValues, argv: Sequence[str], doc: str | None = 
   except flags.Error as e:
     usage_error(str(e), argv)
   if rest[1:]:
-    usage_error(f'unexpected arguments {rest[1:]}: every input is a flag, --name=value or --name value '
-                '(a list is one comma-separated value)', argv)
+    usage_error(
+        f'unexpected arguments {rest[1:]}: every input is a flag, --name=value or --name value '
+        '(a list is one comma-separated value)',
+        argv,
+    )
 
 
 def help_text(flag_values: flags.FlagValues, doc: str | None = None) -> str:

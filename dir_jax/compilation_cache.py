@@ -45,8 +45,10 @@ def configure(cache_dir: str | None, flag: str = '--compilation_cache') -> str |
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
-    raise CompilationCacheError(f'cannot create the compilation cache folder {path} ({e}); give {flag} with a '
-                                f'writable folder, or {flag} \'\' to run without a persistent cache') from e
+    raise CompilationCacheError(
+        f'cannot create the compilation cache folder {path} ({e}); give {flag} with a '
+        f"writable folder, or {flag} '' to run without a persistent cache"
+    ) from e
   jax.config.update('jax_enable_compilation_cache', True)
   jax.config.update('jax_compilation_cache_dir', path)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', MIN_COMPILE_TIME_S)

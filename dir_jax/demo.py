@@ -43,14 +43,16 @@ from dir_jax.train.targets import ground_truth
 _DIR_KEY = protocol.DIR.key
 _TRIANGULATED_KEY = protocol.INTERHAND26M_INTERACTING.key
 # (result key without the stage, metric label); the table names each row's protocol in words.
-SUMMARY_KEYS = ((f'{_DIR_KEY}/mpjpe/all', 'MPJPE (mm)'),
-                (f'{_DIR_KEY}/mpvpe/all', 'MPVPE (mm)'),
-                (f'{protocol.DIR_MIDDLE_MCP_UNSCALED.key}/mpjpe/all', 'MPJPE (mm)'),
-                (f'{_TRIANGULATED_KEY}/mpjpe/all', 'MPJPE (mm)'),
-                (f'{metrics.PROCRUSTES_KEY}/mpjpe/all', 'MPJPE (mm)'),
-                (f'{_DIR_KEY}/mrrpe/all', 'MRRPE (mm)'),
-                (f'{_DIR_KEY}/miaa_joint/all', 'MIAA joints (px)'),
-                (f'{_DIR_KEY}/auc/all', 'PCK AUC 0-50 mm (higher is better)'))
+SUMMARY_KEYS = (
+    (f'{_DIR_KEY}/mpjpe/all', 'MPJPE (mm)'),
+    (f'{_DIR_KEY}/mpvpe/all', 'MPVPE (mm)'),
+    (f'{protocol.DIR_MIDDLE_MCP_UNSCALED.key}/mpjpe/all', 'MPJPE (mm)'),
+    (f'{_TRIANGULATED_KEY}/mpjpe/all', 'MPJPE (mm)'),
+    (f'{metrics.PROCRUSTES_KEY}/mpjpe/all', 'MPJPE (mm)'),
+    (f'{_DIR_KEY}/mrrpe/all', 'MRRPE (mm)'),
+    (f'{_DIR_KEY}/miaa_joint/all', 'MIAA joints (px)'),
+    (f'{_DIR_KEY}/auc/all', 'PCK AUC 0-50 mm (higher is better)'),
+)
 
 
 def _held_out_batches(workdir: str, config, batch_size: int):
@@ -78,8 +80,17 @@ def picture_rows(workdir: str, config, num_images: int) -> list[np.ndarray]:
     crop = batch['image'][i]
     predicted = [render_hands(crop, {k: v[i] for k, v in stage.items()}, faces) for stage in outputs['stages']]
     truth = overlay.render_overlay(
-        crop, [(targets[f'mesh_3d_{side}'][i], faces[side], overlay.LEFT_HAND_RGB if side == 'left'
-                else overlay.RIGHT_HAND_RGB) for side in ('left', 'right')], batch['intrinsics'][i])
+        crop,
+        [
+            (
+                targets[f'mesh_3d_{side}'][i],
+                faces[side],
+                overlay.LEFT_HAND_RGB if side == 'left' else overlay.RIGHT_HAND_RGB,
+            )
+            for side in ('left', 'right')
+        ],
+        batch['intrinsics'][i],
+    )
     rows.append(titled_row([crop, *predicted, truth], ['input', *stage_titles(model), 'ground truth']))
   return rows
 
@@ -115,32 +126,47 @@ def root_following(workdir: str, config, batch_size: int = 16) -> dict:
   for side in SIDES:
     p, t = np.concatenate(predicted[side]) * to_px, np.concatenate(true[side]) * to_px
     spread = lambda x: float(np.sqrt(np.mean(np.sum((x - x.mean(axis=0)) ** 2, axis=-1))))
-    out[side] = {'correlation': root_correlation(p, t), 'true_spread_px': spread(t),
-                 'predicted_spread_px': spread(p), 'error_px': np.linalg.norm(p - t, axis=-1)}
+    out[side] = {
+        'correlation': root_correlation(p, t),
+        'true_spread_px': spread(t),
+        'predicted_spread_px': spread(p),
+        'error_px': np.linalg.norm(p - t, axis=-1),
+    }
   return out
 
 
 def following_lines(following: dict) -> str:
   """The summary's lines on `root_following`: the headline correlation, then a table per hand."""
   lowest = min(following[side]['correlation'] for side in SIDES)
-  lines = [f'held-out 2D root correlation: {lowest:.2f} (left {following["left"]["correlation"]:.2f}, right '
-           f'{following["right"]["correlation"]:.2f}; 1: each prediction moves with its image, 0: the same place '
-           'for every image)', '',
-           f'| held-out wrist positions ({following["num_images"]} images, crop pixels) | left | right |',
-           '| --- | --- | --- |']
-  rows = (('spread of the true positions (RMS about their mean)', lambda f: f'{f["true_spread_px"]:.1f}'),
-          ('spread of the predicted positions', lambda f: f'{f["predicted_spread_px"]:.1f}'),
-          ('per-image error: mean ± std [min, max]',
-           lambda f: (f'{f["error_px"].mean():.1f} ± {f["error_px"].std():.1f} [{f["error_px"].min():.1f}, '
-                      f'{f["error_px"].max():.1f}]')))
+  lines = [
+      f'held-out 2D root correlation: {lowest:.2f} (left {following["left"]["correlation"]:.2f}, right '
+      f'{following["right"]["correlation"]:.2f}; 1: each prediction moves with its image, 0: the same place '
+      'for every image)',
+      '',
+      f'| held-out wrist positions ({following["num_images"]} images, crop pixels) | left | right |',
+      '| --- | --- | --- |',
+  ]
+  rows = (
+      ('spread of the true positions (RMS about their mean)', lambda f: f'{f["true_spread_px"]:.1f}'),
+      ('spread of the predicted positions', lambda f: f'{f["predicted_spread_px"]:.1f}'),
+      (
+          'per-image error: mean ± std [min, max]',
+          lambda f: (
+              f'{f["error_px"].mean():.1f} ± {f["error_px"].std():.1f} [{f["error_px"].min():.1f}, '
+              f'{f["error_px"].max():.1f}]'
+          ),
+      ),
+  )
   for label, cell in rows:
     lines.append(f'| {label} | {cell(following["left"])} | {cell(following["right"])} |')
   return '\n'.join(lines)
 
 
 def summary_table(initial: dict, trained: dict, stage: int) -> str:
-  lines = [f'| held-out synthetic test images ({trained["num_samples"]}) | at initialisation | trained |',
-           '| --- | --- | --- |']
+  lines = [
+      f'| held-out synthetic test images ({trained["num_samples"]}) | at initialisation | trained |',
+      '| --- | --- | --- |',
+  ]
   names = metrics.protocol_names(sorted({key.split('/')[0] for key, _ in SUMMARY_KEYS}))
   for key, label in SUMMARY_KEYS:
     full = f'stage{stage}/{key}'
@@ -158,23 +184,37 @@ def per_hand_bn_effect(workdir: str, config, trained: dict) -> str:
   shared = model.clone(config=model.config.replace(per_hand_bn_stats=False))
   blended = blend_slots_into_shared(jax.device_get(variables), abstract_variables(shared, config.model.input_size))
   settings = {key: metrics.SETTINGS[key] for key in (_DIR_KEY,)}
-  reference = evaluation.evaluate(shared, blended, load_mano_pair(config.mano_dir),
-                                  input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name),
-                                  config, settings=settings, triangulated=())
+  reference = evaluation.evaluate(
+      shared,
+      blended,
+      load_mano_pair(config.mano_dir),
+      input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name),
+      config,
+      settings=settings,
+      triangulated=(),
+  )
   stage = f'stage{len(model.config.stages)}'
-  lines = ['| held-out, last stage | per-hand statistics (this model) | the reference\'s blend of both hands |',
-           '| --- | --- | --- |']
-  for key, label in ((f'{_DIR_KEY}/mpjpe/all', 'MPJPE (mm)'), (f'{_DIR_KEY}/mpvpe/all', 'MPVPE (mm)'),
-                     (f'{_DIR_KEY}/miaa_joint/all', 'MIAA joints (px)')):
-    lines.append(f'| {label}, {protocol.DIR.name} | {trained[f"{stage}/{key}"]:.2f} | {reference[f"{stage}/{key}"]:.2f} |')
+  lines = [
+      "| held-out, last stage | per-hand statistics (this model) | the reference's blend of both hands |",
+      '| --- | --- | --- |',
+  ]
+  for key, label in (
+      (f'{_DIR_KEY}/mpjpe/all', 'MPJPE (mm)'),
+      (f'{_DIR_KEY}/mpvpe/all', 'MPVPE (mm)'),
+      (f'{_DIR_KEY}/miaa_joint/all', 'MIAA joints (px)'),
+  ):
+    lines.append(
+        f'| {label}, {protocol.DIR.name} | {trained[f"{stage}/{key}"]:.2f} | {reference[f"{stage}/{key}"]:.2f} |'
+    )
   return '\n'.join(lines)
 
 
 FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
 flags.DEFINE_string('workdir', None, 'train.py workdir', flag_values=FLAGS, required=True)
 flags.DEFINE_string('eval', None, "evaluate.py's output folder (metrics.json)", flag_values=FLAGS, required=True)
-flags.DEFINE_string('config', None, 'the config file the run was trained with (configs/*.py)', flag_values=FLAGS,
-                    required=True)
+flags.DEFINE_string(
+    'config', None, 'the config file the run was trained with (configs/*.py)', flag_values=FLAGS, required=True
+)
 flags.DEFINE_string('out', None, 'output folder', flag_values=FLAGS, required=True)
 flags.DEFINE_integer('num_images', 6, 'held-out test images in pictures.png', lower_bound=1, flag_values=FLAGS)
 
@@ -192,8 +232,11 @@ def main(argv: Sequence[str]) -> int:
     initial = json.load(f)
   with open(os.path.join(FLAGS.eval, 'metrics.json')) as f:
     trained = json.load(f)
-  table = summary_table(initial, trained, len(config.model.stages)) + '\n\n' + following_lines(
-      root_following(FLAGS.workdir, config))
+  table = (
+      summary_table(initial, trained, len(config.model.stages))
+      + '\n\n'
+      + following_lines(root_following(FLAGS.workdir, config))
+  )
   if config.model.per_hand_bn_stats:
     table += '\n\n' + per_hand_bn_effect(FLAGS.workdir, config, trained)
   with open(os.path.join(FLAGS.out, 'summary.md'), 'w') as f:

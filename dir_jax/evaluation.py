@@ -23,10 +23,20 @@ from dir_jax.data import input_pipeline
 from dir_jax.mano import ManoPair
 from dir_jax.model.dir import DIR
 
-def evaluate(model: DIR, variables: dict, mano: ManoPair, builder, config: ml_collections.ConfigDict,
-             mesh: Mesh | None = None, predict_fn: Callable[..., dict] | None = None,
-             settings: Mapping | None = None, triangulated: Collection | None = None,
-             human_annot_ids: Collection[int] | None = None, progress: bool = False) -> dict[str, Any]:
+
+def evaluate(
+    model: DIR,
+    variables: dict,
+    mano: ManoPair,
+    builder,
+    config: ml_collections.ConfigDict,
+    mesh: Mesh | None = None,
+    predict_fn: Callable[..., dict] | None = None,
+    settings: Mapping | None = None,
+    triangulated: Collection | None = None,
+    human_annot_ids: Collection[int] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
   """Metrics of every stage over the eval split (`dir_jax.metrics`), identical on every process.
 
   Args:
@@ -43,14 +53,19 @@ def evaluate(model: DIR, variables: dict, mano: ManoPair, builder, config: ml_co
   data_sharding = parallel.data_sharding(mesh or parallel.make_mesh())
   local_batch = config.eval_batch_size // jax.process_count()
   ds, num_batches = input_pipeline.create_eval_dataset(
-      builder, config.data, batch_size=local_batch, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      builder, config.data, batch_size=local_batch, process_index=jax.process_index(), process_count=jax.process_count()
+  )
   predict_fn = predict_fn or inference.make_predict_fn(model, mano, config.image_size, config.model.input_size)
   if triangulated is None:
-    triangulated = metrics.choose_protocols(None, True, builder.data_dir,
-                                            input_pipeline.has_single_hand_examples(builder))[1]
-  accumulator = metrics.MetricAccumulator(metrics.EvalMano.from_pair(mano), metrics.SETTINGS if settings is None
-                                          else settings, voxel_m=config.eval_voxel_m, triangulated=triangulated)
+    triangulated = metrics.choose_protocols(
+        None, True, builder.data_dir, input_pipeline.has_single_hand_examples(builder)
+    )[1]
+  accumulator = metrics.MetricAccumulator(
+      metrics.EvalMano.from_pair(mano),
+      metrics.SETTINGS if settings is None else settings,
+      voxel_m=config.eval_voxel_m,
+      triangulated=triangulated,
+  )
   gathered_keys = ('intrinsics', 'image_id') + metrics.TRIANGULATED_GT_KEYS
   listed_ids = None if human_annot_ids is None else np.asarray(sorted(human_annot_ids), np.int64)
   batches = input_pipeline.numpy_batches(ds)
@@ -61,9 +76,17 @@ def evaluate(model: DIR, variables: dict, mano: ManoPair, builder, config: ml_co
     labels = {key: local.pop(key) for key in metrics.TRIANGULATED_GT_KEYS if key in local}
     out = predict_fn(variables, parallel.global_batch(local, data_sharding))
     out, valid, gt = multihost_utils.process_allgather(
-        (out, jax.make_array_from_process_local_data(data_sharding, valid),
-         {key: jax.make_array_from_process_local_data(data_sharding, value)
-          for key, value in {**local, **labels}.items() if key in gathered_keys}), tiled=True)
+        (
+            out,
+            jax.make_array_from_process_local_data(data_sharding, valid),
+            {
+                key: jax.make_array_from_process_local_data(data_sharding, value)
+                for key, value in {**local, **labels}.items()
+                if key in gathered_keys
+            },
+        ),
+        tiled=True,
+    )
     gt.update(verts_cam_left=out['gt']['mesh_3d_left'], verts_cam_right=out['gt']['mesh_3d_right'])
     if listed_ids is not None:
       gt['human_annot'] = np.isin(np.asarray(gt['image_id']), listed_ids)

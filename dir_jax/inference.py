@@ -36,7 +36,7 @@ def trained_input_side_px(config: ModelConfig, recorded_px: int | None) -> tuple
   architecture's `input_side_px` (the authors' converted checkpoint and older checkpoints record none)."""
   if recorded_px is not None:
     return int(recorded_px), 'recorded in the checkpoint'
-  return input_side_px(config), f'16x the first stage\'s grid {config.stages[0].size}'
+  return input_side_px(config), f"16x the first stage's grid {config.stages[0].size}"
 
 
 def model_input(images_u8: jax.Array, input_size: int, dtype=jnp.float32) -> jax.Array:
@@ -60,8 +60,9 @@ def make_forward(model: DIR, input_size: int) -> Callable[..., dict[str, Any]]:
   return jax.jit(functools.partial(forward, model=model, input_size=input_size))
 
 
-def predict_step(variables: dict, batch: dict, *, model: DIR, mano: ManoPair, image_size: int,
-                 input_size: int) -> dict[str, Any]:
+def predict_step(
+    variables: dict, batch: dict, *, model: DIR, mano: ManoPair, image_size: int, input_size: int
+) -> dict[str, Any]:
   """Eval-mode predictions of every stage plus the ground truth the metrics need.
 
   Returns:
@@ -78,5 +79,8 @@ def make_predict_fn(model: DIR, mano: ManoPair, image_size: int, input_size: int
   """`predict_step` jit-compiled: `(variables, batch) -> predictions`. Build it once per run, so that
   repeated evaluations reuse one trace and compilation."""
   # Looked up at call time so that a test can wrap it (chex.assert_max_traces).
-  return jax.jit(lambda variables, batch: predict_step(variables, batch, model=model, mano=mano,
-                                                       image_size=image_size, input_size=input_size))
+  return jax.jit(
+      lambda variables, batch: predict_step(
+          variables, batch, model=model, mano=mano, image_size=image_size, input_size=input_size
+      )
+  )

@@ -12,16 +12,18 @@ def default_loss_config() -> ml_collections.ConfigDict:
   """The loss configuration: DIR's weights and constants, with consistent GT centring."""
   config = ml_collections.ConfigDict()
   # Multipliers applied to each term (dir.py:567-594; coord_weight = 10, dense_weight = 1).
-  config.weights = ml_collections.ConfigDict(dict(
-      seg=0.1,      # weighted cross-entropy on the 32x32 segmentation logits
-      dense=1.0,    # Huber on the 32x32 dense-correspondence map
-      lovasz=0.1,   # Lovász-Softmax on the segmentation logits
-      uv=10.0,      # Huber on joint and vertex uv, per hand
-      xyz=10.0,     # Huber on normalised root-relative joints and vertices, per hand
-      edge=1.0,     # edge-length L1 on the normalised mesh
-      normal=0.1,   # |cos| between predicted edges and GT face normals
-      offset=10.0,  # Huber on the right-minus-left root offset (units of xyz_norm_m)
-  ))
+  config.weights = ml_collections.ConfigDict(
+      dict(
+          seg=0.1,  # weighted cross-entropy on the 32x32 segmentation logits
+          dense=1.0,  # Huber on the 32x32 dense-correspondence map
+          lovasz=0.1,  # Lovász-Softmax on the segmentation logits
+          uv=10.0,  # Huber on joint and vertex uv, per hand
+          xyz=10.0,  # Huber on normalised root-relative joints and vertices, per hand
+          edge=1.0,  # edge-length L1 on the normalised mesh
+          normal=0.1,  # |cos| between predicted edges and GT face normals
+          offset=10.0,  # Huber on the right-minus-left root offset (units of xyz_norm_m)
+      )
+  )
   # Huber threshold; the reference calls this loss SmoothL1 (docs/quirks.md#q18). Same units as the inputs
   # (uv in [-1, 1], xyz in units of xyz_norm_m, dense in [0, 1]).
   config.huber_delta = 0.01

@@ -31,9 +31,18 @@ from dir_jax.mano.constants import SIDES as HANDS
 
 # Per-stage term names, in the reference's insertion order (dir.py:572-594); '%d' is the stage index.
 _STAGE_TERMS = (
-    'joint_left_uv_%d', 'joint_right_uv_%d', 'mesh_left_uv_%d', 'mesh_right_uv_%d',
-    'joint_left_xyz_%d', 'joint_right_xyz_%d', 'mesh_left_xyz_%d', 'mesh_right_xyz_%d',
-    'edge_left_%d', 'edge_right_%d', 'normal_left_%d', 'normal_right_%d',
+    'joint_left_uv_%d',
+    'joint_right_uv_%d',
+    'mesh_left_uv_%d',
+    'mesh_right_uv_%d',
+    'joint_left_xyz_%d',
+    'joint_right_xyz_%d',
+    'mesh_left_xyz_%d',
+    'mesh_right_xyz_%d',
+    'edge_left_%d',
+    'edge_right_%d',
+    'normal_left_%d',
+    'normal_right_%d',
     'offset_%d',
 )
 # Numerical guards of the reference: `sqrt(. + 1e-12)` in EdgeLengthLoss, `F.normalize`'s eps.
@@ -114,7 +123,7 @@ def edge_length_loss(pred_verts: chex.Array, gt_verts: chex.Array, faces: chex.A
 
 def _normalize(x: chex.Array) -> chex.Array:
   """`F.normalize` along the last axis: `x / max(|x|, 1e-12)`, with a finite gradient at 0."""
-  norm = jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), _NORMALIZE_EPS ** 2))
+  norm = jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), _NORMALIZE_EPS**2))
   return x / norm
 
 
@@ -141,8 +150,9 @@ def normal_vector_loss(pred_verts: chex.Array, gt_verts: chex.Array, faces: chex
   return jnp.mean(jnp.abs(jnp.sum(edges * normal_gt[..., None, :], axis=-1)))
 
 
-def weighted_cross_entropy(logits: chex.Array, labels: chex.Array,
-                           class_weights: Sequence[float] = (0.1, 0.45, 0.45)) -> chex.Array:
+def weighted_cross_entropy(
+    logits: chex.Array, labels: chex.Array, class_weights: Sequence[float] = (0.1, 0.45, 0.45)
+) -> chex.Array:
   """Class-weighted softmax cross-entropy, `nn.CrossEntropyLoss(weight=w)` (dir.py:511).
 
   Args:
@@ -326,14 +336,23 @@ def _normalised_gt(targets: Mapping[str, chex.Array], config: ml_collections.Con
   else:
     raise ValueError(f"gt_center must be 'reference' or 'consistent', got {config.gt_center!r}")
   norm = config.xyz_norm_m
-  gt = {f'{kind}_{hand}': (_float(targets[f'{kind}_3d_{hand}']) - centers[hand][:, None]) / norm
-        for kind in ('joint', 'mesh') for hand in HANDS}
+  gt = {
+      f'{kind}_{hand}': (_float(targets[f'{kind}_3d_{hand}']) - centers[hand][:, None]) / norm
+      for kind in ('joint', 'mesh')
+      for hand in HANDS
+  }
   return gt, (centers['right'] - centers['left']) / norm
 
 
-def dir_losses(outputs: Mapping[str, Any], targets: Mapping[str, chex.Array], faces_left: chex.Array,
-               faces_right: chex.Array, config: ml_collections.ConfigDict, *,
-               center_idx: int) -> dict[str, chex.Array]:
+def dir_losses(
+    outputs: Mapping[str, Any],
+    targets: Mapping[str, chex.Array],
+    faces_left: chex.Array,
+    faces_right: chex.Array,
+    config: ml_collections.ConfigDict,
+    *,
+    center_idx: int,
+) -> dict[str, chex.Array]:
   """Every DIR loss term, weighted, with the reference's names and order (docs/architecture.md#losses).
 
   GT centring (`config.gt_center`, docs/quirks.md#q1). The network's MANO layers return xyz centred at
@@ -390,10 +409,12 @@ def dir_losses(outputs: Mapping[str, Any], targets: Mapping[str, chex.Array], fa
   for s, stage in enumerate(outputs['stages']):
     for kind in ('joint', 'mesh'):
       for hand in HANDS:
-        terms[f'{kind}_{hand}_uv_{s}'] = huber(
-            stage[f'{kind}_uv_{hand}'], _float(targets[f'{kind}_2d_{hand}'])[..., :2], delta) * weights.uv
-    pred_xyz = {f'{kind}_{hand}': _float(stage[f'{kind}_xyz_{hand}']) / norm
-                for kind in ('joint', 'mesh') for hand in HANDS}
+        terms[f'{kind}_{hand}_uv_{s}'] = (
+            huber(stage[f'{kind}_uv_{hand}'], _float(targets[f'{kind}_2d_{hand}'])[..., :2], delta) * weights.uv
+        )
+    pred_xyz = {
+        f'{kind}_{hand}': _float(stage[f'{kind}_xyz_{hand}']) / norm for kind in ('joint', 'mesh') for hand in HANDS
+    }
     for kind in ('joint', 'mesh'):
       for hand in HANDS:
         name = f'{kind}_{hand}'

@@ -61,8 +61,9 @@ def cap_faces(faces, num_verts: int, loops: Sequence[np.ndarray]) -> np.ndarray:
   Returns:
     (F + sum L_k, 3) int64 faces.
   """
-  caps = [np.stack([np.roll(loop, -1), loop, np.full_like(loop, num_verts + k)], axis=1)
-          for k, loop in enumerate(loops)]
+  caps = [
+      np.stack([np.roll(loop, -1), loop, np.full_like(loop, num_verts + k)], axis=1) for k, loop in enumerate(loops)
+  ]
   return np.concatenate([np.asarray(faces, np.int64)] + caps, axis=0)
 
 
@@ -135,9 +136,12 @@ def grid_winding_numbers(verts, faces, xs, ys, zs) -> np.ndarray:
 
   t, ids = tri[face], faces[face]
   # The edge opposite vertex k is (k+1 -> k+2); its cross product is twice the area weighting vertex k.
-  sides, weights = zip(*[
-      _edge_sides(t[:, (k + 1) % 3, :2], t[:, (k + 2) % 3, :2], ids[:, (k + 1) % 3], ids[:, (k + 2) % 3], points)
-      for k in range(3)])
+  sides, weights = zip(
+      *[
+          _edge_sides(t[:, (k + 1) % 3, :2], t[:, (k + 2) % 3, :2], ids[:, (k + 1) % 3], ids[:, (k + 2) % 3], points)
+          for k in range(3)
+      ]
+  )
   sides, weights = np.stack(sides, 1), np.stack(weights, 1)
   hit = (sides[:, 0] != 0) & (sides[:, 0] == sides[:, 1]) & (sides[:, 1] == sides[:, 2])
   total = weights.sum(1)
@@ -146,8 +150,9 @@ def grid_winding_numbers(verts, faces, xs, ys, zs) -> np.ndarray:
   # A crossing at height z counts for every grid point strictly below it.
   below = np.searchsorted(zs, z_hit, side='left')  # number of zs < z_hit
   column = ix[hit] * ny + iy[hit]
-  acc = np.bincount(column * (nz + 1) + below, weights=sides[hit, 0],
-                    minlength=nx * ny * (nz + 1)).reshape(nx * ny, nz + 1)
+  acc = np.bincount(column * (nz + 1) + below, weights=sides[hit, 0], minlength=nx * ny * (nz + 1)).reshape(
+      nx * ny, nz + 1
+  )
   winding = np.cumsum(acc[:, ::-1], axis=1)[:, ::-1][:, 1:]
   return np.rint(winding).astype(np.int64).reshape(nx, ny, nz)
 
@@ -179,4 +184,4 @@ def interpenetration_volume(verts_a, faces_a, verts_b, faces_b, voxel_m: float =
     return 0.0
   inside_a = grid_winding_numbers(verts_a, faces_a, *axes) != 0
   inside_b = grid_winding_numbers(verts_b, faces_b, *axes) != 0
-  return float(np.count_nonzero(inside_a & inside_b)) * voxel_m ** 3 * CM3_PER_M3
+  return float(np.count_nonzero(inside_a & inside_b)) * voxel_m**3 * CM3_PER_M3

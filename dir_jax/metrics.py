@@ -72,6 +72,7 @@ TRIANGULATED_WITH_SINGLE = (protocol.INTERHAND26M, protocol.INTERHAND26M_INTERAC
 # ---------------------------------------------------------------------------------------------------
 # Joint regressor, alignment, projection (work on numpy and jax arrays alike).
 
+
 def eval_joint_regressor(asset: ManoAsset) -> np.ndarray:
   """The evaluation regressor `Jr` (docs/quirks.md#q24): (21, 778) float64, rows in DIR's 21-joint order.
 
@@ -109,7 +110,7 @@ def root_align(joints, verts, root_joint: int, scale=1.0):
   Returns:
     (joints_rel, verts_rel) with the shapes of the inputs.
   """
-  root = joints[..., root_joint:root_joint + 1, :]
+  root = joints[..., root_joint : root_joint + 1, :]
   factor = scale if isinstance(scale, (int, float)) else scale[..., None, None]
   return (joints - root) * factor, (verts - root) * factor
 
@@ -143,7 +144,7 @@ def hand_errors(jr, gt_verts_cam_m, pd_verts_m, intrinsics, setting: protocol.Pr
   root = setting.root_index
   gt_j, gt_v = root_align(gt_joints, gt_verts_cam_m, root)
   pd_j, pd_v = root_align(pd_joints, pd_verts_m, root, scale)
-  gt_root = gt_joints[..., root:root + 1, :]
+  gt_root = gt_joints[..., root : root + 1, :]
   return {
       'joint_mm': 1000.0 * _norm(pd_j - gt_j),
       'vert_mm': 1000.0 * _norm(pd_v - gt_v),
@@ -152,8 +153,7 @@ def hand_errors(jr, gt_verts_cam_m, pd_verts_m, intrinsics, setting: protocol.Pr
   }
 
 
-def mrrpe(gt_joints_left, gt_joints_right, pd_joints_left, pd_joints_right, pd_offset_015m,
-          root_joint: int = 0):
+def mrrpe(gt_joints_left, gt_joints_right, pd_joints_left, pd_joints_right, pd_offset_015m, root_joint: int = 0):
   """Mean relative-root position error per sample (docs/architecture.md#metrics): (B,) metres.
 
   Compares the GT right-minus-left root vector with the predicted one. For the wrist (root_joint 0)
@@ -176,6 +176,7 @@ def mrrpe(gt_joints_left, gt_joints_right, pd_joints_left, pd_joints_right, pd_o
 
 # ---------------------------------------------------------------------------------------------------
 # PCK and AUC.
+
 
 def pck_curve(errors_mm, thresholds_mm=PCK_THRESHOLDS_MM) -> np.ndarray:
   """Fraction of errors <= each threshold: any-shape errors (mm), (T,) thresholds -> (T,).
@@ -200,6 +201,7 @@ def pck_auc(errors_mm, thresholds_mm=PCK_THRESHOLDS_MM) -> float:
 # ---------------------------------------------------------------------------------------------------
 # Per-sample errors of a batch and their summary.
 
+
 @dataclasses.dataclass(frozen=True)
 class EvalMano:
   """What evaluation needs of MANO, per side: the regressor `Jr` and the capped (closed) faces.
@@ -208,6 +210,7 @@ class EvalMano:
   non-manifold mesh, e.g. the old synthetic hand of the reference fixture); the interpenetration
   volume then cannot be computed.
   """
+
   joint_regressor: Mapping[str, np.ndarray]  # side -> (21, 778) float64
   closed_faces: Mapping[str, np.ndarray] | None  # side -> (1538 + wrist loop length, 3) int64
   hole_loops: Mapping[str, tuple[np.ndarray, ...]] | None  # side -> loops capped in `closed_faces`
@@ -222,9 +225,11 @@ class EvalMano:
       return cls(joint_regressor=regressors, closed_faces=None, hole_loops=None)
     return cls(
         joint_regressor=regressors,
-        closed_faces={side: mesh_volume.cap_faces(mano[side].faces, constants.NUM_VERTS, loops[side])
-                      for side in HANDS},
-        hole_loops=loops)
+        closed_faces={
+            side: mesh_volume.cap_faces(mano[side].faces, constants.NUM_VERTS, loops[side]) for side in HANDS
+        },
+        hole_loops=loops,
+    )
 
 
 def _triangulated_gt(gt: Mapping, side: str) -> tuple[np.ndarray, np.ndarray]:
@@ -234,9 +239,14 @@ def _triangulated_gt(gt: Mapping, side: str) -> tuple[np.ndarray, np.ndarray]:
   return joints, valid
 
 
-def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
-                  settings: Mapping[str, protocol.Protocol] = SETTINGS, voxel_m: float | None = mesh_volume.VOXEL_M,
-                  triangulated: Sequence[protocol.Protocol] = ()):
+def sample_errors(
+    mano: EvalMano,
+    gt: Mapping,
+    pred: Mapping,
+    settings: Mapping[str, protocol.Protocol] = SETTINGS,
+    voxel_m: float | None = mesh_volume.VOXEL_M,
+    triangulated: Sequence[protocol.Protocol] = (),
+):
   """Per-sample errors of one batch and one stage, float64 numpy.
 
   Everything on MANO joints and meshes (`settings`, PROCRUSTES_KEY, the interpenetration volume) is
@@ -265,8 +275,11 @@ def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
     offset (the prediction as it is, no alignment or scaling).
   """
   f64 = lambda x: np.asarray(x, np.float64)
-  interacting = (np.ones(len(f64(gt['intrinsics'])), bool) if 'hand_type' not in gt
-                 else np.asarray(gt['hand_type']) == schema.HAND_TYPES.index('interacting'))
+  interacting = (
+      np.ones(len(f64(gt['intrinsics'])), bool)
+      if 'hand_type' not in gt
+      else np.asarray(gt['hand_type']) == schema.HAND_TYPES.index('interacting')
+  )
   intrinsics = f64(gt['intrinsics'])[interacting]
   gt_verts = {h: f64(gt[f'verts_cam_{h}'])[interacting] for h in HANDS}
   pd_verts_all = {h: f64(pred[f'mesh_xyz_{h}']) for h in HANDS}
@@ -283,8 +296,9 @@ def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
       out[f'{name}/joint_mm/{h}'] = err['joint_mm']
       for key in ('vert_mm', 'joint_px', 'vert_px'):
         out[f'{name}/{key}/{h}'] = err[key].mean(-1)
-    out[f'{name}/mrrpe_mm'] = 1000.0 * mrrpe(gt_joints['left'], gt_joints['right'], pd_joints['left'],
-                                             pd_joints['right'], offset, setting.root_index)
+    out[f'{name}/mrrpe_mm'] = 1000.0 * mrrpe(
+        gt_joints['left'], gt_joints['right'], pd_joints['left'], pd_joints['right'], offset, setting.root_index
+    )
   for h in HANDS:
     out[f'{PROCRUSTES_KEY}/joint_mm/{h}'] = protocol.procrustes_errors_mm(pd_joints[h], gt_joints[h])
     out[f'{PROCRUSTES_KEY}/vert_mm/{h}'] = protocol.procrustes_errors_mm(pd_verts[h], gt_verts[h]).mean(-1)
@@ -295,11 +309,13 @@ def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
       in_subset = protocol.subset_mask(p.subset, hand_type, gt.get('human_annot'))
       for h in HANDS:
         joints, valid = tri[h]
-        out[f'{p.key}/joint_mm/{h}'] = protocol.protocol_errors_mm(p, pd_joints_all[h], joints,
-                                                                   valid & in_subset[:, None])
+        out[f'{p.key}/joint_mm/{h}'] = protocol.protocol_errors_mm(
+            p, pd_joints_all[h], joints, valid & in_subset[:, None]
+        )
       both_roots = tri['left'][1][:, p.root_index] & tri['right'][1][:, p.root_index]
-      relative_mm = 1000.0 * mrrpe(tri['left'][0], tri['right'][0], pd_joints_all['left'],
-                                   pd_joints_all['right'], offset_all, p.root_index)
+      relative_mm = 1000.0 * mrrpe(
+          tri['left'][0], tri['right'][0], pd_joints_all['left'], pd_joints_all['right'], offset_all, p.root_index
+      )
       out[f'{p.key}/mrrpe_mm'] = np.where(interacting & in_subset & both_roots, relative_mm, np.nan)
       out[f'{p.key}/is_interacting'] = interacting
   if voxel_m is not None:
@@ -307,10 +323,14 @@ def sample_errors(mano: EvalMano, gt: Mapping, pred: Mapping,
       raise ValueError('interpenetration volume needs closable MANO faces; pass voxel_m=None')
     left = mesh_volume.cap_vertices(pd_verts['left'], mano.hole_loops['left'])
     right = mesh_volume.cap_vertices(pd_verts['right'] + OFFSET_UNIT_M * offset[:, None, :], mano.hole_loops['right'])
-    out['iv_cm3'] = np.asarray([
-        mesh_volume.interpenetration_volume(left[i], mano.closed_faces['left'], right[i], mano.closed_faces['right'],
-                                            voxel_m)
-        for i in range(len(offset))])
+    out['iv_cm3'] = np.asarray(
+        [
+            mesh_volume.interpenetration_volume(
+                left[i], mano.closed_faces['left'], right[i], mano.closed_faces['right'], voxel_m
+            )
+            for i in range(len(offset))
+        ]
+    )
   return out
 
 
@@ -342,8 +362,9 @@ def summarize(errors: Mapping[str, np.ndarray], thresholds_mm=PCK_THRESHOLDS_MM)
       continue
     for h in HANDS:
       out[f'{s}/mpjpe/{h}'] = protocol.masked_mpjpe_mm(joint[h], per_joint=True)
-      out[f'{s}/joint_errors_mm/{h}'] = [None if np.isnan(m) else float(m)
-                                         for m in protocol.per_joint_means_mm(joint[h])]
+      out[f'{s}/joint_errors_mm/{h}'] = [
+          None if np.isnan(m) else float(m) for m in protocol.per_joint_means_mm(joint[h])
+      ]
     both_hands = np.concatenate([joint[h] for h in HANDS], -1)
     out[f'{s}/mpjpe/all'] = protocol.masked_mpjpe_mm(both_hands, per_joint=True)
     if f'{s}/is_interacting' in errors:  # InterWild's "all hand sequences": single and interacting apart
@@ -376,8 +397,9 @@ def protocol_names(keys: Sequence[str]) -> dict[str, str]:
   return {key: PROCRUSTES_NAME if key == PROCRUSTES_KEY else protocol.Protocol.parse(key).name for key in keys}
 
 
-def choose_protocols(keys: Sequence[str] | None, has_triangulated: bool, dataset: str,
-                     has_single_hand: bool = False) -> tuple[dict[str, protocol.Protocol], tuple[protocol.Protocol, ...]]:
+def choose_protocols(
+    keys: Sequence[str] | None, has_triangulated: bool, dataset: str, has_single_hand: bool = False
+) -> tuple[dict[str, protocol.Protocol], tuple[protocol.Protocol, ...]]:
   """The protocols to compute from their keys (`Protocol.key`; None: the defaults).
 
   Defaults: `SETTINGS` and, when the dataset stores triangulated joints, `TRIANGULATED`
@@ -391,22 +413,29 @@ def choose_protocols(keys: Sequence[str] | None, has_triangulated: bool, dataset
     (MANO-joint protocols by key, triangulated protocols).
   """
   if not keys:
-    return dict(SETTINGS), (() if not has_triangulated else TRIANGULATED_WITH_SINGLE if has_single_hand
-                            else TRIANGULATED)
+    return dict(SETTINGS), (
+        () if not has_triangulated else TRIANGULATED_WITH_SINGLE if has_single_hand else TRIANGULATED
+    )
   chosen = [protocol.Protocol.parse(key) for key in keys]
   for p in chosen:
     if p.subset in ('single', 'all') and not has_single_hand:
-      raise ValueError(f'protocol {p.key} ({p.name}): {dataset} holds interacting annotations only (the '
-                       "interhand26m builder's 'interacting' config), so the single-hand and all-frames subsets "
-                       "have no examples to score; convert the 'all' config (tfds build data_prep/interhand26m "
-                       "--config all) and evaluate on it, or use the interacting or human_annot subset")
+      raise ValueError(
+          f'protocol {p.key} ({p.name}): {dataset} holds interacting annotations only (the '
+          "interhand26m builder's 'interacting' config), so the single-hand and all-frames subsets "
+          "have no examples to score; convert the 'all' config (tfds build data_prep/interhand26m "
+          '--config all) and evaluate on it, or use the interacting or human_annot subset'
+      )
     if p.gt_joints == 'mano' and p.subset != 'interacting':
       raise ValueError(f'protocol {p.key} ({p.name}): protocols on MANO joints are computed on the interacting subset')
     if p.gt_joints == 'triangulated' and not has_triangulated:
-      raise ValueError(f'protocol {p.key} needs triangulated joints, which {dataset} does not store: convert the '
-                       'dataset again with interhand26m 1.1.0 or later (tfds build data_prep/interhand26m)')
-  return ({p.key: p for p in chosen if p.gt_joints == 'mano'},
-          tuple(dict.fromkeys(p for p in chosen if p.gt_joints == 'triangulated')))
+      raise ValueError(
+          f'protocol {p.key} needs triangulated joints, which {dataset} does not store: convert the '
+          'dataset again with interhand26m 1.1.0 or later (tfds build data_prep/interhand26m)'
+      )
+  return (
+      {p.key: p for p in chosen if p.gt_joints == 'mano'},
+      tuple(dict.fromkeys(p for p in chosen if p.gt_joints == 'triangulated')),
+  )
 
 
 def _select(batch: Mapping, keys: Sequence[str], valid) -> dict:
@@ -421,9 +450,14 @@ class MetricAccumulator:
   computed only when `gt` carries the triangulated joints (`sample_errors`).
   """
 
-  def __init__(self, mano: EvalMano, settings: Mapping[str, protocol.Protocol] = SETTINGS,
-               voxel_m: float | None = mesh_volume.VOXEL_M, thresholds_mm=PCK_THRESHOLDS_MM,
-               triangulated: Sequence[protocol.Protocol] = TRIANGULATED):
+  def __init__(
+      self,
+      mano: EvalMano,
+      settings: Mapping[str, protocol.Protocol] = SETTINGS,
+      voxel_m: float | None = mesh_volume.VOXEL_M,
+      thresholds_mm=PCK_THRESHOLDS_MM,
+      triangulated: Sequence[protocol.Protocol] = TRIANGULATED,
+  ):
     self.mano = mano
     self.settings = dict(settings)
     self.voxel_m = voxel_m
@@ -451,8 +485,7 @@ class MetricAccumulator:
     gt = _select(gt, GT_KEYS + TRIANGULATED_GT_KEYS + ('human_annot',), valid)
     triangulated = self.triangulated if all(k in gt for k in TRIANGULATED_GT_KEYS) else ()
     for store, pred in zip(self._errors, stages):
-      errors = sample_errors(self.mano, gt, _select(pred, PRED_KEYS, valid), self.settings, self.voxel_m,
-                             triangulated)
+      errors = sample_errors(self.mano, gt, _select(pred, PRED_KEYS, valid), self.settings, self.voxel_m, triangulated)
       for key, value in errors.items():
         store.setdefault(key, []).append(value)
     self._num_samples += int(valid.sum())
@@ -469,9 +502,16 @@ class MetricAccumulator:
     return out
 
 
-def stage_metrics(mano: EvalMano, gt: Mapping, stages: Sequence[Mapping], valid=None,
-                  settings: Mapping[str, protocol.Protocol] = SETTINGS, voxel_m: float | None = mesh_volume.VOXEL_M,
-                  thresholds_mm=PCK_THRESHOLDS_MM, triangulated: Sequence[protocol.Protocol] = TRIANGULATED) -> dict:
+def stage_metrics(
+    mano: EvalMano,
+    gt: Mapping,
+    stages: Sequence[Mapping],
+    valid=None,
+    settings: Mapping[str, protocol.Protocol] = SETTINGS,
+    voxel_m: float | None = mesh_volume.VOXEL_M,
+    thresholds_mm=PCK_THRESHOLDS_MM,
+    triangulated: Sequence[protocol.Protocol] = TRIANGULATED,
+) -> dict:
   """Metric dict of every stage for one set of predictions (one `MetricAccumulator` update)."""
   acc = MetricAccumulator(mano, settings, voxel_m, thresholds_mm, triangulated)
   acc.update(gt, stages, valid)

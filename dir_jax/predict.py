@@ -103,9 +103,11 @@ SIDE_VIEW_YAW_DEG = 90.0
 JSON_DECIMALS = 6
 MANO_URL = 'https://mano.is.tue.mpg.de'
 DEFAULT_MANO_DIR = 'mano'  # when neither --mano_dir nor the checkpoint names a MANO folder
-CHECKPOINT_HELP = ('a checkpoint is made by `python train.py --config=configs/dir_reference.py --workdir=RUN` or, from '
-                   'the authors\' checkpoint, by `python -m dir_jax.convert.export_orbax '
-                   '--torch_checkpoint DIR_released.pth --out FOLDER`')
+CHECKPOINT_HELP = (
+    'a checkpoint is made by `python train.py --config=configs/dir_reference.py --workdir=RUN` or, from '
+    "the authors' checkpoint, by `python -m dir_jax.convert.export_orbax "
+    '--torch_checkpoint DIR_released.pth --out FOLDER`'
+)
 _STAGE_KEYS = ('mesh_xyz', 'joint_xyz', 'mesh_uv', 'joint_uv', 'mano_para', 'camera')
 
 
@@ -131,8 +133,10 @@ def list_images(spec: str) -> list[str]:
     paths = glob.glob(spec, recursive=True)
   paths = sorted(p for p in paths if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS))
   if not paths:
-    raise SetupError(f'no images found at {spec!r}: give an image file, a folder holding .jpg/.jpeg/.png files '
-                     'or a quoted glob such as "photos/*.jpg"')
+    raise SetupError(
+        f'no images found at {spec!r}: give an image file, a folder holding .jpg/.jpeg/.png files '
+        'or a quoted glob such as "photos/*.jpg"'
+    )
   return paths
 
 
@@ -159,18 +163,22 @@ def load_image(path: str) -> np.ndarray:
     with Image.open(path) as image:
       rgb = image_io.to_rgb_u8(ImageOps.exif_transpose(image))
   except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise ImageInputError(f'{path}: cannot read the image ({type(e).__name__}: {e}); '
-                          'replace it with a complete JPEG or PNG file') from e
+    raise ImageInputError(
+        f'{path}: cannot read the image ({type(e).__name__}: {e}); ' 'replace it with a complete JPEG or PNG file'
+    ) from e
   height, width = rgb.shape[:2]
   if min(height, width) < MIN_IMAGE_SIDE_PX:
-    raise ImageInputError(f'{path}: the image is {width}x{height} px, smaller than {MIN_IMAGE_SIDE_PX} px on a '
-                          'side; give a larger image of the hands')
+    raise ImageInputError(
+        f'{path}: the image is {width}x{height} px, smaller than {MIN_IMAGE_SIDE_PX} px on a '
+        'side; give a larger image of the hands'
+    )
   return rgb
 
 
 @dataclasses.dataclass(frozen=True)
 class CropSquare:
   """A square of the image: centre and half side in pixels (pixel i covers [i, i + 1))."""
+
   center_x_px: float
   center_y_px: float
   half_side_px: float
@@ -178,8 +186,12 @@ class CropSquare:
   @property
   def box_px(self) -> tuple[float, float, float, float]:
     """(x0, y0, x1, y1) corners in image pixels."""
-    return (self.center_x_px - self.half_side_px, self.center_y_px - self.half_side_px,
-            self.center_x_px + self.half_side_px, self.center_y_px + self.half_side_px)
+    return (
+        self.center_x_px - self.half_side_px,
+        self.center_y_px - self.half_side_px,
+        self.center_x_px + self.half_side_px,
+        self.center_y_px + self.half_side_px,
+    )
 
   def image_to_crop(self, size_px: int) -> np.ndarray:
     """(2, 3) affine from image pixels to the pixels of the square resampled to `size_px`."""
@@ -209,11 +221,15 @@ def crop_square(width_px: int, height_px: int, bbox_px: Sequence[float] | None =
   if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
     raise ImageInputError(f'--bbox {x0:g},{y0:g},{x1:g},{y1:g} is not a box; give finite x0 < x1 and y0 < y1')
   if x1 <= 0 or y1 <= 0 or x0 >= width_px or y0 >= height_px:
-    raise ImageInputError(f'--bbox {x0:g},{y0:g},{x1:g},{y1:g} lies outside the {width_px}x{height_px} image; '
-                          'give a box in this image\'s pixels')
+    raise ImageInputError(
+        f'--bbox {x0:g},{y0:g},{x1:g},{y1:g} lies outside the {width_px}x{height_px} image; '
+        "give a box in this image's pixels"
+    )
   if max(x1 - x0, y1 - y0) > MAX_BOX_TO_IMAGE * max(width_px, height_px):
-    raise ImageInputError(f'--bbox {x0:g},{y0:g},{x1:g},{y1:g} is more than {MAX_BOX_TO_IMAGE:g}x the '
-                          f'{width_px}x{height_px} image; give a box around the hands in this image\'s pixels')
+    raise ImageInputError(
+        f'--bbox {x0:g},{y0:g},{x1:g},{y1:g} is more than {MAX_BOX_TO_IMAGE:g}x the '
+        f"{width_px}x{height_px} image; give a box around the hands in this image's pixels"
+    )
   return CropSquare((x0 + x1) / 2.0, (y0 + y1) / 2.0, max(x1 - x0, y1 - y0) / 2.0 / HAND_BOX_FILL)
 
 
@@ -232,6 +248,7 @@ def crop_image(image_rgb_u8: np.ndarray, square: CropSquare, size_px: int) -> np
 @dataclasses.dataclass(frozen=True)
 class PreparedImage:
   """One image ready for the network: its crop at the input side and at the picture side."""
+
   path: str
   size_px: tuple[int, int]  # (width, height) of the upright image
   square: CropSquare
@@ -272,8 +289,9 @@ class Predictor:
     images: crops run so far (padding excluded).
   """
 
-  def __init__(self, model: DIR, variables: Mapping[str, Any], mano: ManoPair, batch_size: int,
-               input_px: int | None = None):
+  def __init__(
+      self, model: DIR, variables: Mapping[str, Any], mano: ManoPair, batch_size: int, input_px: int | None = None
+  ):
     self.model, self.variables, self.batch_size = model, variables, batch_size
     self.input_px = input_px or inference.input_side_px(model.config)
     self.mano = jax.device_put(mano)
@@ -298,7 +316,7 @@ class Predictor:
     if not 1 <= len(crops_u8) <= self.batch_size:
       raise ValueError(f'expected 1 to {self.batch_size} crops, got {len(crops_u8)}')
     images = np.zeros((self.batch_size, self.input_px, self.input_px, 3), np.uint8)
-    images[:len(crops_u8)] = np.stack(crops_u8)
+    images[: len(crops_u8)] = np.stack(crops_u8)
     tic = time.perf_counter()
     outputs = jax.device_get(self._forward(self.variables, images, self.mano))
     self.network_s += time.perf_counter() - tic
@@ -310,9 +328,13 @@ class Predictor:
 # Camera and pictures
 
 
-def weak_perspective_scene(verts_m: Mapping[str, np.ndarray], cameras: Mapping[str, np.ndarray],
-                           offset_015m: np.ndarray, size_px: int,
-                           focal_per_side: float = FOCAL_PER_CROP_SIDE) -> tuple[dict, np.ndarray, dict]:
+def weak_perspective_scene(
+    verts_m: Mapping[str, np.ndarray],
+    cameras: Mapping[str, np.ndarray],
+    offset_015m: np.ndarray,
+    size_px: int,
+    focal_per_side: float = FOCAL_PER_CROP_SIDE,
+) -> tuple[dict, np.ndarray, dict]:
   """Both hands in one pinhole camera that reproduces their weak-perspective projections.
 
   See the module docstring for the construction and its error bound.
@@ -349,8 +371,12 @@ def weak_perspective_scene(verts_m: Mapping[str, np.ndarray], cameras: Mapping[s
 
 def stage_scene(stage: Mapping[str, np.ndarray], size_px: int) -> tuple[dict, np.ndarray, dict]:
   """`weak_perspective_scene` of one image's stage result (`mesh_xyz_{side}`, `camera_{side}`, `offset`)."""
-  return weak_perspective_scene({side: stage[f'mesh_xyz_{side}'] for side in SIDES},
-                                {side: stage[f'camera_{side}'] for side in SIDES}, stage['offset'], size_px)
+  return weak_perspective_scene(
+      {side: stage[f'mesh_xyz_{side}'] for side in SIDES},
+      {side: stage[f'camera_{side}'] for side in SIDES},
+      stage['offset'],
+      size_px,
+  )
 
 
 def uv_to_px(uv: np.ndarray, size_px: int) -> np.ndarray:
@@ -358,8 +384,9 @@ def uv_to_px(uv: np.ndarray, size_px: int) -> np.ndarray:
   return (np.asarray(uv, np.float64) + 1.0) * (size_px / 2.0)
 
 
-def render_hands(image_rgb_u8: np.ndarray, stage: Mapping[str, np.ndarray],
-                 faces: Mapping[str, np.ndarray]) -> np.ndarray:
+def render_hands(
+    image_rgb_u8: np.ndarray, stage: Mapping[str, np.ndarray], faces: Mapping[str, np.ndarray]
+) -> np.ndarray:
   """(W, W, 3) uint8: one stage's shaded hands over the square crop they were predicted on.
 
   Args:
@@ -375,8 +402,10 @@ def render_hands(image_rgb_u8: np.ndarray, stage: Mapping[str, np.ndarray],
 def placed_meshes(stage: Mapping[str, np.ndarray], faces: Mapping[str, np.ndarray]) -> list[export.Mesh]:
   """The 3D prediction: left hand at its centre joint (origin), right at + 0.15 * offset; metres."""
   offset_m = OFFSET_UNIT_M * np.asarray(stage['offset'], np.float64)
-  return [(np.asarray(stage['mesh_xyz_left'], np.float64), faces['left'], HAND_RGB['left']),
-          (np.asarray(stage['mesh_xyz_right'], np.float64) + offset_m, faces['right'], HAND_RGB['right'])]
+  return [
+      (np.asarray(stage['mesh_xyz_left'], np.float64), faces['left'], HAND_RGB['left']),
+      (np.asarray(stage['mesh_xyz_right'], np.float64) + offset_m, faces['right'], HAND_RGB['right']),
+  ]
 
 
 def stage_titles(model: DIR) -> list[str]:
@@ -402,8 +431,9 @@ def to_json(value: Any, depth: int = 0) -> str:
   return json.dumps(value)
 
 
-def prediction_record(stage: Mapping[str, np.ndarray], square: CropSquare, render_size_px: int,
-                      center_joint: int) -> dict[str, Any]:
+def prediction_record(
+    stage: Mapping[str, np.ndarray], square: CropSquare, render_size_px: int, center_joint: int
+) -> dict[str, Any]:
   """The JSON-ready description of one image's last-stage prediction (see the module docstring)."""
   _, K, placement = stage_scene(stage, render_size_px)
   record: dict[str, Any] = {
@@ -416,22 +446,35 @@ def prediction_record(stage: Mapping[str, np.ndarray], square: CropSquare, rende
     para = np.asarray(stage[f'mano_para_{side}'])
     joints_crop_px = uv_to_px(stage[f'joint_uv_{side}'], render_size_px)
     record[side] = {
-        'mano': {'root_6d': _rounded(para[0:6]), 'root_rotmat': _rounded(stage[f'root_rotmat_{side}']),
-                 'pose_pca': _rounded(para[6:51]), 'betas': _rounded(para[51:61]),
-                 'camera': _rounded(para[61:64])},
+        'mano': {
+            'root_6d': _rounded(para[0:6]),
+            'root_rotmat': _rounded(stage[f'root_rotmat_{side}']),
+            'pose_pca': _rounded(para[6:51]),
+            'betas': _rounded(para[51:61]),
+            'camera': _rounded(para[61:64]),
+        },
         'joints_3d_m': _rounded(stage[f'joint_xyz_{side}']),
         'joints_uv': _rounded(stage[f'joint_uv_{side}']),
         'joints_2d_crop_px': _rounded(joints_crop_px),
         'joints_2d_image_px': _rounded(square.crop_to_image(joints_crop_px, render_size_px)),
-        'render_placement': {'translation_m': _rounded(placement[side]['translation_m']),
-                             'scale': _rounded(placement[side]['scale'])},
+        'render_placement': {
+            'translation_m': _rounded(placement[side]['translation_m']),
+            'scale': _rounded(placement[side]['scale']),
+        },
     }
   return record
 
 
-def write_outputs(folder: str, stages: Sequence[Mapping[str, np.ndarray]], crop_rgb_u8: np.ndarray,
-                  square: CropSquare, faces: Mapping[str, np.ndarray], titles: Sequence[str],
-                  info: Mapping[str, Any], center_joint: int) -> None:
+def write_outputs(
+    folder: str,
+    stages: Sequence[Mapping[str, np.ndarray]],
+    crop_rgb_u8: np.ndarray,
+    square: CropSquare,
+    faces: Mapping[str, np.ndarray],
+    titles: Sequence[str],
+    info: Mapping[str, Any],
+    center_joint: int,
+) -> None:
   """Writes prediction.json, left.obj, right.obj, hands.ply, overlay.png, side.png, stages.png.
 
   Args:
@@ -450,14 +493,20 @@ def write_outputs(folder: str, stages: Sequence[Mapping[str, np.ndarray]], crop_
   with open(os.path.join(folder, 'prediction.json'), 'w', encoding='utf-8') as f:
     f.write(to_json(record) + '\n')
   for side in SIDES:
-    export.write_obj(os.path.join(folder, f'{side}.obj'), final[f'mesh_xyz_{side}'], faces[side],
-                     header=f'dir-jax {side} hand, metres, centred at its {JOINT_NAMES_21[center_joint]}')
+    export.write_obj(
+        os.path.join(folder, f'{side}.obj'),
+        final[f'mesh_xyz_{side}'],
+        faces[side],
+        header=f'dir-jax {side} hand, metres, centred at its {JOINT_NAMES_21[center_joint]}',
+    )
   placed = placed_meshes(final, faces)
   export.write_colored_ply(os.path.join(folder, 'hands.ply'), placed)
   panels = [render_hands(crop_rgb_u8, stage, faces) for stage in stages]
   overlay.save_png(os.path.join(folder, 'overlay.png'), panels[-1])
-  overlay.save_png(os.path.join(folder, 'side.png'),
-                   overlay.render_side_view(placed, size=crop_rgb_u8.shape[0], yaw_deg=SIDE_VIEW_YAW_DEG))
+  overlay.save_png(
+      os.path.join(folder, 'side.png'),
+      overlay.render_side_view(placed, size=crop_rgb_u8.shape[0], yaw_deg=SIDE_VIEW_YAW_DEG),
+  )
   overlay.save_png(os.path.join(folder, 'stages.png'), titled_row(panels, titles))
 
 
@@ -480,6 +529,7 @@ def _parse_bbox(text: str) -> tuple[float, float, float, float]:
 
 class _BoxParser(flags.ArgumentParser):
   """absl parser of `--bbox`: `_parse_bbox`."""
+
   syntactic_help = 'x0,y0,x1,y1'
 
   def parse(self, argument):
@@ -490,19 +540,40 @@ class _BoxParser(flags.ArgumentParser):
 
 
 FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
-flags.DEFINE_string('checkpoint', None, 'train.py workdir, its checkpoints/ or best/, one step folder in them, or '
-                    'export_orbax output', flag_values=FLAGS, required=True)
-flags.DEFINE_string('images', None, 'image file, folder of .jpg/.jpeg/.png, or a quoted glob', flag_values=FLAGS,
-                    required=True)
+flags.DEFINE_string(
+    'checkpoint',
+    None,
+    'train.py workdir, its checkpoints/ or best/, one step folder in them, or ' 'export_orbax output',
+    flag_values=FLAGS,
+    required=True,
+)
+flags.DEFINE_string(
+    'images', None, 'image file, folder of .jpg/.jpeg/.png, or a quoted glob', flag_values=FLAGS, required=True
+)
 flags.DEFINE_string('out', None, 'output folder; one subfolder per image', flag_values=FLAGS, required=True)
-flags.DEFINE(_BoxParser(), 'bbox', None, 'box around both hands in image pixels (used for every image)',
-             flag_values=FLAGS, serializer=flags.ListSerializer(','))
-flags.DEFINE_string('mano_dir', None, 'folder with MANO_LEFT and MANO_RIGHT (.pkl or .npz); default: the one the '
-                    f'checkpoint was trained with, else {DEFAULT_MANO_DIR}', flag_values=FLAGS)
+flags.DEFINE(
+    _BoxParser(),
+    'bbox',
+    None,
+    'box around both hands in image pixels (used for every image)',
+    flag_values=FLAGS,
+    serializer=flags.ListSerializer(','),
+)
+flags.DEFINE_string(
+    'mano_dir',
+    None,
+    'folder with MANO_LEFT and MANO_RIGHT (.pkl or .npz); default: the one the '
+    f'checkpoint was trained with, else {DEFAULT_MANO_DIR}',
+    flag_values=FLAGS,
+)
 flags.DEFINE_integer('batch_size', 8, 'images per network call', lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer('render_size', 256, 'side of the pictures in pixels', lower_bound=1, flag_values=FLAGS)
-flags.DEFINE_string('compilation_cache', None, 'persistent compilation cache folder (default: '
-                    f'{compilation_cache.default_cache_dir()}; empty turns it off)', flag_values=FLAGS)
+flags.DEFINE_string(
+    'compilation_cache',
+    None,
+    'persistent compilation cache folder (default: ' f'{compilation_cache.default_cache_dir()}; empty turns it off)',
+    flag_values=FLAGS,
+)
 
 
 def parse_args(argv: Sequence[str]) -> flags.FlagValues:
@@ -515,6 +586,7 @@ def parse_args(argv: Sequence[str]) -> flags.FlagValues:
 @dataclasses.dataclass(frozen=True)
 class Setup:
   """What a run needs before its first image, and where each part came from."""
+
   paths: list[str]  # the images
   restored: checkpoint.RestoredCheckpoint
   mano: ManoPair
@@ -543,8 +615,10 @@ def _load_setup(args: flags.FlagValues) -> Setup:
   except (FileNotFoundError, ManoAssetError, UnsafePickleError) as e:
     message = f'cannot load MANO from {mano_dir!r} ({mano_source}): {e}'
     if MANO_URL not in message:
-      message += (f' --mano_dir must hold the MANO model files MANO_LEFT.pkl and MANO_RIGHT.pkl from {MANO_URL} '
-                  '(or the .npz files of python -m data_prep.synthetic_mano).')
+      message += (
+          f' --mano_dir must hold the MANO model files MANO_LEFT.pkl and MANO_RIGHT.pkl from {MANO_URL} '
+          '(or the .npz files of python -m data_prep.synthetic_mano).'
+      )
     raise SetupError(message) from e
   return Setup(paths, restored, mano, mano_dir, mano_source, cache_dir)
 
@@ -561,12 +635,16 @@ def main(argv: Sequence[str]) -> int:
   print(f'checkpoint: step {restored.step} of {restored.location.directory} ({restored.location.description})')
   print(f'MANO: {os.path.abspath(setup.mano_dir)} ({setup.mano_source})')
   predictor = Predictor(model, restored.variables, mano, min(args.batch_size, len(paths)), restored.input_size_px)
-  print(f'compiled the network for batches of {predictor.batch_size} in {predictor.compile_s:.1f} s '
-        f'(persistent compilation cache: {setup.cache_dir or "off"})')
+  print(
+      f'compiled the network for batches of {predictor.batch_size} in {predictor.compile_s:.1f} s '
+      f'(persistent compilation cache: {setup.cache_dir or "off"})'
+  )
   faces = {side: np.asarray(mano[side].faces, np.int64) for side in SIDES}
   titles = stage_titles(model)
-  crop_info = {'rule': f'--bbox at {HAND_BOX_FILL:.0%} fill' if args.bbox else 'whole image padded to a square',
-               'network_input_px': predictor.input_px}
+  crop_info = {
+      'rule': f'--bbox at {HAND_BOX_FILL:.0%} fill' if args.bbox else 'whole image padded to a square',
+      'network_input_px': predictor.input_px,
+  }
   checkpoint_info = {'path': os.path.abspath(args.checkpoint), 'step': int(restored.step)}
   failures: list[str] = []
   progress = tqdm(total=len(paths), unit='image', disable=len(paths) == 1, file=sys.stderr)
@@ -578,12 +656,15 @@ def main(argv: Sequence[str]) -> int:
   def run_batch(batch: list[tuple[PreparedImage, str]]) -> None:
     for (item, name), stages in zip(batch, predictor([item.input_u8 for item, _ in batch])):
       folder = os.path.join(args.out, name)
-      info = {'image': {'path': os.path.abspath(item.path), 'size_px': list(item.size_px)},
-              'crop': dict(crop_info, box_px=_rounded(item.square.box_px)), 'checkpoint': checkpoint_info,
-              'stage': len(stages) - 1}
+      info = {
+          'image': {'path': os.path.abspath(item.path), 'size_px': list(item.size_px)},
+          'crop': dict(crop_info, box_px=_rounded(item.square.box_px)),
+          'checkpoint': checkpoint_info,
+          'stage': len(stages) - 1,
+      }
       not_finite = sorted(key for key, value in stages[-1].items() if not np.all(np.isfinite(value)))
       if not_finite:
-        fail(f'{item.path}: the network\'s outputs {not_finite} are not finite (NaN or inf); check the checkpoint')
+        fail(f"{item.path}: the network's outputs {not_finite} are not finite (NaN or inf); check the checkpoint")
         progress.update()
         continue
       try:
@@ -610,11 +691,15 @@ def main(argv: Sequence[str]) -> int:
 
   succeeded = len(paths) - len(failures)
   if predictor.images:
-    print(f'network: {predictor.images} images in {predictor.network_s:.2f} s = '
-          f'{predictor.images / predictor.network_s:.1f} images/s (batch {predictor.batch_size}, '
-          f'{jax.devices()[0].platform}); compilation {predictor.compile_s:.1f} s, not included')
-    print(f'end to end: {succeeded} images in {total_s:.1f} s = {succeeded / total_s:.2f} images/s '
-          '(reading, cropping, network, rendering, writing)')
+    print(
+        f'network: {predictor.images} images in {predictor.network_s:.2f} s = '
+        f'{predictor.images / predictor.network_s:.1f} images/s (batch {predictor.batch_size}, '
+        f'{jax.devices()[0].platform}); compilation {predictor.compile_s:.1f} s, not included'
+    )
+    print(
+        f'end to end: {succeeded} images in {total_s:.1f} s = {succeeded / total_s:.2f} images/s '
+        '(reading, cropping, network, rendering, writing)'
+    )
   print(f'{succeeded} of {len(paths)} images succeeded, {len(failures)} failed; results in {args.out}')
   for message in failures:
     print(f'  failed: {message}', file=sys.stderr)

@@ -60,6 +60,7 @@ def _check(field: str, value, valid: tuple) -> None:
 @dataclasses.dataclass(frozen=True)
 class Protocol:
   """One evaluation protocol: root joint x scaling x ground-truth joints x subset of samples."""
+
   root: str  # 'wrist' | 'middle_mcp'
   scaled: bool  # scale the prediction by the GT/predicted wrist-to-middle-MCP bone length
   gt_joints: str  # 'mano' (regressed from the GT mesh) | 'triangulated' (with joint validity)
@@ -101,16 +102,24 @@ class Protocol:
   def parse(cls, text: str) -> 'Protocol':
     """The protocol of a key 'ROOT-SCALING-GTJOINTS-SUBSET' (see `key`); ValueError otherwise."""
     parts = str(text).strip().split('-')
-    form = (f'ROOT-SCALING-GTJOINTS-SUBSET with ROOT in {"|".join(ROOTS)}, SCALING in '
-            f'{"|".join(SCALINGS)}, GTJOINTS in {"|".join(GT_JOINTS)}, SUBSET in {"|".join(SUBSETS)}')
+    form = (
+        f'ROOT-SCALING-GTJOINTS-SUBSET with ROOT in {"|".join(ROOTS)}, SCALING in '
+        f'{"|".join(SCALINGS)}, GTJOINTS in {"|".join(GT_JOINTS)}, SUBSET in {"|".join(SUBSETS)}'
+    )
     if len(parts) != 4:
       raise ValueError(f'protocol key {text!r} is not of the form {form}')
     root, scaling, gt_joints, subset = parts
-    for field, value, valid in (('root', root, ROOTS), ('scaling', scaling, SCALINGS),
-                                ('gt_joints', gt_joints, GT_JOINTS), ('subset', subset, SUBSETS)):
+    for field, value, valid in (
+        ('root', root, ROOTS),
+        ('scaling', scaling, SCALINGS),
+        ('gt_joints', gt_joints, GT_JOINTS),
+        ('subset', subset, SUBSETS),
+    ):
       if value not in valid:
-        raise ValueError(f'protocol key {text!r}: {field} must be one of {", ".join(map(repr, valid))}, '
-                         f'got {value!r} (form {form})')
+        raise ValueError(
+            f'protocol key {text!r}: {field} must be one of {", ".join(map(repr, valid))}, '
+            f'got {value!r} (form {form})'
+        )
     return cls(root, scaling == 'scaled', gt_joints, subset)
 
 
@@ -131,12 +140,20 @@ INTERHAND26M_HUMAN_ANNOT = Protocol('wrist', False, 'triangulated', 'human_annot
 INTERHAND26M_SINGLE = Protocol('wrist', False, 'triangulated', 'single')
 INTERHAND26M_INTERACTING = Protocol('wrist', False, 'triangulated', 'interacting')
 
-DEFAULT_PROTOCOLS = (DIR, DIR_MIDDLE_MCP, DIR_MIDDLE_MCP_UNSCALED, INTERHAND26M,
-                     INTERHAND26M_INTERACTING, INTERHAND26M_SINGLE, INTERHAND26M_HUMAN_ANNOT)
+DEFAULT_PROTOCOLS = (
+    DIR,
+    DIR_MIDDLE_MCP,
+    DIR_MIDDLE_MCP_UNSCALED,
+    INTERHAND26M,
+    INTERHAND26M_INTERACTING,
+    INTERHAND26M_SINGLE,
+    INTERHAND26M_HUMAN_ANNOT,
+)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Subsets, root alignment with validity, masked means.
+
 
 def read_annotation_ids(path: str | None, what: str = 'human_annot list') -> set[int]:
   """The annotation ids of a file with one integer per line, blank lines ignored: InterHand2.6M's
@@ -147,8 +164,10 @@ def read_annotation_ids(path: str | None, what: str = 'human_annot list') -> set
       names `what` and the file (and line).
   """
   if not path:
-    raise ValueError(f'a human_annot protocol needs {what}: the file of human-annotated annotation ids '
-                     '(aid_human_annot_test.txt, one id per line)')
+    raise ValueError(
+        f'a human_annot protocol needs {what}: the file of human-annotated annotation ids '
+        '(aid_human_annot_test.txt, one id per line)'
+    )
   try:
     with open(path, encoding='utf-8') as f:
       lines = f.read().splitlines()
@@ -160,8 +179,10 @@ def read_annotation_ids(path: str | None, what: str = 'human_annot list') -> set
       try:
         ids.add(int(line.strip()))
       except ValueError:
-        raise ValueError(f'{what} {path}, line {number}: {line.strip()[:40]!r} is not an annotation id '
-                         '(expected one integer per line)') from None
+        raise ValueError(
+            f'{what} {path}, line {number}: {line.strip()[:40]!r} is not an annotation id '
+            '(expected one integer per line)'
+        ) from None
   if not ids:
     raise ValueError(f'{what} {path}: no annotation id in the file')
   return ids
@@ -208,8 +229,9 @@ def effective_validity(valid, root_index: int, scale_bone: tuple[int, int] | Non
   return valid & keep[:, None]
 
 
-def aligned_errors_mm(pred_joints_m, gt_joints_m, valid, root_index: int,
-                      scale_bone: tuple[int, int] | None) -> np.ndarray:
+def aligned_errors_mm(
+    pred_joints_m, gt_joints_m, valid, root_index: int, scale_bone: tuple[int, int] | None
+) -> np.ndarray:
   """Per-joint errors after root alignment (and optional bone-length scaling): (N, J) mm, NaN = invalid.
 
   The GT root is subtracted from the GT, the predicted root from the prediction; with `scale_bone`
@@ -232,8 +254,8 @@ def aligned_errors_mm(pred_joints_m, gt_joints_m, valid, root_index: int,
     raise ValueError(f'valid must be {gt.shape[:2]}; got {valid.shape}')
   valid = effective_validity(valid, root_index, scale_bone)
   with np.errstate(invalid='ignore', divide='ignore'):
-    pred_rel = pred - pred[:, root_index:root_index + 1]
-    gt_rel = gt - gt[:, root_index:root_index + 1]
+    pred_rel = pred - pred[:, root_index : root_index + 1]
+    gt_rel = gt - gt[:, root_index : root_index + 1]
     if scale_bone is not None:
       a, b = scale_bone
       scale = np.linalg.norm(gt[:, b] - gt[:, a], axis=-1) / np.linalg.norm(pred[:, b] - pred[:, a], axis=-1)
@@ -283,6 +305,7 @@ def per_joint_means_mm(errors_mm) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------
 # Procrustes alignment.
+
 
 def procrustes_align(pred, gt, weights=None) -> np.ndarray:
   """The similarity transform of `pred` closest to `gt` in least squares (Umeyama 1991): (..., P, 3).
@@ -350,6 +373,7 @@ def pa_mpvpe_mm(pred_verts_m, gt_verts_m) -> float:
 
 # ---------------------------------------------------------------------------------------------------
 # PCK and its trapezoid AUC.
+
 
 def pck_curve_masked(errors_mm, thresholds_mm, per_joint: bool = False) -> np.ndarray:
   """Fraction of valid (non-NaN) errors <= each threshold: (T,); NaN entries are ignored.

@@ -18,10 +18,20 @@ def paper_reference(release: str = 'current') -> dict[str, float]:
     Keys as in `metrics.summarize` without the stage prefix (mm, pixels for miaa_*).
   """
   numbers = {
-      'current': {'mpjpe': (10.733, 9.722, 10.228), 'mpvpe': (10.479, 9.521, 10.000),
-                  'miaa_joint': (6.330, 5.843, 6.086), 'miaa_vert': (6.236, 5.768, 6.002), 'mrrpe': 29.261},
-      'oct2023': {'mpjpe': (10.746, 9.605, 10.176), 'mpvpe': (10.491, 9.405, 9.948),
-                  'miaa_joint': (6.332, 5.808, 6.070), 'miaa_vert': (6.236, 5.725, 5.981), 'mrrpe': 28.983},
+      'current': {
+          'mpjpe': (10.733, 9.722, 10.228),
+          'mpvpe': (10.479, 9.521, 10.000),
+          'miaa_joint': (6.330, 5.843, 6.086),
+          'miaa_vert': (6.236, 5.768, 6.002),
+          'mrrpe': 29.261,
+      },
+      'oct2023': {
+          'mpjpe': (10.746, 9.605, 10.176),
+          'mpvpe': (10.491, 9.405, 9.948),
+          'miaa_joint': (6.332, 5.808, 6.070),
+          'miaa_vert': (6.236, 5.725, 5.981),
+          'mrrpe': 28.983,
+      },
   }[release]
   key = protocol.DIR.key
   out = {f'{key}/mrrpe/all': numbers.pop('mrrpe')}
@@ -32,6 +42,7 @@ def paper_reference(release: str = 'current') -> dict[str, float]:
 
 class Published(NamedTuple):
   """A peer's published number, under the protocol it was measured with (docs/evaluation.md)."""
+
   protocol_key: str
   method: str
   metric: str  # as in `metrics.summarize`: mpjpe, mpvpe (mm), mrrpe (mm); both hands ('all')
@@ -45,8 +56,13 @@ PUBLISHED = (
     Published(protocol.DIR.key, 'DIR', 'mrrpe', 29.26, 'DIR README, released checkpoint'),
     Published(protocol.DIR_MIDDLE_MCP.key, 'IntagHand', 'mpjpe', 8.79, 'IntagHand README'),
     Published(protocol.DIR_MIDDLE_MCP.key, 'IntagHand', 'mpvpe', 9.03, 'IntagHand README'),
-    Published(protocol.INTERHAND26M_HUMAN_ANNOT.key, 'InterWild', 'mpjpe_sh_ih_mean', 13.65,
-              'InterWild (CVPR 2023); its evaluation prints this average as the all-sequences MPJPE'),
+    Published(
+        protocol.INTERHAND26M_HUMAN_ANNOT.key,
+        'InterWild',
+        'mpjpe_sh_ih_mean',
+        13.65,
+        'InterWild (CVPR 2023); its evaluation prints this average as the all-sequences MPJPE',
+    ),
     Published(protocol.INTERHAND26M_HUMAN_ANNOT.key, 'InterWild', 'mpvpe', 11.55, 'InterWild (CVPR 2023)'),
     Published(protocol.INTERHAND26M_HUMAN_ANNOT.key, 'InterWild', 'mrrpe', 26.74, 'InterWild (CVPR 2023)'),
     Published(protocol.INTERHAND26M.key, 'InterNet', 'mpjpe', 14.22, 'InterHand2.6M (ECCV 2020), all test frames'),
@@ -54,8 +70,15 @@ PUBLISHED = (
 )
 
 
-_TABLE_METRICS = (('mpjpe', 'mm'), ('mpjpe_sh_ih_mean', 'mm'), ('mpvpe', 'mm'), ('miaa_joint', 'px'),
-                  ('miaa_vert', 'px'), ('auc', 'PCK area'), ('mrrpe', 'mm'))
+_TABLE_METRICS = (
+    ('mpjpe', 'mm'),
+    ('mpjpe_sh_ih_mean', 'mm'),
+    ('mpvpe', 'mm'),
+    ('miaa_joint', 'px'),
+    ('miaa_vert', 'px'),
+    ('auc', 'PCK area'),
+    ('mrrpe', 'mm'),
+)
 
 
 def _last_stage(results: Mapping) -> str:
@@ -69,8 +92,12 @@ def _name(results: Mapping, key: str) -> str:
   return results.get('protocols', {}).get(key) or metrics.protocol_names([key])[key]
 
 
-def markdown_table(results: Mapping, reference: Mapping[str, float] | None = None,
-                   stage: str | None = None, published: Sequence[Published] = PUBLISHED) -> str:
+def markdown_table(
+    results: Mapping,
+    reference: Mapping[str, float] | None = None,
+    stage: str | None = None,
+    published: Sequence[Published] = PUBLISHED,
+) -> str:
   """A Markdown table of one stage's metrics (default: the last), with reference numbers beside them.
 
   One row per protocol (named in words) and metric; columns left / right / all for ours and for
@@ -80,8 +107,10 @@ def markdown_table(results: Mapping, reference: Mapping[str, float] | None = Non
   stage = stage or _last_stage(results)
   reference = reference or {}
   fmt = lambda v: '-' if v is None else f'{v:.3f}'
-  lines = ['| protocol | metric | unit | left | right | all | ref left | ref right | ref all |',
-           '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |']
+  lines = [
+      '| protocol | metric | unit | left | right | all | ref left | ref right | ref all |',
+      '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ]
   keys = sorted({k.split('/')[1] for k in results if k.startswith(f'{stage}/') and k.endswith('/num_samples')})
   computed = [key for key in keys if f'{stage}/{key}/mpjpe/all' in results]
   for key in computed:
@@ -97,12 +126,19 @@ def markdown_table(results: Mapping, reference: Mapping[str, float] | None = Non
     lines += ['', 'No sample scored under: ' + '; '.join(_name(results, key) for key in empty) + '.']
   peers = [p for p in published if p.protocol_key in computed]
   if peers:
-    lines += ['', 'Published numbers, each under the protocol it was measured with (docs/evaluation.md):', '',
-              '| protocol | method | metric | all (mm) | ours, all (mm) | source |', '| --- | --- | --- | ---: | ---: | --- |']
+    lines += [
+        '',
+        'Published numbers, each under the protocol it was measured with (docs/evaluation.md):',
+        '',
+        '| protocol | method | metric | all (mm) | ours, all (mm) | source |',
+        '| --- | --- | --- | ---: | ---: | --- |',
+    ]
     for p in peers:
       ours = results.get(f'{stage}/{p.protocol_key}/{p.metric}/all')
-      lines.append(f'| {_name(results, p.protocol_key)} | {p.method} | {p.metric} | {p.value:.2f} | {fmt(ours)} | '
-                   f'{p.source} |')
+      lines.append(
+          f'| {_name(results, p.protocol_key)} | {p.method} | {p.metric} | {p.value:.2f} | {fmt(ours)} | '
+          f'{p.source} |'
+      )
   return '\n'.join(lines) + '\n'
 
 
@@ -119,8 +155,7 @@ def pck_plot(results: Mapping, path: str, stage: str | None = None) -> None:
   for i, key in enumerate(keys):
     ax = fig.add_subplot(1, len(keys), i + 1)
     for h in metrics.HANDS + ('all',):
-      ax.plot(thresholds, results[f'{stage}/{key}/pck/{h}'],
-              label=f'{h} (AUC {results[f"{stage}/{key}/auc/{h}"]:.3f})')
+      ax.plot(thresholds, results[f'{stage}/{key}/pck/{h}'], label=f'{h} (AUC {results[f"{stage}/{key}/auc/{h}"]:.3f})')
     ax.set_title(_name(results, key).replace(', ', ',\n', 1), fontsize=9)
     ax.set_xlabel('threshold (mm)')
     ax.set_ylabel('3D PCK')

@@ -13,7 +13,8 @@ def fixture_dir() -> str:
   """The authors' PyTorch reference outputs (../shared/fixtures/dir_reference)."""
   if not os.path.isdir(FIXTURE_DIR):
     raise FileNotFoundError(
-        f'reference fixture not found at {FIXTURE_DIR}; clone the project next to its shared/ folder')
+        f'reference fixture not found at {FIXTURE_DIR}; clone the project next to its shared/ folder'
+    )
   return FIXTURE_DIR
 
 
@@ -22,14 +23,19 @@ def fixture_mano_dir(fixture_dir) -> str:
   return os.path.join(fixture_dir, 'mano')
 
 
-COMPILATION_CACHE_OPTIONS = ('jax_enable_compilation_cache', 'jax_compilation_cache_dir',
-                             'jax_persistent_cache_min_compile_time_secs', 'jax_persistent_cache_min_entry_size_bytes')
+COMPILATION_CACHE_OPTIONS = (
+    'jax_enable_compilation_cache',
+    'jax_compilation_cache_dir',
+    'jax_persistent_cache_min_compile_time_secs',
+    'jax_persistent_cache_min_entry_size_bytes',
+)
 
 
 @pytest.fixture(scope='module')
 def restore_compilation_cache_options():
   """Puts JAX's persistent-cache options back after the module (the tools under test set them)."""
   import jax  # pylint: disable=import-outside-toplevel  # not at import time: sharding tests set XLA_FLAGS first
+
   saved = {name: getattr(jax.config, name) for name in COMPILATION_CACHE_OPTIONS}
   yield
   for name, value in saved.items():

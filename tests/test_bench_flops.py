@@ -30,7 +30,7 @@ def test_conv_gradients_cost_their_forward_also_when_strided():
 def test_scan_body_counts_per_iteration():
   a = jnp.zeros((4, 4))
   body = lambda c, _: (c @ a, None)
-  assert count_flops(jax.make_jaxpr(lambda c: jax.lax.scan(body, c, None, length=5)[0])(a)) == 5 * 2 * 4 ** 3
+  assert count_flops(jax.make_jaxpr(lambda c: jax.lax.scan(body, c, None, length=5)[0])(a)) == 5 * 2 * 4**3
 
 
 def test_factored_fusion_has_20x_fewer_flops_at_released_sizes():

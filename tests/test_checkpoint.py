@@ -20,9 +20,18 @@ def _variables(value):
 
 
 def test_model_config_round_trip():
-  model = DIR(ModelConfig(stages=(StageSpec(16, 'c3', 1.0), StageSpec(32, 'c2', 2.0), StageSpec(32, 'c2', 2.0)),
-                          projection='mfp', use_gcn=False, transformer_blocks=(0, 1, 2, 3), center_idx=9,
-                          per_hand_bn_stats=True, camera_scale_init=9.0, fusion='dense'))
+  model = DIR(
+      ModelConfig(
+          stages=(StageSpec(16, 'c3', 1.0), StageSpec(32, 'c2', 2.0), StageSpec(32, 'c2', 2.0)),
+          projection='mfp',
+          use_gcn=False,
+          transformer_blocks=(0, 1, 2, 3),
+          center_idx=9,
+          per_hand_bn_stats=True,
+          camera_scale_init=9.0,
+          fusion='dense',
+      )
+  )
   stored = checkpoint.model_config_dict(model)
   assert checkpoint.model_from_config(stored) == model
   # Every ModelConfig field is stored: none can be dropped from a checkpoint.
@@ -38,8 +47,13 @@ def test_model_config_refuses_unknown_fields():
 
 def test_model_config_of_an_older_checkpoint_takes_defaults():
   # Written before per_hand_bn_stats and fusion existed, with its training facts: the defaults fill in.
-  stored = {'stages': [[16, 'c3', 1.0], [32, 'c2', 2.0]], 'center_idx': 0, 'projection': 'bone',
-            'transformer_blocks': [1, 2, 3], checkpoint.TRAINING_KEY: {'mano_dir': '/m', 'input_size_px': 256}}
+  stored = {
+      'stages': [[16, 'c3', 1.0], [32, 'c2', 2.0]],
+      'center_idx': 0,
+      'projection': 'bone',
+      'transformer_blocks': [1, 2, 3],
+      checkpoint.TRAINING_KEY: {'mano_dir': '/m', 'input_size_px': 256},
+  }
   assert checkpoint.model_from_config(stored) == DIR()
 
 
@@ -128,8 +142,12 @@ def test_a_damaged_step_folder_is_named_not_replaced(tmp_path):
 
 @pytest.mark.parametrize('kind', ['missing', 'file', 'unrelated folder', 'empty step-like folder'])
 def test_a_path_that_is_no_checkpoint_location_is_named_with_the_accepted_forms(tmp_path, kind):
-  path = {'missing': tmp_path / 'nope', 'file': tmp_path / 'notes.txt', 'unrelated folder': tmp_path / 'photos',
-          'empty step-like folder': tmp_path / '1200'}[kind]
+  path = {
+      'missing': tmp_path / 'nope',
+      'file': tmp_path / 'notes.txt',
+      'unrelated folder': tmp_path / 'photos',
+      'empty step-like folder': tmp_path / '1200',
+  }[kind]
   if kind == 'file':
     path.write_text('')
   elif kind != 'missing':
@@ -154,15 +172,23 @@ def test_training_facts_are_remembered(tmp_path, monkeypatch):
 def test_a_checkpoint_written_before_training_facts_restores(tmp_path):
   model = DIR(ModelConfig(projection='sfp'))
   with checkpoint.manager(str(tmp_path), enable_async=False) as mngr:  # the layout before 'training' was recorded
-    mngr.save(3, args=ocp.args.Composite(**{
-        checkpoint.STATE_ITEM: ocp.args.PyTreeSave({'variables': _variables(3.0)}),
-        checkpoint.CONFIG_ITEM: ocp.args.JsonSave(checkpoint.model_config_dict(model))}))
+    mngr.save(
+        3,
+        args=ocp.args.Composite(
+            **{
+                checkpoint.STATE_ITEM: ocp.args.PyTreeSave({'variables': _variables(3.0)}),
+                checkpoint.CONFIG_ITEM: ocp.args.JsonSave(checkpoint.model_config_dict(model)),
+            }
+        ),
+    )
   restored = checkpoint.restore_checkpoint(str(tmp_path))
   assert restored.model == model and restored.step == 3
   assert restored.mano_dir is None and restored.input_size_px is None
   np.testing.assert_array_equal(restored.variables['params']['layer']['kernel'], np.full((4, 3), 3.0))
   assert checkpoint.mano_dir_choice(None, restored, 'mano', '--mano_dir') == (
-      'mano', 'the default: --mano_dir not given and the checkpoint remembers none')
+      'mano',
+      'the default: --mano_dir not given and the checkpoint remembers none',
+  )
 
 
 def test_mano_folder_choice(tmp_path):
@@ -171,7 +197,9 @@ def test_mano_folder_choice(tmp_path):
   remembered = checkpoint.RestoredCheckpoint(DIR(), {}, 0, location, str(tmp_path / 'mano'), 64)
   assert checkpoint.mano_dir_choice('given', remembered, 'mano', '--mano_dir') == ('given', 'given with --mano_dir')
   assert checkpoint.mano_dir_choice(None, remembered, 'mano', '--mano_dir') == (
-      str(tmp_path / 'mano'), 'remembered by the checkpoint, as --mano_dir was not given')
+      str(tmp_path / 'mano'),
+      'remembered by the checkpoint, as --mano_dir was not given',
+  )
   gone = dataclasses.replace(remembered, mano_dir=str(tmp_path / 'moved'))
   with pytest.raises(checkpoint.ManoDirGoneError) as error:
     checkpoint.mano_dir_choice(None, gone, 'mano', '--config.mano_dir')

@@ -15,10 +15,26 @@ from dir_jax import cli
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TOOLS = ('dir_jax.predict', 'dir_jax.demo', 'data_prep.synthetic', 'data_prep.synthetic_mano',
-         'dir_jax.convert.compare_reference', 'dir_jax.convert.export_orbax', 'tools.dump_torch_reference')
-BENCHES = ('bench.build_interhand', 'bench.convert_interhand', 'bench.flops', 'bench.input_pipeline', 'bench.loop_conv',
-           'bench.mano', 'bench.model', 'bench.plan_interhand', 'bench.train_throughput')
+TOOLS = (
+    'dir_jax.predict',
+    'dir_jax.demo',
+    'data_prep.synthetic',
+    'data_prep.synthetic_mano',
+    'dir_jax.convert.compare_reference',
+    'dir_jax.convert.export_orbax',
+    'tools.dump_torch_reference',
+)
+BENCHES = (
+    'bench.build_interhand',
+    'bench.convert_interhand',
+    'bench.flops',
+    'bench.input_pipeline',
+    'bench.loop_conv',
+    'bench.mano',
+    'bench.model',
+    'bench.plan_interhand',
+    'bench.train_throughput',
+)
 NEEDS_TORCH = ('tools.dump_torch_reference',)
 
 
@@ -52,41 +68,104 @@ def test_every_tool_has_its_own_flags(modules):
 
 
 PARSED = [
-    ('dir_jax.predict', ['--checkpoint=runs/exp1', '--images', 'photos/*.jpg', '--out=preds', '--bbox',
-                         '10,20,110.5,220', '--mano_dir=mano', '--batch_size=3', '--render_size', '96',
-                         '--compilation_cache='],
-     {'checkpoint': 'runs/exp1', 'images': 'photos/*.jpg', 'bbox': (10.0, 20.0, 110.5, 220.0), 'mano_dir': 'mano',
-      'batch_size': 3, 'render_size': 96, 'compilation_cache': ''}),
-    ('dir_jax.predict', ['--checkpoint', 'c', '--images', 'i', '--out', 'o'],
-     {'bbox': None, 'mano_dir': None, 'batch_size': 8, 'render_size': 256, 'compilation_cache': None}),
-    ('dir_jax.demo', ['--workdir=run', '--eval=eval', '--config=configs/synthetic.py', '--out=demo'],
-     {'workdir': 'run', 'eval': 'eval', 'config': 'configs/synthetic.py', 'num_images': 6}),
-    ('data_prep.synthetic', ['--out=raw', '--num_train=768', '--num_test', '48', '--rig=frontal'],
-     {'out': 'raw', 'num_train': 768, 'num_test': 48, 'num_val': 0, 'seed': 0, 'mano_dir': None, 'rig': 'frontal'}),
+    (
+        'dir_jax.predict',
+        [
+            '--checkpoint=runs/exp1',
+            '--images',
+            'photos/*.jpg',
+            '--out=preds',
+            '--bbox',
+            '10,20,110.5,220',
+            '--mano_dir=mano',
+            '--batch_size=3',
+            '--render_size',
+            '96',
+            '--compilation_cache=',
+        ],
+        {
+            'checkpoint': 'runs/exp1',
+            'images': 'photos/*.jpg',
+            'bbox': (10.0, 20.0, 110.5, 220.0),
+            'mano_dir': 'mano',
+            'batch_size': 3,
+            'render_size': 96,
+            'compilation_cache': '',
+        },
+    ),
+    (
+        'dir_jax.predict',
+        ['--checkpoint', 'c', '--images', 'i', '--out', 'o'],
+        {'bbox': None, 'mano_dir': None, 'batch_size': 8, 'render_size': 256, 'compilation_cache': None},
+    ),
+    (
+        'dir_jax.demo',
+        ['--workdir=run', '--eval=eval', '--config=configs/synthetic.py', '--out=demo'],
+        {'workdir': 'run', 'eval': 'eval', 'config': 'configs/synthetic.py', 'num_images': 6},
+    ),
+    (
+        'data_prep.synthetic',
+        ['--out=raw', '--num_train=768', '--num_test', '48', '--rig=frontal'],
+        {'out': 'raw', 'num_train': 768, 'num_test': 48, 'num_val': 0, 'seed': 0, 'mano_dir': None, 'rig': 'frontal'},
+    ),
     ('data_prep.synthetic_mano', ['--out', 'mano', '--seed=3'], {'out': 'mano', 'seed': 3}),
-    ('dir_jax.convert.compare_reference', ['--fixture=f', '--torch_checkpoint=x.pth', '--mano_dir=m', '--notrain_steps',
-                                           '--float64'],
-     {'fixture': 'f', 'torch_checkpoint': 'x.pth', 'mano_dir': 'm', 'train_steps': False, 'float64': True}),
-    ('dir_jax.convert.compare_reference', ['--fixture=f'], {'torch_checkpoint': None, 'train_steps': True,
-                                                            'float64': False}),
-    ('dir_jax.convert.export_orbax', ['--torch_checkpoint', 'DIR_released.pth', '--out', 'orbax'],
-     {'torch_checkpoint': 'DIR_released.pth', 'out': 'orbax'}),
-    ('tools.dump_torch_reference', ['--reference_code=DIR', '--torch_checkpoint=x.pth', '--mano_dir=m',
-                                    '--images=a.png,b.png', '--out=dump', '--train_steps=3', '--thread_spread'],
-     {'images': ['a.png', 'b.png'], 'train_steps': 3, 'thread_spread': True, 'target_seed': 0, 'lr': 5e-4,
-      'device': 'cpu', 'targets': None}),
+    (
+        'dir_jax.convert.compare_reference',
+        ['--fixture=f', '--torch_checkpoint=x.pth', '--mano_dir=m', '--notrain_steps', '--float64'],
+        {'fixture': 'f', 'torch_checkpoint': 'x.pth', 'mano_dir': 'm', 'train_steps': False, 'float64': True},
+    ),
+    (
+        'dir_jax.convert.compare_reference',
+        ['--fixture=f'],
+        {'torch_checkpoint': None, 'train_steps': True, 'float64': False},
+    ),
+    (
+        'dir_jax.convert.export_orbax',
+        ['--torch_checkpoint', 'DIR_released.pth', '--out', 'orbax'],
+        {'torch_checkpoint': 'DIR_released.pth', 'out': 'orbax'},
+    ),
+    (
+        'tools.dump_torch_reference',
+        [
+            '--reference_code=DIR',
+            '--torch_checkpoint=x.pth',
+            '--mano_dir=m',
+            '--images=a.png,b.png',
+            '--out=dump',
+            '--train_steps=3',
+            '--thread_spread',
+        ],
+        {
+            'images': ['a.png', 'b.png'],
+            'train_steps': 3,
+            'thread_spread': True,
+            'target_seed': 0,
+            'lr': 5e-4,
+            'device': 'cpu',
+            'targets': None,
+        },
+    ),
     ('bench.build_interhand', ['--num_train=64'], {'num_train': 64, 'small': 32}),
     ('bench.convert_interhand', ['--num_examples=4'], {'raw_dir': None, 'num_examples': 4, 'repeats': 5}),
-    ('bench.flops', ['--train_batch=2', '--notiming'], {'config': 'configs/dir_reference.py', 'train_batch': 2,
-                                                        'timing': False}),
+    (
+        'bench.flops',
+        ['--train_batch=2', '--notiming'],
+        {'config': 'configs/dir_reference.py', 'train_batch': 2, 'timing': False},
+    ),
     ('bench.input_pipeline', ['--seconds=0.5'], {'examples': 48, 'batch': 32, 'seconds': 0.5, 'rounds': 3}),
     ('bench.loop_conv', ['--batch=2'], {'batch': 2, 'repeats': 2}),
     ('bench.mano', ['--batches=1,4'], {'batches': ['1', '4'], 'repeats': 20}),
-    ('bench.model', ['--batch_sizes=1', '--stages=2,3', '--dtype=bfloat16'],
-     {'batch_sizes': ['1'], 'stages': ['2', '3'], 'train_batch': 8, 'dtype': 'bfloat16', 'mano_seed': 0}),
+    (
+        'bench.model',
+        ['--batch_sizes=1', '--stages=2,3', '--dtype=bfloat16'],
+        {'batch_sizes': ['1'], 'stages': ['2', '3'], 'train_batch': 8, 'dtype': 'bfloat16', 'mano_seed': 0},
+    ),
     ('bench.plan_interhand', ['--fraction=0.5'], {'fraction': 0.5, 'out': None}),
-    ('bench.train_throughput', ['--fusion=dense', '--forward_batches=64'],
-     {'fusion': 'dense', 'forward_batches': ['64'], 'train_batch': 64, 'steps': 20, 'timing_lock': ''}),
+    (
+        'bench.train_throughput',
+        ['--fusion=dense', '--forward_batches=64'],
+        {'fusion': 'dense', 'forward_batches': ['64'], 'train_batch': 64, 'steps': 20, 'timing_lock': ''},
+    ),
 ]
 
 
@@ -128,8 +207,13 @@ REQUIRED = {
     'data_prep.synthetic_mano': ['--out=o'],
     'dir_jax.convert.compare_reference': ['--fixture=f'],
     'dir_jax.convert.export_orbax': ['--torch_checkpoint=x.pth', '--out=o'],
-    'tools.dump_torch_reference': ['--reference_code=r', '--torch_checkpoint=x.pth', '--mano_dir=m', '--images=a.png',
-                                   '--out=o'],
+    'tools.dump_torch_reference': [
+        '--reference_code=r',
+        '--torch_checkpoint=x.pth',
+        '--mano_dir=m',
+        '--images=a.png',
+        '--out=o',
+    ],
 }
 
 
@@ -150,13 +234,14 @@ def test_required_flags_stay_required(modules, capsys, name):
   module = _module(modules, name)
   for i, missing in enumerate(REQUIRED[name]):
     with pytest.raises(SystemExit):
-      cli.parse(module.FLAGS, [name, *REQUIRED[name][:i], *REQUIRED[name][i + 1:]])
+      cli.parse(module.FLAGS, [name, *REQUIRED[name][:i], *REQUIRED[name][i + 1 :]])
     flag = missing.split('=')[0]
     assert f'{flag} must have a value other than None' in capsys.readouterr().err
 
 
 def test_predict_parse_args_refuses_a_bad_bbox(capsys):
   from dir_jax import predict  # pylint: disable=import-outside-toplevel
+
   with pytest.raises(SystemExit):
     predict.parse_args(['predict', '--checkpoint=c', '--images=i', '--out=o', '--bbox=5,5,5,9'])
   assert 'flag --bbox=5,5,5,9: expected x0 < x1 and y0 < y1' in capsys.readouterr().err
@@ -187,8 +272,14 @@ def test_help_lists_the_tools_flags(modules, capsys, name):
 
 def test_the_command_line_runs_through_app_run():
   """`python -m TOOL`: --help prints the flags and exits 0; a bad value exits 2 naming the flag."""
-  run = lambda *argv: subprocess.run([sys.executable, '-m', 'data_prep.synthetic_mano', *argv], cwd=REPO_ROOT,
-                                     capture_output=True, text=True, timeout=300, check=False)
+  run = lambda *argv: subprocess.run(
+      [sys.executable, '-m', 'data_prep.synthetic_mano', *argv],
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   shown = run('--help')
   assert shown.returncode == 0 and '--out: output folder' in shown.stdout and '--seed' in shown.stdout
   refused = run('--out=o', '--seed=x')

@@ -20,8 +20,12 @@ def test_root_correlation_by_hand():
 
 
 def test_following_lines_headline_is_the_lower_hand():
-  hand = lambda r: {'correlation': r, 'true_spread_px': 30.0, 'predicted_spread_px': 3.0,
-                    'error_px': np.array([1.0, 3.0])}
+  hand = lambda r: {
+      'correlation': r,
+      'true_spread_px': 30.0,
+      'predicted_spread_px': 3.0,
+      'error_px': np.array([1.0, 3.0]),
+  }
   text = demo.following_lines({'left': hand(0.25), 'right': hand(0.9), 'num_images': 2})
   assert text.splitlines()[0].startswith('held-out 2D root correlation: 0.25 (left 0.25, right 0.90;')
   assert '| per-image error: mean ± std [min, max] | 2.0 ± 1.0 [1.0, 3.0] | 2.0 ± 1.0 [1.0, 3.0] |' in text

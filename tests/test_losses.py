@@ -63,8 +63,7 @@ def outputs(train):
 
 def make_targets(train, full_resolution):
   """The fixture's targets; seg/dense at 256x256 or the reference's own 32x32 versions."""
-  targets = {f'{k}_{h}': train[f'gt.{k}_{h}'] for k in ('joint_2d', 'mesh_2d', 'joint_3d', 'mesh_3d')
-             for h in HANDS}
+  targets = {f'{k}_{h}': train[f'gt.{k}_{h}'] for k in ('joint_2d', 'mesh_2d', 'joint_3d', 'mesh_3d') for h in HANDS}
   targets.update({f'center_{h}': train[f'gt.center_{h}'][:, 0] for h in HANDS})
   if full_resolution:
     targets['seg'] = train['gt.seg'][:, 0].astype(np.int32)
@@ -93,8 +92,9 @@ def test_downsampling_matches_reference_targets(train):
 
 @pytest.mark.parametrize('full_resolution', [False, True])
 def test_all_terms_match_reference(train, outputs, faces, reference_losses, full_resolution):
-  terms = losses.dir_losses(outputs, make_targets(train, full_resolution), faces['left'], faces['right'],
-                            reference_config(), center_idx=0)
+  terms = losses.dir_losses(
+      outputs, make_targets(train, full_resolution), faces['left'], faces['right'], reference_config(), center_idx=0
+  )
   assert list(terms) == reference_losses['__order__'] == losses.loss_term_names(3)
   for name, value in terms.items():
     np.testing.assert_allclose(value, reference_losses[name], rtol=FIXTURE_RTOL, err_msg=name)
@@ -128,12 +128,21 @@ def perfect_outputs(train, num_stages=2):
 def test_consistent_centring_zero_for_perfect_prediction(train, faces):
   outputs = perfect_outputs(train)
   targets = make_targets(train, full_resolution=False)
-  consistent = losses.dir_losses(outputs, targets, faces['left'], faces['right'], loss_settings.default_loss_config(), center_idx=0)
+  consistent = losses.dir_losses(
+      outputs, targets, faces['left'], faces['right'], loss_settings.default_loss_config(), center_idx=0
+  )
   reference = losses.dir_losses(outputs, targets, faces['left'], faces['right'], reference_config(), center_idx=0)
   assert list(consistent) == losses.loss_term_names(2)
   for s in range(2):
-    for name in ('joint_left_xyz', 'joint_right_xyz', 'mesh_left_xyz', 'mesh_right_xyz', 'offset',
-                 'joint_left_uv', 'mesh_right_uv'):
+    for name in (
+        'joint_left_xyz',
+        'joint_right_xyz',
+        'mesh_left_xyz',
+        'mesh_right_xyz',
+        'offset',
+        'joint_left_uv',
+        'mesh_right_uv',
+    ):
       assert float(consistent[f'{name}_{s}']) < 1e-9, name
     # Edges and face normals are translation invariant: zero up to float32 rounding in both modes.
     for name in ('edge_left', 'edge_right', 'normal_left', 'normal_right'):
@@ -164,7 +173,9 @@ def test_jit_and_grad_of_total(train, outputs, faces):
   eager = total(outputs)
   value, grads = jax.jit(jax.value_and_grad(total))(outputs)
   np.testing.assert_allclose(value, eager, rtol=1e-6)
-  jitted_terms = jax.jit(lambda o: losses.dir_losses(o, targets, faces['left'], faces['right'], config, center_idx=0))(outputs)
+  jitted_terms = jax.jit(lambda o: losses.dir_losses(o, targets, faces['left'], faces['right'], config, center_idx=0))(
+      outputs
+  )
   assert set(jitted_terms) == set(losses.loss_term_names(3))
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     g = np.asarray(g)
@@ -184,16 +195,20 @@ def test_huber_matches_torch(use_jit):
   ours = maybe_jit(losses.huber, use_jit)(pred, target)
   want = F.huber_loss(torch.tensor(pred), torch.tensor(target), delta=0.01)
   np.testing.assert_allclose(ours, want.item(), rtol=TORCH_RTOL)
-  np.testing.assert_allclose(losses.huber(pred, target, 0.1),
-                             F.huber_loss(torch.tensor(pred), torch.tensor(target), delta=0.1).item(),
-                             rtol=TORCH_RTOL)
+  np.testing.assert_allclose(
+      losses.huber(pred, target, 0.1),
+      F.huber_loss(torch.tensor(pred), torch.tensor(target), delta=0.1).item(),
+      rtol=TORCH_RTOL,
+  )
 
 
 def torch_edge_length(pred, gt, faces):
   """Mean |len_pred - len_gt| over face edges v0v1, v0v2, v1v2 (loss.py EdgeLengthLoss)."""
+
   def lengths(v):
     c = [v[:, faces[:, i]] for i in range(3)]
     return torch.stack([torch.sqrt(((c[a] - c[b]) ** 2).sum(-1) + 1e-12) for a, b in ((0, 1), (0, 2), (1, 2))])
+
   return (lengths(pred) - lengths(gt)).abs().mean()
 
 
@@ -201,14 +216,14 @@ def torch_normal_vector(pred, gt, faces):
   """Mean |cos| of unit predicted edges v1v0, v2v0, v2v1 with the unit GT face normal (loss.py NormalVectorLoss)."""
   p = [pred[:, faces[:, i]] for i in range(3)]
   g = [gt[:, faces[:, i]] for i in range(3)]
-  normal = F.normalize(torch.cross(F.normalize(g[1] - g[0], dim=-1), F.normalize(g[2] - g[0], dim=-1), dim=-1),
-                       dim=-1)
+  normal = F.normalize(torch.cross(F.normalize(g[1] - g[0], dim=-1), F.normalize(g[2] - g[0], dim=-1), dim=-1), dim=-1)
   edges = [F.normalize(a - b, dim=-1) for a, b in ((p[1], p[0]), (p[2], p[0]), (p[2], p[1]))]
   return torch.stack([(e * normal).sum(-1).abs() for e in edges]).mean()
 
 
-@pytest.mark.parametrize('ours_fn,torch_fn', [(losses.edge_length_loss, torch_edge_length),
-                                              (losses.normal_vector_loss, torch_normal_vector)])
+@pytest.mark.parametrize(
+    'ours_fn,torch_fn', [(losses.edge_length_loss, torch_edge_length), (losses.normal_vector_loss, torch_normal_vector)]
+)
 def test_mesh_losses_match_torch(faces, ours_fn, torch_fn):
   rng = np.random.default_rng(1)
   gt = rng.normal(size=(2, 778, 3)).astype(np.float32)
@@ -229,8 +244,9 @@ def test_weighted_cross_entropy_matches_torch(use_jit, shape, present):
   labels = rng.choice(present, size=shape).astype(np.int32)
   weights = (0.1, 0.45, 0.45)
   ours = maybe_jit(losses.weighted_cross_entropy, use_jit, static_argnums=2)(logits, labels, weights)
-  want = F.cross_entropy(torch.tensor(logits).permute(0, 3, 1, 2), torch.tensor(labels, dtype=torch.long),
-                         weight=torch.tensor(weights))
+  want = F.cross_entropy(
+      torch.tensor(logits).permute(0, 3, 1, 2), torch.tensor(labels, dtype=torch.long), weight=torch.tensor(weights)
+  )
   np.testing.assert_allclose(ours, want.item(), rtol=TORCH_RTOL)
 
 
@@ -295,8 +311,9 @@ def test_lovasz_on_probabilities_switch(train, outputs, faces):
   np.testing.assert_allclose(terms['lovasz'], want, rtol=1e-6)
 
 
-@pytest.mark.parametrize('in_hw,out_hw', [((256, 256), (32, 32)), ((20, 30), (7, 11)), ((5, 6), (9, 13)),
-                                          ((12, 12), (12, 12))])
+@pytest.mark.parametrize(
+    'in_hw,out_hw', [((256, 256), (32, 32)), ((20, 30), (7, 11)), ((5, 6), (9, 13)), ((12, 12), (12, 12))]
+)
 def test_downsampling_matches_torch(in_hw, out_hw):
   rng = np.random.default_rng(4)
   seg = rng.integers(0, 3, size=(2,) + in_hw).astype(np.int32)
@@ -304,6 +321,5 @@ def test_downsampling_matches_torch(in_hw, out_hw):
   np.testing.assert_array_equal(losses.downsample_seg_nearest(seg, out_hw), want_seg[:, 0].long().numpy())
   dense = rng.uniform(size=(2,) + in_hw + (3,)).astype(np.float32)
   fn = jax.jit(functools.partial(losses.downsample_dense_bilinear, size=out_hw))
-  want_dense = F.interpolate(torch.tensor(dense).permute(0, 3, 1, 2), out_hw, mode='bilinear',
-                             align_corners=False)
+  want_dense = F.interpolate(torch.tensor(dense).permute(0, 3, 1, 2), out_hw, mode='bilinear', align_corners=False)
   np.testing.assert_allclose(fn(dense), want_dense.permute(0, 2, 3, 1).numpy(), rtol=0, atol=1e-6)

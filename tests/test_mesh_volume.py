@@ -37,8 +37,9 @@ def test_winding_numbers_through_axis_parallel_edges_and_vertices():
   mesh = box.subdivide().subdivide()
   columns = np.linspace(0.005, 0.035, 7)
   assert np.isin(columns, mesh.vertices[:, 0]).sum() >= 2
-  w = mesh_volume.grid_winding_numbers(np.asarray(mesh.vertices), np.asarray(mesh.faces), columns, columns,
-                                       np.linspace(0.0025, 0.0375, 8))
+  w = mesh_volume.grid_winding_numbers(
+      np.asarray(mesh.vertices), np.asarray(mesh.faces), columns, columns, np.linspace(0.0025, 0.0375, 8)
+  )
   np.testing.assert_array_equal(w, 1)
 
 
@@ -65,7 +66,7 @@ def test_cap_hole_of_open_cube():
   np.testing.assert_allclose(closed_verts[8], [0.02, 0.02, 0.04])
   mesh = trimesh.Trimesh(closed_verts, closed, process=False)
   assert mesh.is_watertight and mesh.is_winding_consistent
-  assert mesh.volume == pytest.approx(0.04 ** 3, rel=1e-9)
+  assert mesh.volume == pytest.approx(0.04**3, rel=1e-9)
   other = cube([0.02, 0.0, 0.0], 0.04)
   assert mesh_volume.interpenetration_volume(closed_verts, closed, *other) == pytest.approx(32.0, abs=1e-9)
   assert mesh_volume.boundary_loops(faces) == ()

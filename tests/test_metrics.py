@@ -67,20 +67,38 @@ def make_batch(mano, num, seed, noise_m=0.004):
   gt['intrinsics'] = np.stack([np.array([[f, 0, 128], [0, f, 128], [0, 0, 1.0]]) for f in focal])
   for stage in stages:
     # Place the right hand ~3 cm from its GT place relative to the left one, overlapping it.
-    stage['offset'] = (np.full((num, 3), [0.03, 0.0, 0.0]) + stage['mesh_xyz_left'][:, 0]
-                       - stage['mesh_xyz_right'][:, 0]) / metrics.OFFSET_UNIT_M
+    stage['offset'] = (
+        np.full((num, 3), [0.03, 0.0, 0.0]) + stage['mesh_xyz_left'][:, 0] - stage['mesh_xyz_right'][:, 0]
+    ) / metrics.OFFSET_UNIT_M
   return gt, stages
 
 
 # ---------------------------------------------------------------------------------------------------
 # Regressor and alignment.
 
+
 def test_eval_joint_regressor_rows(mano):
   asset = mano.right
   jr = metrics.eval_joint_regressor(asset)
   assert jr.shape == (21, 778) and jr.dtype == np.float64
-  mano_rows = {0: 0, 1: 13, 2: 14, 3: 15, 5: 1, 6: 2, 7: 3, 9: 4, 10: 5, 11: 6, 13: 10, 14: 11, 15: 12,
-               17: 7, 18: 8, 19: 9}  # 21-joint row -> MANO joint
+  mano_rows = {
+      0: 0,
+      1: 13,
+      2: 14,
+      3: 15,
+      5: 1,
+      6: 2,
+      7: 3,
+      9: 4,
+      10: 5,
+      11: 6,
+      13: 10,
+      14: 11,
+      15: 12,
+      17: 7,
+      18: 8,
+      19: 9,
+  }  # 21-joint row -> MANO joint
   for row, joint in mano_rows.items():
     np.testing.assert_array_equal(jr[row], asset.J_regressor[joint])
   tips = {4: 745, 8: 317, 12: 444, 16: 556, 20: 673}  # thumb, index, middle (444 for both), ring, pinky
@@ -109,16 +127,21 @@ def test_scale_about_wrist(eval_mano, mano):
   verts = gt['verts_cam_right']
   joints = jr @ verts
   pred = joints[:, :1] + 2.0 * (verts - joints[:, :1]) + np.array([0.1, 0.2, 0.3])
-  errs = {name: metrics.hand_errors(jr, verts, pred, gt['intrinsics'], s)
-          for name, s in {**metrics.SETTINGS, 'wrist': NO_SCALE_WRIST}.items()}
+  errs = {
+      name: metrics.hand_errors(jr, verts, pred, gt['intrinsics'], s)
+      for name, s in {**metrics.SETTINGS, 'wrist': NO_SCALE_WRIST}.items()
+  }
   np.testing.assert_allclose(errs[T2]['joint_mm'], 0.0, atol=ATOL_MM)
   np.testing.assert_allclose(errs[T3]['vert_mm'], 0.0, atol=ATOL_MM)
-  np.testing.assert_allclose(errs['wrist']['joint_mm'], 1000 * np.linalg.norm(joints - joints[:, :1], axis=-1),
-                             atol=ATOL_MM)
-  np.testing.assert_allclose(errs['wrist']['vert_mm'], 1000 * np.linalg.norm(verts - joints[:, :1], axis=-1),
-                             atol=ATOL_MM)
-  np.testing.assert_allclose(errs[T3N]['joint_mm'],
-                             1000 * np.linalg.norm(joints - joints[:, 9:10], axis=-1), atol=ATOL_MM)
+  np.testing.assert_allclose(
+      errs['wrist']['joint_mm'], 1000 * np.linalg.norm(joints - joints[:, :1], axis=-1), atol=ATOL_MM
+  )
+  np.testing.assert_allclose(
+      errs['wrist']['vert_mm'], 1000 * np.linalg.norm(verts - joints[:, :1], axis=-1), atol=ATOL_MM
+  )
+  np.testing.assert_allclose(
+      errs[T3N]['joint_mm'], 1000 * np.linalg.norm(joints - joints[:, 9:10], axis=-1), atol=ATOL_MM
+  )
   assert errs['wrist']['joint_mm'].mean() > 50  # a real error, not a vacuous zero
 
 
@@ -158,6 +181,7 @@ def test_known_offsets_give_exact_means(eval_mano, mano):
 
 # ---------------------------------------------------------------------------------------------------
 # MRRPE, MIAA, PCK/AUC.
+
 
 def test_mrrpe_wrist_and_mcp():
   rng = np.random.default_rng(3)
@@ -214,6 +238,7 @@ def test_pck_step_and_auc():
 # ---------------------------------------------------------------------------------------------------
 # Interpenetration volume of MANO (mesh geometry: tests/test_mesh_volume.py).
 
+
 def test_mano_wrist_cap(mano, eval_mano):
   for side in metrics.HANDS:
     loops = eval_mano.hole_loops[side]
@@ -222,8 +247,9 @@ def test_mano_wrist_cap(mano, eval_mano):
     mesh = trimesh.Trimesh(verts, eval_mano.closed_faces[side], process=False)
     assert mesh.is_watertight and mesh.is_winding_consistent
     # The hand overlapping itself: its whole volume, to within the 2 mm voxel layer.
-    iv = mesh_volume.interpenetration_volume(verts, eval_mano.closed_faces[side], verts, eval_mano.closed_faces[side],
-                                             voxel_m=0.002)
+    iv = mesh_volume.interpenetration_volume(
+        verts, eval_mano.closed_faces[side], verts, eval_mano.closed_faces[side], voxel_m=0.002
+    )
     assert iv == pytest.approx(abs(mesh.volume) * 1e6, rel=0.03)
 
 
@@ -239,6 +265,7 @@ def test_fixture_mano_cannot_be_capped(fixture_mano_dir, mano):
 
 # ---------------------------------------------------------------------------------------------------
 # Accumulator, stages, report helpers.
+
 
 def reference_mpjpe(jr, gt_verts, pd_verts, root, scale):
   """An independent loop implementation of one MPJPE number (mm)."""
@@ -258,32 +285,43 @@ def test_accumulator_with_padding_matches_one_shot(eval_mano, mano):
     idx = np.arange(start, start + 2)
     valid = idx < 5
     take = np.minimum(idx, 4)
-    pad = lambda d: {k: np.where(valid.reshape((-1,) + (1,) * (np.ndim(v) - 1)), np.asarray(v)[take], 0.0)
-                     for k, v in d.items()}
+    pad = lambda d: {
+        k: np.where(valid.reshape((-1,) + (1,) * (np.ndim(v) - 1)), np.asarray(v)[take], 0.0) for k, v in d.items()
+    }
     acc.update(pad(gt), [pad(s) for s in stages], valid)
   result = acc.result()
   assert result.keys() == one_shot.keys()
-  assert result['protocols'] == one_shot['protocols'] == {
-      **{key: p.name for key, p in metrics.SETTINGS.items()}, metrics.PROCRUSTES_KEY: metrics.PROCRUSTES_NAME}
+  assert (
+      result['protocols']
+      == one_shot['protocols']
+      == {**{key: p.name for key, p in metrics.SETTINGS.items()}, metrics.PROCRUSTES_KEY: metrics.PROCRUSTES_NAME}
+  )
   for key, value in one_shot.items():
     if key != 'protocols':
       np.testing.assert_allclose(result[key], value, rtol=1e-12, err_msg=key)
   assert result['num_samples'] == 5
   json.dumps(result, allow_nan=False)
-  assert all(isinstance(v, (float, int)) or all(isinstance(x, float) for x in v)
-             for k, v in result.items() if k != 'protocols')
+  assert all(
+      isinstance(v, (float, int)) or all(isinstance(x, float) for x in v) for k, v in result.items() if k != 'protocols'
+  )
 
   for s, stage in enumerate(stages):
     for h in metrics.HANDS:
       for name, setting in metrics.SETTINGS.items():
-        expected = reference_mpjpe(eval_mano.joint_regressor[h], gt[f'verts_cam_{h}'], stage[f'mesh_xyz_{h}'],
-                                   setting.root_index, setting.scaled)
+        expected = reference_mpjpe(
+            eval_mano.joint_regressor[h],
+            gt[f'verts_cam_{h}'],
+            stage[f'mesh_xyz_{h}'],
+            setting.root_index,
+            setting.scaled,
+        )
         assert result[f'stage{s}/{name}/mpjpe/{h}'] == pytest.approx(expected, rel=1e-9)
       assert 1.0 < result[f'stage{s}/{T2}/mpjpe/{h}'] < 20.0
     assert result[f'stage{s}/iv/all'] > 1.0  # the hands were placed 3 cm apart
     # Offsets were built so that the predicted wrist-to-wrist vector is 3 cm along x.
-    gt_rel = (eval_mano.joint_regressor['right'] @ gt['verts_cam_right'])[:, 0] \
-        - (eval_mano.joint_regressor['left'] @ gt['verts_cam_left'])[:, 0]
+    gt_rel = (eval_mano.joint_regressor['right'] @ gt['verts_cam_right'])[:, 0] - (
+        eval_mano.joint_regressor['left'] @ gt['verts_cam_left']
+    )[:, 0]
     expected_root = 1000 * np.linalg.norm(gt_rel - [0.03, 0.0, 0.0], axis=1).mean()
     assert result[f'stage{s}/{T2}/mrrpe/all'] == pytest.approx(expected_root, rel=1e-9)
   # Stage 1 is scaled by 1.1: the scaled settings hardly notice, the unscaled one does.
@@ -325,8 +363,12 @@ def _with_triangulated(eval_mano, gt, hand_types):
   for h in metrics.HANDS:
     rows = [schema.INTERHAND_HAND_OFFSET[h] + i for i in schema.DIR_FROM_INTERHAND]
     joints[:, rows] = metrics.regress_joints(eval_mano.joint_regressor[h], gt[f'verts_cam_{h}'])
-  return dict(gt, joint_3d_cam_m=joints, joint_3d_valid=np.ones((num, schema.INTERHAND_NUM_JOINTS), bool),
-              hand_type=np.asarray([schema.HAND_TYPES.index(t) for t in hand_types]))
+  return dict(
+      gt,
+      joint_3d_cam_m=joints,
+      joint_3d_valid=np.ones((num, schema.INTERHAND_NUM_JOINTS), bool),
+      hand_type=np.asarray([schema.HAND_TYPES.index(t) for t in hand_types]),
+  )
 
 
 def test_triangulated_protocol_scores_valid_joints_of_its_subset(eval_mano, mano):
@@ -346,8 +388,13 @@ def test_triangulated_protocol_scores_valid_joints_of_its_subset(eval_mano, mano
   for p, samples in ((interacting, [0, 1, 2, 3]), (human, [0, 2, 3])):
     per_hand = {}
     for h in metrics.HANDS:
-      err = metrics.hand_errors(eval_mano.joint_regressor[h], gt[f'verts_cam_{h}'], stages[1][f'mesh_xyz_{h}'],
-                                gt['intrinsics'], NO_SCALE_WRIST)['joint_mm'][samples]
+      err = metrics.hand_errors(
+          eval_mano.joint_regressor[h],
+          gt[f'verts_cam_{h}'],
+          stages[1][f'mesh_xyz_{h}'],
+          gt['intrinsics'],
+          NO_SCALE_WRIST,
+      )['joint_mm'][samples]
       mask = np.ones_like(err, bool)
       if h == 'right':
         mask[:, 8] = False
@@ -355,8 +402,9 @@ def test_triangulated_protocol_scores_valid_joints_of_its_subset(eval_mano, mano
         mask[[i for i, s in enumerate(samples) if s == 2]] = False
       per_hand[h] = [err[mask[:, j], j].mean() for j in range(21) if mask[:, j].any()]
       assert result[f'stage1/{p.key}/mpjpe/{h}'] == pytest.approx(np.mean(per_hand[h]), rel=1e-12)
-    assert result[f'stage1/{p.key}/mpjpe/all'] == pytest.approx(np.mean(per_hand['left'] + per_hand['right']),
-                                                                 rel=1e-12)
+    assert result[f'stage1/{p.key}/mpjpe/all'] == pytest.approx(
+        np.mean(per_hand['left'] + per_hand['right']), rel=1e-12
+    )
     assert result[f'stage1/{p.key}/num_samples'] == len(samples)
     assert result[f'stage1/{p.key}/joint_errors_mm/right'][8] is None  # never scored
   assert result['protocols'][human.key] == 'wrist, unscaled, triangulated joints, human_annot'
@@ -380,21 +428,34 @@ def test_single_hand_samples_in_a_batch(eval_mano, mano):
       other = 'left' if t == 'right' else 'right'
       gt[f'verts_cam_{other}'][i] = 0.0  # no MANO: all-zero parameters give some mesh; never scored
       start = schema.INTERHAND_HAND_OFFSET[other]
-      gt['joint_3d_valid'][i, start:start + 21] = False
+      gt['joint_3d_valid'][i, start : start + 21] = False
   left_wrist = schema.INTERHAND_HAND_OFFSET['left'] + schema.DIR_FROM_INTERHAND[0]
   gt['joint_3d_valid'][4, left_wrist] = False  # sample 4: no MRRPE, left hand not scored
   both, single = protocol.INTERHAND26M, protocol.INTERHAND26M_SINGLE
   result = metrics.stage_metrics(eval_mano, gt, stages, voxel_m=0.01, triangulated=(both, single))
   rows = [0, 2, 4]
-  only = metrics.stage_metrics(eval_mano, {k: np.asarray(v)[rows] for k, v in gt.items()},
-                               [{k: v[rows] for k, v in s.items()} for s in stages], voxel_m=0.01, triangulated=())
+  only = metrics.stage_metrics(
+      eval_mano,
+      {k: np.asarray(v)[rows] for k, v in gt.items()},
+      [{k: v[rows] for k, v in s.items()} for s in stages],
+      voxel_m=0.01,
+      triangulated=(),
+  )
   for key, value in only.items():
     if key.startswith('stage') and 'triangulated' not in key:
       assert result[key] == value, key
   assert result[f'stage1/{T2}/num_samples'] == 3 and result['num_samples'] == 5
   with np.errstate(invalid='ignore'):  # the zeroed meshes project to 0/0 (their pixel errors are unused)
-    err = {h: metrics.hand_errors(eval_mano.joint_regressor[h], gt[f'verts_cam_{h}'], stages[1][f'mesh_xyz_{h}'],
-                                  gt['intrinsics'], NO_SCALE_WRIST)['joint_mm'] for h in metrics.HANDS}
+    err = {
+        h: metrics.hand_errors(
+            eval_mano.joint_regressor[h],
+            gt[f'verts_cam_{h}'],
+            stages[1][f'mesh_xyz_{h}'],
+            gt['intrinsics'],
+            NO_SCALE_WRIST,
+        )['joint_mm']
+        for h in metrics.HANDS
+    }
   for p, samples in ((both, {'left': [0, 2, 3], 'right': [0, 1, 2, 4]}), (single, {'left': [3], 'right': [1]})):
     assert result[f'stage1/{p.key}/num_samples'] == (5 if p is both else 2)
     per_joint = []
@@ -404,16 +465,23 @@ def test_single_hand_samples_in_a_batch(eval_mano, mano):
     assert result[f'stage1/{p.key}/mpjpe/all'] == pytest.approx(np.mean(per_joint), rel=1e-12)
   # InterWild's all-sequences MPJPE: the 42 per-joint means over the single-hand samples (right from
   # 1, left from 3) and the 42 over the interacting ones (right from 0, 2, 4; left from 0, 2), averaged.
-  sequences = [err['right'][[1]].mean(0), err['left'][[3]].mean(0), err['right'][[0, 2, 4]].mean(0),
-               err['left'][[0, 2]].mean(0)]
+  sequences = [
+      err['right'][[1]].mean(0),
+      err['left'][[3]].mean(0),
+      err['right'][[0, 2, 4]].mean(0),
+      err['left'][[0, 2]].mean(0),
+  ]
   assert result[f'stage1/{both.key}/mpjpe_sh_ih_mean/all'] == pytest.approx(np.mean(sequences), rel=1e-12)
   assert result[f'stage1/{both.key}/mpjpe_sh_ih_mean/all'] != pytest.approx(result[f'stage1/{both.key}/mpjpe/all'])
   assert f'stage1/{single.key}/mpjpe_sh_ih_mean/all' not in result  # one kind of sample only
   assert '| wrist, unscaled, triangulated joints, all | mpjpe_sh_ih_mean | mm |' in report.markdown_table(result)
   # MRRPE on triangulated wrists: interacting samples 0 and 2 (4 has no left wrist, 1 and 3 one hand).
   joints = {h: schema.interhand_joints_in_dir_order(gt['joint_3d_cam_m'], h) for h in metrics.HANDS}
-  relative_mm = [1000 * np.linalg.norm((joints['right'][i, 0] - joints['left'][i, 0])
-                                       - metrics.OFFSET_UNIT_M * stages[1]['offset'][i]) for i in (0, 2)]
+  relative_mm = [
+      1000
+      * np.linalg.norm((joints['right'][i, 0] - joints['left'][i, 0]) - metrics.OFFSET_UNIT_M * stages[1]['offset'][i])
+      for i in (0, 2)
+  ]
   assert result[f'stage1/{both.key}/mrrpe/all'] == pytest.approx(np.mean(relative_mm), rel=1e-12)
   assert f'stage1/{single.key}/mrrpe/all' not in result  # no interacting sample in the subset
   json.dumps(result, allow_nan=False)

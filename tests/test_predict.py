@@ -30,18 +30,23 @@ from dir_jax.render.stages_figure import titled_row
 
 SIDES = ('left', 'right')
 # Two hands seen from the front, fingers up; wrists low in the crop, overlapping in the middle.
-SCENE = {'camera_left': np.array([6.0, -0.12, 0.45]), 'camera_right': np.array([6.6, 0.1, 0.5]),
-         'offset': np.array([0.8, 0.1, -0.2])}
+SCENE = {
+    'camera_left': np.array([6.0, -0.12, 0.45]),
+    'camera_right': np.array([6.6, 0.1, 0.5]),
+    'offset': np.array([0.8, 0.1, -0.2]),
+}
 
 
 def _rotation_6d(turn_rad, lean_rad):
   """6D (first two columns) of R = Rz(turn) Rx(90 deg) Ry(lean)."""
+
   def about(axis, angle):
     i, j = [k for k in range(3) if k != axis]
     rot = np.eye(3)
     rot[i, i] = rot[j, j] = np.cos(angle)
     rot[j, i], rot[i, j] = np.sin(angle), -np.sin(angle)
     return rot
+
   rot = about(2, turn_rad) @ about(0, np.pi / 2) @ about(1, lean_rad)
   return np.concatenate([rot[:, 0], rot[:, 1]])
 
@@ -82,11 +87,14 @@ def _stage(hands, **overrides):
 
 
 @pytest.mark.parametrize('size_px', [64, 256])
-@pytest.mark.parametrize('cameras', [
-    {},  # the scene above
-    {'camera_left': np.array([-6.0, 0.1, -0.4])},  # a hand upside down (s < 0)
-    {'camera_left': np.array([12.0, 0.0, 0.0]), 'camera_right': np.array([3.0, 0.3, 0.3])},  # 4x apart
-])
+@pytest.mark.parametrize(
+    'cameras',
+    [
+        {},  # the scene above
+        {'camera_left': np.array([-6.0, 0.1, -0.4])},  # a hand upside down (s < 0)
+        {'camera_left': np.array([12.0, 0.0, 0.0]), 'camera_right': np.array([3.0, 0.3, 0.3])},  # 4x apart
+    ],
+)
 def test_render_camera_reproduces_the_weak_perspective_projection(hands, size_px, cameras):
   stage = _stage(hands, **cameras)
   verts_cam_m, K, placement = predict.stage_scene(stage, size_px)
@@ -98,15 +106,21 @@ def test_render_camera_reproduces_the_weak_perspective_projection(hands, size_px
     # The error bounds of the module docstring: the distance from the crop centre times
     # |kappa z| / (Z - |kappa z|), at most W |s z| / 400 px inside the crop.
     kappa, depth_m = placement[side]['scale'], placement[side]['translation_m'][2]
-    bound_px = np.abs(expected_px - size_px / 2).max(axis=1) * np.abs(kappa * mesh_m[:, 2]) / (
-        depth_m - np.abs(kappa * mesh_m[:, 2]))
+    bound_px = (
+        np.abs(expected_px - size_px / 2).max(axis=1)
+        * np.abs(kappa * mesh_m[:, 2])
+        / (depth_m - np.abs(kappa * mesh_m[:, 2]))
+    )
     error_px = np.abs(got_px - expected_px).max(axis=1)
     assert np.all(error_px <= bound_px + 1e-9)
     in_crop = np.all((expected_px >= 0) & (expected_px <= size_px), axis=1)
     assert error_px[in_crop].max() <= size_px * abs(s) * np.abs(mesh_m[:, 2]).max() / 400 * 1.001 < 1.0
     # The root projects exactly.
-    np.testing.assert_allclose(project_perspective(placement[side]['translation_m'][None], K)[0, :2],
-                               predict.uv_to_px(np.array([tu, tv]), size_px), atol=1e-9)
+    np.testing.assert_allclose(
+        project_perspective(placement[side]['translation_m'][None], K)[0, :2],
+        predict.uv_to_px(np.array([tu, tv]), size_px),
+        atol=1e-9,
+    )
   gap_m = placement['right']['translation_m'][2] - placement['left']['translation_m'][2]
   np.testing.assert_allclose(gap_m, 0.15 * stage['offset'][2], rtol=1e-12)
 
@@ -236,8 +250,9 @@ def tiny_checkpoint(tmp_path_factory, mano_dir):
   model = checkpoint.model_from_config(tiny.get_config().model)
   key = jax.random.key(0, impl='unsafe_rbg')  # compiles in half the time of threefry on CPU
   variables = jax.jit(lambda x: model.init(key, x, placeholder_mano()))(jnp.zeros((1, 64, 64, 3)))
-  return checkpoint.save_variables(str(tmp_path_factory.mktemp('ckpt')), variables, model,
-                                   training=checkpoint.training_facts(mano_dir, 64))
+  return checkpoint.save_variables(
+      str(tmp_path_factory.mktemp('ckpt')), variables, model, training=checkpoint.training_facts(mano_dir, 64)
+  )
 
 
 def _copy_checkpoint(source, directory, training=None):
@@ -250,7 +265,7 @@ def test_predictor_outputs_drawn_by_the_render_camera_land_on_mesh_uv(tiny_check
   model, variables, _ = checkpoint.restore_variables(tiny_checkpoint)
   predictor = predict.Predictor(model, variables, load_mano_pair(mano_dir), batch_size=2)
   crop = predict.render_hands(np.full((64, 64, 3), 120, np.uint8), _stage(hands), hands['faces'])
-  alone, = predictor([crop])
+  (alone,) = predictor([crop])
   paired = predictor([crop, crop[::-1]])
   assert predictor.images == 3 and len(alone) == len(model.config.stages) + 1
   for stage, stage_in_pair in zip(alone, paired[0]):  # zero padding does not change a prediction
@@ -259,8 +274,9 @@ def test_predictor_outputs_drawn_by_the_render_camera_land_on_mesh_uv(tiny_check
   for stage in alone[1:]:  # stage 0 of a random network may have s = 0
     verts_cam_m, K, _ = predict.stage_scene(stage, 256)
     for side in SIDES:
-      np.testing.assert_allclose(stage[f'root_rotmat_{side}'], rot6d_to_matrix(stage[f'mano_para_{side}'][:6]),
-                                 atol=1e-6)
+      np.testing.assert_allclose(
+          stage[f'root_rotmat_{side}'], rot6d_to_matrix(stage[f'mano_para_{side}'][:6]), atol=1e-6
+      )
       uv_px = predict.uv_to_px(stage[f'mesh_uv_{side}'], 256)
       in_crop = np.all((uv_px >= 0) & (uv_px <= 256), axis=1)
       error_px = np.abs(project_perspective(verts_cam_m[side], K)[:, :2] - uv_px).max(axis=1)
@@ -277,7 +293,7 @@ def image_folder(tmp_path_factory, hands):
     crop[:, :, 1] = np.linspace(60, 160, side_px).astype(np.uint8)
     picture = predict.render_hands(crop, _stage(hands), hands['faces'])
     top, left = (side_px - height) // 2, (side_px - width) // 2
-    Image.fromarray(picture[top:top + height, left:left + width]).save(folder / name)
+    Image.fromarray(picture[top : top + height, left : left + width]).save(folder / name)
   (folder / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
   Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / 'tiny.png')
   return folder
@@ -288,8 +304,21 @@ def run(tiny_checkpoint, image_folder, tmp_path_factory, restore_compilation_cac
   """predict on `image_folder` with the step folder of `tiny_checkpoint`, without --mano_dir."""
   out = tmp_path_factory.mktemp('predictions')
   cache_dir = str(tmp_path_factory.mktemp('jax_cache'))
-  argv = ['predict', '--checkpoint', os.path.join(tiny_checkpoint, '0'), '--images', str(image_folder), '--out',
-          str(out), '--batch_size', '3', '--render_size', '96', '--compilation_cache', cache_dir]
+  argv = [
+      'predict',
+      '--checkpoint',
+      os.path.join(tiny_checkpoint, '0'),
+      '--images',
+      str(image_folder),
+      '--out',
+      str(out),
+      '--batch_size',
+      '3',
+      '--render_size',
+      '96',
+      '--compilation_cache',
+      cache_dir,
+  ]
   stdout, stderr = io.StringIO(), io.StringIO()
   with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
     status = predict.main(argv)
@@ -317,8 +346,15 @@ def test_the_run_says_which_checkpoint_mano_and_cache_it_used(run, tiny_checkpoi
 @pytest.mark.parametrize('name', ['hands_a', 'hands_b'])
 def test_outputs_are_written_and_consistent(run, mano_dir, name):
   folder = run['out'] / name
-  assert sorted(os.listdir(folder)) == ['hands.ply', 'left.obj', 'overlay.png', 'prediction.json', 'right.obj',
-                                        'side.png', 'stages.png']
+  assert sorted(os.listdir(folder)) == [
+      'hands.ply',
+      'left.obj',
+      'overlay.png',
+      'prediction.json',
+      'right.obj',
+      'side.png',
+      'stages.png',
+  ]
   mano = load_mano_pair(mano_dir)
   record = json.loads((folder / 'prediction.json').read_text())
   assert record['joint_names'] == list(JOINT_NAMES_21) and record['center_joint'] == 'wrist'
@@ -329,8 +365,13 @@ def test_outputs_are_written_and_consistent(run, mano_dir, name):
   meshes = {}
   for side in SIDES:
     hand = record[side]
-    for key, shape in (('root_6d', (6,)), ('root_rotmat', (3, 3)), ('pose_pca', (45,)), ('betas', (10,)),
-                       ('camera', (3,))):
+    for key, shape in (
+        ('root_6d', (6,)),
+        ('root_rotmat', (3, 3)),
+        ('pose_pca', (45,)),
+        ('betas', (10,)),
+        ('camera', (3,)),
+    ):
       assert np.shape(hand['mano'][key]) == shape and np.all(np.isfinite(hand['mano'][key]))
     mesh = trimesh.load(folder / f'{side}.obj', process=False)
     assert mesh.vertices.shape == (778, 3)
@@ -341,16 +382,18 @@ def test_outputs_are_written_and_consistent(run, mano_dir, name):
     verts, joints = network_mano(mano[side], jnp.asarray(pose), jnp.asarray([hand['mano']['betas']], jnp.float32))
     np.testing.assert_allclose(verts[0], meshes[side], atol=2e-5)
     np.testing.assert_allclose(joints[0], hand['joints_3d_m'], atol=2e-5)
-    np.testing.assert_allclose(rot6d_to_matrix(jnp.asarray(hand['mano']['root_6d'])), hand['mano']['root_rotmat'],
-                               atol=2e-5)
+    np.testing.assert_allclose(
+        rot6d_to_matrix(jnp.asarray(hand['mano']['root_6d'])), hand['mano']['root_rotmat'], atol=2e-5
+    )
     # 2D joints: the weak-perspective projection, in crop pixels and back in image pixels.
     s, tu, tv = hand['mano']['camera']
     uv = s * np.asarray(hand['joints_3d_m'])[:, :2] + [tu, tv]
     np.testing.assert_allclose(hand['joints_uv'], uv, atol=1e-4)
     np.testing.assert_allclose(hand['joints_2d_crop_px'], (uv + 1) * size_px / 2, atol=1e-2)
     x0, y0, x1, _ = record['crop']['box_px']
-    np.testing.assert_allclose(hand['joints_2d_image_px'],
-                               np.asarray(hand['joints_2d_crop_px']) * (x1 - x0) / size_px + [x0, y0], atol=1e-3)
+    np.testing.assert_allclose(
+        hand['joints_2d_image_px'], np.asarray(hand['joints_2d_crop_px']) * (x1 - x0) / size_px + [x0, y0], atol=1e-3
+    )
 
   offset_m = np.asarray(record['offset_m'])
   ply = trimesh.load(folder / 'hands.ply', process=False)
@@ -367,15 +410,20 @@ def test_outputs_are_written_and_consistent(run, mano_dir, name):
   assert record['crop']['box_px'] == pytest.approx(square.box_px)
   crop = predict.crop_image(image, square, size_px)
   picture = np.asarray(Image.open(folder / 'overlay.png'))
-  stage = {'mesh_xyz_left': meshes['left'], 'mesh_xyz_right': meshes['right'], 'offset': offset_m / 0.15,
-           'camera_left': np.asarray(record['left']['mano']['camera']),
-           'camera_right': np.asarray(record['right']['mano']['camera'])}
+  stage = {
+      'mesh_xyz_left': meshes['left'],
+      'mesh_xyz_right': meshes['right'],
+      'offset': offset_m / 0.15,
+      'camera_left': np.asarray(record['left']['mano']['camera']),
+      'camera_right': np.asarray(record['right']['mano']['camera']),
+  }
   # Json and OBJ round the values: a few boundary pixels may differ.
   assert (picture != predict.render_hands(crop, stage, {s: mano[s].faces for s in SIDES})).any(axis=-1).mean() < 0.01
   verts_cam_m, K, placement = predict.stage_scene(stage, size_px)
   for side in SIDES:
-    np.testing.assert_allclose(record[side]['render_placement']['translation_m'], placement[side]['translation_m'],
-                               rtol=1e-4, atol=1e-5)  # from the json's rounded camera
+    np.testing.assert_allclose(
+        record[side]['render_placement']['translation_m'], placement[side]['translation_m'], rtol=1e-4, atol=1e-5
+    )  # from the json's rounded camera
     s, tu, tv = stage[f'camera_{side}']
     expected_px = predict.uv_to_px(s * meshes[side][:, :2] + [tu, tv], size_px)
     np.testing.assert_allclose(project_perspective(verts_cam_m[side], K)[:, :2], expected_px, atol=1.0)
@@ -399,8 +447,19 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, image_folder, mano_dir, c
   folder = tmp_path / 'no_checkpoint'
   if problem == 'empty':
     folder.mkdir()
-  status, err = _main_status(['--checkpoint', str(folder), '--images', str(image_folder), '--out',
-                              str(tmp_path / 'out'), '--mano_dir', mano_dir], capsys)
+  status, err = _main_status(
+      [
+          '--checkpoint',
+          str(folder),
+          '--images',
+          str(image_folder),
+          '--out',
+          str(tmp_path / 'out'),
+          '--mano_dir',
+          mano_dir,
+      ],
+      capsys,
+  )
   assert status == 2
   assert str(folder) in err and 'train.py' in err and 'export_orbax' in err
   assert not (tmp_path / 'out').exists()
@@ -413,8 +472,19 @@ def test_missing_or_wrong_mano_is_a_clear_error(tmp_path, image_folder, tiny_che
     mano_dir.mkdir()
     for side in ('LEFT', 'RIGHT'):
       (mano_dir / f'MANO_{side}.pkl').write_bytes(b'\x80\x04 truncated')
-  status, err = _main_status(['--checkpoint', tiny_checkpoint, '--images', str(image_folder), '--out',
-                              str(tmp_path / 'out'), '--mano_dir', str(mano_dir)], capsys)
+  status, err = _main_status(
+      [
+          '--checkpoint',
+          tiny_checkpoint,
+          '--images',
+          str(image_folder),
+          '--out',
+          str(tmp_path / 'out'),
+          '--mano_dir',
+          str(mano_dir),
+      ],
+      capsys,
+  )
   assert status == 2
   assert str(mano_dir) in err and 'https://mano.is.tue.mpg.de' in err
 
@@ -422,30 +492,52 @@ def test_missing_or_wrong_mano_is_a_clear_error(tmp_path, image_folder, tiny_che
 def test_a_remembered_mano_folder_that_is_gone_asks_for_mano_dir(tmp_path, image_folder, tiny_checkpoint, capsys):
   gone = str(tmp_path / 'moved_mano')
   moved = _copy_checkpoint(tiny_checkpoint, tmp_path / 'ckpt', checkpoint.training_facts(gone, 64))
-  status, err = _main_status(['--checkpoint', moved, '--images', str(image_folder), '--out', str(tmp_path / 'out')],
-                             capsys)
+  status, err = _main_status(
+      ['--checkpoint', moved, '--images', str(image_folder), '--out', str(tmp_path / 'out')], capsys
+  )
   assert status == 2
   assert gone in err and 'no longer exists' in err and 'give --mano_dir' in err
 
 
-def test_without_mano_dir_or_a_remembered_folder_the_default_is_named(tmp_path, image_folder, tiny_checkpoint, capsys,
-                                                                      monkeypatch):
+def test_without_mano_dir_or_a_remembered_folder_the_default_is_named(
+    tmp_path, image_folder, tiny_checkpoint, capsys, monkeypatch
+):
   older = _copy_checkpoint(tiny_checkpoint, tmp_path / 'ckpt')
   monkeypatch.chdir(tmp_path)  # no ./mano here
-  status, err = _main_status(['--checkpoint', older, '--images', str(image_folder), '--out', str(tmp_path / 'out')],
-                             capsys)
+  status, err = _main_status(
+      ['--checkpoint', older, '--images', str(image_folder), '--out', str(tmp_path / 'out')], capsys
+  )
   assert status == 2
   assert "cannot load MANO from 'mano' (the default: --mano_dir not given and the checkpoint remembers none)" in err
 
 
 def test_no_images_is_a_clear_error(tmp_path, tiny_checkpoint, mano_dir, capsys):
-  status, err = _main_status(['--checkpoint', tiny_checkpoint, '--images', str(tmp_path / '*.png'), '--out',
-                              str(tmp_path / 'out'), '--mano_dir', mano_dir], capsys)
+  status, err = _main_status(
+      [
+          '--checkpoint',
+          tiny_checkpoint,
+          '--images',
+          str(tmp_path / '*.png'),
+          '--out',
+          str(tmp_path / 'out'),
+          '--mano_dir',
+          mano_dir,
+      ],
+      capsys,
+  )
   assert status == 2 and 'no images found' in err
 
 
-@pytest.mark.parametrize('box', [(0, 0, float('inf'), float('inf')), (0, 0, 1e12, 1e12), (0, 0, 20000, 20000),
-                                 (float('nan'), 0, 10, 10), (10, 10, 5, 20)])
+@pytest.mark.parametrize(
+    'box',
+    [
+        (0, 0, float('inf'), float('inf')),
+        (0, 0, 1e12, 1e12),
+        (0, 0, 20000, 20000),
+        (float('nan'), 0, 10, 10),
+        (10, 10, 5, 20),
+    ],
+)
 def test_unusable_bbox_is_a_per_image_error_not_a_crash(box):
   with pytest.raises(predict.ImageInputError, match='--bbox'):
     predict.crop_square(512, 334, box)

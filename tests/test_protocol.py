@@ -9,8 +9,10 @@ import pytest
 from dir_jax import metrics, protocol
 from dir_jax.protocol import Protocol
 
-ALL_PROTOCOLS = [Protocol(r, s, g, u) for r, s, g, u in
-                 itertools.product(protocol.ROOTS, (True, False), protocol.GT_JOINTS, protocol.SUBSETS)]
+ALL_PROTOCOLS = [
+    Protocol(r, s, g, u)
+    for r, s, g, u in itertools.product(protocol.ROOTS, (True, False), protocol.GT_JOINTS, protocol.SUBSETS)
+]
 
 
 def _hand(seed: int, n: int = 1) -> np.ndarray:
@@ -28,6 +30,7 @@ def _rotation(seed: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------------
 # Names, keys, constants.
+
 
 def test_names_and_keys_in_words():
   assert protocol.DIR.name == 'wrist, scaled, MANO joints, interacting'
@@ -50,15 +53,18 @@ def test_names_and_keys_are_unique():
   assert len(set(protocol.DEFAULT_PROTOCOLS)) == len(protocol.DEFAULT_PROTOCOLS)
 
 
-@pytest.mark.parametrize('text, named', [
-    ('wrist-scaled-mano', 'ROOT-SCALING-GTJOINTS-SUBSET'),
-    ('wrist-scaled-mano-interacting-extra', 'ROOT-SCALING-GTJOINTS-SUBSET'),
-    ('elbow-scaled-mano-all', "'middle_mcp'"),
-    ('wrist-yes-mano-all', "'unscaled'"),
-    ('wrist-scaled-smplx-all', "'triangulated'"),
-    ('wrist-scaled-mano-both', "'human_annot'"),
-    ('wrist, scaled, MANO joints, interacting', 'ROOT-SCALING-GTJOINTS-SUBSET'),  # a name, not a key
-])
+@pytest.mark.parametrize(
+    'text, named',
+    [
+        ('wrist-scaled-mano', 'ROOT-SCALING-GTJOINTS-SUBSET'),
+        ('wrist-scaled-mano-interacting-extra', 'ROOT-SCALING-GTJOINTS-SUBSET'),
+        ('elbow-scaled-mano-all', "'middle_mcp'"),
+        ('wrist-yes-mano-all', "'unscaled'"),
+        ('wrist-scaled-smplx-all', "'triangulated'"),
+        ('wrist-scaled-mano-both', "'human_annot'"),
+        ('wrist, scaled, MANO joints, interacting', 'ROOT-SCALING-GTJOINTS-SUBSET'),  # a name, not a key
+    ],
+)
 def test_parse_refuses_bad_keys_naming_valid_values(text, named):
   with pytest.raises(ValueError, match='protocol key') as info:
     Protocol.parse(text)
@@ -81,8 +87,11 @@ def test_joint_indices_and_settings_match_metrics():
   assert protocol.SCALE_BONE == metrics.BONE_JOINTS
   assert Protocol('middle_mcp', True, 'mano', 'all').root_index == 9
   assert Protocol('wrist', False, 'mano', 'all').scale_bone is None
-  assert list(metrics.SETTINGS) == ['wrist-scaled-mano-interacting', 'middle_mcp-scaled-mano-interacting',
-                                    'middle_mcp-unscaled-mano-interacting']
+  assert list(metrics.SETTINGS) == [
+      'wrist-scaled-mano-interacting',
+      'middle_mcp-scaled-mano-interacting',
+      'middle_mcp-unscaled-mano-interacting',
+  ]
   for key, p in metrics.SETTINGS.items():
     assert p.key == key and (p.gt_joints, p.subset) == ('mano', 'interacting')
   assert protocol.DIR in protocol.DEFAULT_PROTOCOLS and protocol.INTERHAND26M in protocol.DEFAULT_PROTOCOLS
@@ -103,6 +112,7 @@ def test_aligned_errors_match_metrics_alignment(setting):
 
 # ---------------------------------------------------------------------------------------------------
 # Validity masks.
+
 
 def _offset_case():
   """Three samples whose unscaled wrist-aligned error at joint j is exactly j mm."""
@@ -156,6 +166,7 @@ def test_triangulated_protocol_needs_validity():
 # ---------------------------------------------------------------------------------------------------
 # Root and scale.
 
+
 def test_scaled_vs_unscaled_on_a_hand_scaled_by_two():
   gt = _hand(4)
   gt[0, 9] = gt[0, 0] + [0.0, 0.08, 0.0]  # middle MCP 80 mm above the wrist
@@ -192,10 +203,10 @@ def test_middle_mcp_vs_wrist_root_by_hand():
 # ---------------------------------------------------------------------------------------------------
 # Procrustes.
 
+
 def test_procrustes_recovers_a_similarity_transform():
   gt = _hand(6, 3)
-  pred = np.stack([(gt[i] - 0.1) @ _rotation(i).T * s + [0.5, -0.3, 0.2]
-                   for i, s in enumerate((0.5, 1.7, 3.0))])
+  pred = np.stack([(gt[i] - 0.1) @ _rotation(i).T * s + [0.5, -0.3, 0.2] for i, s in enumerate((0.5, 1.7, 3.0))])
   np.testing.assert_allclose(protocol.procrustes_align(pred, gt), gt, atol=1e-12)
   np.testing.assert_allclose(protocol.procrustes_errors_mm(pred, gt), 0.0, atol=1e-9)
   assert protocol.pa_mpjpe_mm(pred, gt) == pytest.approx(0.0, abs=1e-9)
@@ -215,8 +226,9 @@ def test_procrustes_three_points_by_hand():
   gt = 0.01 * np.array([[-1.0, 0, 0], [1, 0, 0], [0, 3, 0]])
   expected = 10.0 * np.array([np.sqrt(0.5), np.sqrt(0.5), 1.0])
   np.testing.assert_allclose(protocol.procrustes_errors_mm(pred, gt), expected, atol=1e-9)
-  np.testing.assert_allclose(protocol.procrustes_align(pred, gt),
-                             0.01 * np.array([[-1.5, 0.5, 0], [1.5, 0.5, 0], [0, 2, 0]]), atol=1e-12)
+  np.testing.assert_allclose(
+      protocol.procrustes_align(pred, gt), 0.01 * np.array([[-1.5, 0.5, 0], [1.5, 0.5, 0], [0, 2, 0]]), atol=1e-12
+  )
   # The same error whatever rigid motion and scale the prediction starts from.
   moved = 0.7 * pred @ _rotation(9).T + [0.1, 0.2, 0.3]
   np.testing.assert_allclose(protocol.procrustes_errors_mm(moved, gt), expected, atol=1e-9)
@@ -246,13 +258,13 @@ def test_procrustes_fits_valid_points_only():
   keep = np.arange(21) != 5
   errors = protocol.procrustes_errors_mm(pred_bad, gt, valid)
   assert np.isnan(errors[0, 5])
-  np.testing.assert_allclose(errors[0, keep], protocol.procrustes_errors_mm(pred[:, keep], gt[:, keep])[0],
-                             atol=1e-9)
+  np.testing.assert_allclose(errors[0, keep], protocol.procrustes_errors_mm(pred[:, keep], gt[:, keep])[0], atol=1e-9)
   assert np.all(np.isnan(protocol.procrustes_errors_mm(pred, gt, np.zeros((1, 21), bool))))
 
 
 # ---------------------------------------------------------------------------------------------------
 # Subsets.
+
 
 def test_subset_masks():
   hand_type = ['left', 'interacting', 'right', 'interacting']
@@ -271,6 +283,7 @@ def test_subset_masks():
 
 # ---------------------------------------------------------------------------------------------------
 # Trapezoid AUC.
+
 
 def test_trapezoid_auc_on_a_tiny_grid_by_hand():
   """Errors 5, 10, 30 mm (and one invalid) at thresholds 0, 10, 20 mm: PCK 0, 2/3, 2/3 (10 <= 10).
@@ -294,7 +307,8 @@ def test_trapezoid_auc_per_joint_as_evalutil():
   assert protocol.pck_auc_trapezoid(errors, (0.0, 10.0, 20.0)) == pytest.approx(0.5)
   full = np.random.default_rng(12).gamma(4.0, 3.0, size=(50, 21))  # every joint valid: the same
   assert protocol.pck_auc_trapezoid(full, metrics.PCK_THRESHOLDS_MM, per_joint=True) == pytest.approx(
-      protocol.pck_auc_trapezoid(full, metrics.PCK_THRESHOLDS_MM), abs=1e-12)
+      protocol.pck_auc_trapezoid(full, metrics.PCK_THRESHOLDS_MM), abs=1e-12
+  )
 
 
 def test_trapezoid_auc_refusals():
@@ -333,12 +347,14 @@ def test_threshold_grids():
 # ---------------------------------------------------------------------------------------------------
 # Choosing protocols for an evaluation, and the human_annot list.
 
+
 def test_choose_protocols_defaults_and_refusals():
   settings, triangulated = metrics.choose_protocols(None, True, 'DATA')
   assert settings == metrics.SETTINGS and triangulated == metrics.TRIANGULATED
   assert metrics.choose_protocols(None, False, 'DATA') == (metrics.SETTINGS, ())
   settings, triangulated = metrics.choose_protocols(
-      ['middle_mcp-scaled-mano-interacting', 'wrist-unscaled-triangulated-human_annot'], True, 'DATA')
+      ['middle_mcp-scaled-mano-interacting', 'wrist-unscaled-triangulated-human_annot'], True, 'DATA'
+  )
   assert list(settings) == ['middle_mcp-scaled-mano-interacting']
   assert triangulated == (protocol.INTERHAND26M_HUMAN_ANNOT,)
   with pytest.raises(ValueError, match='single-hand and all-frames subsets have no examples'):

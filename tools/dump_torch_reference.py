@@ -93,12 +93,25 @@ HOOKS = (
 ) + tuple(
     (f'decoder.projecter_{s}.{m}', f'decoder.projecter_{s}.{m}', False)
     for s in ('4', '3')
-    for m in ('img2joint_left', 'img2joint_right', 'pos_emb_left', 'pos_emb_right', 'gcn_left', 'gcn_right',
-              'global_pos_emb', 'interaction', 'proj_feat_emb'))
+    for m in (
+        'img2joint_left',
+        'img2joint_right',
+        'pos_emb_left',
+        'pos_emb_right',
+        'gcn_left',
+        'gcn_right',
+        'global_pos_emb',
+        'interaction',
+        'proj_feat_emb',
+    )
+)
 PROJECTERS = ('projecter_4', 'projecter_3')
 HANDS = ('left', 'right')
-STAGE_KEYS = (tuple(f'pd_{q}_{h}' for q in ('joint_xyz', 'joint_uv', 'mesh_xyz', 'mesh_uv') for h in HANDS)
-              + ('pd_offset',) + tuple(f'pd_{q}_{h}' for q in ('proj', 'mano_para', 'mano_pose') for h in HANDS))
+STAGE_KEYS = (
+    tuple(f'pd_{q}_{h}' for q in ('joint_xyz', 'joint_uv', 'mesh_xyz', 'mesh_uv') for h in HANDS)
+    + ('pd_offset',)
+    + tuple(f'pd_{q}_{h}' for q in ('proj', 'mano_para', 'mano_pose') for h in HANDS)
+)
 STAGE_FEATURE_KEYS = ('img_feat', 'joint_feat_left', 'joint_feat_right')
 
 
@@ -112,8 +125,11 @@ class ReferenceCodeError(RuntimeError):
 
 def _unavailable(module_name: str) -> Callable[[str], Any]:
   def getattr_(name):
-    raise AttributeError(f'{module_name}.{name} is not available: {module_name.split(".")[0]} is not installed and '
-                         'dump_torch_reference only stands in for what the eval forward needs')
+    raise AttributeError(
+        f'{module_name}.{name} is not available: {module_name.split(".")[0]} is not installed and '
+        'dump_torch_reference only stands in for what the eval forward needs'
+    )
+
   return getattr_
 
 
@@ -140,6 +156,7 @@ def _chumpy_modules() -> dict[str, types.ModuleType]:
 
   class ChArray(np.ndarray):
     """A numpy array that answers chumpy's `.r` (its value) and counts as already wrapped."""
+
     dterms = ()
 
     @property
@@ -154,8 +171,9 @@ def _chumpy_modules() -> dict[str, types.ModuleType]:
 
     def value(self):
       if 'x' not in self.state:
-        raise ReferenceCodeError('the MANO pickle holds a chumpy expression without a stored value; '
-                                 'install chumpy to load it')
+        raise ReferenceCodeError(
+            'the MANO pickle holds a chumpy expression without a stored value; ' 'install chumpy to load it'
+        )
       return np.asarray(self.state['x'])
 
   Ch.__module__, Ch.__qualname__ = 'chumpy.ch', 'Ch'  # where pickles look it up
@@ -178,6 +196,7 @@ def _stand_in_modules() -> dict[str, Callable[[], dict[str, types.ModuleType]]]:
   """{module the authors' code imports: builder of stand-in modules for its package}."""
 
   class CfgNode(dict):
+
     def __init__(self, *args, **kwargs):
       del args, kwargs
       super().__init__()
@@ -200,14 +219,18 @@ def _stand_in_modules() -> dict[str, Callable[[], dict[str, types.ModuleType]]]:
     return tuple(x) if isinstance(x, (tuple, list)) else (x, x)
 
   def timm_layers():
-    layers = _module('timm.models.layers', DropPath=DropPath, to_2tuple=to_2tuple,
-                     trunc_normal_=torch.nn.init.trunc_normal_)
+    layers = _module(
+        'timm.models.layers', DropPath=DropPath, to_2tuple=to_2tuple, trunc_normal_=torch.nn.init.trunc_normal_
+    )
     models = _module('timm.models', layers=layers)
     return {'timm': _module('timm', models=models), 'timm.models': models, 'timm.models.layers': layers}
 
   def torchvision_models():
-    models = _module('torchvision.models', resnet50=resnet50,
-                     ResNet50_Weights=types.SimpleNamespace(IMAGENET1K_V1=None, IMAGENET1K_V2=None))
+    models = _module(
+        'torchvision.models',
+        resnet50=resnet50,
+        ResNet50_Weights=types.SimpleNamespace(IMAGENET1K_V1=None, IMAGENET1K_V2=None),
+    )
     return {'torchvision': _module('torchvision', models=models), 'torchvision.models': models}
 
   def imgaug():
@@ -251,8 +274,10 @@ def import_reference(reference_code: str):
   """Imports `models.dir` from the authors' checkout at `reference_code`."""
   reference_code = os.path.abspath(reference_code)
   if not os.path.isfile(os.path.join(reference_code, 'models', 'dir.py')):
-    raise ReferenceCodeError(f'{reference_code} has no models/dir.py: pass the root of a checkout of '
-                             'https://github.com/PengfeiRen96/DIR as --reference_code')
+    raise ReferenceCodeError(
+        f'{reference_code} has no models/dir.py: pass the root of a checkout of '
+        'https://github.com/PengfeiRen96/DIR as --reference_code'
+    )
   for path in (os.path.join(reference_code, 'manopth'), reference_code):
     if path not in sys.path:
       sys.path.insert(0, path)
@@ -264,10 +289,13 @@ def import_reference(reference_code: str):
     raise ReferenceCodeError(
         f"the authors' code at {reference_code} imports '{e.name}', which is not installed "
         f'(and is not one of the modules this script stands in for); install it, see their '
-        f'requirements.txt') from e
+        f'requirements.txt'
+    ) from e
   if not os.path.abspath(module.__file__).startswith(reference_code + os.sep):
-    raise ReferenceCodeError(f'models.dir was imported from {module.__file__}, not from {reference_code}: '
-                             'another package named "models" shadows the checkout')
+    raise ReferenceCodeError(
+        f'models.dir was imported from {module.__file__}, not from {reference_code}: '
+        'another package named "models" shadows the checkout'
+    )
   return module
 
 
@@ -297,7 +325,7 @@ def load_checkpoint(path: str) -> dict:
     raw = raw['net']
   if not isinstance(raw, Mapping):
     raise ValueError(f'{path}: expected a state dict or {{"net": state_dict}}, got {type(raw).__name__}')
-  return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in raw.items() if torch.is_tensor(v)}
+  return {(k[len('module.') :] if k.startswith('module.') else k): v for k, v in raw.items() if torch.is_tensor(v)}
 
 
 def load_weights(model, state: Mapping) -> dict[str, Any]:
@@ -311,13 +339,19 @@ def load_weights(model, state: Mapping) -> dict[str, Any]:
   missing = sorted(set(own) - set(state))
   missing_learned = [k for k in missing if not any(re.search(p, k) for p in CONSTANT_PATTERNS)]
   if unexpected or missing_learned:
-    raise ValueError(f'checkpoint does not fit the model: {len(unexpected)} unexpected keys '
-                     f'{unexpected[:10]}, {len(missing_learned)} missing learned keys {missing_learned[:10]}')
+    raise ValueError(
+        f'checkpoint does not fit the model: {len(unexpected)} unexpected keys '
+        f'{unexpected[:10]}, {len(missing_learned)} missing learned keys {missing_learned[:10]}'
+    )
   mano_keys = [k for k in state if '.mano_layer_' in k]
   mano_diff = max((float((state[k].double() - own[k].double()).abs().max()) for k in mano_keys), default=None)
   model.load_state_dict(state, strict=False)
-  return {'checkpoint_keys': len(state), 'model_keys': len(own), 'kept_as_built': len(missing),
-          'mano_buffers_max_abs_diff_vs_mano_dir': mano_diff}
+  return {
+      'checkpoint_keys': len(state),
+      'model_keys': len(own),
+      'kept_as_built': len(missing),
+      'mano_buffers_max_abs_diff_vs_mano_dir': mano_diff,
+  }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -343,12 +377,17 @@ def load_image(path: str) -> tuple[np.ndarray, dict]:
   h, w = rgb.shape[:2]
   side = min(h, w)
   top, left = (h - side) // 2, (w - side) // 2
-  crop = rgb[top:top + side, left:left + side]
+  crop = rgb[top : top + side, left : left + side]
   if side != IMG_SIZE:
     resized = _resize_axis(_resize_axis(crop.astype(np.float64), IMG_SIZE, 0), IMG_SIZE, 1)
     crop = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
-  info = {'path': os.path.abspath(path), 'width': w, 'height': h, 'crop_left_top_side': [left, top, side],
-          'resized': side != IMG_SIZE}
+  info = {
+      'path': os.path.abspath(path),
+      'width': w,
+      'height': h,
+      'crop_left_top_side': [left, top, side],
+      'resized': side != IMG_SIZE,
+  }
   return np.ascontiguousarray(crop), info
 
 
@@ -383,20 +422,25 @@ def recording(model):
     i = calls[prefix] = calls.get(prefix, -1) + 1
     recorded[f'{prefix}.call{i}' + ('.b0' if first_only else '')] = _np(value[:1] if first_only else value)
 
-  handles = [modules[path].register_forward_hook(lambda m, i, o, p=prefix, b=b0: record(p, o, b))
-             for path, prefix, b0 in HOOKS if path in modules]
+  handles = [
+      modules[path].register_forward_hook(lambda m, i, o, p=prefix, b=b0: record(p, o, b))
+      for path, prefix, b0 in HOOKS
+      if path in modules
+  ]
   handles.append(model.init_regressor.register_forward_hook(lambda m, i, o: recorded.__setitem__('init', o)))
   handles.append(model.decoder.register_forward_hook(lambda m, i, o: recorded.__setitem__('decoded', o)))
   projecters = {name: modules[f'decoder.{name}'] for name in PROJECTERS if f'decoder.{name}' in modules}
   for name, proj in projecters.items():
+
     def lineseg_dists(p, a, b, proj=proj, name=name, hands=itertools.cycle(HANDS), original=proj.lineseg_dists):
       """Records the point-to-bone distances of each bone_proj call (left hand, then right)."""
       d = original(p, a, b)
       hand = next(hands)
-      dist = _np(d).reshape(-1, proj.feature_size ** 2, proj.bone_num)
+      dist = _np(d).reshape(-1, proj.feature_size**2, proj.bone_num)
       recorded[f'decoder.{name}.bone_mask_{hand}'] = (dist < proj.distance).astype(np.uint8)
       recorded[f'decoder.{name}.bone_dist_{hand}'] = dist
       return d
+
     proj.lineseg_dists = lineseg_dists
   try:
     yield recorded
@@ -460,15 +504,23 @@ def _index(arrays: Mapping[str, np.ndarray]) -> dict:
 
 def _git_commit(path: str) -> str | None:
   try:
-    result = subprocess.run(['git', '-C', path, 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=10,
-                            check=False)
+    result = subprocess.run(
+        ['git', '-C', path, 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=10, check=False
+    )
   except OSError:
     return None
   return result.stdout.strip() or None
 
 
-def dump(reference_code: str, checkpoint: str, mano_dir: str, images: Sequence[str], out_dir: str,
-         device: str = 'cpu', training: Mapping[str, Any] | None = None) -> dict:
+def dump(
+    reference_code: str,
+    checkpoint: str,
+    mano_dir: str,
+    images: Sequence[str],
+    out_dir: str,
+    device: str = 'cpu',
+    training: Mapping[str, Any] | None = None,
+) -> dict:
   """Writes inputs.npz, eval_outputs.npz, index.json and summary.json to `out_dir`; returns the summary.
 
   With `training` (the keyword arguments of `dump_torch_training.dump_training` but the model and
@@ -510,6 +562,7 @@ def dump(reference_code: str, checkpoint: str, mano_dir: str, images: Sequence[s
   }
   if training:
     from tools import dump_torch_training  # pylint: disable=import-outside-toplevel  # it imports this module
+
     summary['training'] = dump_torch_training.dump_training(model, img, out_dir, device=device, **training)
   with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=1)
@@ -517,27 +570,49 @@ def dump(reference_code: str, checkpoint: str, mano_dir: str, images: Sequence[s
 
 
 FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
-flags.DEFINE_string('reference_code', None, "root of a checkout of the authors' DIR repository", flag_values=FLAGS,
-                    required=True)
-flags.DEFINE_string('torch_checkpoint', None, "the authors' PyTorch .pth state dict ({'net': ...} or bare)",
-                    flag_values=FLAGS, required=True)
+flags.DEFINE_string(
+    'reference_code', None, "root of a checkout of the authors' DIR repository", flag_values=FLAGS, required=True
+)
+flags.DEFINE_string(
+    'torch_checkpoint',
+    None,
+    "the authors' PyTorch .pth state dict ({'net': ...} or bare)",
+    flag_values=FLAGS,
+    required=True,
+)
 flags.DEFINE_string('mano_dir', None, 'folder with MANO_RIGHT.pkl and MANO_LEFT.pkl', flag_values=FLAGS, required=True)
-flags.DEFINE_list('images', None, 'RGB images (square 256x256 hand crops), comma-separated', flag_values=FLAGS,
-                  required=True)
+flags.DEFINE_list(
+    'images', None, 'RGB images (square 256x256 hand crops), comma-separated', flag_values=FLAGS, required=True
+)
 flags.DEFINE_string('out', None, 'output folder', flag_values=FLAGS, required=True)
 flags.DEFINE_string('device', 'cpu', 'torch device for the forward', flag_values=FLAGS)
-flags.DEFINE_integer('train_steps', 0, "also run N of the authors' training iterations (AdamW) on the images and "
-                     'write the training files (see dump_torch_training); 0: none', lower_bound=0, flag_values=FLAGS)
-flags.DEFINE_string('targets', None, "npz with the training targets in train.npz's gt.* layout; default: synthetic "
-                    'hands as in the shared fixture', flag_values=FLAGS)
+flags.DEFINE_integer(
+    'train_steps',
+    0,
+    "also run N of the authors' training iterations (AdamW) on the images and "
+    'write the training files (see dump_torch_training); 0: none',
+    lower_bound=0,
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    'targets',
+    None,
+    "npz with the training targets in train.npz's gt.* layout; default: synthetic " 'hands as in the shared fixture',
+    flag_values=FLAGS,
+)
 flags.DEFINE_integer('target_seed', 0, 'seed of the synthetic targets', flag_values=FLAGS)
 flags.DEFINE_float('lr', 5e-4, "AdamW learning rate (the authors' config)", flag_values=FLAGS)
-flags.DEFINE_bool('thread_spread', False, 'rerun the training steps with one thread and record how far the losses move',
-                  flag_values=FLAGS)
+flags.DEFINE_bool(
+    'thread_spread',
+    False,
+    'rerun the training steps with one thread and record how far the losses move',
+    flag_values=FLAGS,
+)
 
 
-@flags.multi_flags_validator(['train_steps', 'targets', 'thread_spread'],
-                             '--targets and --thread_spread need --train_steps N', flag_values=FLAGS)
+@flags.multi_flags_validator(
+    ['train_steps', 'targets', 'thread_spread'], '--targets and --thread_spread need --train_steps N', flag_values=FLAGS
+)
 def _training_flags_need_steps(values: dict[str, Any]) -> bool:
   return bool(values['train_steps']) or not (values['targets'] or values['thread_spread'])
 
@@ -547,16 +622,24 @@ def main(argv: Sequence[str]) -> int:
   cli.parse(FLAGS, argv, __doc__)
   training = None
   if FLAGS.train_steps:
-    training = {'n_steps': FLAGS.train_steps, 'targets_path': FLAGS.targets, 'target_seed': FLAGS.target_seed,
-                'lr': FLAGS.lr, 'with_thread_spread': FLAGS.thread_spread}
+    training = {
+        'n_steps': FLAGS.train_steps,
+        'targets_path': FLAGS.targets,
+        'target_seed': FLAGS.target_seed,
+        'lr': FLAGS.lr,
+        'with_thread_spread': FLAGS.thread_spread,
+    }
   try:
-    summary = dump(FLAGS.reference_code, FLAGS.torch_checkpoint, FLAGS.mano_dir, FLAGS.images, FLAGS.out, FLAGS.device,
-                   training)
+    summary = dump(
+        FLAGS.reference_code, FLAGS.torch_checkpoint, FLAGS.mano_dir, FLAGS.images, FLAGS.out, FLAGS.device, training
+    )
   except (ReferenceCodeError, FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  print(f'wrote {summary["eval_output_arrays"]} arrays for {len(FLAGS.images)} images to {FLAGS.out} '
-        f'({summary["checkpoint_keys"]} checkpoint entries, stand-ins: {", ".join(summary["stand_ins"]) or "none"})')
+  print(
+      f'wrote {summary["eval_output_arrays"]} arrays for {len(FLAGS.images)} images to {FLAGS.out} '
+      f'({summary["checkpoint_keys"]} checkpoint entries, stand-ins: {", ".join(summary["stand_ins"]) or "none"})'
+  )
   if training:
     totals = ', '.join(f'{t:.4f}' for t in summary['training']['loss_total_per_step'])
     print(f'and {FLAGS.train_steps} training steps (loss total per step: {totals})')

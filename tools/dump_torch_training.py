@@ -79,8 +79,8 @@ def paint(uv_px: Mapping[str, np.ndarray], templates_m: Mapping[str, np.ndarray]
   batch = next(iter(uv_px.values())).shape[0]
   seg = np.zeros((batch, IMG_SIZE, IMG_SIZE), np.float32)
   dense = np.zeros((batch, IMG_SIZE, IMG_SIZE, 3), np.float32)
-  dy, dx = np.mgrid[-PAINT_RADIUS_PX:PAINT_RADIUS_PX + 1, -PAINT_RADIUS_PX:PAINT_RADIUS_PX + 1]
-  inside = dx ** 2 + dy ** 2 <= PAINT_RADIUS_PX ** 2
+  dy, dx = np.mgrid[-PAINT_RADIUS_PX : PAINT_RADIUS_PX + 1, -PAINT_RADIUS_PX : PAINT_RADIUS_PX + 1]
+  inside = dx**2 + dy**2 <= PAINT_RADIUS_PX**2
   dx, dy = dx[inside], dy[inside]
   for hand in HANDS:
     template = np.asarray(templates_m[hand], np.float64)
@@ -95,8 +95,9 @@ def paint(uv_px: Mapping[str, np.ndarray], templates_m: Mapping[str, np.ndarray]
   return seg[:, None], dense.transpose(0, 3, 1, 2)
 
 
-def targets_from_geometry(joints_m: Mapping[str, np.ndarray], verts_m: Mapping[str, np.ndarray],
-                          templates_m: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def targets_from_geometry(
+    joints_m: Mapping[str, np.ndarray], verts_m: Mapping[str, np.ndarray], templates_m: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
   """train.npz's `gt.*` arrays from camera-frame joints (B, 21, 3) and vertices (B, V, 3) per hand.
 
   Computed in float64 from the given points and stored as float32. `joint_2d`/`mesh_2d` = (u, v
@@ -118,8 +119,9 @@ def targets_from_geometry(joints_m: Mapping[str, np.ndarray], verts_m: Mapping[s
   return gt
 
 
-def synthetic_targets(mano_layers: Mapping[str, Callable], templates_m: Mapping[str, np.ndarray], batch: int,
-                      seed: int) -> dict[str, np.ndarray]:
+def synthetic_targets(
+    mano_layers: Mapping[str, Callable], templates_m: Mapping[str, np.ndarray], batch: int, seed: int
+) -> dict[str, np.ndarray]:
   """The shared fixture's synthetic hands for `batch` images (its RECIPE, section 7).
 
   Args:
@@ -144,8 +146,13 @@ def synthetic_targets(mano_layers: Mapping[str, Callable], templates_m: Mapping[
       v, j = mano_layers[hand](torch.from_numpy(pose), torch.from_numpy(betas.astype(np.float32)))
     verts[hand] = _np(v).astype(np.float64) + root[:, None]
     joints[hand] = _np(j).astype(np.float64) + root[:, None]
-    extra.update({f'gt.mano_pose_{hand}': pose, f'gt.mano_beta_{hand}': betas.astype(np.float32),
-                  f'gt.root_{hand}': root.astype(np.float32)})
+    extra.update(
+        {
+            f'gt.mano_pose_{hand}': pose,
+            f'gt.mano_beta_{hand}': betas.astype(np.float32),
+            f'gt.root_{hand}': root.astype(np.float32),
+        }
+    )
   return {**targets_from_geometry(joints, verts, templates_m), **extra}
 
 
@@ -155,17 +162,24 @@ def read_targets(path: str, batch: int) -> dict[str, np.ndarray]:
     raise FileNotFoundError(f'targets file not found: {path}')
   with np.load(path) as data:
     gt = {k: data[k] for k in data.files if k.startswith('gt.')}
-  shapes = {**{f'gt.{k}': (21 if k.startswith('joint') else 778, 3) for k in TARGET_KEYS},
-            **{f'gt.{k}': (1, 3) for k in META_KEYS}, 'gt.seg': (1, IMG_SIZE, IMG_SIZE),
-            'gt.dense': (3, IMG_SIZE, IMG_SIZE)}
+  shapes = {
+      **{f'gt.{k}': (21 if k.startswith('joint') else 778, 3) for k in TARGET_KEYS},
+      **{f'gt.{k}': (1, 3) for k in META_KEYS},
+      'gt.seg': (1, IMG_SIZE, IMG_SIZE),
+      'gt.dense': (3, IMG_SIZE, IMG_SIZE),
+  }
   missing = [k for k in shapes if k not in gt]
   if missing:
-    raise ValueError(f'{path} lacks {missing}: --targets needs gt.joint_2d/mesh_2d/joint_3d/mesh_3d/center_{{left,right}}, '
-                     'gt.seg and gt.dense in the layout of the shared fixture\'s train.npz (README there)')
+    raise ValueError(
+        f'{path} lacks {missing}: --targets needs gt.joint_2d/mesh_2d/joint_3d/mesh_3d/center_{{left,right}}, '
+        "gt.seg and gt.dense in the layout of the shared fixture's train.npz (README there)"
+    )
   wrong = {k: gt[k].shape for k, s in shapes.items() if gt[k].shape != (batch, *s)}
   if wrong:
-    raise ValueError(f'{path}: shapes {wrong} do not fit {batch} images (expected (B, ...) = '
-                     f'{ {k: (batch, *shapes[k]) for k in wrong} })')
+    raise ValueError(
+        f'{path}: shapes {wrong} do not fit {batch} images (expected (B, ...) = '
+        f'{ {k: (batch, *shapes[k]) for k in wrong} })'
+    )
   return {k: v.astype(np.float32) for k, v in gt.items()}
 
 
@@ -206,14 +220,18 @@ def biases_feeding_batchnorm(model, found: set):
   handles = []
   for name, module in model.named_modules():
     if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):  # pylint: disable=protected-access
+
       def pre_hook(m, args):
         if m.training and args and torch.is_tensor(args[0]) and args[0].untyped_storage().data_ptr() in outputs:
           found.add(outputs[args[0].untyped_storage().data_ptr()][0] + '.bias')
+
       handles.append(module.register_forward_pre_hook(pre_hook))
     elif isinstance(getattr(module, 'bias', None), torch.nn.Parameter):
+
       def hook(m, args, out, name=name):
         if torch.is_tensor(out):
           outputs[out.untyped_storage().data_ptr()] = (name, out)
+
       handles.append(module.register_forward_hook(hook))
   try:
     yield
@@ -225,7 +243,7 @@ def biases_feeding_batchnorm(model, found: set):
 
 def _checksum(t: torch.Tensor) -> dict:
   x = _np(t).astype(np.float64).ravel()
-  return {'sum': float(x.sum()), 'sum_sq': float((x ** 2).sum()), 'first': x[:3].tolist()}
+  return {'sum': float(x.sum()), 'sum_sq': float((x**2).sum()), 'first': x[:3].tolist()}
 
 
 def _norm(t: torch.Tensor) -> float:
@@ -239,14 +257,17 @@ def _margins(recorded: Mapping, model) -> dict:
     if '.bone_dist_' in key:
       name, hand = key.split('.')[1], key.rsplit('_', 1)[1]
       gap = np.abs(dist - getattr(model.decoder, name).distance)
-      out[f'{name}.{hand}'] = {'min_abs_distance_minus_threshold': float(gap.min()),
-                               'n_within_1e-3_of_threshold': int((gap < 1e-3).sum()),
-                               'n_within_1e-4_of_threshold': int((gap < 1e-4).sum())}
+      out[f'{name}.{hand}'] = {
+          'min_abs_distance_minus_threshold': float(gap.min()),
+          'n_within_1e-3_of_threshold': int((gap < 1e-3).sum()),
+          'n_within_1e-4_of_threshold': int((gap < 1e-4).sum()),
+      }
   return out
 
 
-def run_steps(model, img: np.ndarray, targets: Mapping[str, np.ndarray], n_steps: int, lr: float,
-              device: str = 'cpu') -> dict[str, Any]:
+def run_steps(
+    model, img: np.ndarray, targets: Mapping[str, np.ndarray], n_steps: int, lr: float, device: str = 'cpu'
+) -> dict[str, Any]:
   """`n_steps` of the authors' training iteration on one batch; what each step did, on the host.
 
   Returns {'losses': [{term: value}], 'totals', 'lr', 'grad_norm' / 'update_norm': (n, P) float64
@@ -259,13 +280,25 @@ def run_steps(model, img: np.ndarray, targets: Mapping[str, np.ndarray], n_steps
   inputs = {'img': torch.from_numpy(img).to(device)}
   target = {k: torch.from_numpy(targets[f'gt.{k}']).to(device) for k in TARGET_KEYS + ('seg', 'dense')}
   meta_info = {k: torch.from_numpy(targets[f'gt.{k}']).to(device) for k in META_KEYS}
-  out: dict[str, Any] = {'losses': [], 'totals': [], 'lr': [], 'grad_norm': [], 'update_norm': [], 'state_sum': [],
-                         'state_sum_sq': [], 'arrays': {}, 'margins': []}
+  out: dict[str, Any] = {
+      'losses': [],
+      'totals': [],
+      'lr': [],
+      'grad_norm': [],
+      'update_norm': [],
+      'state_sum': [],
+      'state_sum_sq': [],
+      'arrays': {},
+      'margins': [],
+  }
   feeding_bn: set = set()
   for s in range(1, n_steps + 1):
     optimizer.zero_grad(set_to_none=True)
-    with cuda_as_identity(device), recording(model) as recorded, \
-        (biases_feeding_batchnorm(model, feeding_bn) if s == 1 else contextlib.nullcontext()):
+    with (
+        cuda_as_identity(device),
+        recording(model) as recorded,
+        biases_feeding_batchnorm(model, feeding_bn) if s == 1 else contextlib.nullcontext(),
+    ):
       _, loss = model(inputs, target, meta_info)
     total = sum(loss[k] for k in loss)  # as train.py: a plain sum in dict order
     total.backward()
@@ -278,8 +311,13 @@ def run_steps(model, img: np.ndarray, targets: Mapping[str, np.ndarray], n_steps
       out['zero_by_construction'] = [n for n in params if n in exact_zero or n in feeding_bn]
       train_npz = {f'train.{k}': v for k, v in stage_arrays(recorded['init'], recorded['decoded'], False).items()}
       train_npz.update({f'train.{k}': v for k, v in recorded.items() if '.bone_dist_' in k})
-      train_npz.update({f'train.after_step.{k}': _np(v) for k, v in model.state_dict().items()
-                        if k.endswith(('running_mean', 'running_var'))})
+      train_npz.update(
+          {
+              f'train.after_step.{k}': _np(v)
+              for k, v in model.state_dict().items()
+              if k.endswith(('running_mean', 'running_var'))
+          }
+      )
       out['train_npz'] = train_npz
     optimizer.step()
     out['update_norm'].append([_norm(p.detach().double() - before[n].double()) for n, p in params.items()])
@@ -294,15 +332,20 @@ def run_steps(model, img: np.ndarray, targets: Mapping[str, np.ndarray], n_steps
     arrays.update(stage_arrays(recorded['init'], recorded['decoded'], with_features=False))
     out['arrays'].update({f'step{s}.{k}': v for k, v in arrays.items()})
   group = {k: v for k, v in optimizer.param_groups[0].items() if k != 'params'}
-  out['optimizer'] = {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()},
-                      'class': type(optimizer).__name__, 'n_param_groups': len(optimizer.param_groups),
-                      'n_params': len(params), 'n_elements': int(sum(p.numel() for p in params.values()))}
+  out['optimizer'] = {
+      **{k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()},
+      'class': type(optimizer).__name__,
+      'n_param_groups': len(optimizer.param_groups),
+      'n_params': len(params),
+      'n_elements': int(sum(p.numel() for p in params.values())),
+  }
   out['final_checksums'] = dict(zip(state, checks))  # the state after the last step, summed there
   return out
 
 
-def thread_spread(model, start_state: Mapping, img, targets, n_steps: int, lr: float, device: str,
-                  reference: Mapping) -> dict:
+def thread_spread(
+    model, start_state: Mapping, img, targets, n_steps: int, lr: float, device: str, reference: Mapping
+) -> dict:
   """The same steps from the same start with one thread: how far each step's losses move."""
   model.load_state_dict(start_state)
   threads = torch.get_num_threads()
@@ -314,14 +357,29 @@ def thread_spread(model, start_state: Mapping, img, targets, n_steps: int, lr: f
   steps = []
   for s in range(n_steps):
     rel = {k: abs(rerun['losses'][s][k] - v) / max(abs(v), 1e-12) for k, v in reference['losses'][s].items()}
-    steps.append({'step': s + 1, 'total_rel_diff': abs(rerun['totals'][s] - reference['totals'][s]) /
-                  max(abs(reference['totals'][s]), 1e-12), 'loss_terms_rel_diff': rel,
-                  'loss_terms_max_rel_diff': max(rel.values())})
+    steps.append(
+        {
+            'step': s + 1,
+            'total_rel_diff': abs(rerun['totals'][s] - reference['totals'][s])
+            / max(abs(reference['totals'][s]), 1e-12),
+            'loss_terms_rel_diff': rel,
+            'loss_terms_max_rel_diff': max(rel.values()),
+        }
+    )
   return {'threads': [threads, 1], 'steps': steps}
 
 
-def dump_training(model, img: np.ndarray, out_dir: str, n_steps: int, targets_path: str | None = None,
-                  target_seed: int = 0, lr: float = 5e-4, device: str = 'cpu', with_thread_spread: bool = False) -> dict:
+def dump_training(
+    model,
+    img: np.ndarray,
+    out_dir: str,
+    n_steps: int,
+    targets_path: str | None = None,
+    target_seed: int = 0,
+    lr: float = 5e-4,
+    device: str = 'cpu',
+    with_thread_spread: bool = False,
+) -> dict:
   """Writes the training files (module docstring) for `model` (weights loaded) on `img`; returns their summary."""
   if n_steps < 1:
     raise ValueError(f'--train_steps must be at least 1, got {n_steps}')
@@ -339,44 +397,81 @@ def dump_training(model, img: np.ndarray, out_dir: str, n_steps: int, targets_pa
   state_names = list(model.state_dict())
   loss_names = list(steps['losses'][0])
   arrays = {
-      **steps['arrays'], 'loss_names': np.array(loss_names), 'losses': np.array([[l[k] for k in loss_names] for l in steps['losses']]),
-      'loss_total': np.array(steps['totals']), 'lr': np.array(steps['lr']), 'param_names': np.array(param_names),
-      'grad_norm': np.array(steps['grad_norm']), 'update_norm': np.array(steps['update_norm']),
-      'state_names': np.array(state_names), 'state_sum': np.array(steps['state_sum']),
-      'state_sum_sq': np.array(steps['state_sum_sq'])}
+      **steps['arrays'],
+      'loss_names': np.array(loss_names),
+      'losses': np.array([[l[k] for k in loss_names] for l in steps['losses']]),
+      'loss_total': np.array(steps['totals']),
+      'lr': np.array(steps['lr']),
+      'param_names': np.array(param_names),
+      'grad_norm': np.array(steps['grad_norm']),
+      'update_norm': np.array(steps['update_norm']),
+      'state_names': np.array(state_names),
+      'state_sum': np.array(steps['state_sum']),
+      'state_sum_sq': np.array(steps['state_sum_sq']),
+  }
   os.makedirs(out_dir, exist_ok=True)
-  train_npz = {**targets, **loss_resolution_targets(targets, steps['train_npz']['train.seg'].shape[-1]),
-               **steps['train_npz']}
+  train_npz = {
+      **targets,
+      **loss_resolution_targets(targets, steps['train_npz']['train.seg'].shape[-1]),
+      **steps['train_npz'],
+  }
   np.savez_compressed(os.path.join(out_dir, 'train.npz'), **train_npz)
   np.savez_compressed(os.path.join(out_dir, 'train_steps.npz'), **arrays)
   first = steps['losses'][0]
   _write_json(out_dir, 'train_losses.json', {**first, '__total__': steps['totals'][0], '__order__': loss_names})
   norms = {n: (None if np.isnan(g) else g) for n, g in zip(param_names, steps['grad_norm'][0])}
-  _write_json(out_dir, 'train_grad_norms.json', {**norms, '__zero_by_construction__': steps['zero_by_construction'],
-                                                  '__no_grad__': steps['no_grad']})
-  _write_json(out_dir, 'state_dict_shapes.json',
-              [[k, list(v.shape), str(v.dtype).replace('torch.', '')] for k, v in model.state_dict().items()])
+  _write_json(
+      out_dir,
+      'train_grad_norms.json',
+      {**norms, '__zero_by_construction__': steps['zero_by_construction'], '__no_grad__': steps['no_grad']},
+  )
+  _write_json(
+      out_dir,
+      'state_dict_shapes.json',
+      [[k, list(v.shape), str(v.dtype).replace('torch.', '')] for k, v in model.state_dict().items()],
+  )
   info = {
-      'seed': None if targets_path else target_seed, 'targets': os.path.abspath(targets_path) if targets_path else
-      'synthetic (shared fixture RECIPE section 7)', 'n_steps': n_steps, 'torch_version': torch.__version__,
-      'numpy_version': np.__version__, 'torch_threads': torch.get_num_threads(), 'device': device,
-      'optimizer': steps['optimizer'], 'lr_per_step': steps['lr'], 'loss_order': loss_names,
-      'steps': [{'step': s + 1, 'lr': steps['lr'][s], 'losses': steps['losses'][s], 'total': steps['totals'][s],
-                 'bone_mask_margins': steps['margins'][s]} for s in range(n_steps)],
-      'no_grad': steps['no_grad'], 'zero_by_construction': steps['zero_by_construction'],
+      'seed': None if targets_path else target_seed,
+      'targets': os.path.abspath(targets_path) if targets_path else 'synthetic (shared fixture RECIPE section 7)',
+      'n_steps': n_steps,
+      'torch_version': torch.__version__,
+      'numpy_version': np.__version__,
+      'torch_threads': torch.get_num_threads(),
+      'device': device,
+      'optimizer': steps['optimizer'],
+      'lr_per_step': steps['lr'],
+      'loss_order': loss_names,
+      'steps': [
+          {
+              'step': s + 1,
+              'lr': steps['lr'][s],
+              'losses': steps['losses'][s],
+              'total': steps['totals'][s],
+              'bone_mask_margins': steps['margins'][s],
+          }
+          for s in range(n_steps)
+      ],
+      'no_grad': steps['no_grad'],
+      'zero_by_construction': steps['zero_by_construction'],
       'npz_index': _index(arrays),
   }
   if with_thread_spread:
     info['thread_spread'] = thread_spread(model, start_state, img, targets, n_steps, lr, device, steps)
   info['seconds'] = round(time.time() - start, 2)
-  info['grad_norms'] = {n: [None if np.isnan(g[i]) else g[i] for g in steps['grad_norm']]
-                        for i, n in enumerate(param_names)}
+  info['grad_norms'] = {
+      n: [None if np.isnan(g[i]) else g[i] for g in steps['grad_norm']] for i, n in enumerate(param_names)
+  }
   info['update_norms'] = {n: [u[i] for u in steps['update_norm']] for i, n in enumerate(param_names)}
   info['final_checksums'] = steps['final_checksums']
   _write_json(out_dir, 'train_steps.json', info)
-  return {'train_steps': n_steps, 'loss_total_per_step': steps['totals'], 'no_grad': len(steps['no_grad']),
-          'zero_by_construction': len(steps['zero_by_construction']), 'thread_spread': with_thread_spread,
-          'seconds': info['seconds']}
+  return {
+      'train_steps': n_steps,
+      'loss_total_per_step': steps['totals'],
+      'no_grad': len(steps['no_grad']),
+      'zero_by_construction': len(steps['zero_by_construction']),
+      'thread_spread': with_thread_spread,
+      'seconds': info['seconds'],
+  }
 
 
 def _write_json(out_dir: str, name: str, value) -> None:

@@ -70,6 +70,7 @@ def beam_convert_shard(shard: tuple[str, int, int], mano_dir: str, split: str) -
   """Beam FlatMap body over (plan folder, start, end): yields (image_id, example) per converted
   record, and counts each skip in a Beam counter."""
   import apache_beam as beam  # pylint: disable=import-outside-toplevel
+
   plan_dir, start, end = shard
   plan, converter = raw.SplitPlan.load(plan_dir), converter_for(mano_dir)
   for i in range(start, end):

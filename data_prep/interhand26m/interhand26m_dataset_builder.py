@@ -80,24 +80,25 @@ def _shuffle_buffer_bytes(limit: int) -> Iterator[None]:
 def features() -> tfds.features.FeaturesDict:
   """The example features of `dir_jax.data.schema`."""
   size = schema.IMAGE_SIZE
-  hand = {key: tfds.features.Tensor(shape=schema.MANO_SHAPES[key], dtype=np.float32)
-          for key in schema.MANO_KEYS}
-  return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=(size, size, 3), encoding_format='jpeg'),
-      'seg': tfds.features.Image(shape=(size, size, 1), encoding_format='png'),
-      'dense': tfds.features.Image(shape=(size, size, 3), encoding_format='png'),
-      'intrinsics': tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
-      'mano': {side: dict(hand) for side in schema.SIDES},
-      'capture': np.int64,
-      'frame': np.int64,
-      'camera': tfds.features.Text(),
-      'image_id': np.int64,
-      'joint_3d_cam_m': tfds.features.Tensor(shape=(schema.INTERHAND_NUM_JOINTS, 3), dtype=np.float32),
-      'joint_3d_valid': tfds.features.Tensor(shape=(schema.INTERHAND_NUM_JOINTS,), dtype=np.bool_),
-      'hand_type': tfds.features.Text(),
-      'hand_type_valid': np.bool_,
-      'bbox_px': tfds.features.Tensor(shape=(4,), dtype=np.float32),
-  })
+  hand = {key: tfds.features.Tensor(shape=schema.MANO_SHAPES[key], dtype=np.float32) for key in schema.MANO_KEYS}
+  return tfds.features.FeaturesDict(
+      {
+          'image': tfds.features.Image(shape=(size, size, 3), encoding_format='jpeg'),
+          'seg': tfds.features.Image(shape=(size, size, 1), encoding_format='png'),
+          'dense': tfds.features.Image(shape=(size, size, 3), encoding_format='png'),
+          'intrinsics': tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
+          'mano': {side: dict(hand) for side in schema.SIDES},
+          'capture': np.int64,
+          'frame': np.int64,
+          'camera': tfds.features.Text(),
+          'image_id': np.int64,
+          'joint_3d_cam_m': tfds.features.Tensor(shape=(schema.INTERHAND_NUM_JOINTS, 3), dtype=np.float32),
+          'joint_3d_valid': tfds.features.Tensor(shape=(schema.INTERHAND_NUM_JOINTS,), dtype=np.bool_),
+          'hand_type': tfds.features.Text(),
+          'hand_type_valid': np.bool_,
+          'bbox_px': tfds.features.Tensor(shape=(4,), dtype=np.float32),
+      }
+  )
 
 
 class Interhand26m(tfds.core.GeneratorBasedBuilder):
@@ -105,20 +106,30 @@ class Interhand26m(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.2.0')
   BUILDER_CONFIGS = [
-      tfds.core.BuilderConfig(name=subset, description=description) for subset, description in (
-          ('interacting', 'Interacting annotations with a valid hand type: DIR\'s training and test data.'),
-          ('all', 'Every annotation whose named hands have MANO (single-hand ones and hand_type_valid false '
-                  'included): InterHand2.6M\'s single-hand and all-frames evaluation.'))]
+      tfds.core.BuilderConfig(name=subset, description=description)
+      for subset, description in (
+          ('interacting', "Interacting annotations with a valid hand type: DIR's training and test data."),
+          (
+              'all',
+              'Every annotation whose named hands have MANO (single-hand ones and hand_type_valid false '
+              "included): InterHand2.6M's single-hand and all-frames evaluation.",
+          ),
+      )
+  ]
   DEFAULT_BUILDER_CONFIG_NAME = 'interacting'
   RELEASE_NOTES = {
       '1.0.0': 'First release: 256x256 crops, camera-frame MANO, seg and dense targets.',
-      '1.1.0': ('Keeps the annotations the field evaluates with: joint_3d.json\'s triangulated joints in the '
-                'camera frame in metres (joint_3d_cam_m, InterHand2.6M\'s 42-joint order) and their validity '
-                '(joint_3d_valid), hand_type, hand_type_valid and data.json\'s box (bbox_px). Annotations '
-                'whose joint_valid or bbox is unusable are skipped as annotation_invalid; images whose size '
-                'differs from data.json\'s as image_size_mismatch.'),
-      '1.2.0': ('Two configs: interacting (the default, the examples of 1.1.0) and all (also single-hand '
-                'annotations, whose other hand has all-zero MANO parameters, and hand_type_valid false ones).'),
+      '1.1.0': (
+          "Keeps the annotations the field evaluates with: joint_3d.json's triangulated joints in the "
+          "camera frame in metres (joint_3d_cam_m, InterHand2.6M's 42-joint order) and their validity "
+          "(joint_3d_valid), hand_type, hand_type_valid and data.json's box (bbox_px). Annotations "
+          'whose joint_valid or bbox is unusable are skipped as annotation_invalid; images whose size '
+          "differs from data.json's as image_size_mismatch."
+      ),
+      '1.2.0': (
+          'Two configs: interacting (the default, the examples of 1.1.0) and all (also single-hand '
+          'annotations, whose other hand has all-zero MANO parameters, and hand_type_valid false ones).'
+      ),
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 InterHand2.6M and MANO are licensed downloads; place them in the manual folder as below.
@@ -148,20 +159,25 @@ Then: tfds build data_prep/interhand26m --config interacting --manual_dir <manua
         metadata=tfds.core.MetadataDict(),
     )
 
-  def _download_and_prepare(self, dl_manager: tfds.download.DownloadManager,
-                            download_config: tfds.download.DownloadConfig) -> None:
+  def _download_and_prepare(
+      self, dl_manager: tfds.download.DownloadManager, download_config: tfds.download.DownloadConfig
+  ) -> None:
     """Chooses local or Beam conversion, builds the splits, then stores the skip counts."""
     self._use_beam = download_config.beam_runner is not None or download_config.beam_options is not None
     self._skipped: dict[str, collections.Counter] = {}
     with _shuffle_buffer_bytes(LOCAL_SHUFFLE_BUFFER_BYTES):
       super()._download_and_prepare(dl_manager, download_config)
-    skipped = {split: {reason: int(counts[reason]) for reason in preprocess.SKIP_REASONS}
-               for split, counts in sorted(self._skipped.items())}
+    skipped = {
+        split: {reason: int(counts[reason]) for reason in preprocess.SKIP_REASONS}
+        for split, counts in sorted(self._skipped.items())
+    }
     self.info.metadata['skipped'] = skipped
     for split, counts in skipped.items():
       kept = self.info.splits[split].num_examples if split in self.info.splits else 0
-      print(f'interhand26m/{self.builder_config.name} {split}: kept {kept}, skipped {sum(counts.values())} '
-            f'({", ".join(f"{r} {n}" for r, n in counts.items() if n) or "none"})')
+      print(
+          f'interhand26m/{self.builder_config.name} {split}: kept {kept}, skipped {sum(counts.values())} '
+          f'({", ".join(f"{r} {n}" for r, n in counts.items() if n) or "none"})'
+      )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
     raw_dir = os.fspath(dl_manager.manual_dir)
@@ -170,13 +186,17 @@ Then: tfds build data_prep/interhand26m --config interacting --manual_dir <manua
     generators = {}
     for split in raw.SPLITS:
       if not raw.has_split(raw_dir, split):
-        logging.info('interhand26m: %s not found; split %r is not produced',
-                     raw.annotation_path(raw_dir, split, 'data'), split)
+        logging.info(
+            'interhand26m: %s not found; split %r is not produced', raw.annotation_path(raw_dir, split, 'data'), split
+        )
         continue
       plan, self._skipped[split] = raw.plan_split(raw_dir, split, subset=self.builder_config.name)
       if not len(plan):
-        logging.warning('interhand26m: no annotation of %r selected (skipped: %s); split not produced',
-                        split, dict(self._skipped[split]))
+        logging.warning(
+            'interhand26m: no annotation of %r selected (skipped: %s); split not produced',
+            split,
+            dict(self._skipped[split]),
+        )
         continue
       logging.info('interhand26m: %s: %d annotations selected before reading images', split, len(plan))
       plan_dir = os.path.join(os.fspath(dl_manager.download_dir), 'interhand26m_plan', self.builder_config.name, split)
@@ -187,7 +207,8 @@ Then: tfds build data_prep/interhand26m --config interacting --manual_dir <manua
       raise FileNotFoundError(
           f'no usable annotation in {raw_dir}: no annotations/<split>/InterHand2.6M_<split>_data.json, '
           f'or all skipped ({ {split: dict(c) for split, c in self._skipped.items()} }).\n'
-          + self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+          + self.MANUAL_DOWNLOAD_INSTRUCTIONS
+      )
     return generators
 
   def _generate_examples(self, plan_dir: str, num_records: int, mano_dir: str, split: str):
@@ -196,8 +217,11 @@ Then: tfds build data_prep/interhand26m --config interacting --manual_dir <manua
     if self._use_beam:
       beam = tfds.core.lazy_imports.apache_beam
       shards = [(plan_dir, start, end) for start, end in convert.shards(num_records, convert.RECORDS_PER_SHARD)]
-      return (beam.Create(shards) | beam.Reshuffle()
-              | beam.FlatMap(convert.beam_convert_shard, mano_dir=mano_dir, split=split))
+      return (
+          beam.Create(shards)
+          | beam.Reshuffle()
+          | beam.FlatMap(convert.beam_convert_shard, mano_dir=mano_dir, split=split)
+      )
     return self._generate_local(plan_dir, mano_dir, split)
 
   def _generate_local(self, plan_dir: str, mano_dir: str, split: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -219,8 +243,9 @@ Then: tfds build data_prep/interhand26m --config interacting --manual_dir <manua
       self._skipped[split][reason] += counter.committed
 
 
-def build(raw_dir: str, data_dir: str, beam: bool = False, num_workers: int = 2,
-          config: str = 'interacting') -> Interhand26m:
+def build(
+    raw_dir: str, data_dir: str, beam: bool = False, num_workers: int = 2, config: str = 'interacting'
+) -> Interhand26m:
   """Builds `interhand26m` from a raw folder without the tfds CLI.
 
   Args:
@@ -241,10 +266,12 @@ def build(raw_dir: str, data_dir: str, beam: bool = False, num_workers: int = 2,
     # pylint: disable=import-outside-toplevel
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
     download_config = tfds.download.DownloadConfig(
-        manual_dir=raw_dir, beam_runner=FnApiRunner(),
-        beam_options=PipelineOptions([f'--direct_num_workers={num_workers}',
-                                      '--direct_running_mode=multi_processing']))
+        manual_dir=raw_dir,
+        beam_runner=FnApiRunner(),
+        beam_options=PipelineOptions([f'--direct_num_workers={num_workers}', '--direct_running_mode=multi_processing']),
+    )
   preprocess.check_subset(config)
   builder = Interhand26m(data_dir=data_dir, config=config)
   builder.download_and_prepare(download_config=download_config)

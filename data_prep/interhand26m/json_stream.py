@@ -42,7 +42,7 @@ class _Text:
       self._eof = True
       return False
     self._dropped += self._at
-    self._buffer, self._at = self._buffer[self._at:] + chunk, 0
+    self._buffer, self._at = self._buffer[self._at :] + chunk, 0
     return True
 
   def peek(self) -> str:
@@ -51,13 +51,14 @@ class _Text:
       while self._at < len(self._buffer) and self._buffer[self._at] in _WHITESPACE:
         self._at += 1
       if self._at < len(self._buffer) or not self._read_more():
-        return self._buffer[self._at:self._at + 1]
+        return self._buffer[self._at : self._at + 1]
 
   def expect(self, token: str) -> None:
     found = self.peek()
     if found != token:
-      raise JsonStreamError(f'expected {token!r} at character {self._dropped + self._at}, found '
-                            f'{found or "the end of the file"!r}')
+      raise JsonStreamError(
+          f'expected {token!r} at character {self._dropped + self._at}, found ' f'{found or "the end of the file"!r}'
+      )
     self._at += 1
 
   def another(self, close: str) -> bool:
@@ -89,12 +90,14 @@ class _Text:
     followed near the end by what would continue it ('1.' or '1.5e' decode as 1 and 1.5)."""
     if end >= len(self._buffer):
       return True
-    return (isinstance(value, (int, float)) and self._buffer[end] in '.eE'
-            and len(self._buffer) - end < _NUMBER_TAIL_CHARS)
+    return (
+        isinstance(value, (int, float)) and self._buffer[end] in '.eE' and len(self._buffer) - end < _NUMBER_TAIL_CHARS
+    )
 
 
-def top_level_members(f: TextIO, arrays: tuple[str, ...] = (),
-                      chunk_chars: int = CHUNK_CHARS) -> Iterator[tuple[str, Any]]:
+def top_level_members(
+    f: TextIO, arrays: tuple[str, ...] = (), chunk_chars: int = CHUNK_CHARS
+) -> Iterator[tuple[str, Any]]:
   """(key, value) of each member of the file's top-level object, in file order.
 
   Args:

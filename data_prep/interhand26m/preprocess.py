@@ -56,8 +56,19 @@ IMAGE_CORRUPT = 'image_corrupt'  # the file does not decode as an image
 IMAGE_SIZE_MISMATCH = 'image_size_mismatch'  # the decoded image is not data.json's width x height
 IMAGE_DARK = 'image_dark'  # mean intensity below MIN_MEAN_INTENSITY
 HANDS_BEHIND_CAMERA = 'hands_behind_camera'  # a vertex at depth <= the rasterizer's near plane
-SKIP_REASONS = (ANNOTATION_INVALID, NOT_INTERACTING, HAND_TYPE_INVALID, MANO_MISSING, MANO_INVALID, CAMERA_MISSING,
-                IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_SIZE_MISMATCH, IMAGE_DARK, HANDS_BEHIND_CAMERA)
+SKIP_REASONS = (
+    ANNOTATION_INVALID,
+    NOT_INTERACTING,
+    HAND_TYPE_INVALID,
+    MANO_MISSING,
+    MANO_INVALID,
+    CAMERA_MISSING,
+    IMAGE_MISSING,
+    IMAGE_CORRUPT,
+    IMAGE_SIZE_MISMATCH,
+    IMAGE_DARK,
+    HANDS_BEHIND_CAMERA,
+)
 
 
 # What a build converts: 'interacting' keeps the interacting annotations with a valid hand type (the
@@ -116,8 +127,12 @@ def annotation_fields(annotation: Mapping[str, Any]) -> dict[str, Any] | None:
           bits |= 1 << j
   except (KeyError, TypeError, ValueError):
     return None
-  return {'joint_valid_bits': bits, 'bbox': bbox, 'hand_type': hand_type,
-          'hand_type_valid': int(bool(annotation.get('hand_type_valid')))}
+  return {
+      'joint_valid_bits': bits,
+      'bbox': bbox,
+      'hand_type': hand_type,
+      'hand_type_valid': int(bool(annotation.get('hand_type_valid'))),
+  }
 
 
 def joints_world_mm(entry: Any) -> np.ndarray | None:
@@ -132,8 +147,9 @@ def joints_world_mm(entry: Any) -> np.ndarray | None:
   return np.where(np.all(np.isfinite(world_mm), axis=1, keepdims=True), world_mm, np.nan)
 
 
-def joints_camera_m(world_mm: np.ndarray, valid: np.ndarray,
-                    camera: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def joints_camera_m(
+    world_mm: np.ndarray, valid: np.ndarray, camera: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
   """Triangulated joints in the camera frame of `camera_from_raw`, metres.
 
   Args:
@@ -200,9 +216,7 @@ def camera_from_raw(camera_capture: Any, camera_id: str) -> dict[str, np.ndarray
     return None
   if not all(np.all(np.isfinite(a)) for a in (campos_mm, rotation, focal_px, princpt_px)):
     return None
-  K_px = np.array([[focal_px[0], 0.0, princpt_px[0] + 0.5],
-                   [0.0, focal_px[1], princpt_px[1] + 0.5],
-                   [0.0, 0.0, 1.0]])
+  K_px = np.array([[focal_px[0], 0.0, princpt_px[0] + 0.5], [0.0, focal_px[1], princpt_px[1] + 0.5], [0.0, 0.0, 1.0]])
   return {'rotation': rotation, 'translation_m': -rotation @ campos_mm / 1000.0, 'K_px': K_px}
 
 
@@ -232,17 +246,20 @@ def mano_params_world(asset: ManoAsset, hand: Mapping[str, np.ndarray]) -> dict[
     float64.
   """
   # axis2pca(pose[3:] + hands_mean) = (pose[3:] + hands_mean - hands_mean) @ inv(components).
-  hand_pose = np.asarray(hand['pose'][3:], np.float64) @ np.linalg.inv(
-      np.asarray(asset.hands_components, np.float64))
-  return {'root_rotmat': axis_angle_to_rotmat(hand['pose'][:3]), 'hand_pose': hand_pose,
-          'betas': np.asarray(hand['shape'], np.float64), 'trans': np.asarray(hand['trans'], np.float64)}
+  hand_pose = np.asarray(hand['pose'][3:], np.float64) @ np.linalg.inv(np.asarray(asset.hands_components, np.float64))
+  return {
+      'root_rotmat': axis_angle_to_rotmat(hand['pose'][:3]),
+      'hand_pose': hand_pose,
+      'betas': np.asarray(hand['shape'], np.float64),
+      'trans': np.asarray(hand['trans'], np.float64),
+  }
 
 
-def mano_params_camera(asset: ManoAsset, hand: Mapping[str, np.ndarray],
-                       camera: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def mano_params_camera(
+    asset: ManoAsset, hand: Mapping[str, np.ndarray], camera: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
   """`mano_params_world` moved into the camera frame of `camera_from_raw` (float32)."""
-  return rigid.transform_params(asset, mano_params_world(asset, hand), camera['rotation'],
-                                camera['translation_m'])
+  return rigid.transform_params(asset, mano_params_world(asset, hand), camera['rotation'], camera['translation_m'])
 
 
 _gt_mano_jit = jax.jit(gt_mano, static_argnames=('pose_is_pca', 'center_idx'))
@@ -250,8 +267,7 @@ _gt_mano_jit = jax.jit(gt_mano, static_argnames=('pose_is_pca', 'center_idx'))
 
 def hand_mesh(asset: ManoAsset, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
   """Vertices (778, 3) and joints (21, 3), float32 metres, of `gt_mano` for one hand's parameters."""
-  verts, joints = _gt_mano_jit(
-      asset, *(np.asarray(params[k], np.float32)[None] for k in schema.MANO_KEYS))
+  verts, joints = _gt_mano_jit(asset, *(np.asarray(params[k], np.float32)[None] for k in schema.MANO_KEYS))
   return np.asarray(verts[0]), np.asarray(joints[0])
 
 
@@ -272,9 +288,9 @@ def crop_affine(points_px: np.ndarray) -> np.ndarray:
   mid = (lo + hi) / 2.0
   half_side = max(float(np.max(hi - lo)) / 2.0 / HAND_BBOX_RATIO, 1e-6)
   scale = CROP_SIZE_PX / 2.0 / half_side
-  return np.array([[scale, 0.0, scale * (half_side - mid[0])],
-                   [0.0, scale, scale * (half_side - mid[1])],
-                   [0.0, 0.0, 1.0]])
+  return np.array(
+      [[scale, 0.0, scale * (half_side - mid[0])], [0.0, scale, scale * (half_side - mid[1])], [0.0, 0.0, 1.0]]
+  )
 
 
 def crop_intrinsics(K_px: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -291,8 +307,8 @@ def warp_to_crop(image_rgb_u8: np.ndarray, affine: np.ndarray, size: int = CROP_
   inverse = np.linalg.inv(np.asarray(affine, np.float64))
   coefficients = tuple(float(c) for c in inverse[:2].reshape(-1))
   warped = Image.fromarray(np.asarray(image_rgb_u8, np.uint8)).transform(
-      (size, size), Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR,
-      fillcolor=(0, 0, 0))
+      (size, size), Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0)
+  )
   return np.asarray(warped, np.uint8)
 
 
@@ -312,9 +328,13 @@ def dense_vertex_colors(pair: ManoPair) -> dict[str, np.ndarray]:
   return {side: ((v - lo) / (hi - lo)).astype(np.float32) for side, v in templates.items()}
 
 
-def render_targets(verts_cam_m: Mapping[str, np.ndarray], pair: ManoPair, K_px: np.ndarray,
-                   vertex_colors: Mapping[str, np.ndarray],
-                   size: int = CROP_SIZE_PX) -> tuple[np.ndarray, np.ndarray]:
+def render_targets(
+    verts_cam_m: Mapping[str, np.ndarray],
+    pair: ManoPair,
+    K_px: np.ndarray,
+    vertex_colors: Mapping[str, np.ndarray],
+    size: int = CROP_SIZE_PX,
+) -> tuple[np.ndarray, np.ndarray]:
   """Seg and dense targets of the hands, rendered together so they occlude each other.
 
   Args:
@@ -328,8 +348,11 @@ def render_targets(verts_cam_m: Mapping[str, np.ndarray], pair: ManoPair, K_px: 
     seg (size, size, 1) uint8 in {SEG_BACKGROUND, SEG_RIGHT, SEG_LEFT}; dense (size, size, 3) uint8
     = round(255 * interpolated vertex colour), 0 on the background.
   """
-  meshes = [(verts_cam_m[side], pair[side].faces, schema.SEG_LABEL[side], vertex_colors[side])
-            for side in ('right', 'left') if side in verts_cam_m]
+  meshes = [
+      (verts_cam_m[side], pair[side].faces, schema.SEG_LABEL[side], vertex_colors[side])
+      for side in ('right', 'left')
+      if side in verts_cam_m
+  ]
   seg, dense = rasterizer.render_seg_dense(meshes, K_px, size, size)
   dense_u8 = np.clip(np.round(dense * 255.0), 0, 255).astype(np.uint8)
   return seg[..., None], dense_u8
@@ -350,8 +373,9 @@ def encode_png(image_u8: np.ndarray) -> bytes:
   return buffer.getvalue()
 
 
-def convert_example(record: Mapping[str, Any], image_rgb_u8: np.ndarray, pair: ManoPair,
-                    vertex_colors: Mapping[str, np.ndarray]) -> tuple[str | None, dict[str, Any] | None]:
+def convert_example(
+    record: Mapping[str, Any], image_rgb_u8: np.ndarray, pair: ManoPair, vertex_colors: Mapping[str, np.ndarray]
+) -> tuple[str | None, dict[str, Any] | None]:
   """One selected annotation and its decoded image -> an example of `dir_jax.data.schema`.
 
   Args:
@@ -388,8 +412,10 @@ def convert_example(record: Mapping[str, Any], image_rgb_u8: np.ndarray, pair: M
       'seg': encode_png(seg),
       'dense': encode_png(dense),
       'intrinsics': K_crop.astype(np.float32),
-      'mano': {side: {key: np.asarray(params.get(side, ABSENT_HAND)[key], np.float32) for key in schema.MANO_KEYS}
-               for side in schema.SIDES},
+      'mano': {
+          side: {key: np.asarray(params.get(side, ABSENT_HAND)[key], np.float32) for key in schema.MANO_KEYS}
+          for side in schema.SIDES
+      },
       'capture': int(record['capture']),
       'frame': int(record['frame']),
       'camera': str(record['camera_id']),
@@ -398,6 +424,7 @@ def convert_example(record: Mapping[str, Any], image_rgb_u8: np.ndarray, pair: M
       'hand_type_valid': bool(record['hand_type_valid']),
       'bbox_px': np.asarray(record['bbox'], np.float32),
   }
-  example['joint_3d_cam_m'], example['joint_3d_valid'] = joints_camera_m(record['joint_world_mm'],
-                                                                        record['joint_valid'], camera)
+  example['joint_3d_cam_m'], example['joint_3d_valid'] = joints_camera_m(
+      record['joint_world_mm'], record['joint_valid'], camera
+  )
   return None, example

@@ -64,8 +64,9 @@ def _members(path: str, arrays: tuple[str, ...] = ()) -> Iterator[tuple[str, Any
     with open(path, encoding='utf-8') as f:
       yield from json_stream.top_level_members(f, arrays)
   except (json_stream.JsonStreamError, UnicodeDecodeError) as e:
-    raise RawDataError(f'{path}: not valid JSON ({e}); the file is truncated or damaged, '
-                       'download and unpack it again') from e
+    raise RawDataError(
+        f'{path}: not valid JSON ({e}); the file is truncated or damaged, ' 'download and unpack it again'
+    ) from e
 
 
 def _int64(value: Any) -> int | None:
@@ -89,7 +90,6 @@ def _canonical_int(key: str) -> int | None:
   """The int whose `str` is exactly `key` (the only keys a `str(int)` lookup can hit), else None."""
   number = _int64(key) if key[:1].isdigit() or key[:1] == '-' else None
   return number if number is not None and str(number) == key else None
-
 
 
 class _Interned:
@@ -134,8 +134,12 @@ class _ImageTable:
       except TypeError:  # an unhashable id (a list or an object) is never found
         return
     values = [_int64(image.get(name)) for name in ('capture', 'frame_idx', 'width', 'height')]
-    usable = (all(v is not None for v in values) and all(0 < v <= _INT32_MAX for v in values[2:])
-              and 'camera' in image and 'file_name' in image)
+    usable = (
+        all(v is not None for v in values)
+        and all(0 < v <= _INT32_MAX for v in values[2:])
+        and 'camera' in image
+        and 'file_name' in image
+    )
     folder, sep, base = str(image['file_name']).rpartition('/') if usable else ('', '', '')
     self.int_key.append(0 if key is None else key)
     self.has_int_key.append(key is not None)
@@ -161,17 +165,24 @@ class _ImageTable:
     return np.frombuffer(values, {'q': np.int64, 'i': np.int32, 'b': np.int8}[values.typecode])
 
 
-RECORD_DTYPE = np.dtype([
-    ('image_id', np.int64), ('capture', np.int64), ('frame', np.int64),  # as data.json gives them
-    ('width', np.int32), ('height', np.int32),  # data.json's image size, pixels
-    ('camera_row', np.int32), ('mano_row', np.int32),  # rows of SplitPlan.camera_* / mano_*
-    ('folder', np.int32), ('base', np.int32),  # file_name = folders[folder] + bases[base]
-    ('joint_row', np.int32),  # row of SplitPlan.joint_world_mm; -1: the frame is not in joint_3d.json
-    ('joint_valid', np.uint64),  # bit j: data.json's joint_valid[j] is not 0 (42 joints)
-    ('bbox', np.float32, (4,)),  # data.json's bbox: x, y, width, height, original image pixels
-    ('hand_type', np.int8),  # index into schema.HAND_TYPES
-    ('hand_type_valid', np.int8),  # data.json's hand_type_valid, 0 or 1
-])
+RECORD_DTYPE = np.dtype(
+    [
+        ('image_id', np.int64),
+        ('capture', np.int64),
+        ('frame', np.int64),  # as data.json gives them
+        ('width', np.int32),
+        ('height', np.int32),  # data.json's image size, pixels
+        ('camera_row', np.int32),
+        ('mano_row', np.int32),  # rows of SplitPlan.camera_* / mano_*
+        ('folder', np.int32),
+        ('base', np.int32),  # file_name = folders[folder] + bases[base]
+        ('joint_row', np.int32),  # row of SplitPlan.joint_world_mm; -1: the frame is not in joint_3d.json
+        ('joint_valid', np.uint64),  # bit j: data.json's joint_valid[j] is not 0 (42 joints)
+        ('bbox', np.float32, (4,)),  # data.json's bbox: x, y, width, height, original image pixels
+        ('hand_type', np.int8),  # index into schema.HAND_TYPES
+        ('hand_type_valid', np.int8),  # data.json's hand_type_valid, 0 or 1
+    ]
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +202,7 @@ class SplitPlan:
       float32 keeps 0.1 micrometre at 2 m).
     folders (D,), bases (B,): str, the parts of the selected file names.
   """
+
   images_dir: str
   records: np.ndarray
   camera_ids: np.ndarray
@@ -232,14 +244,24 @@ class SplitPlan:
         'height': int(row['height']),
         'camera_id': str(self.camera_ids[camera]),
         'image_path': os.path.join(self.images_dir, str(self.folders[row['folder']]) + str(self.bases[row['base']])),
-        'camera': {'rotation': np.array(self.camera_rotation[camera]),
-                   'translation_m': np.array(self.camera_translation_m[camera]),
-                   'K_px': np.array(self.camera_K_px[camera])},
-        'mano': {side: {'pose': np.array(self.mano_pose[frame, k]), 'shape': np.array(self.mano_shape[frame, k]),
-                        'trans': np.array(self.mano_trans[frame, k])}
-                 for k, side in enumerate(HAND_SIDES)},
-        'joint_world_mm': (np.array(self.joint_world_mm[joints], np.float64) if joints >= 0
-                           else np.full((schema.INTERHAND_NUM_JOINTS, 3), np.nan)),
+        'camera': {
+            'rotation': np.array(self.camera_rotation[camera]),
+            'translation_m': np.array(self.camera_translation_m[camera]),
+            'K_px': np.array(self.camera_K_px[camera]),
+        },
+        'mano': {
+            side: {
+                'pose': np.array(self.mano_pose[frame, k]),
+                'shape': np.array(self.mano_shape[frame, k]),
+                'trans': np.array(self.mano_trans[frame, k]),
+            }
+            for k, side in enumerate(HAND_SIDES)
+        },
+        'joint_world_mm': (
+            np.array(self.joint_world_mm[joints], np.float64)
+            if joints >= 0
+            else np.full((schema.INTERHAND_NUM_JOINTS, 3), np.nan)
+        ),
         'joint_valid': valid_from_bits(row['joint_valid']),
         'bbox': np.array(row['bbox'], np.float32),
         'hand_type': schema.HAND_TYPES[int(row['hand_type'])],
@@ -259,8 +281,10 @@ class SplitPlan:
     for field in dataclasses.fields(cls):
       path = os.path.join(folder, f'{field.name}.npy')
       if not os.path.isfile(path):
-        raise FileNotFoundError(f'{path}: missing from the split plan in {folder}; build the dataset again '
-                                '(the plan is written when the split is planned)')
+        raise FileNotFoundError(
+            f'{path}: missing from the split plan in {folder}; build the dataset again '
+            '(the plan is written when the split is planned)'
+        )
       fields[field.name] = np.load(path, mmap_mode='r')
     fields['images_dir'] = str(fields['images_dir'])
     return cls(**fields)
@@ -288,7 +312,12 @@ class _AnnotationTable:
 
   def __init__(self, subset: str):
     self.subset = subset
-    self.keys, self.key_is_int, self.ids, self.codes = array.array('q'), array.array('b'), array.array('q'), array.array('b')
+    self.keys, self.key_is_int, self.ids, self.codes = (
+        array.array('q'),
+        array.array('b'),
+        array.array('q'),
+        array.array('b'),
+    )
     self.other_keys: dict[int, Any] = {}  # annotation index -> an image_id that is not an integer
     self.joint_bits, self.boxes = array.array('Q'), array.array('f')
     self.hand_types, self.hand_type_valid = array.array('b'), array.array('b')
@@ -342,11 +371,15 @@ class _AnnotationTable:
     no_image = looked_up & (rows < 0)
     unusable = looked_up & ~no_image & ((code < 0) | (images.column('usable')[np.maximum(rows, 0)] == 0))
     code = np.where(no_image, missing, np.where(unusable, invalid, code)).astype(np.int8)
-    return {'row': rows, 'image_id': np.frombuffer(self.ids, np.int64), 'code': code,
-            'joint_valid': np.frombuffer(self.joint_bits, np.uint64),
-            'bbox': np.frombuffer(self.boxes, np.float32).reshape(-1, 4),
-            'hand_type': np.frombuffer(self.hand_types, np.int8),
-            'hand_type_valid': np.frombuffer(self.hand_type_valid, np.int8)}
+    return {
+        'row': rows,
+        'image_id': np.frombuffer(self.ids, np.int64),
+        'code': code,
+        'joint_valid': np.frombuffer(self.joint_bits, np.uint64),
+        'bbox': np.frombuffer(self.boxes, np.float32).reshape(-1, 4),
+        'hand_type': np.frombuffer(self.hand_types, np.int8),
+        'hand_type_valid': np.frombuffer(self.hand_type_valid, np.int8),
+    }
 
 
 def _cameras(path: str, needed: Mapping[int, set[str]]) -> dict[tuple[int, str], dict[str, np.ndarray] | None]:
@@ -395,8 +428,9 @@ def _joints(path: str, needed: Mapping[int, set[int]]) -> tuple[dict[tuple[int, 
   return found, joints
 
 
-def plan_split(raw_dir: str, split: str, check_image_files: bool = True,
-               subset: str = 'interacting') -> tuple[SplitPlan, collections.Counter]:
+def plan_split(
+    raw_dir: str, split: str, check_image_files: bool = True, subset: str = 'interacting'
+) -> tuple[SplitPlan, collections.Counter]:
   """Selects a split's annotations on everything the JSON files and the file listing tell.
 
   Annotations are joined to their images by `image_id` and visited in data.json order. Each one
@@ -440,8 +474,9 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True,
       skipped[preprocess.SKIP_REASONS[code - 1]] += int(count)
   chosen = np.flatnonzero(annotations['code'] == 0)
   rows = annotations['row'][chosen]
-  kept_fields = {name: annotations[name][chosen] for name in ('image_id', 'joint_valid', 'bbox', 'hand_type',
-                                                              'hand_type_valid')}
+  kept_fields = {
+      name: annotations[name][chosen] for name in ('image_id', 'joint_valid', 'bbox', 'hand_type', 'hand_type_valid')
+  }
   del annotations
   capture, frame = images.column('capture')[rows], images.column('frame')[rows]
   camera_names = images.cameras.names()
@@ -458,9 +493,16 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True,
   camera_rows: dict[tuple[int, str], int] = {}
   kept, mano_row, camera_row, joint_row = [], [], [], []
   no_frame = -1, (preprocess.MANO_MISSING,) * len(schema.HAND_TYPES)
-  for i, (c, f, k, folder, base, hand_type) in enumerate(zip(
-      capture.tolist(), frame.tolist(), camera_index.tolist(), images.column('folder')[rows].tolist(),
-      images.column('base')[rows].tolist(), kept_fields['hand_type'].tolist())):
+  for i, (c, f, k, folder, base, hand_type) in enumerate(
+      zip(
+          capture.tolist(),
+          frame.tolist(),
+          camera_index.tolist(),
+          images.column('folder')[rows].tolist(),
+          images.column('base')[rows].tolist(),
+          kept_fields['hand_type'].tolist(),
+      )
+  ):
     found, mano_reasons = mano_rows.get((c, f), no_frame)
     camera = cameras.get((c, camera_names[k]))
     if mano_reasons[hand_type]:
@@ -499,8 +541,12 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True,
     return np.stack(values).astype(np.float64) if values else np.zeros((0, *shape))
 
   def hand_values(row: int, key: str) -> np.ndarray:  # a hand without a usable entry: zeros
-    return np.stack([np.zeros(preprocess.NEURALANNOT_SIZES[key]) if hands[row][side] is None
-                     else hands[row][side][key] for side in HAND_SIDES])
+    return np.stack(
+        [
+            np.zeros(preprocess.NEURALANNOT_SIZES[key]) if hands[row][side] is None else hands[row][side][key]
+            for side in HAND_SIDES
+        ]
+    )
 
   plan = SplitPlan(
       images_dir=images_dir,
@@ -509,10 +555,13 @@ def plan_split(raw_dir: str, split: str, check_image_files: bool = True,
       camera_rotation=stacked([cam['rotation'] for cam in camera_list], (3, 3)),
       camera_translation_m=stacked([cam['translation_m'] for cam in camera_list], (3,)),
       camera_K_px=stacked([cam['K_px'] for cam in camera_list], (3, 3)),
-      **{f'mano_{key}': stacked([hand_values(r, key) for r in used_mano.tolist()], (2, size))
-         for key, size in preprocess.NEURALANNOT_SIZES.items()},
-      joint_world_mm=stacked([joints[r] for r in used_joints.tolist()],
-                             (schema.INTERHAND_NUM_JOINTS, 3)).astype(np.float32),
+      **{
+          f'mano_{key}': stacked([hand_values(r, key) for r in used_mano.tolist()], (2, size))
+          for key, size in preprocess.NEURALANNOT_SIZES.items()
+      },
+      joint_world_mm=stacked([joints[r] for r in used_joints.tolist()], (schema.INTERHAND_NUM_JOINTS, 3)).astype(
+          np.float32
+      ),
       folders=np.array([folder_names[j] for j in used_folders.tolist()], dtype=str).reshape(-1),
       bases=np.array([base_names[j] for j in used_bases.tolist()], dtype=str).reshape(-1),
   )

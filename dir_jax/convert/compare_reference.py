@@ -47,8 +47,15 @@ from absl import flags
 
 from dir_jax import cli, loss_settings, losses
 from dir_jax.convert import compare_training
-from dir_jax.convert.fixture import (HANDS, as_float64, build, forced_masks, reference_masks, released_stages,
-                                     train_targets)
+from dir_jax.convert.fixture import (
+    HANDS,
+    as_float64,
+    build,
+    forced_masks,
+    reference_masks,
+    released_stages,
+    train_targets,
+)
 from dir_jax.convert.torch_checkpoint import flax_location
 from dir_jax.mano import load_mano_pair, network_mano, gt_mano
 from dir_jax.model.dir import DIR
@@ -75,8 +82,14 @@ def eval_arrays(outputs: dict, inter: dict, model: DIR, with_intermediates: bool
   ours = {}
   for s, stage in enumerate(outputs['stages']):
     for h in ('left', 'right'):
-      for ref, key in (('joint_xyz', 'joint_xyz'), ('mesh_xyz', 'mesh_xyz'), ('joint_uv', 'joint_uv'),
-                       ('mesh_uv', 'mesh_uv'), ('mano_para', 'mano_para'), ('proj', 'camera')):
+      for ref, key in (
+          ('joint_xyz', 'joint_xyz'),
+          ('mesh_xyz', 'mesh_xyz'),
+          ('joint_uv', 'joint_uv'),
+          ('mesh_uv', 'mesh_uv'),
+          ('mano_para', 'mano_para'),
+          ('proj', 'camera'),
+      ):
         ours[f'stage{s}.pd_{ref}_{h}'] = np.asarray(stage[f'{key}_{h}'])
       ours[f'stage{s}.pd_mano_pose_{h}'] = np.asarray(stage[f'mano_para_{h}'])[:, :51]
     ours[f'stage{s}.pd_offset'] = np.asarray(stage['offset'])
@@ -111,7 +124,9 @@ def eval_arrays(outputs: dict, inter: dict, model: DIR, with_intermediates: bool
       ours[f'{prefix}.bone_dist_{h}'] = dist
       ours[f'{prefix}.bone_mask_{h}'] = (dist < threshold).astype(np.uint8)
     for call in (0, 1):
-      ours[f'{prefix}.global_pos_emb.call{call}'] = np.asarray(pick(proj['global_pos_emb_out'][call])).transpose(0, 2, 1)
+      ours[f'{prefix}.global_pos_emb.call{call}'] = np.asarray(pick(proj['global_pos_emb_out'][call])).transpose(
+          0, 2, 1
+      )
       ours[f'{prefix}.proj_feat_emb.call{call}'] = np.asarray(pick(proj['proj_feat_emb_out'][call])).transpose(0, 2, 1)
     ours[f'{prefix}.interaction.call0'] = np.asarray(pick(proj['interaction_out'][0]))
   return ours
@@ -126,8 +141,13 @@ def mano_case_arrays(fixture_dir: str) -> dict[str, np.ndarray]:
     for center, name in ((None, 'manopth'), (0, 'manopth_center0')):
       verts, joints = network_mano(mano[h], pose, jnp.asarray(cases['case.betas']), center_idx=center)
       ours[f'{name}.{h}.verts'], ours[f'{name}.{h}.joints'] = np.asarray(verts), np.asarray(joints)
-    verts, joints = gt_mano(mano[h], jnp.asarray(cases['case.root_rotmat']), jnp.asarray(cases['case.pca']),
-                            jnp.asarray(cases['case.betas']), jnp.asarray(cases['case.trans']))
+    verts, joints = gt_mano(
+        mano[h],
+        jnp.asarray(cases['case.root_rotmat']),
+        jnp.asarray(cases['case.pca']),
+        jnp.asarray(cases['case.betas']),
+        jnp.asarray(cases['case.trans']),
+    )
     ours[f'intaghand.{h}.verts'], ours[f'intaghand.{h}.joints'] = np.asarray(verts), np.asarray(joints)
   return ours
 
@@ -177,19 +197,29 @@ def _mask_row(kind, key, got, ref, ours, reference, rel_tol) -> dict:
   dist_tol = rel_tol * float(np.max(np.abs(ref_dist)))
   gap = np.abs(np.asarray(ours[dist_key], np.float64) - ref_dist)[flips]
   ok = bool(np.all(gap <= dist_tol))
-  return {'kind': kind, 'key': key, 'abs': float(flips.sum()), 'rel': float(gap.max()) if gap.size else 0.0,
-          'tol': f'flips: dist {dist_tol:.1e}', 'ok': ok}
+  return {
+      'kind': kind,
+      'key': key,
+      'abs': float(flips.sum()),
+      'rel': float(gap.max()) if gap.size else 0.0,
+      'tol': f'flips: dist {dist_tol:.1e}',
+      'ok': ok,
+  }
 
 
 def flip_report(rows: list[dict]) -> list[str]:
   """One line per mask with flipped cells (the `abs` of its row), for the printed table."""
-  return [f'{r["kind"]} {r["key"]}: {int(r["abs"])} cell(s) differ from the reference mask; largest distance '
-          f'gap there {r["rel"]:.2e} cells ({"within" if r["ok"] else "OUTSIDE"} the distance tolerance)'
-          for r in rows if 'bone_mask' in r['key'] and r['abs'] > 0]
+  return [
+      f'{r["kind"]} {r["key"]}: {int(r["abs"])} cell(s) differ from the reference mask; largest distance '
+      f'gap there {r["rel"]:.2e} cells ({"within" if r["ok"] else "OUTSIDE"} the distance tolerance)'
+      for r in rows
+      if 'bone_mask' in r['key'] and r['abs'] > 0
+  ]
 
 
-def compare_flip_aware(run: Callable[[dict | None], tuple[dict, Any]], reference: Any, kind: str,
-                       prefix: str) -> tuple[list[dict], Any]:
+def compare_flip_aware(
+    run: Callable[[dict | None], tuple[dict, Any]], reference: Any, kind: str, prefix: str
+) -> tuple[list[dict], Any]:
   """Rows for one forward, judged so that a bone-mask flip cannot decide the outcome by luck.
 
   `run(forced)` gives (our arrays, anything else of that forward); forced = None: masks from our own
@@ -207,7 +237,8 @@ def compare_flip_aware(run: Callable[[dict | None], tuple[dict, Any]], reference
     return rows, extra
   forced, extra = run(forced_masks(reference, prefix))
   rows = compare(forced, reference, kind) + [
-      dict(r, kind=f'{kind}*', judged=False) for r in rows if 'bone_mask' not in r['key']]
+      dict(r, kind=f'{kind}*', judged=False) for r in rows if 'bone_mask' not in r['key']
+  ]
   return rows, extra
 
 
@@ -231,9 +262,11 @@ def run_train(model, variables, mano, images, forced: dict | None = None):
 
 def compare_eval(fixture_dir: str, model, variables, mano, images) -> list[dict]:
   """Rows for every array of eval_outputs.npz (flip-aware) and of mano_cases.npz."""
+
   def run(forced):
     outputs, inter = run_eval(model, variables, mano, images, forced)
     return eval_arrays(outputs, inter, model), None
+
   rows, _ = compare_flip_aware(run, np.load(os.path.join(fixture_dir, 'eval_outputs.npz')), 'eval', '')
   cases_path = os.path.join(fixture_dir, 'mano_cases.npz')
   if os.path.exists(cases_path):
@@ -253,7 +286,7 @@ def train_arrays(outputs: dict, batch_stats: dict, inter: dict, model: DIR, refe
   prefix = 'train.after_step.'
   for key in reference_keys:
     if key.startswith(prefix):
-      torch_key = key[len(prefix):]
+      torch_key = key[len(prefix) :]
       _, path, stacked = flax_location(torch_key, 1, model.config.stages, scan_stages=model.config.scan_stages)
       value = batch_stats
       for name in path:
@@ -266,16 +299,25 @@ def loss_rows(outputs: dict, train: Any, reference_losses: dict, mano, center_id
   """Every loss term of our train-mode outputs against `train_losses.json` (reference centring, docs/quirks.md#q1)."""
   config = loss_settings.default_loss_config()
   config.gt_center = 'reference'
-  terms = losses.dir_losses(outputs, train_targets(train), mano.left.faces, mano.right.faces, config,
-                            center_idx=center_idx)
+  terms = losses.dir_losses(
+      outputs, train_targets(train), mano.left.faces, mano.right.faces, config, center_idx=center_idx
+  )
   terms['__total__'] = losses.total_loss(terms)
   rows = []
   for name, value in terms.items():
     ref = float(reference_losses[name])
     abs_err = abs(float(value) - ref)
     rel_err = abs_err / max(abs(ref), 1e-12)
-    rows.append({'kind': 'loss', 'key': name, 'abs': abs_err, 'rel': rel_err, 'tol': f'rel {LOSS_REL_TOL:g}',
-                 'ok': rel_err <= LOSS_REL_TOL})
+    rows.append(
+        {
+            'kind': 'loss',
+            'key': name,
+            'abs': abs_err,
+            'rel': rel_err,
+            'tol': f'rel {LOSS_REL_TOL:g}',
+            'ok': rel_err <= LOSS_REL_TOL,
+        }
+    )
   missing = [k for k in reference_losses if not k.startswith('__') and k not in terms]
   rows += [{'kind': 'loss', 'key': k, 'abs': np.inf, 'rel': np.inf, 'tol': 'missing', 'ok': False} for k in missing]
   return rows
@@ -298,6 +340,7 @@ def compare_train(fixture_dir: str, model, variables, mano, images) -> list[dict
   def run(forced):
     outputs, batch_stats, inter = run_train(model, variables, mano, images, forced)
     return train_arrays(outputs, batch_stats, inter, model, reference), outputs
+
   # Loss terms are judged with the same forward as the arrays (the forced one when masks flipped).
   rows, outputs = compare_flip_aware(run, reference, 'train', 'train.')
   if reference_losses is not None:
@@ -323,8 +366,14 @@ def print_table(rows: list[dict]) -> None:
       verdict = f'({verdict.lower()})'
     print(f'{r["kind"]:<6} {r["key"]:<{width}} {r["abs"]:>11.3e} {r["rel"]:>11.3e}  {r["tol"]:<18} {verdict}')
   flips = flip_report(rows)
-  print('bone-mask flips: ' + ('none' if not flips else f'{len(flips)} mask(s); downstream arrays were judged '
-                                'with the reference masks forced'))
+  print(
+      'bone-mask flips: '
+      + (
+          'none'
+          if not flips
+          else f'{len(flips)} mask(s); downstream arrays were judged ' 'with the reference masks forced'
+      )
+  )
   for line in flips:
     print('  ' + line)
   judged = [r for r in rows if r.get('judged', True)]
@@ -333,17 +382,36 @@ def print_table(rows: list[dict]) -> None:
 
 
 FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
-flags.DEFINE_string('fixture', None, 'fixture folder (e.g. ../shared/fixtures/dir_reference); without '
-                    '--torch_checkpoint its recipe.py is executed as Python code, so use only a fixture you trust',
-                    flag_values=FLAGS, required=True)
-flags.DEFINE_string('torch_checkpoint', None, "the authors' PyTorch state dict, .pth or .npz; default: regenerate "
-                    'from the recipe', flag_values=FLAGS)
-flags.DEFINE_string('mano_dir', None, 'folder with MANO_{RIGHT,LEFT} (.pkl or .npz); default: FIXTURE/mano',
-                    flag_values=FLAGS)
-flags.DEFINE_bool('train_steps', True, "compare the fixture's optimizer steps (train_steps.npz), which compile a full "
-                  'train step; --notrain_steps skips them', flag_values=FLAGS)
-flags.DEFINE_bool('float64', False, 'run the Flax model in float64 (jax x64): the differences left are the float32 '
-                  "reference's own rounding", flag_values=FLAGS)
+flags.DEFINE_string(
+    'fixture',
+    None,
+    'fixture folder (e.g. ../shared/fixtures/dir_reference); without '
+    '--torch_checkpoint its recipe.py is executed as Python code, so use only a fixture you trust',
+    flag_values=FLAGS,
+    required=True,
+)
+flags.DEFINE_string(
+    'torch_checkpoint',
+    None,
+    "the authors' PyTorch state dict, .pth or .npz; default: regenerate " 'from the recipe',
+    flag_values=FLAGS,
+)
+flags.DEFINE_string(
+    'mano_dir', None, 'folder with MANO_{RIGHT,LEFT} (.pkl or .npz); default: FIXTURE/mano', flag_values=FLAGS
+)
+flags.DEFINE_bool(
+    'train_steps',
+    True,
+    "compare the fixture's optimizer steps (train_steps.npz), which compile a full "
+    'train step; --notrain_steps skips them',
+    flag_values=FLAGS,
+)
+flags.DEFINE_bool(
+    'float64',
+    False,
+    'run the Flax model in float64 (jax x64): the differences left are the float32 ' "reference's own rounding",
+    flag_values=FLAGS,
+)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -71,6 +71,7 @@ STEPS_PER_EPOCH = 1000
 def reference_optimizer_config() -> ml_collections.ConfigDict:
   """The optimizer and epochs of `configs/dir_reference.py` (the settings the fixture's steps used)."""
   from configs import dir_reference  # pylint: disable=import-outside-toplevel  (configs/ is not a dependency of the package)
+
   config = dir_reference.get_config()
   return config.optimizer, config.num_epochs
 
@@ -93,8 +94,15 @@ def _norm(x) -> float:
 def _row(kind: str, key: str, got: float, ref: float, tol: float, judged: bool = True, note: str = '') -> dict:
   abs_err = abs(got - ref)
   rel_err = abs_err / max(abs(ref), 1e-12)
-  return {'kind': kind, 'key': key, 'abs': abs_err, 'rel': rel_err, 'tol': note or f'rel {tol:g}',
-          'ok': bool(rel_err <= tol), 'judged': judged}
+  return {
+      'kind': kind,
+      'key': key,
+      'abs': abs_err,
+      'rel': rel_err,
+      'tol': note or f'rel {tol:g}',
+      'ok': bool(rel_err <= tol),
+      'judged': judged,
+  }
 
 
 class StepRunner:
@@ -114,16 +122,24 @@ class StepRunner:
         if forced is not None:
           variables['forced_masks'] = forced
         outputs, updates = model.apply(variables, images, mano, train=True, mutable=['batch_stats', 'intermediates'])
-        terms = losses.dir_losses(outputs, targets, mano.left.faces, mano.right.faces, loss_config,
-                                  center_idx=model.config.center_idx)
+        terms = losses.dir_losses(
+            outputs, targets, mano.left.faces, mano.right.faces, loss_config, center_idx=model.config.center_idx
+        )
         return losses.total_loss(terms), (terms, updates)
 
       (total, (terms, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
       dec = updates['intermediates']['decoder']
-      distances = {f'projecter_{suffix}.bone_dist_{h}': pick(group['projecter'][f'bone_dist_{h}_out'][0])
-                   for suffix, group, pick in released_stages(dec) for h in HANDS}
+      distances = {
+          f'projecter_{suffix}.bone_dist_{h}': pick(group['projecter'][f'bone_dist_{h}_out'][0])
+          for suffix, group, pick in released_stages(dec)
+          for h in HANDS
+      }
       return state.apply_gradients(grads=grads, batch_stats=updates['batch_stats']), {
-          'total': total, 'terms': terms, 'grads': grads, 'distances': distances}
+          'total': total,
+          'terms': terms,
+          'grads': grads,
+          'distances': distances,
+      }
 
     self._step = jax.jit(step)
 
@@ -145,6 +161,7 @@ def _flips(distances: dict, steps: Any, s: int) -> dict[str, int]:
 class TrainingFixture:
   """The fixture's training steps: `steps` (train_steps.npz), `info` (train_steps.json), torch entry
   shapes, the single-step gradient norms (train_grad_norms.json) and the loss targets."""
+
   steps: dict[str, np.ndarray]
   info: dict
   shapes: dict[str, tuple[int, ...]]
@@ -176,6 +193,7 @@ def read_fixture(fixture_dir: str) -> TrainingFixture | None:
 @dataclasses.dataclass
 class OurSteps:
   """What our steps produced, on the host. Variables are {'params', 'batch_stats'} trees."""
+
   learning_rates: list[float]  # the schedule's value at each step
   flips: dict[str, int]  # step-1 cells whose mask differed from the reference's (then forced)
   before: dict  # the variables before step 1
@@ -200,10 +218,16 @@ def run_steps(fixture: TrainingFixture, model: DIR, variables: dict, mano, image
   if any(flips.values()):
     after, out = runner.run(state, forced_masks(fixture.steps, 'step1.'))
   ours = OurSteps(
-      learning_rates=[float(schedule(s)) for s in range(fixture.n_steps)], flips=flips,
+      learning_rates=[float(schedule(s)) for s in range(fixture.n_steps)],
+      flips=flips,
       before=jax.device_get(state.checkpoint_tree()['variables']),
-      after_step1=after.checkpoint_tree()['variables'], grads_step1=out['grads'],
-      terms=[{k: float(v) for k, v in out['terms'].items()}], totals=[float(out['total'])], final={}, step_count=0)
+      after_step1=after.checkpoint_tree()['variables'],
+      grads_step1=out['grads'],
+      terms=[{k: float(v) for k, v in out['terms'].items()}],
+      totals=[float(out['total'])],
+      final={},
+      step_count=0,
+  )
   state = after
   for _ in range(2, fixture.n_steps + 1):
     state, out = runner.run(state)
@@ -224,13 +248,28 @@ def compare_training(fixture_dir: str, model: DIR, variables: dict, mano, images
 def training_rows(fixture: TrainingFixture, ours: OurSteps, model: DIR) -> list[dict]:
   """Every judged and shown row of the comparison (module docstring)."""
   steps, info = fixture.steps, fixture.info
-  rows = [_row('steps', f'learning rate, step {s + 1}', lr, float(steps['lr'][s]), LR_REL_TOL)
-          for s, lr in enumerate(ours.learning_rates)]
-  rows += [{'kind': 'step1', 'key': f'decoder.{k}', 'abs': float(n), 'rel': 0.0, 'tol': 'flips (forced)',
-            'ok': True, 'judged': False} for k, n in ours.flips.items() if n]
+  rows = [
+      _row('steps', f'learning rate, step {s + 1}', lr, float(steps['lr'][s]), LR_REL_TOL)
+      for s, lr in enumerate(ours.learning_rates)
+  ]
+  rows += [
+      {
+          'kind': 'step1',
+          'key': f'decoder.{k}',
+          'abs': float(n),
+          'rel': 0.0,
+          'tol': 'flips (forced)',
+          'ok': True,
+          'judged': False,
+      }
+      for k, n in ours.flips.items()
+      if n
+  ]
   names = [str(n) for n in steps['loss_names']]
-  rows += [_row('step1', f'loss {name}', ours.terms[0][name], float(steps['losses'][0, i]), LOSS_REL_TOL)
-           for i, name in enumerate(names)]
+  rows += [
+      _row('step1', f'loss {name}', ours.terms[0][name], float(steps['losses'][0, i]), LOSS_REL_TOL)
+      for i, name in enumerate(names)
+  ]
   rows.append(_row('step1', 'loss total', ours.totals[0], float(steps['loss_total'][0]), LOSS_REL_TOL))
   rows += _step1_parameter_rows(fixture, ours, model)
   # Steps 2..n: chaotic in the reference itself (module docstring); totals judged, terms shown.
@@ -239,15 +278,40 @@ def training_rows(fixture: TrainingFixture, ours: OurSteps, model: DIR) -> list[
   for s in range(2, fixture.n_steps + 1):
     tol = LATER_TOTAL_REL_TOL[min(s, max(LATER_TOTAL_REL_TOL))]
     total_spread = f'{spread[s]["total_rel_diff"]:.1e}' if s in spread else 'not recorded'
-    rows.append(_row(f'step{s}', 'loss total', ours.totals[s - 1], float(steps['loss_total'][s - 1]), tol,
-                     note=f'rel {tol:g} (ref. spread {total_spread})'))
+    rows.append(
+        _row(
+            f'step{s}',
+            'loss total',
+            ours.totals[s - 1],
+            float(steps['loss_total'][s - 1]),
+            tol,
+            note=f'rel {tol:g} (ref. spread {total_spread})',
+        )
+    )
     for i, name in enumerate(names):
       term_spread = f'{spread[s]["loss_terms_rel_diff"][name]:.1e}' if s in spread else 'not recorded'
-      rows.append(_row(f'step{s}', f'loss {name}', ours.terms[s - 1][name], float(steps['losses'][s - 1, i]),
-                       np.inf, judged=False, note=f'shown (ref. spread {term_spread})'))
+      rows.append(
+          _row(
+              f'step{s}',
+              f'loss {name}',
+              ours.terms[s - 1][name],
+              float(steps['losses'][s - 1, i]),
+              np.inf,
+              judged=False,
+              note=f'shown (ref. spread {term_spread})',
+          )
+      )
   falling = all(b < a for a, b in zip(ours.totals, ours.totals[1:]))
-  rows.append({'kind': 'steps', 'key': 'loss falls at every step', 'abs': 0.0, 'rel': 0.0,
-               'tol': ' > '.join(f'{t:.4f}' for t in ours.totals), 'ok': falling})
+  rows.append(
+      {
+          'kind': 'steps',
+          'key': 'loss falls at every step',
+          'abs': 0.0,
+          'rel': 0.0,
+          'tol': ' > '.join(f'{t:.4f}' for t in ours.totals),
+          'ok': falling,
+      }
+  )
   rows += _final_rows(fixture, ours, model)
   return rows
 
@@ -275,9 +339,16 @@ def _step1_parameter_rows(fixture: TrainingFixture, ours: OurSteps, model: DIR) 
   for i, name in enumerate(str(n) for n in steps['param_names']):
     grad = _leaf(grad_tree, name, shapes[name], model)
     if name in no_grad:  # the reference gives it no gradient and leaves it untouched
-      rows.append({'kind': 'step1', 'key': f'no gradient {name}', 'abs': 0.0, 'rel': 0.0,
-                   'tol': 'not a Flax variable' if grad is None else 'zero gradient',
-                   'ok': grad is None or not np.any(grad)})
+      rows.append(
+          {
+              'kind': 'step1',
+              'key': f'no gradient {name}',
+              'abs': 0.0,
+              'rel': 0.0,
+              'tol': 'not a Flax variable' if grad is None else 'zero gradient',
+              'ok': grad is None or not np.any(grad),
+          }
+      )
       continue
     if grad is None:
       rows.append({'kind': 'step1', 'key': name, 'abs': np.inf, 'rel': np.inf, 'tol': 'missing', 'ok': False})
@@ -288,14 +359,16 @@ def _step1_parameter_rows(fixture: TrainingFixture, ours: OurSteps, model: DIR) 
     update = _leaf(ours.after_step1, name, shapes[name], model) - before
     if not name.endswith('.e_0'):
       rows.append(_row('step1', f'grad norm {name}', _norm(grad), float(steps['grad_norm'][0, i]), GRAD_NORM_REL_TOL))
-      rows.append(_row('grad', f'grad norm {name}', _norm(grad), float(fixture.single_grad_norms[name]),
-                       GRAD_NORM_REL_TOL))
+      rows.append(
+          _row('grad', f'grad norm {name}', _norm(grad), float(fixture.single_grad_norms[name]), GRAD_NORM_REL_TOL)
+      )
       entry = drift.setdefault(_kind_of_parameter(name, shapes[name]), [0.0, 0.0, 0])
       entry[0] += float(np.sum(update)) - (float(steps['state_sum'][0, state_index[name]]) - float(np.sum(before)))
       entry[1] += lr_wd * float(np.sum(before))
       entry[2] += update.size
-    rows.append(_row('step1', f'update norm {name}', _norm(update), float(steps['update_norm'][0, i]),
-                     UPDATE_NORM_REL_TOL))
+    rows.append(
+        _row('step1', f'update norm {name}', _norm(update), float(steps['update_norm'][0, i]), UPDATE_NORM_REL_TOL)
+    )
   # Weight decay leaves a trace the norms cannot show (it moves a value by lr * wd * p against the
   # +-lr of Adam's step): the sum of all updates of one kind of parameter. Sign flips of rounding-level
   # gradients change single values by 2 lr at random; the decay moves the sum by lr * wd * sum(p).
@@ -306,10 +379,17 @@ def _step1_parameter_rows(fixture: TrainingFixture, ours: OurSteps, model: DIR) 
     flip_noise = FLIP_ALLOWANCE * ours.learning_rates[0] * np.sqrt(count)
     tol = DECAY_SUM_TOL * abs(decay) + flip_noise
     judged = abs(decay) >= 10 * flip_noise
-    rows.append({'kind': 'step1', 'key': f'sum of all {kind} updates (decay {decay:+.3e})', 'abs': abs(diff),
-                 'rel': abs(diff) / max(abs(decay), 1e-12),
-                 'tol': f'abs {tol:.2e}' if judged else 'shown: decay < flip noise', 'ok': abs(diff) <= tol,
-                 'judged': judged})
+    rows.append(
+        {
+            'kind': 'step1',
+            'key': f'sum of all {kind} updates (decay {decay:+.3e})',
+            'abs': abs(diff),
+            'rel': abs(diff) / max(abs(decay), 1e-12),
+            'tol': f'abs {tol:.2e}' if judged else 'shown: decay < flip noise',
+            'ok': abs(diff) <= tol,
+            'judged': judged,
+        }
+    )
   for name, j in state_index.items():
     if not name.endswith(('running_mean', 'running_var')):
       continue
@@ -318,12 +398,20 @@ def _step1_parameter_rows(fixture: TrainingFixture, ours: OurSteps, model: DIR) 
       rows.append({'kind': 'step1', 'key': name, 'abs': np.inf, 'rel': np.inf, 'tol': 'missing', 'ok': False})
       continue
     sum_sq = float(steps['state_sum_sq'][0, j])
-    rows.append(_row('step1', f'{name} sum of squares', float(np.sum(value ** 2)), sum_sq, STATS_REL_TOL))
+    rows.append(_row('step1', f'{name} sum of squares', float(np.sum(value**2)), sum_sq, STATS_REL_TOL))
     # The sum can cancel: its error is taken relative to the largest it could be, sqrt(n * sum of squares).
     bound = float(np.sqrt(value.size * sum_sq))
     err = abs(float(np.sum(value)) - float(steps['state_sum'][0, j])) / max(bound, 1e-12)
-    rows.append({'kind': 'step1', 'key': f'{name} sum', 'abs': err * bound, 'rel': err,
-                 'tol': f'{STATS_REL_TOL:g} of sqrt(n*sumsq)', 'ok': err <= STATS_REL_TOL})
+    rows.append(
+        {
+            'kind': 'step1',
+            'key': f'{name} sum',
+            'abs': err * bound,
+            'rel': err,
+            'tol': f'{STATS_REL_TOL:g} of sqrt(n*sumsq)',
+            'ok': err <= STATS_REL_TOL,
+        }
+    )
   return rows
 
 
@@ -335,6 +423,14 @@ def _final_rows(fixture: TrainingFixture, ours: OurSteps, model: DIR) -> list[di
     if name.endswith('.e_0'):
       value = _leaf(ours.final, name, fixture.shapes[name], model)
       rows.append(_row(f'step{last}', f'decayed only {name}', float(np.sum(value)), float(checksum['sum']), E0_REL_TOL))
-  rows.append({'kind': f'step{last}', 'key': 'optimizer steps taken (num_batches_tracked)',
-               'abs': float(abs(ours.step_count - last)), 'rel': 0.0, 'tol': 'exact', 'ok': ours.step_count == last})
+  rows.append(
+      {
+          'kind': f'step{last}',
+          'key': 'optimizer steps taken (num_batches_tracked)',
+          'abs': float(abs(ours.step_count - last)),
+          'rel': 0.0,
+          'tol': 'exact',
+          'ok': ours.step_count == last,
+      }
+  )
   return rows

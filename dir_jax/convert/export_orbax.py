@@ -21,8 +21,13 @@ def export(torch_checkpoint: str, out_dir: str, model: DIR | None = None) -> str
   """Converts `torch_checkpoint` for `model` (default: the released DIR) and saves it to `out_dir`."""
   model = model or DIR()
   state = load_torch_checkpoint(torch_checkpoint)
-  variables, report = convert_state_dict(state, abstract_variables(model), model.config.stages,
-                                         transformer_blocks=model.config.transformer_blocks, scan_stages=model.config.scan_stages)
+  variables, report = convert_state_dict(
+      state,
+      abstract_variables(model),
+      model.config.stages,
+      transformer_blocks=model.config.transformer_blocks,
+      scan_stages=model.config.scan_stages,
+  )
   print(f'{torch_checkpoint}: {report.summary()}')
   if report.unused:
     print('unused by this configuration: ' + ', '.join(report.unused[:8]) + (' ...' if len(report.unused) > 8 else ''))
@@ -38,8 +43,13 @@ def _leaves(tree):
 
 
 FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
-flags.DEFINE_string('torch_checkpoint', None, "the authors' PyTorch checkpoint: .pth ({'net': ...} or a state dict) "
-                    'or .npz', flag_values=FLAGS, required=True)
+flags.DEFINE_string(
+    'torch_checkpoint',
+    None,
+    "the authors' PyTorch checkpoint: .pth ({'net': ...} or a state dict) " 'or .npz',
+    flag_values=FLAGS,
+    required=True,
+)
 flags.DEFINE_string('out', None, 'output directory (created)', flag_values=FLAGS, required=True)
 
 

@@ -32,8 +32,10 @@ def released_stages(decoder_tree: Mapping) -> list[tuple[str, Mapping, Callable]
 
   `unstack` turns one of the subtree's arrays into the stage's own (drops the scan axis of group_1).
   """
-  return [(suffix, decoder_tree[group], (lambda x: x[0]) if stacked else (lambda x: x))
-          for suffix, group, stacked in RELEASED_GROUPS]
+  return [
+      (suffix, decoder_tree[group], (lambda x: x[0]) if stacked else (lambda x: x))
+      for suffix, group, stacked in RELEASED_GROUPS
+  ]
 
 
 def recipe_weights(fixture_dir: str) -> dict[str, np.ndarray]:
@@ -55,15 +57,23 @@ def build(fixture_dir: str, checkpoint: str | None = None, model: DIR | None = N
   images = np.load(os.path.join(fixture_dir, 'inputs.npz'))['img'].transpose(0, 2, 3, 1)
   state = load_torch_checkpoint(checkpoint) if checkpoint else recipe_weights(fixture_dir)
   template = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, mano), images)
-  variables, _ = convert_state_dict(state, template, model.config.stages, transformer_blocks=model.config.transformer_blocks,
-                                    scan_stages=model.config.scan_stages)
+  variables, _ = convert_state_dict(
+      state,
+      template,
+      model.config.stages,
+      transformer_blocks=model.config.transformer_blocks,
+      scan_stages=model.config.scan_stages,
+  )
   return model, variables, mano, images
 
 
 def train_targets(train: Any) -> dict[str, np.ndarray]:
   """The fixture's loss targets (`gt.*` of train.npz) in `losses.dir_losses`' format (NHWC, 256x256)."""
-  targets = {f'{k}_{h}': np.asarray(train[f'gt.{k}_{h}'])
-             for k in ('joint_2d', 'mesh_2d', 'joint_3d', 'mesh_3d') for h in HANDS}
+  targets = {
+      f'{k}_{h}': np.asarray(train[f'gt.{k}_{h}'])
+      for k in ('joint_2d', 'mesh_2d', 'joint_3d', 'mesh_3d')
+      for h in HANDS
+  }
   targets.update({f'center_{h}': np.asarray(train[f'gt.center_{h}'])[:, 0] for h in HANDS})
   targets['seg'] = np.asarray(train['gt.seg'])[:, 0].astype(np.int32)
   targets['dense'] = np.asarray(train['gt.dense']).transpose(0, 2, 3, 1)
@@ -89,8 +99,10 @@ def forced_masks(reference: Any, prefix: str) -> dict:
   """
   tree = {}
   for suffix, group, stacked in RELEASED_GROUPS:
-    masks = {h: np.asarray(reference[f'{prefix}decoder.projecter_{suffix}.bone_dist_{h}'])
-             < REFERENCE_THRESHOLDS[suffix] for h in HANDS}
+    masks = {
+        h: np.asarray(reference[f'{prefix}decoder.projecter_{suffix}.bone_dist_{h}']) < REFERENCE_THRESHOLDS[suffix]
+        for h in HANDS
+    }
     tree[group] = {'projecter': {h: m[None] if stacked else m for h, m in masks.items()}}
   return {'decoder': tree}
 
@@ -101,8 +113,9 @@ def as_float64(tree):
   The Flax model then computes in float64 throughout (its float32 casts only ever widen), which shows
   how much of a difference to the float32 reference is the reference's own rounding.
   """
+
   def widen(x):
     x = np.asarray(x)
     return x.astype(np.float64) if np.issubdtype(x.dtype, np.floating) else x
-  return jax.tree.map(widen, tree)
 
+  return jax.tree.map(widen, tree)

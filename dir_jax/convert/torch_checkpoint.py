@@ -46,8 +46,10 @@ class ConversionReport:
   missing: list[str]  # Flax variables no torch key filled
 
   def summary(self) -> str:
-    return (f'{len(self.loaded)} loaded, {len(self.ignored)} ignored (MANO/grid/counter/loss constants), '
-            f'{len(self.unused)} unused by this config, {len(self.missing)} missing')
+    return (
+        f'{len(self.loaded)} loaded, {len(self.ignored)} ignored (MANO/grid/counter/loss constants), '
+        f'{len(self.unused)} unused by this config, {len(self.missing)} missing'
+    )
 
 
 def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
@@ -69,19 +71,25 @@ def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
     try:
       import torch  # pylint: disable=import-outside-toplevel
     except ImportError as e:
-      raise ImportError(f'reading {path} needs torch; where torch is installed, save the state dict '
-                        'with numpy.savez(out, **{k: v.numpy() for k, v in state_dict.items()}) and pass the .npz') from e
+      raise ImportError(
+          f'reading {path} needs torch; where torch is installed, save the state dict '
+          'with numpy.savez(out, **{k: v.numpy() for k, v in state_dict.items()}) and pass the .npz'
+      ) from e
     try:
       raw = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # torch raises struct.error, IndexError, RuntimeError, UnpicklingError ... on non-checkpoints
-      raise ConversionError(f'{path}: not a PyTorch checkpoint that loads with weights_only=True '
-                            f'({type(e).__name__}: {str(e)[:200]}); give the .pth file of a DIR state dict') from e
+    except (
+        Exception
+    ) as e:  # torch raises struct.error, IndexError, RuntimeError, UnpicklingError ... on non-checkpoints
+      raise ConversionError(
+          f'{path}: not a PyTorch checkpoint that loads with weights_only=True '
+          f'({type(e).__name__}: {str(e)[:200]}); give the .pth file of a DIR state dict'
+      ) from e
     if isinstance(raw, Mapping) and 'net' in raw and isinstance(raw['net'], Mapping):
       raw = raw['net']
     if not isinstance(raw, Mapping):
       raise ConversionError(f'{path}: expected a state dict or {{"net": state_dict}}, got {type(raw).__name__}')
     state = {k: v.detach().cpu().numpy() for k, v in raw.items() if hasattr(v, 'detach')}
-  return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+  return {k[len('module.') :] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
 def _slot_targets(flat_template: Mapping[tuple[str, ...], Any]) -> dict[tuple[str, ...], list[tuple[str, ...]]]:
@@ -124,17 +132,21 @@ def copy_shared_stats_to_slots(variables: Mapping[str, Any], template: Mapping[s
 def _fitted(flat: Mapping[tuple[str, ...], Any], flat_template: Mapping[tuple[str, ...], Any]) -> dict:
   """`flat` unflattened, once its paths and shapes are the template's; ConversionError naming each
   variable missing, extra or of another shape."""
-  problems = ([f'{"/".join(p)} missing' for p in flat_template if p not in flat]
-              + [f'{"/".join(p)} not in the model' for p in flat if p not in flat_template]
-              + [f'{"/".join(p)} has shape {tuple(np.shape(v))}, expected {tuple(flat_template[p].shape)}'
-                 for p, v in flat.items() if p in flat_template and tuple(np.shape(v)) != tuple(flat_template[p].shape)])
+  problems = (
+      [f'{"/".join(p)} missing' for p in flat_template if p not in flat]
+      + [f'{"/".join(p)} not in the model' for p in flat if p not in flat_template]
+      + [
+          f'{"/".join(p)} has shape {tuple(np.shape(v))}, expected {tuple(flat_template[p].shape)}'
+          for p, v in flat.items()
+          if p in flat_template and tuple(np.shape(v)) != tuple(flat_template[p].shape)
+      ]
+  )
   if problems:
     raise ConversionError(f'{len(problems)} variables do not fit the model: ' + ', '.join(problems[:20]))
   return traverse_util.unflatten_dict(flat)
 
 
-def blend_slots_into_shared(variables: Mapping[str, Any], template: Mapping[str, Any],
-                            momentum: float = 0.9) -> dict:
+def blend_slots_into_shared(variables: Mapping[str, Any], template: Mapping[str, Any], momentum: float = 0.9) -> dict:
   """Variables of a model with per-hand BatchNorm slots, in the layout of `template` (one without).
 
   The inverse of `copy_shared_stats_to_slots` for a model trained with the slots: each single running
@@ -160,8 +172,13 @@ def blend_slots_into_shared(variables: Mapping[str, Any], template: Mapping[str,
   return _fitted(out, traverse_util.flatten_dict(template))
 
 
-def flax_location(key: str, value_ndim: int, stages: Sequence[StageSpec], stage_suffixes: Sequence[str] = ('4', '3'),
-                  scan_stages: bool = True) -> tuple[str, tuple[str, ...], int | None]:
+def flax_location(
+    key: str,
+    value_ndim: int,
+    stages: Sequence[StageSpec],
+    stage_suffixes: Sequence[str] = ('4', '3'),
+    scan_stages: bool = True,
+) -> tuple[str, tuple[str, ...], int | None]:
   """Where a torch state-dict entry lives in the Flax variables.
 
   Args:
@@ -193,7 +210,7 @@ def _target(key: str, value_ndim: int, stage_index: dict[str, int], groups: list
   if leaf == 'weight':
     return 'params', tuple(module) + ('kernel' if value_ndim >= 2 else 'scale',), stacked
   if leaf in ('running_mean', 'running_var'):
-    return 'batch_stats', tuple(module) + (leaf[len('running_'):],), stacked
+    return 'batch_stats', tuple(module) + (leaf[len('running_') :],), stacked
   return 'params', tuple(module) + (leaf,), stacked
 
 
@@ -209,10 +226,14 @@ def _to_flax_layout(value: np.ndarray, flax_leaf: str) -> np.ndarray:
   return value.T
 
 
-def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[str, Any],
-                       stages: Sequence[StageSpec], stage_suffixes: Sequence[str] = ('4', '3'),
-                       transformer_blocks: Sequence[int] = (1, 2, 3),
-                       scan_stages: bool = True) -> tuple[dict, ConversionReport]:
+def convert_state_dict(
+    state_dict: Mapping[str, np.ndarray],
+    template: Mapping[str, Any],
+    stages: Sequence[StageSpec],
+    stage_suffixes: Sequence[str] = ('4', '3'),
+    transformer_blocks: Sequence[int] = (1, 2, 3),
+    scan_stages: bool = True,
+) -> tuple[dict, ConversionReport]:
   """Fills the Flax variables `template` (e.g. `jax.eval_shape(model.init, ...)`) from a torch state dict.
 
   Args:
@@ -233,9 +254,13 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[s
   groups = stage_groups(stages, scan_stages)
   stage_index = {s: i for i, s in enumerate(stage_suffixes)}
   unused_patterns = UNUSED_PATTERNS + tuple(
-      rf'\.interaction\.STEblocks\.{b}\.' for b in range(16) if b not in transformer_blocks)
-  flat_template = {(col,) + path: leaf for col in ('params', 'batch_stats')
-                   for path, leaf in traverse_util.flatten_dict(template.get(col, {})).items()}
+      rf'\.interaction\.STEblocks\.{b}\.' for b in range(16) if b not in transformer_blocks
+  )
+  flat_template = {
+      (col,) + path: leaf
+      for col in ('params', 'batch_stats')
+      for path, leaf in traverse_util.flatten_dict(template.get(col, {})).items()
+  }
   slots = _slot_targets(flat_template)
   filled: dict[tuple[str, ...], np.ndarray] = {}
   report = ConversionReport([], [], [], [])
@@ -259,28 +284,33 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], template: Mapping[s
       expected = tuple(flat_template[target].shape)
       if stacked is not None:
         if converted.shape != expected[1:]:
-          raise ConversionError(f'{key}: shape {tuple(value.shape)} -> {converted.shape}, expected {expected[1:]} '
-                                f'for {"/".join(target)}')
+          raise ConversionError(
+              f'{key}: shape {tuple(value.shape)} -> {converted.shape}, expected {expected[1:]} '
+              f'for {"/".join(target)}'
+          )
         buf = filled.setdefault(target, np.full(expected, np.nan, np.float32))
         buf[stacked] = converted
       else:
         if converted.shape != expected:
-          raise ConversionError(f'{key}: shape {tuple(value.shape)} -> {converted.shape}, expected {expected} '
-                                f'for {"/".join(target)}')
+          raise ConversionError(
+              f'{key}: shape {tuple(value.shape)} -> {converted.shape}, expected {expected} ' f'for {"/".join(target)}'
+          )
         filled[target] = converted
     report.loaded.append(key)
   if unknown:
     raise ConversionError(f'{len(unknown)} checkpoint keys match no model variable: ' + ', '.join(unknown[:20]))
   report.missing = sorted('/'.join(p) for p in flat_template if p not in filled or np.isnan(filled[p]).any())
   if report.missing:
-    raise ConversionError(f'{len(report.missing)} model variables not in the checkpoint: '
-                          + ', '.join(report.missing[:20]))
+    raise ConversionError(
+        f'{len(report.missing)} model variables not in the checkpoint: ' + ', '.join(report.missing[:20])
+    )
   variables = traverse_util.unflatten_dict(filled)
   return variables, report
 
 
-def import_torchvision_resnet50(state_dict: Mapping[str, np.ndarray], variables: Mapping[str, Any],
-                                encoder_name: str = 'backbone') -> tuple[dict, ConversionReport]:
+def import_torchvision_resnet50(
+    state_dict: Mapping[str, np.ndarray], variables: Mapping[str, Any], encoder_name: str = 'backbone'
+) -> tuple[dict, ConversionReport]:
   """Replaces the encoder's variables with a torchvision ResNet-50 state dict (e.g. IMAGENET1K_V2).
 
   DIR's backbone is torchvision's ResNet-50 with identical names, so the entries convert

@@ -73,6 +73,7 @@ class ManoConstants:
       mirrored hand are `pca @ mirror_pose_matrix + mirror_pose_offset`.
     mirror_pose_offset: (45,) keyed by the source side.
   """
+
   wrist_template_m: dict[str, np.ndarray]
   wrist_shapedirs_m: dict[str, np.ndarray]
   mirror_pose_matrix: dict[str, np.ndarray]
@@ -86,14 +87,21 @@ def mano_constants(pair: ManoPair) -> ManoConstants:
     source, target = pair[side], pair[_OTHER_SIDE[side]]
     wrist_row = np.asarray(source.J_regressor, np.float64)[0]
     wrist_template[side] = (wrist_row @ np.asarray(source.v_template, np.float64)).astype(np.float32)
-    wrist_shapedirs[side] = np.einsum(
-        'v,vcb->cb', wrist_row, np.asarray(source.shapedirs, np.float64)).astype(np.float32)
+    wrist_shapedirs[side] = np.einsum('v,vcb->cb', wrist_row, np.asarray(source.shapedirs, np.float64)).astype(
+        np.float32
+    )
     # pose_aa = mean_s + pca @ C_s; mirrored = pose_aa * sign; target pca = (mirrored - mean_t) @ C_t^-1.
     target_inverse = np.linalg.inv(np.asarray(target.hands_components, np.float64))
-    pose_matrix[side] = ((np.asarray(source.hands_components, np.float64) * _MIRROR_AXIS_ANGLE_SIGN)
-                         @ target_inverse).astype(np.float32)
-    pose_offset[side] = ((np.asarray(source.hands_mean, np.float64) * _MIRROR_AXIS_ANGLE_SIGN
-                          - np.asarray(target.hands_mean, np.float64)) @ target_inverse).astype(np.float32)
+    pose_matrix[side] = (
+        (np.asarray(source.hands_components, np.float64) * _MIRROR_AXIS_ANGLE_SIGN) @ target_inverse
+    ).astype(np.float32)
+    pose_offset[side] = (
+        (
+            np.asarray(source.hands_mean, np.float64) * _MIRROR_AXIS_ANGLE_SIGN
+            - np.asarray(target.hands_mean, np.float64)
+        )
+        @ target_inverse
+    ).astype(np.float32)
   return ManoConstants(wrist_template, wrist_shapedirs, pose_matrix, pose_offset)
 
 
@@ -147,37 +155,47 @@ def image_affine(geometry: dict[str, tf.Tensor], height: int, width: int) -> tup
   return affine @ _flip_linear(geometry['flip'], 2), offset
 
 
-def _warp_intrinsics(intrinsics: tf.Tensor, linear: tf.Tensor, offset: tf.Tensor,
-                     motion: tf.Tensor) -> tf.Tensor:
+def _warp_intrinsics(intrinsics: tf.Tensor, linear: tf.Tensor, offset: tf.Tensor, motion: tf.Tensor) -> tf.Tensor:
   """(3, 3) K' = [L K2 (R2 F2)^T | L k + T; 0 0 1] of (3, 3) K, the warp (L, T) and the motion G (3, 3)."""
-  top = tf.concat([
-      linear @ intrinsics[:2, :2] @ tf.transpose(motion[:2, :2]),
-      (tf.linalg.matvec(linear, intrinsics[:2, 2]) + offset)[:, None]], axis=1)
+  top = tf.concat(
+      [
+          linear @ intrinsics[:2, :2] @ tf.transpose(motion[:2, :2]),
+          (tf.linalg.matvec(linear, intrinsics[:2, 2]) + offset)[:, None],
+      ],
+      axis=1,
+  )
   return tf.concat([top, tf.constant([[0.0, 0.0, 1.0]])], axis=0)
 
 
-def _mirror_hand(params: dict[str, tf.Tensor], source: str,
-                 constants: ManoConstants) -> dict[str, tf.Tensor]:
+def _mirror_hand(params: dict[str, tf.Tensor], source: str, constants: ManoConstants) -> dict[str, tf.Tensor]:
   """`rigid.mirror_params` in TF: `source` hand parameters -> the other side's mirrored hand."""
   target = _OTHER_SIDE[source]
   mirror = tf.constant(np.diag([-1.0, 1.0, 1.0]), tf.float32)
   betas = params['betas']
   return {
       'root_rotmat': mirror @ params['root_rotmat'] @ mirror,
-      'hand_pose': (tf.linalg.matvec(constants.mirror_pose_matrix[source], params['hand_pose'], transpose_a=True)
-                    + constants.mirror_pose_offset[source]),
+      'hand_pose': (
+          tf.linalg.matvec(constants.mirror_pose_matrix[source], params['hand_pose'], transpose_a=True)
+          + constants.mirror_pose_offset[source]
+      ),
       'betas': betas,
-      'trans': (tf.linalg.matvec(mirror, _rest_wrist(constants, source, betas) + params['trans'])
-                - _rest_wrist(constants, target, betas)),
+      'trans': (
+          tf.linalg.matvec(mirror, _rest_wrist(constants, source, betas) + params['trans'])
+          - _rest_wrist(constants, target, betas)
+      ),
   }
 
 
-def _rotate_hand(params: dict[str, tf.Tensor], side: str, rotation: tf.Tensor,
-                 constants: ManoConstants) -> dict[str, tf.Tensor]:
+def _rotate_hand(
+    params: dict[str, tf.Tensor], side: str, rotation: tf.Tensor, constants: ManoConstants
+) -> dict[str, tf.Tensor]:
   """`rigid.transform_params` in TF with zero translation: the hand rotated by `rotation` (3, 3)."""
   wrist = _rest_wrist(constants, side, params['betas'])
-  return dict(params, root_rotmat=rotation @ params['root_rotmat'],
-              trans=tf.linalg.matvec(rotation, wrist + params['trans']) - wrist)
+  return dict(
+      params,
+      root_rotmat=rotation @ params['root_rotmat'],
+      trans=tf.linalg.matvec(rotation, wrist + params['trans']) - wrist,
+  )
 
 
 def _warp_images(images: tf.Tensor, linear: tf.Tensor, offset: tf.Tensor, interpolation: str) -> tf.Tensor:
@@ -185,15 +203,25 @@ def _warp_images(images: tf.Tensor, linear: tf.Tensor, offset: tf.Tensor, interp
   inverse = tf.linalg.inv(linear)
   # ImageProjectiveTransformV3 maps output index coordinates (pixel centres at integers) to input ones.
   index_offset = tf.linalg.matvec(inverse, 0.5 - offset) - 0.5
-  transform = tf.stack([inverse[0, 0], inverse[0, 1], index_offset[0],
-                        inverse[1, 0], inverse[1, 1], index_offset[1], 0.0, 0.0])
+  transform = tf.stack(
+      [inverse[0, 0], inverse[0, 1], index_offset[0], inverse[1, 0], inverse[1, 1], index_offset[1], 0.0, 0.0]
+  )
   return tf.raw_ops.ImageProjectiveTransformV3(
-      images=images[None], transforms=transform[None], output_shape=tf.shape(images)[:2],
-      fill_value=0.0, interpolation=interpolation.upper(), fill_mode='CONSTANT')[0]
+      images=images[None],
+      transforms=transform[None],
+      output_shape=tf.shape(images)[:2],
+      fill_value=0.0,
+      interpolation=interpolation.upper(),
+      fill_mode='CONSTANT',
+  )[0]
 
 
-def apply_geometry(example: dict[str, tf.Tensor], geometry: dict[str, tf.Tensor], constants: ManoConstants,
-                   dense_interpolation: str = 'nearest') -> dict[str, tf.Tensor]:
+def apply_geometry(
+    example: dict[str, tf.Tensor],
+    geometry: dict[str, tf.Tensor],
+    constants: ManoConstants,
+    dense_interpolation: str = 'nearest',
+) -> dict[str, tf.Tensor]:
   """Applies one geometric augmentation (see the module docstring) consistently to every target.
 
   Args:
@@ -225,8 +253,13 @@ def apply_geometry(example: dict[str, tf.Tensor], geometry: dict[str, tf.Tensor]
   mirrored = {_OTHER_SIDE[side]: _mirror_hand(hands[side], side, constants) for side in schema.SIDES}
   rotation = _rotation_z(geometry['angle_rad'])
   motion = rotation @ _flip_linear(geometry['flip'], 3)
-  out = dict(example, image=image, seg=seg, dense=dense,
-             intrinsics=_warp_intrinsics(example['intrinsics'], linear, offset, motion))
+  out = dict(
+      example,
+      image=image,
+      seg=seg,
+      dense=dense,
+      intrinsics=_warp_intrinsics(example['intrinsics'], linear, offset, motion),
+  )
   for side in schema.SIDES:
     hand = {key: tf.where(geometry['flip'], mirrored[side][key], hands[side][key]) for key in schema.MANO_KEYS}
     hand = _rotate_hand(hand, side, rotation, constants)
@@ -255,8 +288,9 @@ def motion_blur_kernel(size_px: tf.Tensor, angle_rad: tf.Tensor, grid_px: int) -
 def motion_blur(image: tf.Tensor, seed: tf.Tensor, config: ml_collections.ConfigDict) -> tf.Tensor:
   """(H, W, 3) float32 image blurred along a random line (`motion_blur_*` in `config`)."""
   size_seed, angle_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  size_px = tf.random.stateless_uniform([], size_seed, config.motion_blur_min_size_px,
-                                        config.motion_blur_max_size_px + 1, dtype=tf.int32)
+  size_px = tf.random.stateless_uniform(
+      [], size_seed, config.motion_blur_min_size_px, config.motion_blur_max_size_px + 1, dtype=tf.int32
+  )
   max_angle = math.radians(config.motion_blur_max_angle_deg)
   angle = tf.random.stateless_uniform([], angle_seed, -max_angle, max_angle)
   grid_px = config.motion_blur_max_size_px | 1
@@ -283,8 +317,9 @@ def to_uint8(image: tf.Tensor) -> tf.Tensor:
   return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def augment(example: dict[str, tf.Tensor], seed: tf.Tensor, config: ml_collections.ConfigDict,
-            constants: ManoConstants) -> dict[str, tf.Tensor]:
+def augment(
+    example: dict[str, tf.Tensor], seed: tf.Tensor, config: ml_collections.ConfigDict, constants: ManoConstants
+) -> dict[str, tf.Tensor]:
   """Training augmentation of one example (module docstring); deterministic for a seed.
 
   Args:
@@ -296,13 +331,13 @@ def augment(example: dict[str, tf.Tensor], seed: tf.Tensor, config: ml_collectio
   Returns:
     The augmented example, `image` (H, W, 3) uint8.
   """
-  geometry_seed, blur_choice_seed, blur_seed, color_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 4))
+  geometry_seed, blur_choice_seed, blur_seed, color_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
   image = tf.cast(example['image'], tf.float32)
   if config.motion_blur:
     apply_blur = tf.random.stateless_uniform([], blur_choice_seed) < config.motion_blur_prob
     image = tf.cond(apply_blur, lambda: motion_blur(image, blur_seed, config), lambda: image)
-  out = apply_geometry(dict(example, image=image), sample_geometry(geometry_seed, config), constants,
-                       config.dense_interpolation)
+  out = apply_geometry(
+      dict(example, image=image), sample_geometry(geometry_seed, config), constants, config.dense_interpolation
+  )
   image = color_augment(out['image'], color_seed, config) if config.color else out['image']
   return dict(out, image=to_uint8(image))

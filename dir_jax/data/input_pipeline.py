@@ -78,14 +78,18 @@ def get_builder(data_dir: str, name: str = 'interhand26m') -> tfds.core.DatasetB
   dataset_dir = os.path.join(data_dir, dataset)
   config = config or _default_config(dataset_dir)
   folder = os.path.join(dataset_dir, config) if config else dataset_dir
-  versions = [entry for entry in (tf.io.gfile.listdir(folder) if tf.io.gfile.isdir(folder) else [])
-              if tfds.core.Version.is_valid(entry.rstrip('/'))
-              and tf.io.gfile.exists(os.path.join(folder, entry, 'dataset_info.json'))]
+  versions = [
+      entry
+      for entry in (tf.io.gfile.listdir(folder) if tf.io.gfile.isdir(folder) else [])
+      if tfds.core.Version.is_valid(entry.rstrip('/'))
+      and tf.io.gfile.exists(os.path.join(folder, entry, 'dataset_info.json'))
+  ]
   if not versions:
     raise FileNotFoundError(
         f'no prepared {name!r} in {data_dir} (looked for {folder}/<version>/dataset_info.json): convert '
         f'InterHand2.6M with `tfds build data_prep/interhand26m --config {config or "interacting"} --manual_dir RAW '
-        f'--data_dir {data_dir}` (README, "Data"), or point config.data.data_dir at the tfds data_dir')
+        f'--data_dir {data_dir}` (README, "Data"), or point config.data.data_dir at the tfds data_dir'
+    )
   newest = max((entry.rstrip('/') for entry in versions), key=tfds.core.Version)
   return tfds.builder_from_directory(os.path.join(folder, newest))
 
@@ -121,12 +125,17 @@ def dataset_options(config: ml_collections.ConfigDict) -> tf.data.Options:
   return options
 
 
-def read_encoded(builder: tfds.core.DatasetBuilder, split: tfds.typing.SplitArg,
-                 config: ml_collections.ConfigDict) -> tf.data.Dataset:
+def read_encoded(
+    builder: tfds.core.DatasetBuilder, split: tfds.typing.SplitArg, config: ml_collections.ConfigDict
+) -> tf.data.Dataset:
   """tfds examples of `split` in a fixed order, image, seg and dense still encoded (see `decode_example`)."""
   read_config = tfds.ReadConfig(options=dataset_options(config), try_autocache=False)
-  return builder.as_dataset(split=split, shuffle_files=False, read_config=read_config,
-                            decoders={name: tfds.decode.SkipDecoding() for name in _ENCODED_FEATURES})
+  return builder.as_dataset(
+      split=split,
+      shuffle_files=False,
+      read_config=read_config,
+      decoders={name: tfds.decode.SkipDecoding() for name in _ENCODED_FEATURES},
+  )
 
 
 def decode_example(raw: dict) -> dict[str, tf.Tensor]:
@@ -138,8 +147,7 @@ def decode_example(raw: dict) -> dict[str, tf.Tensor]:
   seg.set_shape([size, size])
   dense = tf.cast(tf.io.decode_png(raw['dense'], channels=3), tf.float32) / 255.0
   dense.set_shape([size, size, 3])
-  example = {'image': image, 'seg': seg, 'dense': dense,
-             'intrinsics': tf.cast(raw['intrinsics'], tf.float32)}
+  example = {'image': image, 'seg': seg, 'dense': dense, 'intrinsics': tf.cast(raw['intrinsics'], tf.float32)}
   for side in schema.SIDES:
     for key in schema.MANO_KEYS:
       example[augment.mano_feature(side, key)] = tf.cast(raw['mano'][side][key], tf.float32)
@@ -147,18 +155,19 @@ def decode_example(raw: dict) -> dict[str, tf.Tensor]:
   return example
 
 
-def train_steps_per_epoch(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
-                          process_count: int) -> int:
+def train_steps_per_epoch(builder: tfds.core.DatasetBuilder, split: str, batch_size: int, process_count: int) -> int:
   """Batches per epoch, the same on every process: the smallest process shard // `batch_size`."""
-  smallest = min(builder.info.splits[process_split(split, index, process_count)].num_examples
-                 for index in range(process_count))
+  smallest = min(
+      builder.info.splits[process_split(split, index, process_count)].num_examples for index in range(process_count)
+  )
   if smallest < batch_size:
     raise ValueError(f'a process shard of {split!r} has {smallest} examples, fewer than the batch {batch_size}')
   return smallest // batch_size
 
 
-def _shard_files(builder: tfds.core.DatasetBuilder,
-                 split: tfds.typing.SplitArg) -> tuple[list[str], list[int], list[int]]:
+def _shard_files(
+    builder: tfds.core.DatasetBuilder, split: tfds.typing.SplitArg
+) -> tuple[list[str], list[int], list[int]]:
   """The TFRecord files of `split` with the records to skip and take in each."""
   if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
     raise ValueError(f'the train stream reads TFRecord files; this dataset is {builder.info.file_format}')
@@ -167,9 +176,17 @@ def _shard_files(builder: tfds.core.DatasetBuilder,
   return [os.fspath(f.filename) for f in files], [f.skip for f in files], takes
 
 
-def create_train_dataset(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
-                         mano: ManoPair, *, batch_size: int, seed: int, process_index: int = 0,
-                         process_count: int = 1, start_step: int = 0) -> tf.data.Dataset:
+def create_train_dataset(
+    builder: tfds.core.DatasetBuilder,
+    config: ml_collections.ConfigDict,
+    mano: ManoPair,
+    *,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    start_step: int = 0,
+) -> tf.data.Dataset:
   """The endless, shuffled, augmented training stream of one process, from step `start_step` on.
 
   Epoch e (`train_steps_per_epoch` batches on every process) reads the process shard's files in an
@@ -206,12 +223,19 @@ def create_train_dataset(builder: tfds.core.DatasetBuilder, config: ml_collectio
     epoch_seed = tf.stack([local_seed, epoch])
     order = tf.random.experimental.stateless_shuffle(tf.range(len(filenames)), epoch_seed)
     files = tf.data.Dataset.from_tensor_slices(
-        (tf.gather(filenames, order), tf.gather(tf.constant(skips, tf.int64), order),
-         tf.gather(tf.constant(takes, tf.int64), order)))
+        (
+            tf.gather(filenames, order),
+            tf.gather(tf.constant(skips, tf.int64), order),
+            tf.gather(tf.constant(takes, tf.int64), order),
+        )
+    )
     records = files.interleave(
         lambda filename, skip, take: tf.data.TFRecordDataset(filename).skip(skip).take(take),
-        cycle_length=min(config.interleave_cycle_length, len(filenames)), block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        cycle_length=min(config.interleave_cycle_length, len(filenames)),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     shuffle_seed = tf.random.stateless_uniform([], epoch_seed, minval=None, maxval=None, dtype=tf.int64)
     records = records.shuffle(config.shuffle_buffer_size, seed=shuffle_seed)
     records = records.take(steps_per_epoch * batch_size).enumerate()
@@ -230,8 +254,9 @@ def create_train_dataset(builder: tfds.core.DatasetBuilder, config: ml_collectio
 
 def eval_num_steps(builder: tfds.core.DatasetBuilder, split: str, batch_size: int, process_count: int) -> int:
   """Batches every process runs over `split`: enough for the largest process shard."""
-  largest = max(builder.info.splits[process_split(split, index, process_count)].num_examples
-                for index in range(process_count))
+  largest = max(
+      builder.info.splits[process_split(split, index, process_count)].num_examples for index in range(process_count)
+  )
   return math.ceil(largest / batch_size)
 
 
@@ -246,9 +271,15 @@ def has_single_hand_examples(builder: tfds.core.DatasetBuilder) -> bool:
   return builder.builder_config is not None and builder.builder_config.name == 'all'
 
 
-def create_eval_dataset(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict, *,
-                        batch_size: int, split: str | None = None, process_index: int = 0,
-                        process_count: int = 1) -> tuple[tf.data.Dataset, int]:
+def create_eval_dataset(
+    builder: tfds.core.DatasetBuilder,
+    config: ml_collections.ConfigDict,
+    *,
+    batch_size: int,
+    split: str | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> tuple[tf.data.Dataset, int]:
   """One pass over `split` (default `config.eval_split`), padded (module docstring).
 
   Returns:
@@ -267,18 +298,23 @@ def create_eval_dataset(builder: tfds.core.DatasetBuilder, config: ml_collection
   def prepare(index, raw):
     example = decode_example(raw)
     if config.augment.color and config.augment.color_on_eval:
-      image = augment.color_augment(tf.cast(example['image'], tf.float32),
-                                    tf.stack([tf.constant(color_seed, tf.int64), index]), config.augment)
+      image = augment.color_augment(
+          tf.cast(example['image'], tf.float32), tf.stack([tf.constant(color_seed, tf.int64), index]), config.augment
+      )
       example['image'] = augment.to_uint8(image)
     if has_joint_3d:
-      example.update(joint_3d_cam_m=tf.cast(raw['joint_3d_cam_m'], tf.float32),
-                     joint_3d_valid=tf.cast(raw['joint_3d_valid'], tf.bool),
-                     hand_type=tf.argmax(tf.cast(tf.equal(raw['hand_type'], schema.HAND_TYPES), tf.int32),
-                                         output_type=tf.int32))
+      example.update(
+          joint_3d_cam_m=tf.cast(raw['joint_3d_cam_m'], tf.float32),
+          joint_3d_valid=tf.cast(raw['joint_3d_valid'], tf.bool),
+          hand_type=tf.argmax(tf.cast(tf.equal(raw['hand_type'], schema.HAND_TYPES), tf.int32), output_type=tf.int32),
+      )
     return dict(example, valid=tf.constant(True))
 
-  ds = read_encoded(builder, local_split, config).enumerate().map(
-      prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = (
+      read_encoded(builder, local_split, config)
+      .enumerate()
+      .map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  )
   padding = ds.take(1).map(lambda example: dict(example, valid=tf.constant(False)))
   ds = ds.concatenate(padding.repeat(num_steps * batch_size - num_examples))
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(config.prefetch_batches)

@@ -19,7 +19,8 @@ MANO_DOWNLOAD_HELP = (
     'MANO is a licensed download: register at https://mano.is.tue.mpg.de, download "Models & Code" '
     '(mano_v1_2.zip), and copy mano_v1_2/models/MANO_RIGHT.pkl and MANO_LEFT.pkl into {folder}. '
     'For a quick start without MANO, `python -m data_prep.synthetic_mano --out DIR` writes a synthetic '
-    'hand in the same layout.')
+    'hand in the same layout.'
+)
 
 # Expected shape of every array the layers use; None = any size on that axis.
 _EXPECTED_SHAPES = {
@@ -57,6 +58,7 @@ class ManoAsset:
     hands_mean: (45,) mean hand pose, axis-angle.
     side: 'left' or 'right' (static).
   """
+
   v_template: np.ndarray
   shapedirs: np.ndarray
   posedirs: np.ndarray
@@ -73,7 +75,8 @@ def _read_raw(path: str) -> dict[str, Any]:
   if not os.path.isfile(path):
     raise FileNotFoundError(
         f'MANO model file not found: {path}. '
-        + MANO_DOWNLOAD_HELP.format(folder=os.path.dirname(os.path.abspath(path))))
+        + MANO_DOWNLOAD_HELP.format(folder=os.path.dirname(os.path.abspath(path)))
+    )
   if path.endswith('.npz'):
     try:
       with np.load(path, allow_pickle=False) as data:
@@ -87,7 +90,8 @@ def _read_raw(path: str) -> dict[str, Any]:
   except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError) as e:
     raise ManoAssetError(
         f'{path}: cannot read the MANO pickle ({type(e).__name__}: {e}); the file is truncated or '
-        'corrupt. ' + MANO_DOWNLOAD_HELP.format(folder=os.path.dirname(os.path.abspath(path)))) from e
+        'corrupt. ' + MANO_DOWNLOAD_HELP.format(folder=os.path.dirname(os.path.abspath(path)))
+    ) from e
 
 
 def _validate(raw: dict[str, Any], path: str) -> None:
@@ -104,7 +108,8 @@ def _validate(raw: dict[str, Any], path: str) -> None:
   parents[0] = -1  # the official files store 2**32 - 1 (or -1) for the root
   if tuple(parents.tolist()) != constants.MANO_PARENTS:
     raise ManoAssetError(
-        f'{path}: kinematic tree {parents.tolist()} differs from MANO\'s {list(constants.MANO_PARENTS)}')
+        f"{path}: kinematic tree {parents.tolist()} differs from MANO's {list(constants.MANO_PARENTS)}"
+    )
   faces = np.asarray(raw['f'])
   if faces.min() < 0 or faces.max() >= constants.NUM_VERTS:
     raise ManoAssetError(f'{path}: face indices outside [0, {constants.NUM_VERTS})')
@@ -135,10 +140,16 @@ def load_mano(path: str, side: str | None = None) -> ManoAsset:
   _validate(raw, path)
   f32 = lambda k: np.ascontiguousarray(np.asarray(raw[k], np.float32))
   return ManoAsset(
-      v_template=f32('v_template'), shapedirs=f32('shapedirs'), posedirs=f32('posedirs'),
-      J_regressor=f32('J_regressor'), weights=f32('weights'),
+      v_template=f32('v_template'),
+      shapedirs=f32('shapedirs'),
+      posedirs=f32('posedirs'),
+      J_regressor=f32('J_regressor'),
+      weights=f32('weights'),
       faces=np.ascontiguousarray(np.asarray(raw['f']).astype(np.int32)),
-      hands_components=f32('hands_components'), hands_mean=f32('hands_mean'), side=side)
+      hands_components=f32('hands_components'),
+      hands_mean=f32('hands_mean'),
+      side=side,
+  )
 
 
 def fix_left_shapedirs(left: ManoAsset, right: ManoAsset) -> ManoAsset:
@@ -149,7 +160,7 @@ def fix_left_shapedirs(left: ManoAsset, right: ManoAsset) -> ManoAsset:
   """
   if np.abs(left.shapedirs[:, 0, :] - right.shapedirs[:, 0, :]).sum() >= 1:
     return left
-  log.info('Fix shapedirs bug of MANO: negating the x component of the left hand\'s shapedirs')
+  log.info("Fix shapedirs bug of MANO: negating the x component of the left hand's shapedirs")
   shapedirs = left.shapedirs.copy()
   shapedirs[:, 0, :] *= -1
   return left.replace(shapedirs=shapedirs)
@@ -158,19 +169,20 @@ def fix_left_shapedirs(left: ManoAsset, right: ManoAsset) -> ManoAsset:
 def find_mano_file(folder: str, side: str) -> str:
   """Returns `MANO_{SIDE}.pkl` (preferred) or `.npz` in `folder`; a clear error when neither exists."""
   if not os.path.isdir(folder):
-    raise FileNotFoundError(
-        f'MANO folder not found: {folder}. ' + MANO_DOWNLOAD_HELP.format(folder=folder))
+    raise FileNotFoundError(f'MANO folder not found: {folder}. ' + MANO_DOWNLOAD_HELP.format(folder=folder))
   for ext in ('.pkl', '.npz'):
     candidate = os.path.join(folder, f'MANO_{side.upper()}{ext}')
     if os.path.isfile(candidate):
       return candidate
   raise FileNotFoundError(
-      f'no MANO_{side.upper()}.pkl or .npz in {folder}. ' + MANO_DOWNLOAD_HELP.format(folder=folder))
+      f'no MANO_{side.upper()}.pkl or .npz in {folder}. ' + MANO_DOWNLOAD_HELP.format(folder=folder)
+  )
 
 
 @flax.struct.dataclass
 class ManoPair:
   """Both hands, with the left-hand fix applied as DIR does."""
+
   left: ManoAsset
   right: ManoAsset
 
@@ -183,4 +195,3 @@ def load_mano_pair(folder: str) -> ManoPair:
   right = load_mano(find_mano_file(folder, 'right'), 'right')
   left = load_mano(find_mano_file(folder, 'left'), 'left')
   return ManoPair(left=fix_left_shapedirs(left, right), right=right)
-

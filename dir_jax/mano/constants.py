@@ -34,11 +34,26 @@ PARENTS_21 = (-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18
 
 JOINT_NAMES_21 = (
     'wrist',
-    'thumb1', 'thumb2', 'thumb3', 'thumb_tip',
-    'index1', 'index2', 'index3', 'index_tip',
-    'middle1', 'middle2', 'middle3', 'middle_tip',
-    'ring1', 'ring2', 'ring3', 'ring_tip',
-    'pinky1', 'pinky2', 'pinky3', 'pinky_tip',
+    'thumb1',
+    'thumb2',
+    'thumb3',
+    'thumb_tip',
+    'index1',
+    'index2',
+    'index3',
+    'index_tip',
+    'middle1',
+    'middle2',
+    'middle3',
+    'middle_tip',
+    'ring1',
+    'ring2',
+    'ring3',
+    'ring_tip',
+    'pinky1',
+    'pinky2',
+    'pinky3',
+    'pinky_tip',
 )
 
 

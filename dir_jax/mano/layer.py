@@ -27,8 +27,8 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 def cast_asset(asset: ManoAsset, dtype) -> ManoAsset:
   """The asset with its floating-point arrays in `dtype` (faces unchanged)."""
   return jax.tree.map(
-      lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x,
-      asset)
+      lambda x: jnp.asarray(x, dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, asset
+  )
 
 
 def skin_single(asset: ManoAsset, rotmats, betas):
@@ -113,7 +113,9 @@ def network_mano(asset: ManoAsset, mano_pose, betas, center_idx: Optional[int] =
   chex.assert_axis_dimension(mano_pose, 1, 6 + constants.NUM_PCA)
   chex.assert_axis_dimension(betas, 1, constants.NUM_BETAS)
   asset = cast_asset(asset, mano_pose.dtype)
-  return jax.vmap(_network_single, in_axes=(None, 0, 0, None))(asset, mano_pose, betas.astype(mano_pose.dtype), center_idx)
+  return jax.vmap(_network_single, in_axes=(None, 0, 0, None))(
+      asset, mano_pose, betas.astype(mano_pose.dtype), center_idx
+  )
 
 
 def _gt_single(asset, root_rotmat, hand_pose, betas, trans, scale, pose_is_pca, center_idx):
@@ -127,8 +129,16 @@ def _gt_single(asset, root_rotmat, hand_pose, betas, trans, scale, pose_is_pca, 
   return verts * scale + trans, joints * scale + trans
 
 
-def gt_mano(asset: ManoAsset, root_rotmat, hand_pose, betas, trans=None, scale=None,
-            pose_is_pca: bool = True, center_idx: Optional[int] = None):
+def gt_mano(
+    asset: ManoAsset,
+    root_rotmat,
+    hand_pose,
+    betas,
+    trans=None,
+    scale=None,
+    pose_is_pca: bool = True,
+    center_idx: Optional[int] = None,
+):
   """The ground-truth MANO layer (IntagHand's `models/manolayer.py`) for a batch.
 
   Args:
@@ -152,5 +162,5 @@ def gt_mano(asset: ManoAsset, root_rotmat, hand_pose, betas, trans=None, scale=N
   scale = jnp.ones((batch,), dtype) if scale is None else scale.astype(dtype)
   asset = cast_asset(asset, dtype)
   return jax.vmap(_gt_single, in_axes=(None, 0, 0, 0, 0, 0, None, None))(
-      asset, root_rotmat, hand_pose.astype(dtype), betas.astype(dtype), trans, scale,
-      pose_is_pca, center_idx)
+      asset, root_rotmat, hand_pose.astype(dtype), betas.astype(dtype), trans, scale, pose_is_pca, center_idx
+  )

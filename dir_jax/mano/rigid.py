@@ -26,12 +26,14 @@ PARAM_KEYS = ('root_rotmat', 'hand_pose', 'betas', 'trans')
 def rest_wrist(asset: ManoAsset, betas: np.ndarray) -> np.ndarray:
   """(3,) metres: the rest wrist `J0` of the template shaped by `betas` (10,)."""
   v_shaped = np.asarray(asset.v_template, np.float64) + np.einsum(
-      'vcb,b->vc', np.asarray(asset.shapedirs, np.float64), np.asarray(betas, np.float64))
+      'vcb,b->vc', np.asarray(asset.shapedirs, np.float64), np.asarray(betas, np.float64)
+  )
   return np.asarray(asset.J_regressor, np.float64)[0] @ v_shaped
 
 
-def transform_params(asset: ManoAsset, params: Mapping[str, np.ndarray], rotation: np.ndarray,
-                     translation_m: np.ndarray) -> dict[str, np.ndarray]:
+def transform_params(
+    asset: ManoAsset, params: Mapping[str, np.ndarray], rotation: np.ndarray, translation_m: np.ndarray
+) -> dict[str, np.ndarray]:
   """Parameters of the hand moved by `X -> rotation @ X + translation_m`.
 
   Args:
@@ -54,8 +56,7 @@ def transform_params(asset: ManoAsset, params: Mapping[str, np.ndarray], rotatio
   }
 
 
-def mirror_params(source: ManoAsset, target: ManoAsset,
-                  params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def mirror_params(source: ManoAsset, target: ManoAsset, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Parameters of `target` (the other side) that reproduce the mirror image (x -> -x) of a hand.
 
   Exact when `target` is the mirror of `source` (as the official MANO files are, up to the left
@@ -69,14 +70,15 @@ def mirror_params(source: ManoAsset, target: ManoAsset,
   Returns:
     Parameters for `target` (float32).
   """
-  pose_aa = (np.asarray(source.hands_mean, np.float64)
-             + np.asarray(params['hand_pose'], np.float64) @ np.asarray(source.hands_components, np.float64))
+  pose_aa = np.asarray(source.hands_mean, np.float64) + np.asarray(params['hand_pose'], np.float64) @ np.asarray(
+      source.hands_components, np.float64
+  )
   mirrored_aa = (pose_aa.reshape(15, 3) * np.array([1.0, -1.0, -1.0])).reshape(45)
   target_pca = (mirrored_aa - np.asarray(target.hands_mean, np.float64)) @ np.linalg.inv(
-      np.asarray(target.hands_components, np.float64))
+      np.asarray(target.hands_components, np.float64)
+  )
   betas = np.asarray(params['betas'], np.float64)
-  trans = (MIRROR_X @ (rest_wrist(source, betas) + np.asarray(params['trans'], np.float64))
-           - rest_wrist(target, betas))
+  trans = MIRROR_X @ (rest_wrist(source, betas) + np.asarray(params['trans'], np.float64)) - rest_wrist(target, betas)
   return {
       'root_rotmat': (MIRROR_X @ np.asarray(params['root_rotmat'], np.float64) @ MIRROR_X).astype(np.float32),
       'hand_pose': target_pca.astype(np.float32),

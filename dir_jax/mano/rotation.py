@@ -49,11 +49,19 @@ def axis_angle_to_matrix_quat(axis_angle):
   w, x, y, z = quat / jnp.sqrt(jnp.sum(quat * quat))
   w2, x2, y2, z2 = w * w, x * x, y * y, z * z
   wx, wy, wz, xy, xz, yz = w * x, w * y, w * z, x * y, x * z, y * z
-  return jnp.stack([
-      w2 + x2 - y2 - z2, 2 * xy - 2 * wz, 2 * wy + 2 * xz,
-      2 * wz + 2 * xy, w2 - x2 + y2 - z2, 2 * yz - 2 * wx,
-      2 * xz - 2 * wy, 2 * wx + 2 * yz, w2 - x2 - y2 + z2,
-  ]).reshape(3, 3)
+  return jnp.stack(
+      [
+          w2 + x2 - y2 - z2,
+          2 * xy - 2 * wz,
+          2 * wy + 2 * xz,
+          2 * wz + 2 * xy,
+          w2 - x2 + y2 - z2,
+          2 * yz - 2 * wx,
+          2 * xz - 2 * wy,
+          2 * wx + 2 * yz,
+          w2 - x2 - y2 + z2,
+      ]
+  ).reshape(3, 3)
 
 
 def axis_angle_to_matrix(axis_angle):

@@ -61,8 +61,13 @@ class _Dtype:
       raise UnsafePickleError(f'array dtype {self.spec!r} (kind {dtype.kind!r}) is not bool, integer or float')
     state = self.state
     if state is not None:
-      if (not isinstance(state, tuple) or len(state) not in (8, 9) or state[1] not in ('<', '>', '|', '=')
-          or state[2:5] != (None, None, None) or state[5:8] != (-1, -1, 0)):
+      if (
+          not isinstance(state, tuple)
+          or len(state) not in (8, 9)
+          or state[1] not in ('<', '>', '|', '=')
+          or state[2:5] != (None, None, None)
+          or state[5:8] != (-1, -1, 0)
+      ):
         raise UnsafePickleError(f'array dtype {self.spec!r}: unexpected dtype state {state!r} (fields, flags or sizes)')
       if state[1] in '<>':
         dtype = dtype.newbyteorder(state[1])
@@ -129,7 +134,8 @@ class _ChumpyState:
       raise ValueError(
           f'MANO entry {key!r} is a chumpy expression without a stored value (keys: '
           f'{sorted(self.state)}); only chumpy.ch.Ch arrays are supported. Convert the file with '
-          'chumpy installed, e.g. np.array(value), and save it as .npz.')
+          'chumpy installed, e.g. np.array(value), and save it as .npz.'
+      )
     return _plain_array(self.state['x'], key)
 
 
@@ -149,7 +155,9 @@ class _SparseState:
     if not isinstance(st, dict):
       raise UnsafePickleError(f'MANO entry {key!r}: sparse matrix state is not a dict')
     shape = st.get('_shape', st.get('shape', ()))
-    shape = _checked_shape(tuple(int(n) if isinstance(n, (int, np.integer)) else n for n in shape), f'MANO entry {key!r}')
+    shape = _checked_shape(
+        tuple(int(n) if isinstance(n, (int, np.integer)) else n for n in shape), f'MANO entry {key!r}'
+    )
     if len(shape) != 2:
       raise ValueError(f'MANO entry {key!r}: sparse matrix without a 2-D shape')
     data = _plain_array(st['data'], key)
@@ -157,8 +165,10 @@ class _SparseState:
       raise ValueError(f'MANO entry {key!r}: sparse data is not 1-D')
     if self.format == 'coo':
       coords = st.get('coords', (None, None))
-      rows, cols = (_index_array(st.get(name, coord), bound, key)
-                    for name, coord, bound in (('row', coords[0], shape[0]), ('col', coords[1], shape[1])))
+      rows, cols = (
+          _index_array(st.get(name, coord), bound, key)
+          for name, coord, bound in (('row', coords[0], shape[0]), ('col', coords[1], shape[1]))
+      )
     else:
       major_len, minor_len = shape if self.format == 'csr' else shape[::-1]
       indptr = _index_array(st['indptr'], len(data) + 1, key)
@@ -226,9 +236,16 @@ _NUMPY_GLOBALS = {
     '__builtin__': {'object': object, 'set': set, 'frozenset': frozenset, 'bytes': _bytes},
     'builtins': {'object': object, 'set': set, 'frozenset': frozenset, 'bytes': _bytes},
 }
-_SPARSE_MODULES = ('scipy.sparse.csc', 'scipy.sparse._csc', 'scipy.sparse.csr', 'scipy.sparse._csr',
-                   'scipy.sparse.coo', 'scipy.sparse._coo', 'scipy.sparse.compressed',
-                   'scipy.sparse._compressed')
+_SPARSE_MODULES = (
+    'scipy.sparse.csc',
+    'scipy.sparse._csc',
+    'scipy.sparse.csr',
+    'scipy.sparse._csr',
+    'scipy.sparse.coo',
+    'scipy.sparse._coo',
+    'scipy.sparse.compressed',
+    'scipy.sparse._compressed',
+)
 
 
 class _MANOUnpickler(pickle.Unpickler):
@@ -244,7 +261,8 @@ class _MANOUnpickler(pickle.Unpickler):
     raise UnsafePickleError(
         f'refusing to load global {module}.{name}: a MANO model file contains only numpy arrays, '
         'chumpy arrays and a scipy sparse matrix. The file is not a MANO model or has been '
-        'tampered with.')
+        'tampered with.'
+    )
 
 
 def to_plain(key: str, value: Any) -> Any:

@@ -22,6 +22,7 @@ FUSIONS = ('factored', 'dense')
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
   """One refinement stage: grid side, encoder map for the skip connection, projection mask radius (cells)."""
+
   size: int
   skip: str
   threshold: float
@@ -57,6 +58,7 @@ class ModelConfig:
     per_hand_bn_stats: the two modules shared by both hands keep per-hand BatchNorm running statistics
       instead of the reference's blend of both (eval mode only; docs/quirks.md#q15).
   """
+
   stages: tuple[StageSpec, ...] = RELEASED_STAGES
   center_idx: int = 0
   encoder_width: int = 64
@@ -76,13 +78,14 @@ class ModelConfig:
 
   def __post_init__(self):
     # Sequences from JSON or a ConfigDict become the hashable tuples a Flax module attribute needs.
-    stages = tuple(s if isinstance(s, StageSpec) else StageSpec(int(s[0]), str(s[1]), float(s[2]))
-                   for s in self.stages)
+    stages = tuple(s if isinstance(s, StageSpec) else StageSpec(int(s[0]), str(s[1]), float(s[2])) for s in self.stages)
     object.__setattr__(self, 'stages', stages)
     object.__setattr__(self, 'transformer_blocks', tuple(int(b) for b in self.transformer_blocks))
     if not stages:
-      raise ValueError('ModelConfig.stages is empty; DIR needs at least one refinement stage, e.g. '
-                       f'{[dataclasses.astuple(s) for s in RELEASED_STAGES]}')
+      raise ValueError(
+          'ModelConfig.stages is empty; DIR needs at least one refinement stage, e.g. '
+          f'{[dataclasses.astuple(s) for s in RELEASED_STAGES]}'
+      )
     if self.projection not in PROJECTIONS:
       raise ValueError(f'ModelConfig.projection must be one of {PROJECTIONS}, got {self.projection!r}')
     if self.fusion not in FUSIONS:
@@ -103,8 +106,9 @@ class ModelConfig:
     names = {field.name for field in dataclasses.fields(cls)}
     unknown = sorted(set(mapping) - names - set(ignore))
     if unknown:
-      raise ValueError(f'unknown model config fields {unknown}; ModelConfig has {sorted(names)} '
-                       '(dir_jax/model/config.py)')
+      raise ValueError(
+          f'unknown model config fields {unknown}; ModelConfig has {sorted(names)} ' '(dir_jax/model/config.py)'
+      )
     return cls(**{name: mapping[name] for name in names if name in mapping})
 
   def replace(self, **changes) -> 'ModelConfig':

@@ -49,6 +49,7 @@ class Decoder(nn.Module):
 
   docs/architecture.md#stage-iteration, docs/architecture.md#heads.
   """
+
   config: ModelConfig
   dtype: jnp.dtype | None = None
 
@@ -72,16 +73,22 @@ class Decoder(nn.Module):
       stage_args = (projecter, img_feat_dim, train, self.dtype)
       if g == 0:  # c4 in, 256 channels out: not a scan body; parameters are not stacked
         (carry_feat, prev), (result, feats) = RefinementStage(*stage_args, name=f'group_{g}')(
-            (carry_feat, prev), skip_src, mano)
+            (carry_feat, prev), skip_src, mano
+        )
         results.append(result)
         stage_feats.append(feats)
         continue
       scanned = nn.scan(
-          RefinementStage, variable_axes={'params': 0, 'batch_stats': 0, 'intermediates': 0, 'forced_masks': 0},
-          split_rngs={'params': True}, in_axes=(nn.broadcast, nn.broadcast), length=len(group))
+          RefinementStage,
+          variable_axes={'params': 0, 'batch_stats': 0, 'intermediates': 0, 'forced_masks': 0},
+          split_rngs={'params': True},
+          in_axes=(nn.broadcast, nn.broadcast),
+          length=len(group),
+      )
       with loop_conv.loop_body():  # the CPU workaround for convs in a loop (dir_jax/model/loop_conv.py)
         (carry_feat, prev), (group_results, group_feats) = scanned(*stage_args, name=f'group_{g}')(
-            (carry_feat, prev), skip_src, mano)
+            (carry_feat, prev), skip_src, mano
+        )
       for k in range(len(group)):
         results.append(jax.tree.map(lambda x, k=k: x[k], group_results))
         stage_feats.append(jax.tree.map(lambda x, k=k: x[k], group_feats))
@@ -101,6 +108,7 @@ class DIR(nn.Module):
       vis_img_feat (B,S,S,planes)}.
     'seg' (B,S,S,3) logits and 'dense' (B,S,S,3) at the last stage's size.
   """
+
   config: ModelConfig = ModelConfig()
   dtype: Any = None  # compute dtype (e.g. jnp.bfloat16); parameters stay float32
 
@@ -112,21 +120,29 @@ class DIR(nn.Module):
     for i, feature_map in enumerate(encoder_maps):
       self.sow('intermediates', f'backbone_c{i + 1}', feature_map)
     config = self.config
-    init = InitRegressor(config.center_idx, config.attention_dim, config.camera_scale_init, name='init_regressor',
-                         dtype=self.dtype)(encoder_maps[-1], mano, train)
+    init = InitRegressor(
+        config.center_idx, config.attention_dim, config.camera_scale_init, name='init_regressor', dtype=self.dtype
+    )(encoder_maps[-1], mano, train)
     results, feats, seg, dense = Decoder(config, name='decoder', dtype=self.dtype)(encoder_maps, init, mano, train)
     return {'stages': [init] + results, 'stage_features': feats, 'seg': seg, 'dense': dense}
 
 
 def placeholder_mano() -> ManoPair:
   """A MANO pair of zeros with the official shapes: enough to trace the model for its variable shapes."""
+
   def asset(side):
     return ManoAsset(
-        v_template=np.zeros((NUM_VERTS, 3), np.float32), shapedirs=np.zeros((NUM_VERTS, 3, NUM_BETAS), np.float32),
+        v_template=np.zeros((NUM_VERTS, 3), np.float32),
+        shapedirs=np.zeros((NUM_VERTS, 3, NUM_BETAS), np.float32),
         posedirs=np.zeros((NUM_VERTS, 3, 9 * (NUM_MANO_JOINTS - 1)), np.float32),
         J_regressor=np.zeros((NUM_MANO_JOINTS, NUM_VERTS), np.float32),
-        weights=np.zeros((NUM_VERTS, NUM_MANO_JOINTS), np.float32), faces=np.zeros((NUM_FACES, 3), np.int32),
-        hands_components=np.eye(NUM_PCA, dtype=np.float32), hands_mean=np.zeros(NUM_PCA, np.float32), side=side)
+        weights=np.zeros((NUM_VERTS, NUM_MANO_JOINTS), np.float32),
+        faces=np.zeros((NUM_FACES, 3), np.int32),
+        hands_components=np.eye(NUM_PCA, dtype=np.float32),
+        hands_mean=np.zeros(NUM_PCA, np.float32),
+        side=side,
+    )
+
   return ManoPair(left=asset('left'), right=asset('right'))
 
 

@@ -15,6 +15,7 @@ RESNET50_STAGES = ((3, 1, 1), (4, 2, 2), (6, 4, 2), (3, 8, 2))
 
 class Bottleneck(nn.Module):
   """conv1x1-BN-ReLU, conv3x3(stride)-BN-ReLU, conv1x1-BN, + identity or downsample, ReLU."""
+
   width: int
   stride: int
   downsample: bool
@@ -35,6 +36,7 @@ class Bottleneck(nn.Module):
 
 class DownsampleBranch(nn.Module):
   """Sequential[conv1x1(stride), BN] named '0', '1'."""
+
   features: int
   stride: int
   dtype: jnp.dtype | None = None
@@ -54,8 +56,7 @@ class ResLayer(nn.Module):
   def __call__(self, x, train: bool):
     for i in range(self.blocks):
       first = i == 0
-      x = Bottleneck(self.width, self.stride if first else 1, downsample=first, name=str(i),
-                     dtype=self.dtype)(x, train)
+      x = Bottleneck(self.width, self.stride if first else 1, downsample=first, name=str(i), dtype=self.dtype)(x, train)
     return x
 
 
@@ -65,6 +66,7 @@ class ResNet50(nn.Module):
   `width` is the stem width (64 in ResNet-50); channel counts above are for 64 and scale with it
   (small widths make small test models; only 64 loads torchvision or DIR weights).
   """
+
   width: int = 64
   dtype: jnp.dtype | None = None
 

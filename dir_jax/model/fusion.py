@@ -50,9 +50,10 @@ def factored_plane_conv(coef, joint_feat, kernel, ends: np.ndarray):
   # (taps, K, E, O): each end's features through its plane's kernel block, for every tap.
   products = jnp.einsum('kec,tkco->tkeo', ends_feat, blocks.astype(joint_feat.dtype))
   padded = jnp.pad(coef.astype(joint_feat.dtype), ((kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0), (0, 0)))
-  windows = jnp.stack([padded[i:i + size, j:j + size] for i in range(kh) for j in range(kw)], axis=2)
-  return lax.dot_general(windows.reshape(size * size, -1), products.reshape(-1, out),
-                         (((1,), (0,)), ((), ()))).reshape(size, size, out)
+  windows = jnp.stack([padded[i : i + size, j : j + size] for i in range(kh) for j in range(kw)], axis=2)
+  return lax.dot_general(windows.reshape(size * size, -1), products.reshape(-1, out), (((1,), (0,)), ((), ()))).reshape(
+      size, size, out
+  )
 
 
 class _FactoredPlaneConv(nn.Module):
@@ -61,6 +62,7 @@ class _FactoredPlaneConv(nn.Module):
   Its variables are exactly an `nn.Conv`'s (`kernel` (3, 3, K * C, O) with the same initialiser,
   `bias` (O,)), so checkpoints of either method load in the other.
   """
+
   features: int
   ends: tuple[tuple[int, ...], ...]
   dtype: jnp.dtype | None = None
@@ -68,8 +70,12 @@ class _FactoredPlaneConv(nn.Module):
   @nn.compact
   def __call__(self, coef, joint_feat):
     ends = np.asarray(self.ends)
-    kernel = self.param('kernel', nn.initializers.lecun_normal(), (3, 3, 2 * ends.shape[0] * joint_feat.shape[-1],
-                                                                    self.features), jnp.float32)
+    kernel = self.param(
+        'kernel',
+        nn.initializers.lecun_normal(),
+        (3, 3, 2 * ends.shape[0] * joint_feat.shape[-1], self.features),
+        jnp.float32,
+    )
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
     dtype = self.dtype or jnp.promote_types(joint_feat.dtype, jnp.float32)
     # Both hands' planes are one concatenation: hand h's plane k is plane h * K + k of the conv input.
@@ -90,6 +96,7 @@ class PlaneFusion(nn.Module):
   Call: coef (B, S, S, 2, K, E) float32 scalar fields of both hands (left, right), joint_feat
   (B, 2, J, C) -> (B, S, S, features).
   """
+
   features: int
   ends: tuple[tuple[int, ...], ...]
   method: str = 'factored'
@@ -104,8 +111,9 @@ class PlaneFusion(nn.Module):
     if self.method == 'factored':
       x = _FactoredPlaneConv(self.features, self.ends, dtype=self.dtype, name='0')(coef, joint_feat)
     elif self.method == 'dense':
-      planes = jax.vmap(jax.vmap(planes_from_coefficients, in_axes=(1, 0, None), out_axes=1),
-                        in_axes=(0, 0, None))(coef.reshape(batch, size * size, 2, *ends.shape), joint_feat, ends)
+      planes = jax.vmap(jax.vmap(planes_from_coefficients, in_axes=(1, 0, None), out_axes=1), in_axes=(0, 0, None))(
+          coef.reshape(batch, size * size, 2, *ends.shape), joint_feat, ends
+      )
       planes = planes.reshape(batch, size, size, -1)  # (B, S*S, 2, K*C) -> left planes, then right
       x = conv(self.features, 3, padding=1, name='0', dtype=self.dtype)(planes)
     else:

@@ -18,8 +18,9 @@ def seg_and_dense(features, img_feat_dim: int, train: bool, dtype: jnp.dtype | N
   Call it inside the caller's compact method: its modules (`conv_final`, `seg`, `dense`, the
   reference's names) belong to the caller, as in the reference's decoder.
   """
-  head_in = ConvBNReLUConv(img_feat_dim, img_feat_dim, kernel=3, first_bias=False, name='conv_final',
-                           dtype=dtype)(features, train)
+  head_in = ConvBNReLUConv(img_feat_dim, img_feat_dim, kernel=3, first_bias=False, name='conv_final', dtype=dtype)(
+      features, train
+  )
   seg = ConvBNReLUConv(128, SEG_CLASSES, kernel=3, name='seg', dtype=dtype)(head_in, train)
   dense = ConvBNReLUConv(128, DENSE_CHANNELS, kernel=3, name='dense', dtype=dtype)(head_in, train)
   return full_precision(seg), full_precision(dense)

@@ -110,4 +110,3 @@ def project_heatmaps(joints_uv, size: int, sigma: float):
   """Multi-plane heatmaps (`mhp`): a Gaussian of `sigma` cells per joint, no features. (S, S, 21)."""
   dist = _joint_distances(joints_uv, size)
   return jnp.exp(-0.5 * (dist / sigma) ** 2).reshape(size, size, -1)
-

@@ -32,13 +32,18 @@ class PGraphConv(nn.Module):
   diagonal and -9e15 elsewhere (exactly the identity: `e_0` has no effect) and A1 = row-softmax over
   the skeleton neighbours holding `e_1`.
   """
+
   features: int
 
   @nn.compact
   def __call__(self, x):
     num_joints, in_features = x.shape[-2:]
-    w = self.param('W', nn.initializers.xavier_uniform(in_axis=-2, out_axis=-1),
-                   (2, num_joints, in_features, self.features), jnp.float32)
+    w = self.param(
+        'W',
+        nn.initializers.xavier_uniform(in_axis=-2, out_axis=-1),
+        (2, num_joints, in_features, self.features),
+        jnp.float32,
+    )
     e_0 = self.param('e_0', nn.initializers.ones, (1, num_joints), jnp.float32)
     rows, cols = skeleton_adjacency_entries()
     e_1 = self.param('e_1', nn.initializers.ones, (1, len(rows)), jnp.float32)
@@ -46,7 +51,11 @@ class PGraphConv(nn.Module):
     w = w.astype(x.dtype)
     h0 = jnp.einsum('bji,jio->bjo', x, w[0])
     h1 = jnp.einsum('bji,jio->bjo', x, w[1])
-    a0 = jnp.full((num_joints, num_joints), -9e15, e_0.dtype).at[np.arange(num_joints), np.arange(num_joints)].set(e_0[0])
+    a0 = (
+        jnp.full((num_joints, num_joints), -9e15, e_0.dtype)
+        .at[np.arange(num_joints), np.arange(num_joints)]
+        .set(e_0[0])
+    )
     a1 = jnp.full((num_joints, num_joints), -9e15, e_1.dtype).at[rows, cols].set(e_1[0])
     a0 = jax.nn.softmax(a0, axis=1).astype(x.dtype)
     a1 = jax.nn.softmax(a1, axis=1).astype(x.dtype)
@@ -55,6 +64,7 @@ class PGraphConv(nn.Module):
 
 class GraphConvBlock(nn.Module):
   """SemGCN's `_GraphConv`: ReLU(BN(PGraphConv(x))), BN over (batch, joints)."""
+
   features: int
 
   @nn.compact
@@ -64,6 +74,7 @@ class GraphConvBlock(nn.Module):
 
 class _GraphConvLayers(nn.Module):
   """The `gconv_layers` list, children '0', '1', ..."""
+
   features: int
   num_layers: int
 
@@ -79,6 +90,7 @@ class JointGCN(nn.Module):
 
   (B, 21, C) -> (B, 21, features).
   """
+
   features: int = 128
   num_layers: int = 4
 
@@ -89,6 +101,7 @@ class JointGCN(nn.Module):
 
 class Attention(nn.Module):
   """Multi-head self-attention; `qkv` output features laid out [q | k | v], each [head0 | head1 | ...]."""
+
   num_heads: int
   dtype: jnp.dtype | None = None
 
@@ -98,7 +111,7 @@ class Attention(nn.Module):
     head_dim = dim // self.num_heads
     qkv = nn.Dense(3 * dim, name='qkv', dtype=self.dtype)(x).reshape(batch, n, 3, self.num_heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, H, D)
-    logits = jnp.einsum('bnhd,bmhd->bhnm', q, k) * head_dim ** -0.5
+    logits = jnp.einsum('bnhd,bmhd->bhnm', q, k) * head_dim**-0.5
     attn = jax.nn.softmax(full_precision(logits), axis=-1).astype(v.dtype)
     out = jnp.einsum('bhnm,bmhd->bnhd', attn, v).reshape(batch, n, dim)
     return nn.Dense(dim, name='proj', dtype=self.dtype)(out)
@@ -116,6 +129,7 @@ class Mlp(nn.Module):
 
 class Block(nn.Module):
   """Pre-norm transformer block (LayerNorm eps 1e-6, no dropout): x + Attn(LN(x)), then x + MLP(LN(x))."""
+
   num_heads: int
   mlp_ratio: float
   dtype: jnp.dtype | None = None
@@ -136,6 +150,7 @@ class InterHandTransformer(nn.Module):
 
   Input (B, 42, 128): left joints then right joints. Output (B, 42, out_features).
   """
+
   out_features: int = 64
   depth: int = 4
   num_heads: int = 4
@@ -149,13 +164,15 @@ class InterHandTransformer(nn.Module):
     pos = self.param('spatial_pos_embed', nn.initializers.normal(0.02), (1, num_tokens, dim), jnp.float32)
     x = x + pos.astype(x.dtype)
     norm = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False, name='spatial_norm', dtype=self.dtype)
-    x = _Blocks(self.depth, self.num_heads, self.mlp_ratio, tuple(self.blocks), name='STEblocks',
-                dtype=self.dtype)(x, norm)
+    x = _Blocks(self.depth, self.num_heads, self.mlp_ratio, tuple(self.blocks), name='STEblocks', dtype=self.dtype)(
+        x, norm
+    )
     return _Head(self.out_features, name='head', dtype=self.dtype)(x)
 
 
 class _Blocks(nn.Module):
   """The `STEblocks` list: applies the listed blocks, each followed by the shared `norm`."""
+
   depth: int
   num_heads: int
   mlp_ratio: float
@@ -173,6 +190,7 @@ class _Blocks(nn.Module):
 
 class _Head(nn.Module):
   """Sequential[LayerNorm (eps 1e-5), Linear]."""
+
   out_features: int
   dtype: jnp.dtype | None = None
 

@@ -33,6 +33,7 @@ class BatchNorm(nn.Module):
   it in eval mode. Training-mode outputs do not depend on the running statistics, so they and their
   gradients are the same with or without slots.
   """
+
   epsilon: float = 1e-5
   momentum: float = 0.9  # Flax convention: running = momentum * running + (1 - momentum) * batch
   slots: tuple[str, ...] = ()
@@ -48,9 +49,13 @@ class BatchNorm(nn.Module):
     elif slot is not None:
       raise ValueError(f'BatchNorm {self.name}: slot {slot!r} given to a BatchNorm without slots')
     suffixes = [f'_{s}' for s in self.slots] or ['']
-    stats = {suffix: (self.variable('batch_stats', f'mean{suffix}', lambda: jnp.zeros((features,), jnp.float32)),
-                      self.variable('batch_stats', f'var{suffix}', lambda: jnp.ones((features,), jnp.float32)))
-             for suffix in suffixes}
+    stats = {
+        suffix: (
+            self.variable('batch_stats', f'mean{suffix}', lambda: jnp.zeros((features,), jnp.float32)),
+            self.variable('batch_stats', f'var{suffix}', lambda: jnp.ones((features,), jnp.float32)),
+        )
+        for suffix in suffixes
+    }
     ra_mean, ra_var = stats[f'_{slot}' if self.slots else '']
     axes = tuple(range(x.ndim - 1))
     if train:
@@ -67,16 +72,24 @@ class BatchNorm(nn.Module):
     return y + bias.astype(x.dtype)
 
 
-def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True, name=None,
-         dtype=None) -> nn.Conv:
+def conv(
+    features: int, kernel: int, stride: int = 1, padding: int = 0, bias: bool = True, name=None, dtype=None
+) -> nn.Conv:
   """A torch.nn.Conv2d equivalent (symmetric explicit padding) in NHWC.
 
   Inside `loop_conv.loop_body()` (the decoder's scanned stages) the conv takes
   `loop_conv.loop_conv_general_dilated`: the same forward, fast gradients on CPU.
   """
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((padding, padding), (padding, padding)), use_bias=bias, name=name, dtype=dtype,
-                 conv_general_dilated=loop_conv.conv_general_dilated_here())
+  return nn.Conv(
+      features,
+      (kernel, kernel),
+      strides=(stride, stride),
+      padding=((padding, padding), (padding, padding)),
+      use_bias=bias,
+      name=name,
+      dtype=dtype,
+      conv_general_dilated=loop_conv.conv_general_dilated_here(),
+  )
 
 
 class ConvBNReLUConv(nn.Module):
@@ -85,6 +98,7 @@ class ConvBNReLUConv(nn.Module):
   `kernel=0` means Conv1d with kernel 1 over a (B, L, C) sequence, i.e. a Dense per position.
   `bn_slots`: running-statistics slots of the BatchNorm; each call then names its `slot` (see `BatchNorm`).
   """
+
   hidden: int
   out: int
   kernel: int = 0
@@ -97,8 +111,7 @@ class ConvBNReLUConv(nn.Module):
     if self.kernel == 0:
       x = nn.Dense(self.hidden, name='0', dtype=self.dtype)(x)
     else:
-      x = conv(self.hidden, self.kernel, padding=self.kernel // 2, bias=self.first_bias, name='0',
-               dtype=self.dtype)(x)
+      x = conv(self.hidden, self.kernel, padding=self.kernel // 2, bias=self.first_bias, name='0', dtype=self.dtype)(x)
     x = nn.relu(BatchNorm(slots=self.bn_slots, name='1')(x, train, slot))
     if self.kernel == 0:
       return nn.Dense(self.out, name='3', dtype=self.dtype)(x)
@@ -107,6 +120,7 @@ class ConvBNReLUConv(nn.Module):
 
 class _BiasConv(nn.Module):
   """The reference's `Conv` wrapper with bn=False, relu=False: a bare biased conv named `conv`."""
+
   features: int
   kernel: int
   dtype: jnp.dtype | None = None
@@ -122,6 +136,7 @@ class Residual(nn.Module):
   x -> BN-ReLU-conv1x1 -> BN-ReLU-conv3x3 -> BN-ReLU-conv1x1, plus `skip_layer` (1x1 conv with bias),
   mid = out // 2. Input (B, H, W, in) -> (B, H, W, out).
   """
+
   out: int
   dtype: jnp.dtype | None = None
 
@@ -172,12 +187,15 @@ def grid_sample_point(feature_map, uv):
     value = feature_map[jnp.clip(yi, 0, h - 1).astype(jnp.int32), jnp.clip(xi, 0, w - 1).astype(jnp.int32)]
     return jnp.where(inside, weight, 0).astype(feature_map.dtype) * value
 
-  return (tap(x0, y0, (x1 - ix) * (y1 - iy)) + tap(x1, y0, (ix - x0) * (y1 - iy))
-          + tap(x0, y1, (x1 - ix) * (iy - y0)) + tap(x1, y1, (ix - x0) * (iy - y0)))
+  return (
+      tap(x0, y0, (x1 - ix) * (y1 - iy))
+      + tap(x1, y0, (ix - x0) * (y1 - iy))
+      + tap(x0, y1, (x1 - ix) * (iy - y0))
+      + tap(x1, y1, (ix - x0) * (iy - y0))
+  )
 
 
 def sample_joints(feature_maps, joints_uv):
   """Samples (B, H, W, C) maps at (B, J, 2) uv points -> (B, J, C) (grid_sample per joint, vmapped)."""
   per_example = jax.vmap(grid_sample_point, in_axes=(None, 0))
   return jax.vmap(per_example)(feature_maps, joints_uv)
-

@@ -47,16 +47,21 @@ def _canonical_conv_grads(padding, x, w, dy):
   dx: dy convolved (canonical NHWC/HWIO forward conv) with the spatially flipped, in/out-swapped
   kernel. dw: one (C, O) matrix product per kernel tap, shifted input window by dy, over all pixels.
   """
-  (kh, kw) = w.shape[:2]
+  kh, kw = w.shape[:2]
   (top, bottom), (left, right) = padding
-  dx = _conv_nhwc(dy, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2),
-                  ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right)))
+  dx = _conv_nhwc(
+      dy, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2), ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
+  )
   x_padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
   height, width = dy.shape[1:3]
   dy_rows = dy.reshape(-1, dy.shape[-1])
-  taps = [lax.dot_general(x_padded[:, i:i + height, j:j + width].reshape(-1, x.shape[-1]), dy_rows,
-                          (((0,), (0,)), ((), ())))
-          for i in range(kh) for j in range(kw)]
+  taps = [
+      lax.dot_general(
+          x_padded[:, i : i + height, j : j + width].reshape(-1, x.shape[-1]), dy_rows, (((0,), (0,)), ((), ()))
+      )
+      for i in range(kh)
+      for j in range(kw)
+  ]
   return dx, jnp.stack(taps).reshape(w.shape).astype(w.dtype)
 
 
@@ -71,18 +76,29 @@ def _loop_conv_fwd(x, w, padding):
 
 def _loop_conv_bwd(padding, residuals, dy):
   x, w = residuals
+
   def native(x, w, dy):  # XLA's own gradient convs (the transposes of the conv in each argument)
-    dx, = jax.linear_transpose(lambda a: _conv_nhwc(a, w, padding), x)(dy)
-    dw, = jax.linear_transpose(lambda b: _conv_nhwc(x, b, padding), w)(dy)
+    (dx,) = jax.linear_transpose(lambda a: _conv_nhwc(a, w, padding), x)(dy)
+    (dw,) = jax.linear_transpose(lambda b: _conv_nhwc(x, b, padding), w)(dy)
     return dx, dw
+
   return lax.platform_dependent(x, w, dy, cpu=functools.partial(_canonical_conv_grads, padding), default=native)
 
 
 _loop_conv.defvjp(_loop_conv_fwd, _loop_conv_bwd)
 
 
-def loop_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                              dimension_numbers=None, feature_group_count=1, precision=None):
+def loop_conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+):
   """`lax.conv_general_dilated` for stride-1 NHWC convs inside a loop body (`nn.scan`), same forward.
 
   On CPU its gradients are `_canonical_conv_grads`; other backends use the native gradient (module
@@ -90,7 +106,14 @@ def loop_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=No
   """
   del precision
   expected = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-  if (tuple(window_strides) != (1, 1) or any(d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-      or feature_group_count != 1 or dimension_numbers != expected or isinstance(padding, str)):
-    raise ValueError('loop_conv_general_dilated supports stride-1, undilated, ungrouped NHWC convs with explicit padding')
+  if (
+      tuple(window_strides) != (1, 1)
+      or any(d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+      or feature_group_count != 1
+      or dimension_numbers != expected
+      or isinstance(padding, str)
+  ):
+    raise ValueError(
+        'loop_conv_general_dilated supports stride-1, undilated, ungrouped NHWC convs with explicit padding'
+    )
   return _loop_conv(lhs, rhs, tuple(tuple(p) for p in padding))

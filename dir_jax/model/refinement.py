@@ -25,12 +25,15 @@ from dir_jax.model.regressor import RefinementRegressor
 
 # Projections whose planes are scalar fields times joint features (fused by `PlaneFusion`), with the
 # function giving the fields and the joints each plane blends.
-_SCALAR_FIELD_PROJECTIONS = {'bone': (image_space.bone_coefficients, image_space.BONE_ENDS),
-                             'mfp': (image_space.joint_coefficients, image_space.JOINT_ENDS)}
+_SCALAR_FIELD_PROJECTIONS = {
+    'bone': (image_space.bone_coefficients, image_space.BONE_ENDS),
+    'mfp': (image_space.joint_coefficients, image_space.JOINT_ENDS),
+}
 
 
 class Img2Joint(nn.Module):
   """Bilinear samples of the feature map at the joints, embedded per joint: (B,S,S,C) -> (B,21,emb)."""
+
   emb_dim: int
   dtype: jnp.dtype | None = None
 
@@ -58,6 +61,7 @@ class JointImageRefinement(nn.Module):
     threshold: projection mask radius in cells (1 at S=16, 2 at S=32 in the released code).
     dtype: compute dtype.
   """
+
   config: ModelConfig
   size: int
   threshold: float
@@ -76,11 +80,16 @@ class JointImageRefinement(nn.Module):
       fused, vis_img_feat = self.fuse_scalar_fields(result, joint_feats, train)
     else:
       planes = [self.project_planes(result[f'joint_uv_{side}'], joint_feats[side]) for side in SIDES]
-      fused = ConvBNReLUConv(self.config.img_feat_dim, self.config.img_feat_dim, kernel=3, name='fusion',
-                             dtype=self.dtype)(jnp.concatenate(planes, axis=-1), train)
+      fused = ConvBNReLUConv(
+          self.config.img_feat_dim, self.config.img_feat_dim, kernel=3, name='fusion', dtype=self.dtype
+      )(jnp.concatenate(planes, axis=-1), train)
       vis_img_feat = planes[0] + planes[1]
-    return result, {'img_feat': fused, 'joint_feat_left': joint_feats['left'],
-                    'joint_feat_right': joint_feats['right'], 'vis_img_feat': vis_img_feat}
+    return result, {
+        'img_feat': fused,
+        'joint_feat_left': joint_feats['left'],
+        'joint_feat_right': joint_feats['right'],
+        'vis_img_feat': vis_img_feat,
+    }
 
   def _shared_by_both_hands(self):
     """(BatchNorm slots, slot of a side) of the modules called for both hands (docs/quirks.md#q15):
@@ -105,7 +114,8 @@ class JointImageRefinement(nn.Module):
     for side, sign in (('left', -1), ('right', 1)):
       xyz_n = prev[f'joint_xyz_{side}'] / OFFSET_UNIT_M
       img = Img2Joint(config.emb_dim, name=f'img2joint_{side}', dtype=self.dtype)(
-          img_feat, prev[f'joint_uv_{side}'], train)
+          img_feat, prev[f'joint_uv_{side}'], train
+      )
       self.sow('intermediates', f'img2joint_{side}_out', img)
       pos = embedding(f'pos_emb_{side}')(xyz_n, train)
       self.sow('intermediates', f'pos_emb_{side}_out', pos)
@@ -123,8 +133,9 @@ class JointImageRefinement(nn.Module):
     or a per-joint Dense without it (`use_transformer=False`)."""
     config = self.config
     if config.use_transformer:
-      joint_feat = InterHandTransformer(config.joint_dim, blocks=config.transformer_blocks, name='interaction',
-                                        dtype=self.dtype)(joint_feat)
+      joint_feat = InterHandTransformer(
+          config.joint_dim, blocks=config.transformer_blocks, name='interaction', dtype=self.dtype
+      )(joint_feat)
     else:
       joint_feat = nn.Dense(config.joint_dim, name='interaction_linear', dtype=self.dtype)(joint_feat)
     self.sow('intermediates', 'interaction_out', joint_feat)
@@ -132,14 +143,16 @@ class JointImageRefinement(nn.Module):
 
   def regress(self, feat_left, feat_right, prev: dict, mano: ManoPair) -> dict:
     """Joint-space regression: new MANO parameters and offset -> the stage result (`hand_outputs`)."""
-    return RefinementRegressor(self.config.center_idx, self.config.camera_scale_init, name='regressor',
-                               dtype=self.dtype)(feat_left, feat_right, prev, mano)
+    return RefinementRegressor(
+        self.config.center_idx, self.config.camera_scale_init, name='regressor', dtype=self.dtype
+    )(feat_left, feat_right, prev, mano)
 
   def projection_features(self, feats: dict, train: bool) -> dict:
     """The per-joint features drawn into image space: `proj_feat_emb`, one module for both hands."""
     shared_slots, slot = self._shared_by_both_hands()
-    proj_feat_emb = ConvBNReLUConv(self.config.joint_dim, self.config.joint_dim, name='proj_feat_emb',
-                                   dtype=self.dtype, bn_slots=shared_slots)
+    proj_feat_emb = ConvBNReLUConv(
+        self.config.joint_dim, self.config.joint_dim, name='proj_feat_emb', dtype=self.dtype, bn_slots=shared_slots
+    )
     out = {}
     for side in SIDES:
       out[side] = proj_feat_emb(feats[side], train, slot(side))
@@ -171,8 +184,9 @@ class JointImageRefinement(nn.Module):
     coef_both = jnp.stack([coef['left'], coef['right']], axis=2)  # (B, S*S, 2, K, E)
     coef_both = coef_both.reshape(coef_both.shape[0], self.size, self.size, *coef_both.shape[2:])
     feat_both = jnp.stack([joint_feats['left'], joint_feats['right']], axis=1)  # (B, 2, 21, C)
-    fused = PlaneFusion(self.config.img_feat_dim, tuple(map(tuple, ends.tolist())), self.config.fusion, self.dtype,
-                        name='fusion')(coef_both, feat_both, train)
+    fused = PlaneFusion(
+        self.config.img_feat_dim, tuple(map(tuple, ends.tolist())), self.config.fusion, self.dtype, name='fusion'
+    )(coef_both, feat_both, train)
     to_planes = jax.vmap(image_space.planes_from_coefficients, in_axes=(0, 0, None))
     vis_img_feat = sum(to_planes(coef[side], joint_feats[side], ends) for side in SIDES)
     return fused, vis_img_feat.reshape(fused.shape[0], self.size, self.size, -1)
@@ -183,7 +197,8 @@ class JointImageRefinement(nn.Module):
     joints_uv = full_precision(joints_uv)
     if self.config.projection == 'sfp':
       return jax.vmap(image_space.project_single_plane, in_axes=(0, 0, None, None))(
-          joints_uv, joint_feat, self.size, self.threshold)
+          joints_uv, joint_feat, self.size, self.threshold
+      )
     # 'mhp', the only other projection ModelConfig admits here.
     heatmaps = jax.vmap(image_space.project_heatmaps, in_axes=(0, None, None))
     return heatmaps(joints_uv, self.size, self.config.heatmap_sigma).astype(joint_feat.dtype)
@@ -196,6 +211,7 @@ class RefinementStage(nn.Module):
   (skip source (B,S,S,Cs), MANO pair). Returns (E, result) as the new carry and (result, features)
   as the per-stage output.
   """
+
   projecter: JointImageRefinement  # scope 'projecter', the reference's attribute name
   img_feat_dim: int = 256
   train: bool = False
@@ -213,7 +229,7 @@ class RefinementStage(nn.Module):
     self.sow('intermediates', 'fusion_layer_out', fused)
     result, feats = self.projecter(fused, prev, mano, self.train)
     enhanced = residual(name='enhance_layer')(
-        jnp.concatenate([fused, feats['img_feat'].astype(fused.dtype)], axis=-1), self.train)
+        jnp.concatenate([fused, feats['img_feat'].astype(fused.dtype)], axis=-1), self.train
+    )
     self.sow('intermediates', 'enhance_layer_out', enhanced)
     return (enhanced, result), (result, feats)
-

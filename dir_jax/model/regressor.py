@@ -35,21 +35,27 @@ def hand_outputs(mano: ManoPair, para_left, para_right, offset, center_idx: int)
     chex.assert_shape(para, (None, MANO_PARA_DIM))
     verts, joints = network_mano(mano[side], para[:, :51], para[:, 51:61], center_idx=center_idx)
     camera = para[:, 61:64]
-    result.update({
-        f'mano_para_{side}': para, f'camera_{side}': camera,
-        f'joint_xyz_{side}': joints, f'mesh_xyz_{side}': verts,
-        f'joint_uv_{side}': project_weak_perspective(joints, camera),
-        f'mesh_uv_{side}': project_weak_perspective(verts, camera),
-    })
+    result.update(
+        {
+            f'mano_para_{side}': para,
+            f'camera_{side}': camera,
+            f'joint_xyz_{side}': joints,
+            f'mesh_xyz_{side}': verts,
+            f'joint_uv_{side}': project_weak_perspective(joints, camera),
+            f'mesh_uv_{side}': project_weak_perspective(verts, camera),
+        }
+    )
   return result
 
 
 def mano_head_bias_init(camera_scale: float):
   """Bias initialiser of a 64-vector head: zeros, with the weak-perspective scale (entry 61) at
   `camera_scale` (uv per metre). Only random initialisation uses it; converted weights replace it."""
+
   def init(key, shape, dtype=jnp.float32):
     del key
     return jnp.zeros(shape, dtype).at[61].set(camera_scale)
+
   return init
 
 
@@ -58,6 +64,7 @@ class InitRegressor(nn.Module):
 
   docs/architecture.md#initial-regressor.
   """
+
   center_idx: int = 0
   attention_dim: int = 1024  # hidden channels of the attention branch
   camera_scale_init: float = 0.0
@@ -69,14 +76,18 @@ class InitRegressor(nn.Module):
     offset = nn.Dense(3, name='offset', dtype=self.dtype)(jnp.mean(c4, axis=(1, 2)))
     paras = {}
     for side in ('left', 'right'):
-      attn = jax.nn.sigmoid(ConvBNReLUConv(self.attention_dim, 1, kernel=3, name=f'attention_{side}', dtype=self.dtype)(c4, train))
+      attn = jax.nn.sigmoid(
+          ConvBNReLUConv(self.attention_dim, 1, kernel=3, name=f'attention_{side}', dtype=self.dtype)(c4, train)
+      )
       self.sow('intermediates', f'attention_{side}_out', attn)
       # Attention pooling; the denominator's 1e-8 is the reference's (docs/quirks.md#q16).
       pooled = jnp.sum(c4 * attn, axis=(1, 2)) / (jnp.sum(attn, axis=(1, 2)) + 1e-8)
-      paras[side] = nn.Dense(MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype,
-                             bias_init=mano_head_bias_init(self.camera_scale_init))(pooled)
-    return hand_outputs(mano, full_precision(paras['left']), full_precision(paras['right']),
-                        full_precision(offset), self.center_idx)
+      paras[side] = nn.Dense(
+          MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype, bias_init=mano_head_bias_init(self.camera_scale_init)
+      )(pooled)
+    return hand_outputs(
+        mano, full_precision(paras['left']), full_precision(paras['right']), full_precision(offset), self.center_idx
+    )
 
 
 class RefinementRegressor(nn.Module):
@@ -86,6 +97,7 @@ class RefinementRegressor(nn.Module):
 
   Not residual: the previous 64-vector is an input, not a base to add to.
   """
+
   center_idx: int = 0
   camera_scale_init: float = 0.0
   dtype: jnp.dtype | None = None
@@ -98,8 +110,9 @@ class RefinementRegressor(nn.Module):
     para = {}
     for side, flat in (('left', flat_left), ('right', flat_right)):
       inputs = jnp.concatenate([flat, prev[f'mano_para_{side}'].astype(flat.dtype)], axis=-1)
-      para[side] = nn.Dense(MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype,
-                           bias_init=mano_head_bias_init(self.camera_scale_init))(inputs)
+      para[side] = nn.Dense(
+          MANO_PARA_DIM, name=f'mano_{side}', dtype=self.dtype, bias_init=mano_head_bias_init(self.camera_scale_init)
+      )(inputs)
       para[side] = full_precision(para[side])
     offset_in = jnp.concatenate([flat_left, flat_right, prev['offset'].astype(flat_left.dtype)], axis=-1)
     offset = full_precision(nn.Dense(3, name='offset', dtype=self.dtype)(offset_in))

@@ -30,9 +30,13 @@ def _merged_with_colors(meshes: Sequence[Mesh]) -> tuple[np.ndarray, np.ndarray,
   return verts, faces, mesh_rgb[face_mesh]
 
 
-def render_shaded(meshes: Sequence[Mesh], K: np.ndarray, height: int, width: int,
-                  light_dir_cam: Sequence[float] = rasterizer.DEFAULT_LIGHT_DIR_CAM
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def render_shaded(
+    meshes: Sequence[Mesh],
+    K: np.ndarray,
+    height: int,
+    width: int,
+    light_dir_cam: Sequence[float] = rasterizer.DEFAULT_LIGHT_DIR_CAM,
+) -> tuple[np.ndarray, np.ndarray]:
   """Shaded meshes seen through a pinhole camera.
 
   Args:
@@ -57,8 +61,13 @@ def composite(image_rgb_u8: np.ndarray, rgb: np.ndarray, mask: np.ndarray, alpha
   return out
 
 
-def render_overlay(image_rgb_u8: np.ndarray, meshes: Sequence[Mesh], K: np.ndarray, alpha: float = 0.8,
-                   light_dir_cam: Sequence[float] = rasterizer.DEFAULT_LIGHT_DIR_CAM) -> np.ndarray:
+def render_overlay(
+    image_rgb_u8: np.ndarray,
+    meshes: Sequence[Mesh],
+    K: np.ndarray,
+    alpha: float = 0.8,
+    light_dir_cam: Sequence[float] = rasterizer.DEFAULT_LIGHT_DIR_CAM,
+) -> np.ndarray:
   """Shaded meshes composited over an image.
 
   Args:
@@ -88,9 +97,14 @@ def yaw_rotation(yaw_deg: float) -> np.ndarray:
   return Rotation.from_euler('y', yaw_deg, degrees=True).as_matrix()
 
 
-def render_side_view(meshes: Sequence[Mesh], size: int = 256, yaw_deg: float = 90.0,
-                     background_rgb: Sequence[int] = (255, 255, 255), margin_frac: float = 0.1,
-                     light_dir_cam: Sequence[float] = rasterizer.DEFAULT_LIGHT_DIR_CAM) -> np.ndarray:
+def render_side_view(
+    meshes: Sequence[Mesh],
+    size: int = 256,
+    yaw_deg: float = 90.0,
+    background_rgb: Sequence[int] = (255, 255, 255),
+    margin_frac: float = 0.1,
+    light_dir_cam: Sequence[float] = rasterizer.DEFAULT_LIGHT_DIR_CAM,
+) -> np.ndarray:
   """The meshes turned together about the vertical axis through their joint centroid.
 
   An orthographic camera looks along +z, keeps the image upright (y down) and is fitted so the turned
@@ -116,8 +130,9 @@ def render_side_view(meshes: Sequence[Mesh], size: int = 256, yaw_deg: float = 9
   xy_px = (verts_view_m[:, :2] - (lo_m[:2] + hi_m[:2]) / 2) * px_per_m + size / 2
   # Orthographic depth: distance behind a plane 1 m in front of the nearest point, so all are > near.
   depth_m = verts_view_m[:, 2] - lo_m[2] + 1.0
-  fragments = rasterizer.rasterize(np.concatenate([xy_px, depth_m[:, None]], axis=1), faces, size, size,
-                                   perspective_correct=False)
+  fragments = rasterizer.rasterize(
+      np.concatenate([xy_px, depth_m[:, None]], axis=1), faces, size, size, perspective_correct=False
+  )
   rgb, mask = rasterizer.shade(fragments, verts_view_m, faces, face_rgb, light_dir_cam)
   out = np.empty((size, size, 3), np.uint8)
   out[:] = np.asarray(background_rgb, np.uint8)

@@ -42,6 +42,7 @@ class Fragments:
     bary: (H, W, 3) float32, barycentric weights of the face's three vertices at the pixel centre
       (perspective-correct when rasterised with `perspective_correct=True`); 0 where empty.
   """
+
   face_id: np.ndarray
   depth: np.ndarray
   bary: np.ndarray
@@ -107,12 +108,23 @@ def _edge_setup(xy_px: np.ndarray, orientation: np.ndarray) -> dict[str, np.ndar
   # Top-left rule in y-down pixels: a left edge runs upwards, a top edge runs in +x. The condition
   # flips with the direction, so exactly one of two triangles sharing an edge owns it.
   tie_inside = (dir_y < 0) | ((dir_y == 0) & (dir_x > 0))
-  return {'dir_x': dir_x, 'dir_y': dir_y, 'origin_x': origin[..., 0], 'origin_y': origin[..., 1],
-          'tie_inside': tie_inside}
+  return {
+      'dir_x': dir_x,
+      'dir_y': dir_y,
+      'origin_x': origin[..., 0],
+      'origin_y': origin[..., 1],
+      'tie_inside': tie_inside,
+  }
 
 
-def _covered_fragments(tri_index: np.ndarray, col0: np.ndarray, row0: np.ndarray, box_w: np.ndarray,
-                       box_h: np.ndarray, edges: dict[str, np.ndarray]):
+def _covered_fragments(
+    tri_index: np.ndarray,
+    col0: np.ndarray,
+    row0: np.ndarray,
+    box_w: np.ndarray,
+    box_h: np.ndarray,
+    edges: dict[str, np.ndarray],
+):
   """Pixel centres inside the given triangles.
 
   Args:
@@ -136,8 +148,9 @@ def _covered_fragments(tri_index: np.ndarray, col0: np.ndarray, row0: np.ndarray
   inside = np.ones(tri.size, bool)
   values = []
   for k in range(3):
-    value = (edges['dir_x'][tri, k] * (y_px - edges['origin_y'][tri, k])
-             - edges['dir_y'][tri, k] * (x_px - edges['origin_x'][tri, k]))
+    value = edges['dir_x'][tri, k] * (y_px - edges['origin_y'][tri, k]) - edges['dir_y'][tri, k] * (
+        x_px - edges['origin_x'][tri, k]
+    )
     inside &= (value > 0) | ((value == 0) & edges['tie_inside'][tri, k])
     values.append(value)
   keep = np.flatnonzero(inside)
@@ -145,8 +158,15 @@ def _covered_fragments(tri_index: np.ndarray, col0: np.ndarray, row0: np.ndarray
   return tri[keep], col[keep], row[keep], edge_values
 
 
-def rasterize(verts_px_depth: np.ndarray, faces: np.ndarray, height: int, width: int, *,
-              near: float = DEFAULT_NEAR_M, perspective_correct: bool = True) -> Fragments:
+def rasterize(
+    verts_px_depth: np.ndarray,
+    faces: np.ndarray,
+    height: int,
+    width: int,
+    *,
+    near: float = DEFAULT_NEAR_M,
+    perspective_correct: bool = True,
+) -> Fragments:
   """Rasterizes a triangle mesh with a z-buffer.
 
   Args:
@@ -176,17 +196,22 @@ def rasterize(verts_px_depth: np.ndarray, faces: np.ndarray, height: int, width:
 
   tri = verts_px_depth[faces]  # (F, 3, 3)
   xy_px, depth_vert = tri[..., :2], tri[..., 2]
-  area2 = ((xy_px[:, 1, 0] - xy_px[:, 0, 0]) * (xy_px[:, 2, 1] - xy_px[:, 0, 1])
-           - (xy_px[:, 1, 1] - xy_px[:, 0, 1]) * (xy_px[:, 2, 0] - xy_px[:, 0, 0]))
+  area2 = (xy_px[:, 1, 0] - xy_px[:, 0, 0]) * (xy_px[:, 2, 1] - xy_px[:, 0, 1]) - (xy_px[:, 1, 1] - xy_px[:, 0, 1]) * (
+      xy_px[:, 2, 0] - xy_px[:, 0, 0]
+  )
   with np.errstate(invalid='ignore'):  # non-finite vertices: their triangles are not drawn
     col0, col1 = _pixel_span(xy_px[..., 0].min(1), xy_px[..., 0].max(1), width)
     row0, row1 = _pixel_span(xy_px[..., 1].min(1), xy_px[..., 1].max(1), height)
-    drawn = (np.isfinite(tri).all(axis=(1, 2)) & (depth_vert > near).all(axis=1) & (area2 != 0)
-             & (col0 <= col1) & (row0 <= row1))
+    drawn = (
+        np.isfinite(tri).all(axis=(1, 2))
+        & (depth_vert > near).all(axis=1)
+        & (area2 != 0)
+        & (col0 <= col1)
+        & (row0 <= row1)
+    )
   drawn_faces = np.flatnonzero(drawn)
   if drawn_faces.size == 0:
-    return Fragments(face_id.reshape(height, width), depth.reshape(height, width),
-                     bary.reshape(height, width, 3))
+    return Fragments(face_id.reshape(height, width), depth.reshape(height, width), bary.reshape(height, width, 3))
 
   xy_px, depth_vert, area2 = xy_px[drawn_faces], depth_vert[drawn_faces], area2[drawn_faces]
   col0, row0 = col0[drawn_faces], row0[drawn_faces]
@@ -201,8 +226,9 @@ def rasterize(verts_px_depth: np.ndarray, faces: np.ndarray, height: int, width:
     done = cum_counts[bounds[-1] - 1] if bounds[-1] else 0
     end = int(np.searchsorted(cum_counts, done + _CHUNK_CANDIDATES, side='right'))
     bounds.append(max(end, bounds[-1] + 1))
-  chunks = [_covered_fragments(np.arange(lo, hi), col0, row0, box_w, box_h, edges)
-            for lo, hi in zip(bounds[:-1], bounds[1:])]
+  chunks = [
+      _covered_fragments(np.arange(lo, hi), col0, row0, box_w, box_h, edges) for lo, hi in zip(bounds[:-1], bounds[1:])
+  ]
   frag_tri, frag_col, frag_row, edge_values = (np.concatenate(parts) for parts in zip(*chunks))
 
   bary_screen = edge_values / np.abs(area2[frag_tri])[:, None]
@@ -227,12 +253,10 @@ def rasterize(verts_px_depth: np.ndarray, faces: np.ndarray, height: int, width:
   face_id[covered] = drawn_faces[frag_tri[winner]]
   depth[covered] = frag_depth32[winner]
   bary[covered] = frag_bary[winner]
-  return Fragments(face_id.reshape(height, width), depth.reshape(height, width),
-                   bary.reshape(height, width, 3))
+  return Fragments(face_id.reshape(height, width), depth.reshape(height, width), bary.reshape(height, width, 3))
 
 
-def interpolate_vertex_attributes(fragments: Fragments, faces: np.ndarray,
-                                  vertex_attrs: np.ndarray) -> np.ndarray:
+def interpolate_vertex_attributes(fragments: Fragments, faces: np.ndarray, vertex_attrs: np.ndarray) -> np.ndarray:
   """Per-vertex attributes interpolated at each pixel of the visible surface.
 
   Args:
@@ -252,8 +276,9 @@ def interpolate_vertex_attributes(fragments: Fragments, faces: np.ndarray,
   return out
 
 
-def merge_meshes(verts_list: Sequence[np.ndarray],
-                 faces_list: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def merge_meshes(
+    verts_list: Sequence[np.ndarray], faces_list: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Concatenates meshes into one, so one rasterisation resolves occlusion between them.
 
   Args:
@@ -273,8 +298,9 @@ def merge_meshes(verts_list: Sequence[np.ndarray],
   return verts, faces, face_mesh
 
 
-def render_seg_dense(meshes: Sequence[tuple[np.ndarray, np.ndarray, int, np.ndarray]], K: np.ndarray,
-                     height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def render_seg_dense(
+    meshes: Sequence[tuple[np.ndarray, np.ndarray, int, np.ndarray]], K: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Segmentation and dense-correspondence maps of meshes that occlude each other.
 
   Args:
@@ -309,9 +335,15 @@ def face_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
   return np.divide(normal, length, out=np.zeros_like(normal), where=length > 0)
 
 
-def shade(fragments: Fragments, verts_cam: np.ndarray, faces: np.ndarray, face_rgb: np.ndarray,
-          light_dir_cam: Sequence[float] = DEFAULT_LIGHT_DIR_CAM, ambient: float = 0.4,
-          diffuse: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+def shade(
+    fragments: Fragments,
+    verts_cam: np.ndarray,
+    faces: np.ndarray,
+    face_rgb: np.ndarray,
+    light_dir_cam: Sequence[float] = DEFAULT_LIGHT_DIR_CAM,
+    ambient: float = 0.4,
+    diffuse: float = 0.6,
+) -> tuple[np.ndarray, np.ndarray]:
   """Flat Lambertian + ambient shading of the visible faces.
 
   Args:

@@ -6,8 +6,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-def titled_row(panels: Sequence[np.ndarray], titles: Sequence[str], gap_px: int = 4,
-               background_rgb: Sequence[int] = (255, 255, 255), text_rgb: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+def titled_row(
+    panels: Sequence[np.ndarray],
+    titles: Sequence[str],
+    gap_px: int = 4,
+    background_rgb: Sequence[int] = (255, 255, 255),
+    text_rgb: Sequence[int] = (0, 0, 0),
+) -> np.ndarray:
   """Pictures side by side, each under its centred title.
 
   Args:

@@ -18,16 +18,24 @@ class TrainState(train_state.TrainState):
   """flax's `TrainState` (step, params, `tx`, opt_state; `apply_fn` is the model's `apply`) plus the
   BatchNorm running statistics. One optimizer step: `apply_gradients(grads=..., batch_stats=...)`,
   with the statistics from the forward that made the gradients."""
+
   batch_stats: Any = None
 
   def checkpoint_tree(self) -> dict:
     """The state as `dir_jax.checkpoint` stores it ('variables' first, so inference restores only it)."""
-    return {'variables': {'params': self.params, 'batch_stats': self.batch_stats},
-            'opt_state': self.opt_state, 'step': self.step}
+    return {
+        'variables': {'params': self.params, 'batch_stats': self.batch_stats},
+        'opt_state': self.opt_state,
+        'step': self.step,
+    }
 
   def replace_from_checkpoint(self, tree: dict) -> 'TrainState':
-    return self.replace(step=tree['step'], params=tree['variables']['params'],
-                        batch_stats=tree['variables']['batch_stats'], opt_state=tree['opt_state'])
+    return self.replace(
+        step=tree['step'],
+        params=tree['variables']['params'],
+        batch_stats=tree['variables']['batch_stats'],
+        opt_state=tree['opt_state'],
+    )
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int):
@@ -47,16 +55,28 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int):
   """AdamW with PyTorch's defaults (decoupled weight decay on every parameter, as the reference)."""
-  return optax.adamw(learning_rate_schedule(config, steps_per_epoch, total_steps), b1=config.b1, b2=config.b2,
-                     eps=config.eps, weight_decay=config.weight_decay)
+  return optax.adamw(
+      learning_rate_schedule(config, steps_per_epoch, total_steps),
+      b1=config.b1,
+      b2=config.b2,
+      eps=config.eps,
+      weight_decay=config.weight_decay,
+  )
 
 
-def create_train_state(model: DIR, tx: optax.GradientTransformation, rng: jax.Array, image_size: int,
-                       variables: dict | None = None) -> TrainState:
+def create_train_state(
+    model: DIR, tx: optax.GradientTransformation, rng: jax.Array, image_size: int, variables: dict | None = None
+) -> TrainState:
   """A fresh state (random init, or `variables` when given) with zero optimizer moments."""
   if variables is None:
     images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
     variables = model.init(rng, images, placeholder_mano())
   params, batch_stats = variables['params'], variables.get('batch_stats', {})
-  return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params, tx=tx,
-                    opt_state=tx.init(params), batch_stats=batch_stats)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      apply_fn=model.apply,
+      params=params,
+      tx=tx,
+      opt_state=tx.init(params),
+      batch_stats=batch_stats,
+  )

@@ -14,8 +14,16 @@ from dir_jax.train.state import TrainState
 from dir_jax.train.targets import ground_truth
 
 
-def train_step(state: TrainState, batch: dict, *, model: DIR, mano: ManoPair, loss_config: ml_collections.ConfigDict,
-               image_size: int, input_size: int) -> tuple[TrainState, dict[str, Any]]:
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    model: DIR,
+    mano: ManoPair,
+    loss_config: ml_collections.ConfigDict,
+    image_size: int,
+    input_size: int,
+) -> tuple[TrainState, dict[str, Any]]:
   """One optimizer step on a (globally sharded) batch.
 
   BatchNorm statistics are means over the batch axis; under `jit` with the batch sharded over the
@@ -28,10 +36,12 @@ def train_step(state: TrainState, batch: dict, *, model: DIR, mano: ManoPair, lo
   images = inference.model_input(batch['image'], input_size, model.dtype or jnp.float32)
 
   def loss_fn(params):
-    outputs, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images, mano,
-                                   train=True, mutable=['batch_stats'])
-    terms = losses.dir_losses(outputs, targets, mano.left.faces, mano.right.faces, loss_config,
-                              center_idx=model.config.center_idx)
+    outputs, updates = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, images, mano, train=True, mutable=['batch_stats']
+    )
+    terms = losses.dir_losses(
+        outputs, targets, mano.left.faces, mano.right.faces, loss_config, center_idx=model.config.center_idx
+    )
     return losses.total_loss(terms), (terms, updates['batch_stats'])
 
   (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

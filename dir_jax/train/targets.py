@@ -42,8 +42,12 @@ def ground_truth(batch: dict, mano: ManoPair, image_size: int) -> dict:
   targets = {'seg': batch['seg'].astype(jnp.int32), 'dense': batch['dense'].astype(jnp.float32)}
   for side in SIDES:
     verts_cam_m, joints_cam_m = gt_mano(
-        mano[side], batch[f'mano_{side}_root_rotmat'].astype(jnp.float32), batch[f'mano_{side}_hand_pose'],
-        batch[f'mano_{side}_betas'], batch[f'mano_{side}_trans'])
+        mano[side],
+        batch[f'mano_{side}_root_rotmat'].astype(jnp.float32),
+        batch[f'mano_{side}_hand_pose'],
+        batch[f'mano_{side}_betas'],
+        batch[f'mano_{side}_trans'],
+    )
     for kind, points in (('joint', joints_cam_m), ('mesh', verts_cam_m)):
       uv_norm = 2.0 * project_to_pixels(points, intrinsics) / image_size - 1.0
       targets[f'{kind}_2d_{side}'] = jnp.concatenate([uv_norm, points[..., 2:]], axis=-1)

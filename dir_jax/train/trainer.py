@@ -41,14 +41,16 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from dir_jax import checkpoint, evaluation, inference, metrics, parallel, protocol
-from dir_jax.convert.torch_checkpoint import (copy_shared_stats_to_slots, import_torchvision_resnet50,
-                                             load_torch_checkpoint)
+from dir_jax.convert.torch_checkpoint import (
+    copy_shared_stats_to_slots,
+    import_torchvision_resnet50,
+    load_torch_checkpoint,
+)
 from dir_jax.data import input_pipeline
 from dir_jax.mano import load_mano_pair
 from dir_jax.model.dir import placeholder_mano
 from dir_jax.train import state as state_lib
 from dir_jax.train import step as step_lib
-
 
 LOCK_FILE = '.train.lock'
 
@@ -81,7 +83,8 @@ def workdir_lock(workdir: str):
       holder = lock.read().strip() or 'unknown'
       raise WorkdirInUseError(
           f'{workdir} is in use by another training run ({holder}); two runs on one workdir would overwrite '
-          'each other\'s checkpoints. Wait for it to end or stop it, or give another --workdir.') from e
+          "each other's checkpoints. Wait for it to end or stop it, or give another --workdir."
+      ) from e
     lock.seek(0)
     lock.truncate()
     lock.write(f'pid {os.getpid()} on {socket.gethostname()}, since {time.strftime("%Y-%m-%d %H:%M:%S")}')
@@ -149,13 +152,14 @@ class _LibraryInfoFilter(logging.Filter):
 def quiet_library_logs() -> None:
   """Keeps the run's log readable: our progress lines, and only warnings from orbax."""
   from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+
   absl_logging.get_absl_handler().addFilter(_LibraryInfoFilter())
 
 
 def compute_dtype(name: str):
   dtypes = {'float32': None, 'bfloat16': jnp.bfloat16}
   if name not in dtypes:
-    raise ValueError(f"config.compute_dtype must be one of {sorted(dtypes)}, got {name!r}")
+    raise ValueError(f'config.compute_dtype must be one of {sorted(dtypes)}, got {name!r}')
   return dtypes[name]
 
 
@@ -224,8 +228,10 @@ def _check_best_metric(best_metric: str) -> None:
   except ValueError as e:
     problem = f' ({e})'
   if problem:
-    raise ValueError(f'config.best_metric={best_metric!r} must be PROTOCOL_KEY/METRIC/HAND, e.g. '
-                     f'{next(iter(metrics.SETTINGS))}/mpjpe/all{problem}')
+    raise ValueError(
+        f'config.best_metric={best_metric!r} must be PROTOCOL_KEY/METRIC/HAND, e.g. '
+        f'{next(iter(metrics.SETTINGS))}/mpjpe/all{problem}'
+    )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -253,28 +259,37 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   mano = load_mano_pair(config.mano_dir)
   builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
   if input_pipeline.has_single_hand_examples(builder):
-    raise ValueError(f"config.data.dataset_name={config.data.dataset_name!r} is interhand26m's 'all' config, whose "
-                     'single-hand examples have no MANO for the other hand; DIR trains on interacting hands: set '
-                     "config.data.dataset_name='interhand26m' (its 'interacting' config) and evaluate on 'all' "
-                     'with evaluate.py --config.data.dataset_name=interhand26m/all')
-  steps_per_epoch = input_pipeline.train_steps_per_epoch(builder, config.data.train_split, local_batch_size,
-                                                        jax.process_count())
+    raise ValueError(
+        f"config.data.dataset_name={config.data.dataset_name!r} is interhand26m's 'all' config, whose "
+        'single-hand examples have no MANO for the other hand; DIR trains on interacting hands: set '
+        "config.data.dataset_name='interhand26m' (its 'interacting' config) and evaluate on 'all' "
+        'with evaluate.py --config.data.dataset_name=interhand26m/all'
+    )
+  steps_per_epoch = input_pipeline.train_steps_per_epoch(
+      builder, config.data.train_split, local_batch_size, jax.process_count()
+  )
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
   model = build_model(config)
   tx = state_lib.make_optimizer(config.optimizer, steps_per_epoch, total_steps)
 
-  init_fn = jax.jit(lambda: model.init(jax.random.PRNGKey(config.seed),
-                                       jnp.zeros((1, config.model.input_size, config.model.input_size, 3)),
-                                       placeholder_mano()))
-  make_state = jax.jit(lambda v: state_lib.create_train_state(model, tx, None, config.model.input_size, v),
-                       out_shardings=replicated)
+  init_fn = jax.jit(
+      lambda: model.init(
+          jax.random.PRNGKey(config.seed),
+          jnp.zeros((1, config.model.input_size, config.model.input_size, 3)),
+          placeholder_mano(),
+      )
+  )
+  make_state = jax.jit(
+      lambda v: state_lib.create_train_state(model, tx, None, config.model.input_size, v), out_shardings=replicated
+  )
   training = checkpoint.training_facts(config.mano_dir, config.model.input_size)  # remembered by every checkpoint
   ckpt_dir, best_dir = os.path.join(workdir, checkpoint.CHECKPOINTS_DIR), os.path.join(workdir, checkpoint.BEST_DIR)
   mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.keep_checkpoints)
   _check_best_metric(config.best_metric)
   best_key = f'stage{len(config.model.stages)}/{config.best_metric}'
-  best_mngr = checkpoint.manager(best_dir, max_to_keep=1, best_fn=lambda m: m[best_key], best_mode='min',
-                                 keep_checkpoints_without_metrics=False)
+  best_mngr = checkpoint.manager(
+      best_dir, max_to_keep=1, best_fn=lambda m: m[best_key], best_mode='min', keep_checkpoints_without_metrics=False
+  )
   if mngr.all_steps():
     state = jax.eval_shape(lambda: make_state(init_fn()))  # structure only; every array is restored
     target = _abstract_state(state, replicated)
@@ -292,19 +307,36 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     state = make_state(_initial_variables(config, model, init_fn))
     start_step = 0
 
-  train_step = jax.jit(functools.partial(
-      step_lib.train_step, model=model, mano=mano, loss_config=config.loss, image_size=config.image_size,
-      input_size=config.model.input_size), in_shardings=(replicated, data_sharding),
-      out_shardings=(replicated, replicated), donate_argnums=0)
+  train_step = jax.jit(
+      functools.partial(
+          step_lib.train_step,
+          model=model,
+          mano=mano,
+          loss_config=config.loss,
+          image_size=config.image_size,
+          input_size=config.model.input_size,
+      ),
+      in_shardings=(replicated, data_sharding),
+      out_shardings=(replicated, replicated),
+      donate_argnums=0,
+  )
   ds = input_pipeline.create_train_dataset(
-      builder, config.data, mano, batch_size=local_batch_size, seed=config.seed, process_index=jax.process_index(),
-      process_count=jax.process_count(), start_step=start_step)
+      builder,
+      config.data,
+      mano,
+      batch_size=local_batch_size,
+      seed=config.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      start_step=start_step,
+  )
   put = functools.partial(parallel.global_batch, sharding=data_sharding)
   batches = DevicePrefetch(input_pipeline.numpy_batches(ds), put, config.device_prefetch_batches)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
-                                             every_steps=config.log_every_steps)
+  progress = periodic_actions.ReportProgress(
+      num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
+  )
   schedule = state_lib.learning_rate_schedule(config.optimizer, steps_per_epoch, total_steps)
   result: dict[str, Any] = {'step': start_step, 'train': {}, 'losses': [], 'eval': {}, 'preempted': False}
   # The first step whose loss was not finite (0: none yet), kept on the device and read on the host
@@ -312,14 +344,22 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   first_bad_step = jax.device_put(jnp.zeros((), jnp.int32), replicated)
   track_finite = jax.jit(_first_non_finite_step, donate_argnums=0)
   last_log_time, last_log_step = time.time(), start_step
-  logging.info('training steps %d..%d (%d per epoch), global batch %d on %d devices, %d processes',
-               start_step, total_steps, steps_per_epoch, config.batch_size, jax.device_count(), jax.process_count())
+  logging.info(
+      'training steps %d..%d (%d per epoch), global batch %d on %d devices, %d processes',
+      start_step,
+      total_steps,
+      steps_per_epoch,
+      config.batch_size,
+      jax.device_count(),
+      jax.process_count(),
+  )
   # One trace and compilation for every evaluation of the run.
   predict_fn = inference.make_predict_fn(model, mano, config.image_size, config.model.input_size)
 
   def run_eval(step):
-    results = evaluation.evaluate(model, {'params': state.params, 'batch_stats': state.batch_stats}, mano, builder,
-                                  config, mesh, predict_fn)
+    results = evaluation.evaluate(
+        model, {'params': state.params, 'batch_stats': state.batch_stats}, mano, builder, config, mesh, predict_fn
+    )
     writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.scalar_metrics(results).items()})
     if jax.process_index() == 0:
       with open(os.path.join(workdir, f'metrics_{step}.json'), 'w') as f:
@@ -352,8 +392,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         now = time.time()
         rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
         eta = (total_steps - step) / max(rate, 1e-9)
-        logging.info('step %d/%d  loss %.5f  %.2f steps/s  %.1f images/s  ETA %s', step, total_steps,
-                     scalars['loss'], rate, rate * config.batch_size, _format_seconds(eta))
+        logging.info(
+            'step %d/%d  loss %.5f  %.2f steps/s  %.1f images/s  ETA %s',
+            step,
+            total_steps,
+            scalars['loss'],
+            rate,
+            rate * config.batch_size,
+            _format_seconds(eta),
+        )
         last_log_time, last_log_step = now, step
         result['train'] = scalars
         result['losses'].append((step, scalars['loss']))
@@ -361,8 +408,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         mngr.save(step, args=checkpoint.save_args(state.checkpoint_tree(), model, training), force=True)
       if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0 or step == total_steps) and not stop:
         results = run_eval(step)
-        best_mngr.save(step, args=checkpoint.save_args(state.checkpoint_tree(), model, training),
-                       metrics=metrics.scalar_metrics(results), force=True)
+        best_mngr.save(
+            step,
+            args=checkpoint.save_args(state.checkpoint_tree(), model, training),
+            metrics=metrics.scalar_metrics(results),
+            force=True,
+        )
       result['step'] = step
       if stop:
         result['preempted'] = True
@@ -380,7 +431,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 def _last_good_checkpoint(mngr) -> str:
   mngr.wait_until_finished()
   last = mngr.latest_step()
-  return f'the last good checkpoint is step {last} in {mngr.directory}' if last is not None else 'no checkpoint was saved'
+  return (
+      f'the last good checkpoint is step {last} in {mngr.directory}' if last is not None else 'no checkpoint was saved'
+  )
 
 
 def _data_error(error, step: int, builder, config: ml_collections.ConfigDict, mngr) -> TrainingDataError:
@@ -392,7 +445,8 @@ def _data_error(error, step: int, builder, config: ml_collections.ConfigDict, mn
       f'reading the training data failed before step {step} ({type(error).__name__}: '
       f'{str(error).splitlines()[0] if str(error) else ""}). Damaged TFRecord files of {config.data.train_split!r}: '
       f'{files}; {_last_good_checkpoint(mngr)}. Rebuild the dataset (tfds build '
-      'data_prep/interhand26m) or restore those files, then restart: the run resumes from that checkpoint.')
+      'data_prep/interhand26m) or restore those files, then restart: the run resumes from that checkpoint.'
+  )
 
 
 def _first_non_finite_step(first_bad_step: jax.Array, loss: jax.Array, step: int) -> jax.Array:
@@ -404,9 +458,11 @@ def _check_finite(first_bad_step: jax.Array, mngr) -> None:
   """Raises NonFiniteLossError when a step's loss was not finite (`_first_non_finite_step`)."""
   step = int(jax.device_get(first_bad_step))
   if step:
-    raise NonFiniteLossError(f'loss is not finite at step {step}; {_last_good_checkpoint(mngr)}. Lower '
-                             'config.optimizer.learning_rate or check the data, then restart (the run resumes '
-                             'from that checkpoint).')
+    raise NonFiniteLossError(
+        f'loss is not finite at step {step}; {_last_good_checkpoint(mngr)}. Lower '
+        'config.optimizer.learning_rate or check the data, then restart (the run resumes '
+        'from that checkpoint).'
+    )
 
 
 def _format_seconds(seconds: float) -> str:

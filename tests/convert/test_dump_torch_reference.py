@@ -260,8 +260,24 @@ def setup(tmp_path):
 def test_writes_fixture_layout(setup, tmp_path, fixture_dir):
   reference, mano, images, checkpoint, state = setup
   out = str(tmp_path / 'out')
-  assert dump_mod.main(['dump', '--reference_code', reference, '--torch_checkpoint', checkpoint, '--mano_dir', mano,
-                        '--images', ','.join(images), '--out', out]) == 0
+  assert (
+      dump_mod.main(
+          [
+              'dump',
+              '--reference_code',
+              reference,
+              '--torch_checkpoint',
+              checkpoint,
+              '--mano_dir',
+              mano,
+              '--images',
+              ','.join(images),
+              '--out',
+              out,
+          ]
+      )
+      == 0
+  )
   assert sorted(os.listdir(out)) == ['eval_outputs.npz', 'index.json', 'inputs.npz', 'summary.json']
   outputs = np.load(os.path.join(out, 'eval_outputs.npz'))
   with open(os.path.join(fixture_dir, 'index.json')) as f:
@@ -271,13 +287,15 @@ def test_writes_fixture_layout(setup, tmp_path, fixture_dir):
   assert outputs['stage2.pd_joint_uv_left'].shape == (2, 21, 2)
   assert outputs['backbone.c1.b0'].shape == (1, 4, 64, 64) and outputs['backbone.c4'].shape == (2, 4, 8, 8)
   assert outputs['decoder.projecter_3.bone_dist_right'].shape == (2, 32 * 32, 20)
-  np.testing.assert_array_equal(outputs['decoder.projecter_4.bone_mask_left'],
-                                outputs['decoder.projecter_4.bone_dist_left'] < 1)
+  np.testing.assert_array_equal(
+      outputs['decoder.projecter_4.bone_mask_left'], outputs['decoder.projecter_4.bone_dist_left'] < 1
+  )
   assert outputs['decoder.projecter_4.bone_mask_left'].dtype == np.uint8
   assert outputs['decoder.projecter_4.bone_mask_left'].any()
   # Shared modules: one entry per call, left hand first.
-  assert not np.array_equal(outputs['decoder.projecter_3.global_pos_emb.call0'],
-                            outputs['decoder.projecter_3.global_pos_emb.call1'])
+  assert not np.array_equal(
+      outputs['decoder.projecter_3.global_pos_emb.call0'], outputs['decoder.projecter_3.global_pos_emb.call1']
+  )
   inputs = np.load(os.path.join(out, 'inputs.npz'))
   assert inputs['img'].shape == (2, 3, 256, 256) and inputs['img_rgb_u8'].dtype == np.uint8
   np.testing.assert_array_equal(inputs['img_rgb_u8'][1], np.asarray(Image.open(images[1])))
@@ -293,7 +311,8 @@ def test_writes_fixture_layout(setup, tmp_path, fixture_dir):
   assert summary['kept_as_built'] == 0 and summary['mano_buffers_max_abs_diff_vs_mano_dir'] == 0
   assert summary['eval_output_arrays'] == len(outputs.files)
   assert set(summary['bone_mask_min_abs_distance_minus_threshold']) == {
-      f'projecter_{s}.{h}' for s in (4, 3) for h in ('left', 'right')}
+      f'projecter_{s}.{h}' for s in (4, 3) for h in ('left', 'right')
+  }
 
 
 def _run(setup, tmp_path, checkpoint_obj, name):
@@ -319,11 +338,16 @@ def test_checkpoint_variants(setup, tmp_path):
     np.testing.assert_array_equal(wrapped[k], stripped[k], err_msg=k)
 
 
-@pytest.mark.parametrize('change, message', [
-    (lambda s: {k: v for k, v in s.items() if k != 'decoder.projecter_3.gcn_left.weight'},
-     r'1 missing learned keys \[.decoder\.projecter_3\.gcn_left\.weight.\]'),
-    (lambda s: {**s, 'decoder.extra.weight': torch.zeros(2)}, r"1 unexpected keys \['decoder\.extra\.weight'\]"),
-])
+@pytest.mark.parametrize(
+    'change, message',
+    [
+        (
+            lambda s: {k: v for k, v in s.items() if k != 'decoder.projecter_3.gcn_left.weight'},
+            r'1 missing learned keys \[.decoder\.projecter_3\.gcn_left\.weight.\]',
+        ),
+        (lambda s: {**s, 'decoder.extra.weight': torch.zeros(2)}, r"1 unexpected keys \['decoder\.extra\.weight'\]"),
+    ],
+)
 def test_checkpoint_must_fit(setup, tmp_path, change, message):
   with pytest.raises(ValueError, match=message):
     _run(setup, tmp_path, {'net': change(setup[4])}, 'bad')
@@ -339,19 +363,28 @@ def test_resize_is_bilinear_half_pixel_without_antialias():
   x = np.random.default_rng(1).uniform(0, 255, (37, 300, 3))
   for size in (256, 20):
     ours = dump_mod._resize_axis(dump_mod._resize_axis(x, size, 0), size, 1)  # pylint: disable=protected-access
-    ref = F.interpolate(torch.from_numpy(x).permute(2, 0, 1)[None], (size, size), mode='bilinear',
-                        align_corners=False, antialias=False)[0].permute(1, 2, 0).numpy()
+    ref = (
+        F.interpolate(
+            torch.from_numpy(x).permute(2, 0, 1)[None],
+            (size, size),
+            mode='bilinear',
+            align_corners=False,
+            antialias=False,
+        )[0]
+        .permute(1, 2, 0)
+        .numpy()
+    )
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-9)
 
 
 def test_load_image_crops_and_resizes(tmp_path):
   rng = np.random.default_rng(2)
-  wide = rng.integers(0, 256, (256, 300, 3), dtype=np.uint8)   # centre square needs no resize
+  wide = rng.integers(0, 256, (256, 300, 3), dtype=np.uint8)  # centre square needs no resize
   Image.fromarray(wide).save(tmp_path / 'wide.png')
   crop, info = dump_mod.load_image(str(tmp_path / 'wide.png'))
   np.testing.assert_array_equal(crop, wide[:, 22:278])
   assert info['crop_left_top_side'] == [22, 0, 256] and not info['resized']
-  big = rng.integers(0, 256, (600, 512), dtype=np.uint8)        # grey, tall, resized 512 -> 256
+  big = rng.integers(0, 256, (600, 512), dtype=np.uint8)  # grey, tall, resized 512 -> 256
   Image.fromarray(big).save(tmp_path / 'big.png')
   crop, info = dump_mod.load_image(str(tmp_path / 'big.png'))
   assert crop.shape == (256, 256, 3) and crop.dtype == np.uint8 and info['resized']
@@ -365,8 +398,24 @@ def test_load_image_crops_and_resizes(tmp_path):
 def test_reference_without_models_dir(tmp_path, capsys):
   with pytest.raises(dump_mod.ReferenceCodeError, match=r'has no models/dir\.py'):
     dump_mod.import_reference(str(tmp_path))
-  assert dump_mod.main(['dump', '--reference_code', str(tmp_path), '--torch_checkpoint', 'x.pth', '--mano_dir',
-                        str(tmp_path), '--images', 'x.png', '--out', str(tmp_path / 'out')]) == 2
+  assert (
+      dump_mod.main(
+          [
+              'dump',
+              '--reference_code',
+              str(tmp_path),
+              '--torch_checkpoint',
+              'x.pth',
+              '--mano_dir',
+              str(tmp_path),
+              '--images',
+              'x.png',
+              '--out',
+              str(tmp_path / 'out'),
+          ]
+      )
+      == 2
+  )
   assert 'error:' in capsys.readouterr().err
 
 
@@ -395,16 +444,23 @@ def test_chumpy_stand_in_reads_pickled_ch_objects():
 def test_runs_without_jax(setup, tmp_path):
   """The script must run where only torch is installed: no jax or flax module gets imported."""
   reference, mano, images, checkpoint, _ = setup
-  code = textwrap.dedent(f'''
+  code = textwrap.dedent(f"""
       import sys
       from tools import dump_torch_reference
       rc = dump_torch_reference.main(['dump', '--reference_code', {reference!r}, '--torch_checkpoint', {checkpoint!r},
                                       '--mano_dir', {mano!r}, '--images', {','.join(images)!r},
                                       '--out', {str(tmp_path / 'sub')!r}, '--train_steps', '1'])
       print('rc', rc, 'jax modules', sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax')))
-  ''')
-  result = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, 'PYTHONPATH': REPO_ROOT}, check=False)
+  """)
+  result = subprocess.run(
+      [sys.executable, '-c', code],
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+      env={**os.environ, 'PYTHONPATH': REPO_ROOT},
+      check=False,
+  )
   assert 'rc 0 jax modules []' in result.stdout, result.stdout + result.stderr
 
 
@@ -415,15 +471,44 @@ def test_runs_without_jax(setup, tmp_path):
 def test_training_steps_write_the_fixture_layout(setup, tmp_path, fixture_dir):
   reference, mano, images, checkpoint, state = setup
   out = str(tmp_path / 'out')
-  assert dump_mod.main(['dump', '--reference_code', reference, '--torch_checkpoint', checkpoint, '--mano_dir', mano,
-                        '--images', ','.join(images), '--out', out, '--train_steps', '2', '--thread_spread']) == 0
-  assert sorted(os.listdir(out)) == ['eval_outputs.npz', 'index.json', 'inputs.npz', 'state_dict_shapes.json',
-                                     'summary.json', 'train.npz', 'train_grad_norms.json', 'train_losses.json',
-                                     'train_steps.json', 'train_steps.npz']
+  assert (
+      dump_mod.main(
+          [
+              'dump',
+              '--reference_code',
+              reference,
+              '--torch_checkpoint',
+              checkpoint,
+              '--mano_dir',
+              mano,
+              '--images',
+              ','.join(images),
+              '--out',
+              out,
+              '--train_steps',
+              '2',
+              '--thread_spread',
+          ]
+      )
+      == 0
+  )
+  assert sorted(os.listdir(out)) == [
+      'eval_outputs.npz',
+      'index.json',
+      'inputs.npz',
+      'state_dict_shapes.json',
+      'summary.json',
+      'train.npz',
+      'train_grad_norms.json',
+      'train_losses.json',
+      'train_steps.json',
+      'train_steps.npz',
+  ]
   steps = np.load(os.path.join(out, 'train_steps.npz'))
   # The shared fixture's keys, in its order, for the steps taken (its full final arrays are not written).
-  expected = [k for k in np.load(os.path.join(fixture_dir, 'train_steps.npz')).files
-              if not k.startswith(('final.', 'step3.'))]
+  expected = [
+      k for k in np.load(os.path.join(fixture_dir, 'train_steps.npz')).files if not k.startswith(('final.', 'step3.'))
+  ]
   assert steps.files == expected
   with open(os.path.join(out, 'train_steps.json')) as f:
     info = json.load(f)
@@ -436,10 +521,13 @@ def test_training_steps_write_the_fixture_layout(setup, tmp_path, fixture_dir):
   # No gradient: never called; zero by construction: an exactly zero gradient, and biases feeding a BatchNorm.
   assert info['no_grad'] == ['backbone.fc.weight', 'backbone.fc.bias']
   assert sorted(info['zero_by_construction']) == sorted(
-      ['decoder.seg.0.bias'] + [f'decoder.projecter_{s}.{m}' for s in (4, 3)
-                                for m in ('pos_emb_left.0.bias', 'pos_emb_right.0.bias', 'e_0')])
+      ['decoder.seg.0.bias']
+      + [f'decoder.projecter_{s}.{m}' for s in (4, 3) for m in ('pos_emb_left.0.bias', 'pos_emb_right.0.bias', 'e_0')]
+  )
   no_grad = [params.index(n) for n in info['no_grad']]
-  assert np.isnan(steps['grad_norm'][:, no_grad]).all() and not np.isnan(np.delete(steps['grad_norm'], no_grad, 1)).any()
+  assert (
+      np.isnan(steps['grad_norm'][:, no_grad]).all() and not np.isnan(np.delete(steps['grad_norm'], no_grad, 1)).any()
+  )
   np.testing.assert_array_equal(steps['update_norm'][:, no_grad], 0)
   # AdamW with decoupled decay on every tensor: a zero gradient leaves only the decay, (1 - lr * wd) per step.
   for s in (4, 3):
@@ -467,6 +555,7 @@ def test_training_steps_write_the_fixture_layout(setup, tmp_path, fixture_dir):
 
 def test_training_steps_are_read_by_compare_training(setup, tmp_path):
   from dir_jax.convert import compare_training  # pylint: disable=import-outside-toplevel  # jax only here
+
   reference, mano, images, checkpoint, _ = setup
   out = str(tmp_path / 'out')
   dump_mod.dump(reference, checkpoint, mano, images, out, training={'n_steps': 1})
@@ -488,10 +577,13 @@ def _fixture_templates(fixture_dir):
 def test_targets_reproduce_the_fixture(fixture_dir):
   """Projection, normalisation, centre and the painted seg/dense maps against the fixture's train.npz."""
   from tools import dump_torch_training  # pylint: disable=import-outside-toplevel
+
   train = np.load(os.path.join(fixture_dir, 'train.npz'))
   gt = dump_torch_training.targets_from_geometry(
       {h: train[f'gt.joint_3d_{h}'] for h in ('left', 'right')},
-      {h: train[f'gt.mesh_3d_{h}'] for h in ('left', 'right')}, _fixture_templates(fixture_dir))
+      {h: train[f'gt.mesh_3d_{h}'] for h in ('left', 'right')},
+      _fixture_templates(fixture_dir),
+  )
   for key, value in gt.items():
     assert value.dtype == train[key].dtype and value.shape == train[key].shape, key
     atol = 1e-4 if '_uv_px_' in key else 1e-6  # the fixture projected its float64 points
@@ -506,6 +598,7 @@ def test_synthetic_targets_draw_as_the_fixture(fixture_dir):
   """The random draws (order, distributions, 6D layout) and the root placement of the fixture's targets;
   the MANO layer is replaced by one that returns the fixture's own wrist-centred hands."""
   from tools import dump_torch_training  # pylint: disable=import-outside-toplevel
+
   train = np.load(os.path.join(fixture_dir, 'train.npz'))
   seen = {}
 
@@ -513,11 +606,16 @@ def test_synthetic_targets_draw_as_the_fixture(fixture_dir):
     def call(pose, betas):
       seen[hand] = (pose.numpy(), betas.numpy())
       root = train[f'gt.root_{hand}'][:, None]
-      return (torch.from_numpy(train[f'gt.mesh_3d_{hand}'] - root), torch.from_numpy(train[f'gt.joint_3d_{hand}'] - root))
+      return (
+          torch.from_numpy(train[f'gt.mesh_3d_{hand}'] - root),
+          torch.from_numpy(train[f'gt.joint_3d_{hand}'] - root),
+      )
+
     return call
 
-  gt = dump_torch_training.synthetic_targets({h: layer(h) for h in ('left', 'right')}, _fixture_templates(fixture_dir),
-                                             batch=2, seed=0)
+  gt = dump_torch_training.synthetic_targets(
+      {h: layer(h) for h in ('left', 'right')}, _fixture_templates(fixture_dir), batch=2, seed=0
+  )
   for hand in ('left', 'right'):
     np.testing.assert_allclose(seen[hand][0], train[f'gt.mano_pose_{hand}'], rtol=0, atol=1e-7)
     np.testing.assert_allclose(seen[hand][1], train[f'gt.mano_beta_{hand}'], rtol=0, atol=1e-7)
@@ -528,6 +626,7 @@ def test_synthetic_targets_draw_as_the_fixture(fixture_dir):
 
 def test_targets_file_is_checked(setup, tmp_path, fixture_dir):
   from tools import dump_torch_training  # pylint: disable=import-outside-toplevel
+
   train = dict(np.load(os.path.join(fixture_dir, 'train.npz')))
   path = str(tmp_path / 'targets.npz')
   np.savez(path, **{k: v for k, v in train.items() if k != 'gt.center_left'})
@@ -539,9 +638,44 @@ def test_targets_file_is_checked(setup, tmp_path, fixture_dir):
     dump_torch_training.read_targets(path, 3)
   reference, mano, images, checkpoint, _ = setup
   out = str(tmp_path / 'given')
-  assert dump_mod.main(['dump', '--reference_code', reference, '--torch_checkpoint', checkpoint, '--mano_dir', mano,
-                        '--images', ','.join(images), '--out', out, '--train_steps', '1', '--targets', path]) == 0
+  assert (
+      dump_mod.main(
+          [
+              'dump',
+              '--reference_code',
+              reference,
+              '--torch_checkpoint',
+              checkpoint,
+              '--mano_dir',
+              mano,
+              '--images',
+              ','.join(images),
+              '--out',
+              out,
+              '--train_steps',
+              '1',
+              '--targets',
+              path,
+          ]
+      )
+      == 0
+  )
   np.testing.assert_array_equal(np.load(os.path.join(out, 'train.npz'))['gt.dense'], train['gt.dense'])
   with pytest.raises(SystemExit):
-    dump_mod.main(['dump', '--reference_code', reference, '--torch_checkpoint', checkpoint, '--mano_dir', mano,
-                   '--images', ','.join(images), '--out', out, '--targets', path])
+    dump_mod.main(
+        [
+            'dump',
+            '--reference_code',
+            reference,
+            '--torch_checkpoint',
+            checkpoint,
+            '--mano_dir',
+            mano,
+            '--images',
+            ','.join(images),
+            '--out',
+            out,
+            '--targets',
+            path,
+        ]
+    )

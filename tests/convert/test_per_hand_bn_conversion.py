@@ -14,8 +14,11 @@ from dir_jax.convert.torch_checkpoint import ConversionError, convert_state_dict
 from dir_jax.model.config import ModelConfig
 from dir_jax.model.dir import DIR, abstract_variables
 
-SHARED_BN = [(f'decoder.projecter_{suffix}.{module}.1', group, stacked)
-             for suffix, group, stacked in fixture.RELEASED_GROUPS for module in ('global_pos_emb', 'proj_feat_emb')]
+SHARED_BN = [
+    (f'decoder.projecter_{suffix}.{module}.1', group, stacked)
+    for suffix, group, stacked in fixture.RELEASED_GROUPS
+    for module in ('global_pos_emb', 'proj_feat_emb')
+]
 
 
 @pytest.fixture(scope='module')

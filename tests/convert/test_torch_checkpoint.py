@@ -9,8 +9,12 @@ import torch
 
 from dir_jax import checkpoint
 from dir_jax.convert import export_orbax, fixture
-from dir_jax.convert.torch_checkpoint import (ConversionError, convert_state_dict, import_torchvision_resnet50,
-                                              load_torch_checkpoint)
+from dir_jax.convert.torch_checkpoint import (
+    ConversionError,
+    convert_state_dict,
+    import_torchvision_resnet50,
+    load_torch_checkpoint,
+)
 from dir_jax.mano import load_mano_pair
 from dir_jax.model.dir import DIR
 
@@ -43,29 +47,38 @@ def test_report_counts(setup):
 def test_layouts(setup):
   model, template, weights = setup
   variables, _ = convert_state_dict(weights, template, model.config.stages)
-  np.testing.assert_array_equal(variables['params']['backbone']['conv1']['kernel'],
-                                weights['backbone.conv1.weight'].transpose(2, 3, 1, 0))
-  np.testing.assert_array_equal(variables['params']['init_regressor']['mano_left']['kernel'],
-                                weights['init_regressor.mano_left.weight'].T)
+  np.testing.assert_array_equal(
+      variables['params']['backbone']['conv1']['kernel'], weights['backbone.conv1.weight'].transpose(2, 3, 1, 0)
+  )
+  np.testing.assert_array_equal(
+      variables['params']['init_regressor']['mano_left']['kernel'], weights['init_regressor.mano_left.weight'].T
+  )
   proj3 = variables['params']['decoder']['group_1']['projecter']
-  np.testing.assert_array_equal(proj3['pos_emb_left']['0']['kernel'][0],
-                                weights['decoder.projecter_3.pos_emb_left.0.weight'][:, :, 0].T)
-  np.testing.assert_array_equal(variables['batch_stats']['decoder']['group_0']['skip_layer']['bn1']['var'],
-                                weights['decoder.skip_layer4.bn1.running_var'])
+  np.testing.assert_array_equal(
+      proj3['pos_emb_left']['0']['kernel'][0], weights['decoder.projecter_3.pos_emb_left.0.weight'][:, :, 0].T
+  )
+  np.testing.assert_array_equal(
+      variables['batch_stats']['decoder']['group_0']['skip_layer']['bn1']['var'],
+      weights['decoder.skip_layer4.bn1.running_var'],
+  )
 
 
 def test_missing_key(setup):
   model, template, weights = setup
   broken = dict(weights)
   del broken['decoder.projecter_3.gcn_left.gconv_layers.2.gconv.W']
-  with pytest.raises(ConversionError, match=r'not in the checkpoint: .*group_1/projecter/gcn_left/gconv_layers/2/gconv/W'):
+  with pytest.raises(
+      ConversionError, match=r'not in the checkpoint: .*group_1/projecter/gcn_left/gconv_layers/2/gconv/W'
+  ):
     convert_state_dict(broken, template, model.config.stages)
 
 
 def test_extra_key(setup):
   model, template, weights = setup
   with pytest.raises(ConversionError, match=r'match no model variable: decoder\.extra_head\.weight'):
-    convert_state_dict({**weights, 'decoder.extra_head.weight': np.zeros((3, 3), np.float32)}, template, model.config.stages)
+    convert_state_dict(
+        {**weights, 'decoder.extra_head.weight': np.zeros((3, 3), np.float32)}, template, model.config.stages
+    )
 
 
 def test_wrong_shape(setup):
@@ -90,15 +103,17 @@ def test_torchvision_resnet50_import_reproduces_backbone_features(setup, fixture
   """torchvision's ResNet-50 names are DIR's backbone names without the prefix: importing the
   fixture's backbone as a torchvision state dict into a fresh model reproduces the reference's c3/c4."""
   model, template, weights = setup
-  torchvision_state = {k[len('backbone.'):]: v for k, v in weights.items() if k.startswith('backbone.')}
+  torchvision_state = {k[len('backbone.') :]: v for k, v in weights.items() if k.startswith('backbone.')}
   assert 'fc.weight' in torchvision_state and 'layer4.2.bn3.running_var' in torchvision_state
   mano = load_mano_pair(f'{fixture_dir}/mano')
   images = np.load(f'{fixture_dir}/inputs.npz')['img'].transpose(0, 2, 3, 1)
   fresh = jax.jit(lambda x: model.init(jax.random.PRNGKey(1), x, mano))(images[:1])
   variables, report = import_torchvision_resnet50(torchvision_state, fresh)
   assert report.unused == ['backbone.fc.weight', 'backbone.fc.bias'] and not report.missing
-  np.testing.assert_array_equal(variables['params']['init_regressor']['mano_left']['kernel'],
-                                fresh['params']['init_regressor']['mano_left']['kernel'])
+  np.testing.assert_array_equal(
+      variables['params']['init_regressor']['mano_left']['kernel'],
+      fresh['params']['init_regressor']['mano_left']['kernel'],
+  )
   _, state = jax.jit(lambda v, x: model.apply(v, x, mano, mutable=['intermediates']))(variables, images)
   reference = np.load(f'{fixture_dir}/eval_outputs.npz')
   for level in ('c3', 'c4'):
@@ -109,7 +124,7 @@ def test_torchvision_resnet50_import_reproduces_backbone_features(setup, fixture
 
 def test_torchvision_import_rejects_a_wrong_shape(setup):
   model, template, weights = setup
-  state = {k[len('backbone.'):]: v for k, v in weights.items() if k.startswith('backbone.')}
+  state = {k[len('backbone.') :]: v for k, v in weights.items() if k.startswith('backbone.')}
   state['layer2.0.conv2.weight'] = state['layer2.0.conv2.weight'][:, :64]
   with pytest.raises(ConversionError, match=r'layer2\.0\.conv2\.weight: shape'):
     import_torchvision_resnet50(state, template)
@@ -127,8 +142,15 @@ def test_export_orbax_round_trip(setup, fixture_dir, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(variables), expected)
 
 
-@pytest.mark.parametrize('name, content', [('notes.pth', b'just some text\n' * 40), ('empty.pth', b''),
-                                           ('zip.pth', b'PK\x03\x04' + b'\x00' * 60), ('bad.npz', b'not a zip')])
+@pytest.mark.parametrize(
+    'name, content',
+    [
+        ('notes.pth', b'just some text\n' * 40),
+        ('empty.pth', b''),
+        ('zip.pth', b'PK\x03\x04' + b'\x00' * 60),
+        ('bad.npz', b'not a zip'),
+    ],
+)
 def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, name, content):
   path = tmp_path / name
   path.write_bytes(content)

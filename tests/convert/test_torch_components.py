@@ -98,8 +98,9 @@ def test_sample_joints_matches_grid_sample():
   b, c, h, w = 2, 5, 7, 9  # odd, non-square: catches swapped x/y and H/W
   maps = rng.normal(size=(b, c, h, w)).astype(np.float32)
   uv = np.stack([_sample_points(rng, h, w), _sample_points(rng, h, w)[::-1]])  # (B, J, 2)
-  ref = F.grid_sample(torch.from_numpy(maps), torch.from_numpy(uv)[:, None], mode='bilinear',
-                      padding_mode='zeros', align_corners=False)  # (B, C, 1, J)
+  ref = F.grid_sample(
+      torch.from_numpy(maps), torch.from_numpy(uv)[:, None], mode='bilinear', padding_mode='zeros', align_corners=False
+  )  # (B, C, 1, J)
   ours = jax.jit(sample_joints)(maps.transpose(0, 2, 3, 1), uv)  # (B, J, C)
   np.testing.assert_allclose(np.asarray(ours), ref[:, :, 0].numpy().transpose(0, 2, 1), rtol=0, atol=SAMPLE_ATOL)
   # The last four points (first four of the reversed second row) have every tap outside: exact zeros.
@@ -129,13 +130,18 @@ def test_grid_sample_point_gradient_wrt_features():
 # (docs/quirks.md#q11).
 
 
-@pytest.mark.parametrize('h, w, factor, atol', [
-    (8, 8, 2, SAMPLE_ATOL), (7, 5, 2, SAMPLE_ATOL), (1, 3, 2, SAMPLE_ATOL),
-    # With factor 3 the source coordinate (dst + 0.5) / 3 - 0.5 is inexact; torch rounds it in float32
-    # arithmetic, we in float64 and cast: weights differ by an ulp of the coordinate (~5e-7 here) times
-    # neighbour differences of up to ~4. DIR only upsamples by 2, where the coordinates are exact.
-    (5, 4, 3, 5e-6),
-])
+@pytest.mark.parametrize(
+    'h, w, factor, atol',
+    [
+        (8, 8, 2, SAMPLE_ATOL),
+        (7, 5, 2, SAMPLE_ATOL),
+        (1, 3, 2, SAMPLE_ATOL),
+        # With factor 3 the source coordinate (dst + 0.5) / 3 - 0.5 is inexact; torch rounds it in float32
+        # arithmetic, we in float64 and cast: weights differ by an ulp of the coordinate (~5e-7 here) times
+        # neighbour differences of up to ~4. DIR only upsamples by 2, where the coordinates are exact.
+        (5, 4, 3, 5e-6),
+    ],
+)
 def test_upsample_bilinear_matches_torch(h, w, factor, atol):
   x = _rng(h * w).normal(size=(2, 3, h, w)).astype(np.float32)
   ref = torch.nn.Upsample(scale_factor=factor, mode='bilinear')(torch.from_numpy(x)).numpy()
@@ -165,6 +171,7 @@ class TorchAttention(torch.nn.Module):
 
 
 class TorchBlock(torch.nn.Module):
+
   def __init__(self, dim, heads, mlp_ratio):
     super().__init__()
     self.norm1 = torch.nn.LayerNorm(dim, eps=1e-6)
@@ -217,6 +224,7 @@ def test_attention_matches_torch_sdpa():
 
 
 class _Interaction(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     return InterHandTransformer(name='interaction')(x)
@@ -249,13 +257,16 @@ def test_inter_hand_transformer_matches_torch():
 # Converted layers: torch module -> state dict -> convert_state_dict -> Flax module, same outputs.
 
 
-@pytest.mark.parametrize('kernel, stride, padding, bias', [
-    (3, 1, 1, True),    # Residual conv2, heads
-    (1, 1, 0, True),    # 1x1 with bias
-    (3, 2, 1, False),   # ResNet v1.5 strided 3x3
-    (1, 2, 0, False),   # ResNet downsample
-    (7, 2, 3, False),   # ResNet stem
-])
+@pytest.mark.parametrize(
+    'kernel, stride, padding, bias',
+    [
+        (3, 1, 1, True),  # Residual conv2, heads
+        (1, 1, 0, True),  # 1x1 with bias
+        (3, 2, 1, False),  # ResNet v1.5 strided 3x3
+        (1, 2, 0, False),  # ResNet downsample
+        (7, 2, 3, False),  # ResNet stem
+    ],
+)
 def test_conv2d_round_trip(kernel, stride, padding, bias):
   torch.manual_seed(kernel + stride)
   ref_module = torch.nn.Conv2d(6, 8, kernel, stride, padding, bias=bias)
@@ -336,8 +347,12 @@ def test_batchnorm_train_uses_batch_stats_and_updates_running_stats(dims):
 def test_conv_bn_relu_conv_round_trip(first_bias):
   """The reference's Sequential heads (seg, dense, conv_final: children '0', '1', '3')."""
   torch.manual_seed(4)
-  ref_module = torch.nn.Sequential(torch.nn.Conv2d(6, 8, 3, 1, 1, bias=first_bias), torch.nn.BatchNorm2d(8),
-                                   torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 1))
+  ref_module = torch.nn.Sequential(
+      torch.nn.Conv2d(6, 8, 3, 1, 1, bias=first_bias),
+      torch.nn.BatchNorm2d(8),
+      torch.nn.ReLU(),
+      torch.nn.Conv2d(8, 3, 1),
+  )
   _randomize_all_bn(ref_module, _rng(12))
   ref_module.eval()
   x = _rng(13).normal(size=(2, 6, 9, 9)).astype(np.float32)
@@ -373,8 +388,9 @@ class TorchBottleneck(torch.nn.Module):
     self.conv1, self.bn1 = torch.nn.Conv2d(cin, width, 1, bias=False), torch.nn.BatchNorm2d(width)
     self.conv2, self.bn2 = torch.nn.Conv2d(width, width, 3, stride, 1, bias=False), torch.nn.BatchNorm2d(width)
     self.conv3, self.bn3 = torch.nn.Conv2d(width, 4 * width, 1, bias=False), torch.nn.BatchNorm2d(4 * width)
-    self.downsample = torch.nn.Sequential(torch.nn.Conv2d(cin, 4 * width, 1, stride, bias=False),
-                                          torch.nn.BatchNorm2d(4 * width))
+    self.downsample = torch.nn.Sequential(
+        torch.nn.Conv2d(cin, 4 * width, 1, stride, bias=False), torch.nn.BatchNorm2d(4 * width)
+    )
 
   def forward(self, x):
     h = F.relu(self.bn1(self.conv1(x)))

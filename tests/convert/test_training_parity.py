@@ -53,11 +53,16 @@ def test_decay_left_out_for_biases_and_norm_scales_fails(training):
   lr_wd = ours.learning_rates[0] * compare_training.reference_optimizer_config()[0].weight_decay
   after = copy.deepcopy(ours.after_step1)
   after['params'] = jax.tree_util.tree_map_with_path(
-      lambda path, a, b: a + lr_wd * b if path[-1].key in ('bias', 'scale') else a, after['params'],
-      ours.before['params'])
+      lambda path, a, b: a + lr_wd * b if path[-1].key in ('bias', 'scale') else a,
+      after['params'],
+      ours.before['params'],
+  )
   failed = _failures(training, after_step1=after)
-  assert [k for k in failed if not k.startswith('update norm')] == [
-      k for k in failed if k.startswith('sum of all norm scale updates')] != [], failed
+  assert (
+      [k for k in failed if not k.startswith('update norm')]
+      == [k for k in failed if k.startswith('sum of all norm scale updates')]
+      != []
+  ), failed
 
 
 def test_wrong_batchnorm_momentum_fails(training):

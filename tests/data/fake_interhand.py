@@ -31,8 +31,7 @@ def _gt_vertices(asset, root_rotmat, hand_pose, betas, trans):
 
 def hand_vertices(asset: ManoAsset, params: dict[str, np.ndarray]) -> np.ndarray:
   """(778, 3) float64 camera-frame metres of one hand posed by `params` (`schema.MANO_KEYS`)."""
-  return np.asarray(_gt_vertices(asset, *(jnp.asarray(params[k], jnp.float32) for k in schema.MANO_KEYS)),
-                    np.float64)
+  return np.asarray(_gt_vertices(asset, *(jnp.asarray(params[k], jnp.float32) for k in schema.MANO_KEYS)), np.float64)
 
 
 def dense_colors(pair: ManoPair) -> np.ndarray:
@@ -45,8 +44,10 @@ def dense_colors(pair: ManoPair) -> np.ndarray:
 def render(pair: ManoPair, hands: dict[str, dict[str, np.ndarray]], intrinsics: np.ndarray):
   """seg (H, W) uint8 with schema labels and dense (H, W, 3) float32 of both hands seen through K."""
   colors = dense_colors(pair)
-  meshes = [(hand_vertices(pair[side], hands[side]), np.asarray(pair[side].faces), schema.SEG_LABEL[side],
-             colors) for side in schema.SIDES]
+  meshes = [
+      (hand_vertices(pair[side], hands[side]), np.asarray(pair[side].faces), schema.SEG_LABEL[side], colors)
+      for side in schema.SIDES
+  ]
   return rasterizer.render_seg_dense(meshes, intrinsics, SIZE, SIZE)
 
 
@@ -71,9 +72,14 @@ def random_hands(pair: ManoPair, rng: np.random.Generator) -> dict[str, dict[str
 def random_example(pair: ManoPair, rng: np.random.Generator, image_id: int) -> dict:
   """One example as the tfds builder yields it (nested `mano`, seg (H, W, 1), dense uint8)."""
   focal_px = rng.uniform(560.0, 640.0)
-  intrinsics = np.array([[focal_px, 0.0, SIZE / 2 + rng.uniform(-8, 8)],
-                         [0.0, focal_px * rng.uniform(0.97, 1.03), SIZE / 2 + rng.uniform(-8, 8)],
-                         [0.0, 0.0, 1.0]], np.float32)
+  intrinsics = np.array(
+      [
+          [focal_px, 0.0, SIZE / 2 + rng.uniform(-8, 8)],
+          [0.0, focal_px * rng.uniform(0.97, 1.03), SIZE / 2 + rng.uniform(-8, 8)],
+          [0.0, 0.0, 1.0],
+      ],
+      np.float32,
+  )
   hands = random_hands(pair, rng)
   seg, dense = render(pair, hands, intrinsics)
   noise = rng.integers(0, 120, size=(SIZE, SIZE, 3))
@@ -94,18 +100,24 @@ def random_example(pair: ManoPair, rng: np.random.Generator, image_id: int) -> d
 def features() -> tfds.features.FeaturesDict:
   """The FeaturesDict that `schema` describes."""
   size = schema.IMAGE_SIZE
-  return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=(size, size, 3), encoding_format='jpeg'),
-      'seg': tfds.features.Image(shape=(size, size, 1), encoding_format='png'),
-      'dense': tfds.features.Image(shape=(size, size, 3), encoding_format='png'),
-      'intrinsics': tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
-      'mano': {side: {key: tfds.features.Tensor(shape=schema.MANO_SHAPES[key], dtype=np.float32)
-                      for key in schema.MANO_KEYS} for side in schema.SIDES},
-      'capture': np.int64,
-      'frame': np.int64,
-      'camera': tfds.features.Text(),
-      'image_id': np.int64,
-  })
+  return tfds.features.FeaturesDict(
+      {
+          'image': tfds.features.Image(shape=(size, size, 3), encoding_format='jpeg'),
+          'seg': tfds.features.Image(shape=(size, size, 1), encoding_format='png'),
+          'dense': tfds.features.Image(shape=(size, size, 3), encoding_format='png'),
+          'intrinsics': tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
+          'mano': {
+              side: {
+                  key: tfds.features.Tensor(shape=schema.MANO_SHAPES[key], dtype=np.float32) for key in schema.MANO_KEYS
+              }
+              for side in schema.SIDES
+          },
+          'capture': np.int64,
+          'frame': np.int64,
+          'camera': tfds.features.Text(),
+          'image_id': np.int64,
+      }
+  )
 
 
 class Interhand26m(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -130,6 +142,7 @@ def write_dataset(data_dir: str, examples: dict[str, list[dict]], num_shards: in
   """Writes `examples` ({split: [example]}) as tfds `interhand26m` under `data_dir`; returns its builder dir."""
   builder = Interhand26m(data_dir=data_dir)
   builder.examples = examples
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      num_shards=num_shards, try_download_gcs=False))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(num_shards=num_shards, try_download_gcs=False)
+  )
   return os.path.join(data_dir, 'interhand26m', str(Interhand26m.VERSION))

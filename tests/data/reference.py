@@ -14,8 +14,16 @@ def rotation_2d(angle_rad: float) -> np.ndarray:
   return np.array([[cos, -sin], [sin, cos]])
 
 
-def augmented_targets(pair: ManoPair, hands: dict, intrinsics: np.ndarray, flip: bool, angle_rad: float,
-                      zoom: float, translation_px, size: int = schema.IMAGE_SIZE):
+def augmented_targets(
+    pair: ManoPair,
+    hands: dict,
+    intrinsics: np.ndarray,
+    flip: bool,
+    angle_rad: float,
+    zoom: float,
+    translation_px,
+    size: int = schema.IMAGE_SIZE,
+):
   """Intrinsics (3, 3) and {side: params} after the warp p' = A (F p + w) + c - A c + t.
 
   The hands are mirrored with `rigid.mirror_params` (each becoming the other side) when flipped, then
@@ -33,8 +41,7 @@ def augmented_targets(pair: ManoPair, hands: dict, intrinsics: np.ndarray, flip:
   new_intrinsics[:2, :2] = linear @ intrinsics[:2, :2] @ planar_motion.T
   new_intrinsics[:2, 2] = linear @ intrinsics[:2, 2] + offset
   if flip:
-    hands = {_OTHER[side]: rigid.mirror_params(pair[side], pair[_OTHER[side]], hands[side])
-             for side in schema.SIDES}
+    hands = {_OTHER[side]: rigid.mirror_params(pair[side], pair[_OTHER[side]], hands[side]) for side in schema.SIDES}
   rotation = np.eye(3)
   rotation[:2, :2] = rotation_2d(angle_rad)
   hands = {side: rigid.transform_params(pair[side], hands[side], rotation, np.zeros(3)) for side in schema.SIDES}
@@ -43,5 +50,7 @@ def augmented_targets(pair: ManoPair, hands: dict, intrinsics: np.ndarray, flip:
 
 def flat_hands(example: dict) -> dict:
   """{side: params} of a flat example (`augment.mano_feature` keys), as numpy."""
-  return {side: {key: np.asarray(example[augment.mano_feature(side, key)]) for key in schema.MANO_KEYS}
-          for side in schema.SIDES}
+  return {
+      side: {key: np.asarray(example[augment.mano_feature(side, key)]) for key in schema.MANO_KEYS}
+      for side in schema.SIDES
+  }

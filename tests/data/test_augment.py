@@ -22,10 +22,12 @@ MIN_LABEL_IOU = 0.95
 
 def flat_example(example: dict) -> dict[str, tf.Tensor]:
   """A builder-form example as the flat float example `augment.apply_geometry` takes."""
-  flat = {'image': tf.constant(example['image'], tf.float32),
-          'seg': tf.constant(example['seg'][..., 0], tf.int32),
-          'dense': tf.constant(example['dense'], tf.float32) / 255.0,
-          'intrinsics': tf.constant(example['intrinsics'])}
+  flat = {
+      'image': tf.constant(example['image'], tf.float32),
+      'seg': tf.constant(example['seg'][..., 0], tf.int32),
+      'dense': tf.constant(example['dense'], tf.float32) / 255.0,
+      'intrinsics': tf.constant(example['intrinsics']),
+  }
   for side in schema.SIDES:
     for key in schema.MANO_KEYS:
       flat[augment.mano_feature(side, key)] = tf.constant(example['mano'][side][key])
@@ -33,8 +35,12 @@ def flat_example(example: dict) -> dict[str, tf.Tensor]:
 
 
 def geometry(flip=False, angle_deg=0.0, zoom=1.0, translation_px=(0.0, 0.0)) -> dict[str, tf.Tensor]:
-  return {'flip': tf.constant(flip), 'angle_rad': tf.constant(math.radians(angle_deg), tf.float32),
-          'zoom': tf.constant(zoom, tf.float32), 'translation_px': tf.constant(translation_px, tf.float32)}
+  return {
+      'flip': tf.constant(flip),
+      'angle_rad': tf.constant(math.radians(angle_deg), tf.float32),
+      'zoom': tf.constant(zoom, tf.float32),
+      'translation_px': tf.constant(translation_px, tf.float32),
+  }
 
 
 @pytest.fixture(scope='module')
@@ -52,10 +58,9 @@ def check_targets_match_seg(mano_pair, out: dict) -> None:
   near_hand = np.zeros_like(seg, bool)
   for dy in range(3):
     for dx in range(3):
-      near_hand |= hand_pixels[dy:dy + size, dx:dx + size]
+      near_hand |= hand_pixels[dy : dy + size, dx : dx + size]
   for side in schema.SIDES:
-    px = rasterizer.project_perspective(fake_interhand.hand_vertices(mano_pair[side], hands[side]),
-                                        intrinsics)[:, :2]
+    px = rasterizer.project_perspective(fake_interhand.hand_vertices(mano_pair[side], hands[side]), intrinsics)[:, :2]
     inside = np.all((px >= 1) & (px < size - 1), axis=1)
     assert inside.sum() > 300, f'{side}: only {inside.sum()} vertices in the image'
     col, row = np.floor(px[inside]).astype(int).T
@@ -89,8 +94,14 @@ def test_geometry_targets_equal_the_rigid_reference(mano_pair, examples, constan
   case = {key: value.numpy() for key, value in CASES[name].items()}
   out = augment.apply_geometry(flat_example(example), CASES[name], constants)
   want_intrinsics, want_hands = reference.augmented_targets(
-      mano_pair, example['mano'], example['intrinsics'], bool(case['flip']), float(case['angle_rad']),
-      float(case['zoom']), case['translation_px'])
+      mano_pair,
+      example['mano'],
+      example['intrinsics'],
+      bool(case['flip']),
+      float(case['angle_rad']),
+      float(case['zoom']),
+      case['translation_px'],
+  )
   # float32 arithmetic on ~600 px focal lengths and ~1 m translations.
   np.testing.assert_allclose(out['intrinsics'], want_intrinsics, rtol=1e-5, atol=1e-3)
   got_hands = reference.flat_hands(out)
@@ -105,17 +116,25 @@ def test_mirror_pose_mapping_for_unmirrored_pca_bases(mano_pair, examples):
   rotation, _ = np.linalg.qr(rng.normal(size=(45, 45)))
   left = mano_pair.left.replace(
       hands_components=(rotation @ mano_pair.left.hands_components).astype(np.float32),
-      hands_mean=(mano_pair.left.hands_mean + 0.1 * rng.normal(size=45)).astype(np.float32))
+      hands_mean=(mano_pair.left.hands_mean + 0.1 * rng.normal(size=45)).astype(np.float32),
+  )
   pair = ManoPair(left=left, right=mano_pair.right)
   example = examples['train'][1]
   out = augment.apply_geometry(flat_example(example), CASES['all'], augment.mano_constants(pair))
   case = {key: value.numpy() for key, value in CASES['all'].items()}
   _, want_hands = reference.augmented_targets(
-      pair, example['mano'], example['intrinsics'], True, float(case['angle_rad']), float(case['zoom']),
-      case['translation_px'])
+      pair,
+      example['mano'],
+      example['intrinsics'],
+      True,
+      float(case['angle_rad']),
+      float(case['zoom']),
+      case['translation_px'],
+  )
   for side in schema.SIDES:
-    np.testing.assert_allclose(reference.flat_hands(out)[side]['hand_pose'], want_hands[side]['hand_pose'],
-                               atol=2e-5, err_msg=side)
+    np.testing.assert_allclose(
+        reference.flat_hands(out)[side]['hand_pose'], want_hands[side]['hand_pose'], atol=2e-5, err_msg=side
+    )
 
 
 def test_identity_geometry_changes_nothing(examples, constants):
@@ -174,8 +193,9 @@ def test_augment_is_a_function_of_the_seed(examples, constants):
   example = flat_example(examples['train'][0])
   example['image'] = tf.cast(example['image'], tf.uint8)
   config = settings.augment_config()
-  first, again, other = (augment.augment(example, tf.constant(seed, tf.int64), config, constants)
-                         for seed in ([3, 4], [3, 4], [3, 5]))
+  first, again, other = (
+      augment.augment(example, tf.constant(seed, tf.int64), config, constants) for seed in ([3, 4], [3, 4], [3, 5])
+  )
   for key in first:
     np.testing.assert_array_equal(first[key], again[key], err_msg=key)
   assert not np.array_equal(first['image'], other['image'])

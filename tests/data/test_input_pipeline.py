@@ -22,19 +22,30 @@ def builder(tfds_dirs):
   return input_pipeline.get_builder(tfds_dirs[0])
 
 
-def train_batches(builder, mano_pair, seed, count, process_index=0, process_count=1, batch_size=BATCH,
-                  start_step=0):
-  ds = input_pipeline.create_train_dataset(builder, small_config(), mano_pair, batch_size=batch_size, seed=seed,
-                                           process_index=process_index, process_count=process_count,
-                                           start_step=start_step)
+def train_batches(builder, mano_pair, seed, count, process_index=0, process_count=1, batch_size=BATCH, start_step=0):
+  ds = input_pipeline.create_train_dataset(
+      builder,
+      small_config(),
+      mano_pair,
+      batch_size=batch_size,
+      seed=seed,
+      process_index=process_index,
+      process_count=process_count,
+      start_step=start_step,
+  )
   batches = input_pipeline.numpy_batches(ds)
   return [next(batches) for _ in range(count)]
 
 
 def eval_batches(builder, split='test', batch_size=BATCH, process_index=0, process_count=1, config=None):
   ds, num_steps = input_pipeline.create_eval_dataset(
-      builder, config or small_config(), batch_size=batch_size, split=split, process_index=process_index,
-      process_count=process_count)
+      builder,
+      config or small_config(),
+      batch_size=batch_size,
+      split=split,
+      process_index=process_index,
+      process_count=process_count,
+  )
   batches = list(input_pipeline.numpy_batches(ds))
   assert len(batches) == num_steps
   return batches
@@ -45,11 +56,17 @@ def valid_ids(batches) -> list[int]:
 
 
 def test_train_batch_format(builder, mano_pair):
-  batch, = train_batches(builder, mano_pair, seed=0, count=1)
+  (batch,) = train_batches(builder, mano_pair, seed=0, count=1)
   size = schema.IMAGE_SIZE
-  want = {'image': ((BATCH, size, size, 3), np.uint8), 'seg': ((BATCH, size, size), np.int32),
-          'dense': ((BATCH, size, size, 3), np.float32), 'intrinsics': ((BATCH, 3, 3), np.float32),
-          'capture': ((BATCH,), np.int32), 'frame': ((BATCH,), np.int32), 'image_id': ((BATCH,), np.int32)}
+  want = {
+      'image': ((BATCH, size, size, 3), np.uint8),
+      'seg': ((BATCH, size, size), np.int32),
+      'dense': ((BATCH, size, size, 3), np.float32),
+      'intrinsics': ((BATCH, 3, 3), np.float32),
+      'capture': ((BATCH,), np.int32),
+      'frame': ((BATCH,), np.int32),
+      'image_id': ((BATCH,), np.int32),
+  }
   for side in schema.SIDES:
     for key in schema.MANO_KEYS:
       want[augment.mano_feature(side, key)] = ((BATCH,) + schema.MANO_SHAPES[key], np.float32)
@@ -77,8 +94,10 @@ def test_train_is_deterministic_for_a_seed(builder, mano_pair):
 @pytest.mark.parametrize('split,num_examples', [('train', conftest.NUM_TRAIN), ('test', conftest.NUM_TEST)])
 @pytest.mark.parametrize('process_count', [2, 3])
 def test_process_shards_are_disjoint_and_cover_the_split(builder, split, num_examples, process_count):
-  shards = [valid_ids(eval_batches(builder, split, process_index=i, process_count=process_count))
-            for i in range(process_count)]
+  shards = [
+      valid_ids(eval_batches(builder, split, process_index=i, process_count=process_count))
+      for i in range(process_count)
+  ]
   every_id = sorted(i for shard in shards for i in shard)
   offset = 0 if split == 'train' else conftest.NUM_TRAIN
   assert every_id == list(range(offset, offset + num_examples))
@@ -90,7 +109,7 @@ def test_train_epochs_see_each_example_of_the_process_shard_once(builder, mano_p
   for index in range(2):
     shard = sorted(valid_ids(eval_batches(builder, 'train', process_index=index, process_count=2)))
     batches = train_batches(builder, mano_pair, 0, 4, index, 2, batch_size=3)
-    epochs = [np.concatenate([b['image_id'] for b in batches[i:i + 2]]) for i in (0, 2)]
+    epochs = [np.concatenate([b['image_id'] for b in batches[i : i + 2]]) for i in (0, 2)]
     for epoch in epochs:
       assert sorted(epoch.tolist()) == shard
     assert not np.array_equal(epochs[0], epochs[1])
@@ -129,8 +148,9 @@ def test_eval_pads_the_last_batch_and_keeps_steps_equal_across_processes(builder
 def test_eval_is_not_augmented(builder, examples):
   batches = eval_batches(builder, 'test', batch_size=BATCH)
   by_id = {example['image_id']: example for example in examples['test']}
-  decoded_by_tfds = {int(ex['image_id']): ex['image'] for ex in input_pipeline.numpy_batches(
-      builder.as_dataset(split='test'))}
+  decoded_by_tfds = {
+      int(ex['image_id']): ex['image'] for ex in input_pipeline.numpy_batches(builder.as_dataset(split='test'))
+  }
   for batch in batches:
     for row in np.flatnonzero(batch['valid']):
       example = by_id[int(batch['image_id'][row])]
@@ -160,7 +180,9 @@ def test_builder_directory_is_accepted(tfds_dirs, builder):
 
 def test_missing_dataset_says_how_to_build_it(tmp_path):
   for name, config in (('interhand26m', 'interacting'), ('interhand26m/all', 'all')):
-    with pytest.raises(FileNotFoundError, match=f'tfds build data_prep/interhand26m --config {config} --manual_dir RAW'):
+    with pytest.raises(
+        FileNotFoundError, match=f'tfds build data_prep/interhand26m --config {config} --manual_dir RAW'
+    ):
       input_pipeline.get_builder(str(tmp_path), name)
 
 

@@ -43,8 +43,7 @@ def beam_build(synthetic_raw_again, tmp_path_factory):
   shard (train: two shards)."""
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(convert, 'RECORDS_PER_SHARD', 3)
-    return build(synthetic_raw_again[0], str(tmp_path_factory.mktemp('tfds_beam')), beam=True,
-                 num_workers=1)
+    return build(synthetic_raw_again[0], str(tmp_path_factory.mktemp('tfds_beam')), beam=True, num_workers=1)
 
 
 @pytest.fixture(scope='session')

@@ -46,8 +46,12 @@ def _bilinear_warp(image_u8, affine, size):
   x0c, y0c = np.clip(x0, 0, image_u8.shape[1] - 2), np.clip(y0, 0, image_u8.shape[0] - 2)
   fx, fy = (x - x0)[..., None], (y - y0)[..., None]
   img = image_u8.astype(np.float64)
-  out = ((1 - fx) * (1 - fy) * img[y0c, x0c] + fx * (1 - fy) * img[y0c, x0c + 1]
-         + (1 - fx) * fy * img[y0c + 1, x0c] + fx * fy * img[y0c + 1, x0c + 1])
+  out = (
+      (1 - fx) * (1 - fy) * img[y0c, x0c]
+      + fx * (1 - fy) * img[y0c, x0c + 1]
+      + (1 - fx) * fy * img[y0c + 1, x0c]
+      + fx * fy * img[y0c + 1, x0c + 1]
+  )
   return out, inside
 
 
@@ -68,8 +72,7 @@ def test_plan_split_without_images(synthetic_raw, tmp_path):
   assert len(plan) == 0
   image_stage = (pp.IMAGE_MISSING, pp.IMAGE_CORRUPT, pp.IMAGE_DARK)
   expected = {r: n for r, n in summary['train']['skipped'].items() if n and r not in image_stage}
-  expected[pp.IMAGE_MISSING] = (summary['train']['kept']
-                                + sum(summary['train']['skipped'][r] for r in image_stage))
+  expected[pp.IMAGE_MISSING] = summary['train']['kept'] + sum(summary['train']['skipped'][r] for r in image_stage)
   assert dict(skipped) == expected
 
 
@@ -98,7 +101,10 @@ def test_examples_match_the_raw_files(local_build, synthetic_raw, mano_pair):
   for example in _examples(local_build, 'train'):
     image = images[int(example['image_id'])]
     assert (int(example['capture']), int(example['frame']), example['camera'].decode()) == (
-        image['capture'], image['frame_idx'], image['camera'])
+        image['capture'],
+        image['frame_idx'],
+        image['camera'],
+    )
     capture, cam = str(image['capture']), image['camera']
     rotation = np.asarray(cameras[capture]['camrot'][cam], np.float64)
     campos_m = np.asarray(cameras[capture]['campos'][cam], np.float64) / 1000.0
@@ -128,8 +134,11 @@ def test_examples_match_the_raw_files(local_build, synthetic_raw, mano_pair):
     error = np.abs(example['image'] - expected)[inside].mean()  # ~1.7: two JPEG encodings
     assert error < 2.5
     for shift_px in ((0.5, 0.0), (-0.5, 0.0), (0.0, 0.5), (0.0, -0.5)):  # half a crop pixel off is worse
-      shifted, _ = _bilinear_warp(raw_rgb, np.array([[1.0, 0.0, shift_px[0]], [0.0, 1.0, shift_px[1]],
-                                                     [0.0, 0.0, 1.0]]) @ affine, schema.IMAGE_SIZE)
+      shifted, _ = _bilinear_warp(
+          raw_rgb,
+          np.array([[1.0, 0.0, shift_px[0]], [0.0, 1.0, shift_px[1]], [0.0, 0.0, 1.0]]) @ affine,
+          schema.IMAGE_SIZE,
+      )
       assert error < np.abs(example['image'] - shifted)[inside].mean()
 
 
@@ -138,8 +147,10 @@ def test_triangulated_joints_round_trip(local_build, synthetic_raw, mano_pair):
   camera.json by hand, and against the joints of the stored camera-frame MANO (the synthetic
   joint_3d.json holds the MANO joints), reordered with the documented joint order."""
   raw_dir, _ = synthetic_raw
-  loaded = {kind: json.load(open(raw.annotation_path(raw_dir, 'train', kind), encoding='utf-8'))
-            for kind in ('camera', 'joint_3d')}
+  loaded = {
+      kind: json.load(open(raw.annotation_path(raw_dir, 'train', kind), encoding='utf-8'))
+      for kind in ('camera', 'joint_3d')
+  }
   data = _data_json(raw_dir, 'train')
   images = {image['id']: image for image in data['images']}
   annotations = {annotation['id']: annotation for annotation in data['annotations']}
@@ -166,10 +177,12 @@ def test_triangulated_joints_round_trip(local_build, synthetic_raw, mano_pair):
       mano_joints_m = pp.hand_mesh(mano_pair[side], params[side])[1]
       # InterHand2.6M's order within a hand: each finger tip to base (thumb .. pinky), then the wrist.
       wrist, thumb_tip, pinky_base = first + 20, first + 0, first + 19
-      np.testing.assert_allclose(example['joint_3d_cam_m'][[wrist, thumb_tip, pinky_base]],
-                                 mano_joints_m[[0, 4, 17]], atol=3e-5)
-      np.testing.assert_allclose(schema.interhand_joints_in_dir_order(example['joint_3d_cam_m'], side),
-                                 mano_joints_m, atol=3e-5)
+      np.testing.assert_allclose(
+          example['joint_3d_cam_m'][[wrist, thumb_tip, pinky_base]], mano_joints_m[[0, 4, 17]], atol=3e-5
+      )
+      np.testing.assert_allclose(
+          schema.interhand_joints_in_dir_order(example['joint_3d_cam_m'], side), mano_joints_m, atol=3e-5
+      )
 
 
 def _dilate(mask):
@@ -177,7 +190,7 @@ def _dilate(mask):
   padded = np.pad(mask, 1)
   h, w = mask.shape
   shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-  return np.any([padded[1 + dy:h + 1 + dy, 1 + dx:w + 1 + dx] for dy, dx in shifts], axis=0)
+  return np.any([padded[1 + dy : h + 1 + dy, 1 + dx : w + 1 + dx] for dy, dx in shifts], axis=0)
 
 
 def test_seg_and_dense_targets(local_build, mano_pair):
@@ -194,8 +207,10 @@ def test_seg_and_dense_targets(local_build, mano_pair):
         px = np.floor(project_perspective(verts_m, K_crop)[:, :2]).astype(int)
         assert np.all((px >= 0) & (px < 256)) and np.all(near_hands[px[:, 1], px[:, 0]])
       # Labels: the nearer hand where both cover a pixel, from each hand rasterised on its own.
-      depth = {side: rasterize(project_perspective(verts_cam_m[side], K_crop), mano_pair[side].faces,
-                               256, 256).depth for side in schema.SIDES}
+      depth = {
+          side: rasterize(project_perspective(verts_cam_m[side], K_crop), mano_pair[side].faces, 256, 256).depth
+          for side in schema.SIDES
+      }
       expected = np.where(depth['right'] <= depth['left'], schema.SEG_RIGHT, schema.SEG_LEFT)
       expected[np.isinf(depth['right']) & np.isinf(depth['left'])] = schema.SEG_BACKGROUND
       np.testing.assert_array_equal(seg, expected)
@@ -210,8 +225,10 @@ def test_seg_and_dense_targets(local_build, mano_pair):
 def test_tfds_cli_finds_the_builder():
   """`tfds build data_prep/interhand26m` loads the builder from the folder's module."""
   from tensorflow_datasets.scripts.cli import build as build_cli  # pylint: disable=import-outside-toplevel
+
   builder_cls, kwargs = build_cli._get_builder_cls_and_kwargs(  # pylint: disable=protected-access
-      os.path.join(REPO_ROOT, 'data_prep', 'interhand26m'), has_imports=False)
+      os.path.join(REPO_ROOT, 'data_prep', 'interhand26m'), has_imports=False
+  )
   assert (builder_cls.name, kwargs) == ('interhand26m', {})
   assert builder_cls.__module__ == 'interhand26m.interhand26m_dataset_builder'
 
@@ -226,8 +243,11 @@ def test_all_config_counts_and_location(all_build, local_build, synthetic_raw):
   assert local_build.data_dir.endswith(os.path.join('interhand26m', 'interacting', str(local_build.VERSION)))
   data_dir = os.path.dirname(os.path.dirname(os.path.dirname(all_build.data_dir)))
   shutil.copytree(os.path.dirname(local_build.data_dir), os.path.join(data_dir, 'interhand26m', 'interacting'))
-  for name, config in (('interhand26m', 'interacting'), ('interhand26m/interacting', 'interacting'),
-                       ('interhand26m/all', 'all')):
+  for name, config in (
+      ('interhand26m', 'interacting'),
+      ('interhand26m/interacting', 'interacting'),
+      ('interhand26m/all', 'all'),
+  ):
     builder = input_pipeline.get_builder(data_dir, name)
     assert builder.builder_config.name == config
     counts = synthetic_raw[1]['train']
@@ -262,7 +282,7 @@ def test_all_config_examples(all_build, local_build, mano_pair):
       assert labels == {schema.SEG_BACKGROUND, schema.SEG_LABEL[hand_type]}
       valid = example['joint_3d_valid']
       named = schema.INTERHAND_HAND_OFFSET[hand_type]
-      assert valid[named:named + 21].all() and not valid.sum() - 21
+      assert valid[named : named + 21].all() and not valid.sum() - 21
       joints = schema.interhand_joints_in_dir_order(example['joint_3d_cam_m'], hand_type)
       regressed = pp.hand_mesh(mano_pair[hand_type], params)[1]
       np.testing.assert_allclose(joints, regressed, atol=3e-5)
@@ -276,6 +296,7 @@ def test_spilled_shuffle_buffer_gives_the_same_dataset(local_build, synthetic_ra
   and tfds' own bound is back afterwards."""
   from data_prep.interhand26m import interhand26m_dataset_builder as module  # pylint: disable=import-outside-toplevel
   from tensorflow_datasets.core import shuffle  # pylint: disable=import-outside-toplevel
+
   default = shuffle.MAX_MEM_BUFFER_SIZE
   spills = []
   original_add = shuffle.Shuffler._add_to_bucket  # pylint: disable=protected-access
@@ -285,7 +306,9 @@ def test_spilled_shuffle_buffer_gives_the_same_dataset(local_build, synthetic_ra
   assert shuffle.MAX_MEM_BUFFER_SIZE == default
   assert len(spills) == sum(counts['kept'] for counts in synthetic_raw[1].values())
   for split in ('train', 'test'):
-    ours, theirs = list(tfds.as_numpy(spilled.as_dataset(split=split))), list(tfds.as_numpy(local_build.as_dataset(split=split)))
+    ours, theirs = list(tfds.as_numpy(spilled.as_dataset(split=split))), list(
+        tfds.as_numpy(local_build.as_dataset(split=split))
+    )
     assert [int(ex['image_id']) for ex in ours] == [int(ex['image_id']) for ex in theirs]
     for a, b in zip(ours, theirs):
       jax.tree.map(np.testing.assert_array_equal, a, b)

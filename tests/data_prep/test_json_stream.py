@@ -10,11 +10,14 @@ from data_prep.interhand26m import json_stream
 
 DOCUMENT = {
     'info': {'version': 'v1.0', 'nested': [[1, 2], {'a': None}], 'flags': [True, False]},
-    'images': [{'id': i, 'file_name': f'Capture0/seq/cam40{i}/image{i:05d}.jpg', 'width': 334, 'height': 512}
-               for i in range(7)],
-    'annotations': [{'id': 0, 'bbox': [1.5, -2.25e-3, 123456789, 4.0], 'joint_valid': [[1], [0]]},
-                    {'id': 1, 'bbox': [float('nan'), float('inf'), -float('inf'), 0.1]},
-                    {'id': 2, 's': 'x NaN " \\" ] } [ { , : -Infinity \\\\', 'u': '\u00e9\u4e2d\U0001f600'}],
+    'images': [
+        {'id': i, 'file_name': f'Capture0/seq/cam40{i}/image{i:05d}.jpg', 'width': 334, 'height': 512} for i in range(7)
+    ],
+    'annotations': [
+        {'id': 0, 'bbox': [1.5, -2.25e-3, 123456789, 4.0], 'joint_valid': [[1], [0]]},
+        {'id': 1, 'bbox': [float('nan'), float('inf'), -float('inf'), 0.1]},
+        {'id': 2, 's': 'x NaN " \\" ] } [ { , : -Infinity \\\\', 'u': '\u00e9\u4e2d\U0001f600'},
+    ],
     'empty': [],
     'number': 12345678901234567890,
     'last': -0.000123,
@@ -43,7 +46,8 @@ def test_members_equal_json_load_at_any_read_size(chunk_chars, indent):
   members = _members(text, ('images', 'annotations', 'empty'), chunk_chars)
   expected = [(key, value) for key, value in json.loads(text).items() if key not in ('images', 'annotations', 'empty')]
   expected[1:1] = [('images', image) for image in DOCUMENT['images']] + [
-      ('annotations', annotation) for annotation in json.loads(text)['annotations']]
+      ('annotations', annotation) for annotation in json.loads(text)['annotations']
+  ]
   assert [key for key, _ in members] == [key for key, _ in expected]
   assert all(_same(a, b) for (_, a), (_, b) in zip(members, expected))
   whole = _members(text, (), chunk_chars)
@@ -56,16 +60,19 @@ def test_a_number_cut_by_the_read_is_read_whole():
     assert _members(text, ('b',), chunk_chars) == [('a', 1234567), ('b', 98765), ('b', -1.5e-7)]
 
 
-@pytest.mark.parametrize('text, message', [
-    ('{"images": [{"id": 1}, {"id": 2', 'at character'),  # truncated inside an element
-    ('{"images": [{"id": 1}]', "expected '}'"),  # truncated after a member
-    ('', "expected '{'"),
-    ('[1, 2]', "expected '{'"),  # not an object
-    ('{"images": {"id": 1}}', "'images' is not an array"),
-    ('{"a": 1} x', "unexpected 'x'"),
-    ('{"a": 1,, "b": 2}', 'at character'),
-    ('{1: 2}', 'expected a member name'),
-])
+@pytest.mark.parametrize(
+    'text, message',
+    [
+        ('{"images": [{"id": 1}, {"id": 2', 'at character'),  # truncated inside an element
+        ('{"images": [{"id": 1}]', "expected '}'"),  # truncated after a member
+        ('', "expected '{'"),
+        ('[1, 2]', "expected '{'"),  # not an object
+        ('{"images": {"id": 1}}', "'images' is not an array"),
+        ('{"a": 1} x', "unexpected 'x'"),
+        ('{"a": 1,, "b": 2}', 'at character'),
+        ('{1: 2}', 'expected a member name'),
+    ],
+)
 def test_damage_is_an_error(text, message):
   with pytest.raises(json_stream.JsonStreamError, match=message):
     _members(text, ('images',), 7)

@@ -12,24 +12,30 @@ from dir_jax.render import project_perspective
 
 
 def _hand(rng, trans=(0.0, 0.0, 1.0)):
-  return {'pose': (rng.normal(size=48) * 0.3).tolist(), 'shape': rng.normal(size=10).tolist(),
-          'trans': list(trans)}
+  return {'pose': (rng.normal(size=48) * 0.3).tolist(), 'shape': rng.normal(size=10).tolist(), 'trans': list(trans)}
 
 
 def _camera_capture(cam='400002', campos_mm=(100.0, -50.0, 0.0), rotation=None):
   rotation = np.eye(3) if rotation is None else rotation
-  return {'campos': {cam: list(campos_mm)}, 'camrot': {cam: np.asarray(rotation).tolist()},
-          'focal': {cam: [1200.0, 1201.0]}, 'princpt': {cam: [255.0, 166.0]}}
+  return {
+      'campos': {cam: list(campos_mm)},
+      'camrot': {cam: np.asarray(rotation).tolist()},
+      'focal': {cam: [1200.0, 1201.0]},
+      'princpt': {cam: [255.0, 166.0]},
+  }
 
 
-@pytest.mark.parametrize('annotation, reason', [
-    ({'hand_type': 'interacting', 'hand_type_valid': 1}, None),
-    ({'hand_type': 'interacting', 'hand_type_valid': True}, None),
-    ({'hand_type': 'right', 'hand_type_valid': 1}, pp.NOT_INTERACTING),
-    ({'hand_type': 'left', 'hand_type_valid': 1}, pp.NOT_INTERACTING),
-    ({'hand_type': 'interacting', 'hand_type_valid': 0}, pp.HAND_TYPE_INVALID),
-    ({'hand_type': 'interacting'}, pp.HAND_TYPE_INVALID),
-])
+@pytest.mark.parametrize(
+    'annotation, reason',
+    [
+        ({'hand_type': 'interacting', 'hand_type_valid': 1}, None),
+        ({'hand_type': 'interacting', 'hand_type_valid': True}, None),
+        ({'hand_type': 'right', 'hand_type_valid': 1}, pp.NOT_INTERACTING),
+        ({'hand_type': 'left', 'hand_type_valid': 1}, pp.NOT_INTERACTING),
+        ({'hand_type': 'interacting', 'hand_type_valid': 0}, pp.HAND_TYPE_INVALID),
+        ({'hand_type': 'interacting'}, pp.HAND_TYPE_INVALID),
+    ],
+)
 def test_annotation_reason(annotation, reason):
   assert pp.annotation_reason(annotation) == reason
   assert pp.annotation_reason(annotation, 'all') is None  # the 'all' config keeps every hand type
@@ -49,9 +55,12 @@ def test_mano_reason():
   assert pp.mano_reason(None) == pp.MANO_MISSING
   assert pp.mano_reason({'left': good['left']}) == pp.MANO_MISSING
   assert pp.mano_reason({'left': good['left'], 'right': None}) == pp.MANO_MISSING
-  for broken in (dict(good['right'], trans=[math.nan, 0.0, 0.0]), dict(good['right'], pose=[0.0] * 45),
-                 {'pose': good['right']['pose'], 'shape': good['right']['shape']},
-                 dict(good['right'], shape='not numbers')):
+  for broken in (
+      dict(good['right'], trans=[math.nan, 0.0, 0.0]),
+      dict(good['right'], pose=[0.0] * 45),
+      {'pose': good['right']['pose'], 'shape': good['right']['shape']},
+      dict(good['right'], shape='not numbers'),
+  ):
     assert pp.mano_reason({'left': good['left'], 'right': broken}) == pp.MANO_INVALID
     assert pp.mano_reason({'left': good['left'], 'right': broken}, ('left',)) is None  # only the named hand
     assert pp.mano_reason({'left': good['left'], 'right': broken}, ('right',)) == pp.MANO_INVALID
@@ -66,8 +75,11 @@ def test_camera_from_raw_conventions():
   campos_mm = np.array([120.0, -340.0, 910.0])
   camera = pp.camera_from_raw(_camera_capture(campos_mm=campos_mm, rotation=rotation), '400002')
   point_world_m = rng.normal(size=3)
-  np.testing.assert_allclose(camera['rotation'] @ point_world_m + camera['translation_m'],
-                             rotation @ (point_world_m - campos_mm / 1000.0), atol=1e-12)
+  np.testing.assert_allclose(
+      camera['rotation'] @ point_world_m + camera['translation_m'],
+      rotation @ (point_world_m - campos_mm / 1000.0),
+      atol=1e-12,
+  )
   # OpenCV principal point + 0.5 (pixel centres at i + 0.5).
   np.testing.assert_allclose(camera['K_px'], [[1200.0, 0.0, 255.5], [0.0, 1201.0, 166.5], [0.0, 0.0, 1.0]])
 
@@ -90,8 +102,9 @@ def test_axis_angle_to_rotmat():
   rotmat = pp.axis_angle_to_rotmat(axis_angle)
   np.testing.assert_allclose(rotmat @ rotmat.T, np.eye(3), atol=1e-12)
   np.testing.assert_allclose(rotmat @ axis_angle, axis_angle, atol=1e-12)  # the axis stays put
-  np.testing.assert_allclose(pp.axis_angle_to_rotmat([0.0, 0.0, np.pi / 2]) @ [1.0, 0.0, 0.0],
-                             [0.0, 1.0, 0.0], atol=1e-12)
+  np.testing.assert_allclose(
+      pp.axis_angle_to_rotmat([0.0, 0.0, np.pi / 2]) @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], atol=1e-12
+  )
 
 
 def test_neuralannot_pose_is_relative_to_the_mean(mano_pair):
@@ -164,10 +177,18 @@ def test_dense_vertex_colors(mano_pair):
 
 def test_convert_example_skips_hands_behind_the_camera(mano_pair):
   rng = np.random.default_rng(5)
-  record = {'mano': {'left': pp.neuralannot_hand(_hand(rng, (0.03, 0.0, 1.0))),
-                     'right': pp.neuralannot_hand(_hand(rng, (-0.03, 0.0, 1.0)))},
-            'camera': pp.camera_from_raw(_camera_capture(campos_mm=(0.0, 0.0, 2000.0)), '400002'),
-            'image_id': 1, 'capture': 0, 'frame': 0, 'camera_id': '400002', 'hand_type': 'interacting'}
+  record = {
+      'mano': {
+          'left': pp.neuralannot_hand(_hand(rng, (0.03, 0.0, 1.0))),
+          'right': pp.neuralannot_hand(_hand(rng, (-0.03, 0.0, 1.0))),
+      },
+      'camera': pp.camera_from_raw(_camera_capture(campos_mm=(0.0, 0.0, 2000.0)), '400002'),
+      'image_id': 1,
+      'capture': 0,
+      'frame': 0,
+      'camera_id': '400002',
+      'hand_type': 'interacting',
+  }
   image = np.full((334, 512, 3), 128, np.uint8)
   reason, example = pp.convert_example(record, image, mano_pair, pp.dense_vertex_colors(mano_pair))
   assert (reason, example) == (pp.HANDS_BEHIND_CAMERA, None)

@@ -39,6 +39,7 @@ def test_annotations_without_ids_are_skipped_and_counted(raw_copy, synthetic_raw
     image = next(i for i in data['images'] if i['id'] == kept[2]['image_id'])
     del image['capture']  # one whose image entry lacks the capture
     data['images'].append({'file_name': 'x.jpg'})  # an image entry without an id
+
   _edit_data(raw_copy, damage)
   records, skipped = raw.plan_split(raw_copy, 'train')
   assert skipped[preprocess.ANNOTATION_INVALID] >= 3
@@ -62,6 +63,7 @@ def test_unusable_evaluation_fields_are_skipped_and_counted(raw_copy, synthetic_
     by_id[ids[0]]['joint_valid'] = by_id[ids[0]]['joint_valid'][:41]
     by_id[ids[1]]['bbox'][2] = float('nan')
     by_id[ids[2]]['joint_valid'][3] = [0]
+
   _edit_data(raw_copy, damage)
   plan, skipped = raw.plan_split(raw_copy, 'train')
   assert skipped[preprocess.ANNOTATION_INVALID] == skipped_before[preprocess.ANNOTATION_INVALID] + 2
@@ -85,8 +87,11 @@ def test_missing_or_non_finite_triangulated_joints_keep_the_annotation(raw_copy,
     json.dump(joints, f)
   plan, skipped = raw.plan_split(raw_copy, 'train')
   assert len(plan) == len(plan_before) and skipped == skipped_before
-  hit = [plan.record(i) for i in range(len(plan))
-         if plan.record(i)['capture'] == int(capture) and plan.record(i)['frame'] == int(frame)]
+  hit = [
+      plan.record(i)
+      for i in range(len(plan))
+      if plan.record(i)['capture'] == int(capture) and plan.record(i)['frame'] == int(frame)
+  ]
   assert hit
   for record in hit:
     assert np.isnan(record['joint_world_mm'][5]).all() and np.isfinite(np.delete(record['joint_world_mm'], 5, 0)).all()
@@ -110,6 +115,6 @@ def test_truncated_annotation_file_is_named(raw_copy, kind):
   with open(path, 'rb') as f:
     content = f.read()
   with open(path, 'wb') as f:
-    f.write(content[:len(content) // 2])
+    f.write(content[: len(content) // 2])
   with pytest.raises(raw.RawDataError, match=f'{path}: not valid JSON.*download'):
     raw.plan_split(raw_copy, 'train')

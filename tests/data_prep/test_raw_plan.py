@@ -17,10 +17,13 @@ def test_plan_records_hold_the_json_values(synthetic_raw):
   raw_dir, summary = synthetic_raw
   plan, skipped = raw.plan_split(raw_dir, 'train')
   assert len(plan) == summary['train']['kept'] + sum(
-      summary['train']['skipped'][r] for r in (preprocess.IMAGE_CORRUPT, preprocess.IMAGE_DARK))
+      summary['train']['skipped'][r] for r in (preprocess.IMAGE_CORRUPT, preprocess.IMAGE_DARK)
+  )
   assert sum(skipped.values()) + len(plan) == summary['train']['annotations']
-  loaded = {kind: json.load(open(raw.annotation_path(raw_dir, 'train', kind), encoding='utf-8'))
-            for kind in ('data', 'camera', 'joint_3d', 'MANO_NeuralAnnot')}
+  loaded = {
+      kind: json.load(open(raw.annotation_path(raw_dir, 'train', kind), encoding='utf-8'))
+      for kind in ('data', 'camera', 'joint_3d', 'MANO_NeuralAnnot')
+  }
   images = {image['id']: image for image in loaded['data']['images']}
   annotations = {annotation['id']: annotation for annotation in loaded['data']['annotations']}
   for i in range(len(plan)):
@@ -29,13 +32,21 @@ def test_plan_records_hold_the_json_values(synthetic_raw):
     annotation = annotations[record['image_id']]
     np.testing.assert_array_equal(record['joint_valid'], np.asarray(annotation['joint_valid']).reshape(42) != 0)
     np.testing.assert_array_equal(record['bbox'], np.asarray(annotation['bbox'], np.float32))
-    assert (record['hand_type'], record['hand_type_valid']) == (annotation['hand_type'],
-                                                                bool(annotation['hand_type_valid']))
+    assert (record['hand_type'], record['hand_type_valid']) == (
+        annotation['hand_type'],
+        bool(annotation['hand_type_valid']),
+    )
     np.testing.assert_array_equal(  # the file holds float32 values
         record['joint_world_mm'],
-        np.float32(loaded['joint_3d'][str(image['capture'])][str(image['frame_idx'])]['world_coord']))
+        np.float32(loaded['joint_3d'][str(image['capture'])][str(image['frame_idx'])]['world_coord']),
+    )
     assert (record['capture'], record['frame'], record['camera_id'], record['width'], record['height']) == (
-        image['capture'], image['frame_idx'], image['camera'], image['width'], image['height'])
+        image['capture'],
+        image['frame_idx'],
+        image['camera'],
+        image['width'],
+        image['height'],
+    )
     assert record['image_path'] == raw.image_path(raw_dir, 'train', image['file_name'])
     camera = preprocess.camera_from_raw(loaded['camera'][str(image['capture'])], image['camera'])
     for key, value in camera.items():
@@ -73,6 +84,8 @@ def test_wrong_image_size_is_skipped_and_counted(synthetic_raw, tmp_path):
   assert skipped[preprocess.IMAGE_SIZE_MISMATCH] == 1
   assert builder.info.splits['train'].num_examples == summary['train']['kept'] - 1
   assert {r: n for r, n in skipped.items() if r != preprocess.IMAGE_SIZE_MISMATCH} == {
-      r: n for r, n in summary['train']['skipped'].items() if r != preprocess.IMAGE_SIZE_MISMATCH}
-  assert os.path.isfile(os.path.join(tmp_path, 'tfds', 'downloads', 'interhand26m_plan', 'interacting', 'train',
-                                    'records.npy'))
+      r: n for r, n in summary['train']['skipped'].items() if r != preprocess.IMAGE_SIZE_MISMATCH
+  }
+  assert os.path.isfile(
+      os.path.join(tmp_path, 'tfds', 'downloads', 'interhand26m_plan', 'interacting', 'train', 'records.npy')
+  )

@@ -55,8 +55,9 @@ def test_layout_and_counts(synthetic_raw):
     assert [a['image_id'] for a in data['annotations']] == [i['id'] for i in data['images']]
     missing, corrupt, sizes = 0, 0, set()
     for image in data['images']:
-      assert image['file_name'] == (f'Capture{image["capture"]}/{image["seq_name"]}/cam{image["camera"]}/'
-                                    f'image{image["frame_idx"]}.jpg')
+      assert image['file_name'] == (
+          f'Capture{image["capture"]}/{image["seq_name"]}/cam{image["camera"]}/' f'image{image["frame_idx"]}.jpg'
+      )
       path = raw.image_path(raw_dir, split, image['file_name'])
       if not os.path.exists(path):
         missing += 1
@@ -91,8 +92,10 @@ def test_files_agree_with_the_mano_parameters(synthetic_raw, mano_pair):
           _, joints = pp.hand_mesh(mano_pair[side], pp.mano_params_world(mano_pair[side], hand))
           joints_world_m[capture, frame, side] = joints
           np.testing.assert_allclose(
-              np.asarray(joints_3d[capture][frame]['world_coord'])[offset:offset + 21],
-              joints[interhand_order] * 1000.0, atol=0.05)
+              np.asarray(joints_3d[capture][frame]['world_coord'])[offset : offset + 21],
+              joints[interhand_order] * 1000.0,
+              atol=0.05,
+          )
     checked = 0
     for image, annotation in zip(data['images'], data['annotations']):
       capture, frame = str(image['capture']), str(image['frame_idx'])
@@ -141,8 +144,12 @@ def _hand_mask(raw_dir, split, image, mano_pair, grow_px=3):
   for side in ('right', 'left'):
     verts_world_m, _ = synthetic.hand_mesh_world(mano_pair[side], hands[side])
     verts_cam_m = verts_world_m @ camera['rotation'].T + camera['translation_m']
-    mask |= rasterize(project_perspective(verts_cam_m, camera['K_px']), np.asarray(mano_pair[side].faces),
-                      image['height'], image['width']).mask
+    mask |= rasterize(
+        project_perspective(verts_cam_m, camera['K_px']),
+        np.asarray(mano_pair[side].faces),
+        image['height'],
+        image['width'],
+    ).mask
   for _ in range(grow_px):
     padded = np.pad(mask, 1)
     mask = mask | padded[:-2, 1:-1] | padded[2:, 1:-1] | padded[1:-1, :-2] | padded[1:-1, 2:]
@@ -162,7 +169,7 @@ def test_capture_rig_cameras_surround_the_hands():
   for capture in range(50):
     center_m = np.array([0.0, 0.0, 1.0]) + rng.normal(0.0, 0.05, 3)
     cameras = synthetic.make_cameras(rng, capture, center_m)
-    listed = cameras[:synthetic.VIEWS_PER_FRAME]
+    listed = cameras[: synthetic.VIEWS_PER_FRAME]
     assert len(cameras) == synthetic.VIEWS_PER_FRAME + 1
     assert sum(c.height > c.width for c in listed) == 3 and all(c.width * c.height == 512 * 334 for c in cameras)
     assert [c.grey for c in cameras] == [False, True, False, False, False]
@@ -236,8 +243,11 @@ def test_frontal_rig(mano_pair, tmp_path):
   for camera_capture in cameras.values():
     for d in _view_directions(camera_capture).values():
       assert np.degrees(np.arccos(-d[2])) < np.degrees(synthetic.CAMERA_CONE_RAD) + 2.0
-  sizes = {image['camera']: (image['width'], image['height']) for image in data['images']
-           if image['capture'] == 0 and image['camera'] in cameras['0']['camrot']}
+  sizes = {
+      image['camera']: (image['width'], image['height'])
+      for image in data['images']
+      if image['capture'] == 0 and image['camera'] in cameras['0']['camrot']
+  }
   assert sorted(sizes.values()) == [(334, 512), (512, 334), (512, 334), (512, 334)]
   means = []
   for image in data['images']:

@@ -67,9 +67,16 @@ def _directed_edges(faces):
 def test_keys_shapes_dtypes(pair, side):
   raw = pair[side]
   assert tuple(sorted(raw)) == tuple(sorted(synthetic_mano.MANO_KEYS))
-  expected = {'v_template': (778, 3), 'shapedirs': (778, 3, 10), 'posedirs': (778, 3, 135),
-              'J': (16, 3), 'weights': (778, 16), 'hands_components': (45, 45),
-              'hands_mean': (45,), 'hands_coeffs': (1554, 45)}
+  expected = {
+      'v_template': (778, 3),
+      'shapedirs': (778, 3, 10),
+      'posedirs': (778, 3, 135),
+      'J': (16, 3),
+      'weights': (778, 16),
+      'hands_components': (45, 45),
+      'hands_mean': (45,),
+      'hands_coeffs': (1554, 45),
+  }
   for key, shape in expected.items():
     assert raw[key].shape == shape and raw[key].dtype == np.float32, key
   assert isinstance(raw['J_regressor'], scipy.sparse.csc_matrix)
@@ -77,8 +84,8 @@ def test_keys_shapes_dtypes(pair, side):
   assert raw['f'].dtype == np.uint32 and raw['f'].shape == (1538, 3)
   assert raw['kintree_table'].dtype == np.int64
   np.testing.assert_array_equal(
-      raw['kintree_table'],
-      [[4294967295, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14], list(range(16))])
+      raw['kintree_table'], [[4294967295, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14], list(range(16))]
+  )
   assert (raw['bs_style'], raw['bs_type']) == ('lbs', 'lrotmin')
   comps = raw['hands_components'].astype(np.float64)
   np.testing.assert_allclose(comps @ comps.T, np.eye(45), atol=1e-6)
@@ -235,7 +242,7 @@ def test_shape_and_pose_directions(pair):
   assert 0.001 < np.abs(dirs[:, :, 4:]).max() <= 0.002 + 1e-7
   assert np.abs(raw['posedirs']).max() <= 0.003 + 1e-7
   # The correctives of the middle finger's PIP joint (joint 5, feature block 4) stay near it.
-  block = np.abs(raw['posedirs'][:, :, 9 * 4:9 * 5]).max(axis=(1, 2))
+  block = np.abs(raw['posedirs'][:, :, 9 * 4 : 9 * 5]).max(axis=(1, 2))
   far = np.linalg.norm(verts - joints[5], axis=1) > 0.03
   assert block.max() > 0.001 and block[far].max() < 1e-5
 
@@ -248,8 +255,16 @@ def test_file_variants_load_identically(pair, folders):
     np.testing.assert_array_equal(reference.faces, pair[side]['f'].astype(np.int32))
     np.testing.assert_array_equal(reference.J_regressor, pair[side]['J_regressor'].toarray())
     for variant in ('chumpy', 'npz'):
-      for name in ('v_template', 'shapedirs', 'posedirs', 'J_regressor', 'weights', 'faces',
-                   'hands_components', 'hands_mean'):
+      for name in (
+          'v_template',
+          'shapedirs',
+          'posedirs',
+          'J_regressor',
+          'weights',
+          'faces',
+          'hands_components',
+          'hands_mean',
+      ):
         got, want = getattr(loaded[variant][side], name), getattr(reference, name)
         assert got.dtype == want.dtype, (variant, name)
         np.testing.assert_array_equal(got, want, err_msg=f'{variant} {side} {name}')
@@ -281,8 +296,10 @@ def test_chumpy_pickle_references_chumpy(pair, folders):
 
 def test_npz_layout_matches_the_reference_fixture(folders, fixture_mano_dir):
   for side in ('RIGHT', 'LEFT'):
-    with np.load(os.path.join(folders['npz'], f'MANO_{side}.npz')) as ours, \
-        np.load(os.path.join(fixture_mano_dir, f'MANO_{side}.npz')) as ref:
+    with (
+        np.load(os.path.join(folders['npz'], f'MANO_{side}.npz')) as ours,
+        np.load(os.path.join(fixture_mano_dir, f'MANO_{side}.npz')) as ref,
+    ):
       assert sorted(ours.files) == sorted(ref.files)
       for key in ref.files:
         assert (ours[key].shape, ours[key].dtype) == (ref[key].shape, ref[key].dtype), key
@@ -313,8 +330,7 @@ def test_left_fix_fires_and_left_mirrors_right(folders, caplog):
   g_r, gj_r = gt_mano(hands.right, f32(root), f32(pca), f32(betas))
   g_l, gj_l = gt_mano(hands.left, f32(root_left), f32(pca), f32(betas))
   np.testing.assert_allclose(np.asarray(g_l), np.asarray(g_r) * MIRROR, atol=MIRROR_ATOL_M, rtol=0)
-  np.testing.assert_allclose(np.asarray(gj_l), np.asarray(gj_r) * MIRROR, atol=MIRROR_ATOL_M,
-                             rtol=0)
+  np.testing.assert_allclose(np.asarray(gj_l), np.asarray(gj_r) * MIRROR, atol=MIRROR_ATOL_M, rtol=0)
 
 
 def test_deterministic_per_seed_and_different_across_seeds(pair):
@@ -328,8 +344,7 @@ def test_deterministic_per_seed_and_different_across_seeds(pair):
     assert not np.allclose(other[side]['posedirs'], pair[side]['posedirs'])
     assert not np.allclose(other[side]['shapedirs'][..., 4:], pair[side]['shapedirs'][..., 4:])
     assert not np.allclose(other[side]['hands_coeffs'], pair[side]['hands_coeffs'])
-    np.testing.assert_array_equal(other[side]['hands_components'][:2],
-                                  pair[side]['hands_components'][:2])
+    np.testing.assert_array_equal(other[side]['hands_components'][:2], pair[side]['hands_components'][:2])
     np.testing.assert_array_equal(other[side]['v_template'], pair[side]['v_template'])
 
 
@@ -347,11 +362,9 @@ def test_pca_flexion_curls_fingertips_towards_the_palm(assets, side):
 def test_bending_one_joint_bends_the_finger_there(assets):
   asset = assets.right
   hand_pose = np.zeros((1, 45), np.float32)
-  hand_pose[0, 3 * (2 - 1):3 * 2] = [0.0, 0.0, -np.pi / 2]  # index PIP (joint 2), curl 90 degrees
-  verts, _ = gt_mano(asset, jnp.eye(3)[None], jnp.asarray(hand_pose), jnp.zeros((1, 10)),
-                     pose_is_pca=False)
-  rest, _ = gt_mano(asset, jnp.eye(3)[None], jnp.zeros((1, 45)), jnp.zeros((1, 10)),
-                    pose_is_pca=False)
+  hand_pose[0, 3 * (2 - 1) : 3 * 2] = [0.0, 0.0, -np.pi / 2]  # index PIP (joint 2), curl 90 degrees
+  verts, _ = gt_mano(asset, jnp.eye(3)[None], jnp.asarray(hand_pose), jnp.zeros((1, 10)), pose_is_pca=False)
+  rest, _ = gt_mano(asset, jnp.eye(3)[None], jnp.zeros((1, 45)), jnp.zeros((1, 10)), pose_is_pca=False)
   verts, rest = np.asarray(verts[0]), np.asarray(rest[0])
   weights, joints = np.asarray(asset.weights), np.asarray(asset.J_regressor @ asset.v_template)
   moved = np.linalg.norm(verts - rest, axis=1)
@@ -367,15 +380,21 @@ def test_bending_one_joint_bends_the_finger_there(assets):
 
 def test_cli_writes_files_and_a_picture(tmp_path):
   out = tmp_path / 'mano'
-  result = subprocess.run([sys.executable, '-m', 'data_prep.synthetic_mano', '--out', str(out),
-                           '--seed', '3'], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
+  result = subprocess.run(
+      [sys.executable, '-m', 'data_prep.synthetic_mano', '--out', str(out), '--seed', '3'],
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=False,
+  )
   assert result.returncode == 0, result.stderr
   names = ['MANO_RIGHT.pkl', 'MANO_LEFT.pkl', 'MANO_RIGHT.npz', 'MANO_LEFT.npz', 'hands.png']
   for name in names:
     assert (out / name).is_file() and (out / name).stat().st_size > 10_000, name
-  np.testing.assert_array_equal(load_mano(str(out / 'MANO_LEFT.npz')).posedirs,
-                                synthetic_mano.make_synthetic_mano(3)['left']['posedirs'])
+  np.testing.assert_array_equal(
+      load_mano(str(out / 'MANO_LEFT.npz')).posedirs, synthetic_mano.make_synthetic_mano(3)['left']['posedirs']
+  )
   with Image.open(out / 'hands.png') as image:
     rgb = np.asarray(image.convert('RGB')).astype(int)
   assert rgb.shape[0] >= 400 and rgb.shape[1] >= 1000

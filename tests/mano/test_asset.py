@@ -17,8 +17,16 @@ def test_pickle_and_npz_agree(fixture_mano_dir):
     from_pkl = load_mano(os.path.join(fixture_mano_dir, f'MANO_{side.upper()}.pkl'))
     from_npz = load_mano(os.path.join(fixture_mano_dir, f'MANO_{side.upper()}.npz'))
     assert from_pkl.side == from_npz.side == side
-    for name in ('v_template', 'shapedirs', 'posedirs', 'J_regressor', 'weights', 'faces',
-                 'hands_components', 'hands_mean'):
+    for name in (
+        'v_template',
+        'shapedirs',
+        'posedirs',
+        'J_regressor',
+        'weights',
+        'faces',
+        'hands_components',
+        'hands_mean',
+    ):
       np.testing.assert_array_equal(getattr(from_pkl, name), getattr(from_npz, name), err_msg=name)
     assert from_pkl.faces.dtype == np.int32 and from_pkl.v_template.dtype == np.float32
 
@@ -35,8 +43,7 @@ def test_left_fix_does_not_fire_on_a_correct_left_hand(fixture_mano_dir, tmp_pat
   for side in ('left', 'right'):
     shutil.copy(os.path.join(fixture_mano_dir, f'MANO_{side.upper()}.npz'), tmp_path)
   fixed = load_mano_pair(str(tmp_path)).left
-  np.savez(tmp_path / 'MANO_LEFT.npz', **{**dict(np.load(tmp_path / 'MANO_LEFT.npz')),
-                                           'shapedirs': fixed.shapedirs})
+  np.savez(tmp_path / 'MANO_LEFT.npz', **{**dict(np.load(tmp_path / 'MANO_LEFT.npz')), 'shapedirs': fixed.shapedirs})
   caplog.clear()
   with caplog.at_level(logging.INFO):
     pair = load_mano_pair(str(tmp_path))
@@ -83,6 +90,7 @@ def test_wrong_kinematic_tree_and_missing_key(fixture_mano_dir, tmp_path):
 
 
 class _Exploit:
+
   def __reduce__(self):
     return (os.system, ('touch pwned',))
 
@@ -105,6 +113,7 @@ def test_other_globals_are_refused(tmp_path):
 
 def test_sparse_formats_densify(tmp_path):
   import scipy.sparse  # pylint: disable=import-outside-toplevel
+
   dense = np.zeros((16, 778), np.float32)
   dense[np.arange(16), np.arange(16) * 7] = 1.0
   dense[3, 100] = 0.5

@@ -41,8 +41,13 @@ def test_network_layer_matches_reference(pair, cases, side, center_idx, key):
 
 @pytest.mark.parametrize('side', ['left', 'right'])
 def test_gt_layer_matches_reference(pair, cases, side):
-  verts, joints = gt_mano(pair[side], jnp.asarray(cases['case.root_rotmat']), jnp.asarray(cases['case.pca']),
-                          jnp.asarray(cases['case.betas']), jnp.asarray(cases['case.trans']))
+  verts, joints = gt_mano(
+      pair[side],
+      jnp.asarray(cases['case.root_rotmat']),
+      jnp.asarray(cases['case.pca']),
+      jnp.asarray(cases['case.betas']),
+      jnp.asarray(cases['case.trans']),
+  )
   np.testing.assert_allclose(verts, cases[f'intaghand.{side}.verts'], atol=PARITY_ATOL_M, rtol=0)
   np.testing.assert_allclose(joints, cases[f'intaghand.{side}.joints'], atol=PARITY_ATOL_M, rtol=0)
 
@@ -67,6 +72,7 @@ def test_left_fix_changes_left_outputs(pair, cases, fixture_mano_dir):
 
 def _smplx_mano(path, is_rhand):
   import smplx  # pylint: disable=import-outside-toplevel
+
   return smplx.MANO(path, is_rhand=is_rhand, use_pca=False, flat_hand_mean=False, batch_size=4)
 
 
@@ -74,6 +80,7 @@ def _smplx_mano(path, is_rhand):
 def generated_mano_dir(tmp_path_factory):
   """The synthetic asset of `data_prep.synthetic_mano`, written in the official pickle layout."""
   from data_prep import synthetic_mano  # pylint: disable=import-outside-toplevel
+
   folder = tmp_path_factory.mktemp('generated_mano')
   raw = synthetic_mano.make_synthetic_mano(0)
   for side in ('left', 'right'):
@@ -94,14 +101,19 @@ def test_matches_smplx(fixture_mano_dir, generated_mano_dir, asset, side):
   betas = rng.normal(0, 1.0, (4, 10)).astype(np.float32)
   trans = rng.normal(0, 0.1, (4, 3)).astype(np.float32)
   ref = _smplx_mano(path, side == 'right')(
-      global_orient=torch.from_numpy(root_aa), hand_pose=torch.from_numpy(hand_aa),
-      betas=torch.from_numpy(betas), transl=torch.from_numpy(trans))
+      global_orient=torch.from_numpy(root_aa),
+      hand_pose=torch.from_numpy(hand_aa),
+      betas=torch.from_numpy(betas),
+      transl=torch.from_numpy(trans),
+  )
   root = jax.vmap(rotation.axis_angle_to_matrix)(jnp.asarray(root_aa))
-  verts, joints = gt_mano(asset, root, jnp.asarray(hand_aa) + asset.hands_mean, jnp.asarray(betas),
-                          jnp.asarray(trans), pose_is_pca=False)
+  verts, joints = gt_mano(
+      asset, root, jnp.asarray(hand_aa) + asset.hands_mean, jnp.asarray(betas), jnp.asarray(trans), pose_is_pca=False
+  )
   np.testing.assert_allclose(verts, ref.vertices.detach().numpy(), atol=PARITY_ATOL_M)
-  np.testing.assert_allclose(np.asarray(joints)[:, MANO16_IN_21], ref.joints.detach().numpy()[:, :16],
-                             atol=PARITY_ATOL_M)
+  np.testing.assert_allclose(
+      np.asarray(joints)[:, MANO16_IN_21], ref.joints.detach().numpy()[:, :16], atol=PARITY_ATOL_M
+  )
 
 
 def test_gradients_match_finite_differences(pair):
@@ -114,16 +126,18 @@ def test_gradients_match_finite_differences(pair):
 
     def scalar(pose, betas):
       verts, joints = network_mano(asset, pose, betas, center_idx=0)
-      return jnp.sum(verts * weights) + jnp.sum(joints ** 2)
+      return jnp.sum(verts * weights) + jnp.sum(joints**2)
 
     jax.test_util.check_grads(scalar, (pose, betas), order=1, modes=['rev'], eps=1e-6, atol=1e-6, rtol=1e-6)
 
 
 def test_gradient_finite_at_identity_pose(pair):
   """Zero rotation is where naive norms give NaN gradients."""
+
   def scalar(hand_aa):
     verts, _ = gt_mano(pair.right, jnp.eye(3)[None], hand_aa, jnp.zeros((1, 10)), pose_is_pca=False)
     return jnp.sum(verts)
+
   grad = jax.grad(scalar)(jnp.zeros((1, 45)))
   assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
 
@@ -133,6 +147,7 @@ class JitTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_jit_and_eager_agree(self):
     from tests.conftest import FIXTURE_DIR  # pylint: disable=import-outside-toplevel
+
     pair = load_mano_pair(f'{FIXTURE_DIR}/mano')
     rng = np.random.default_rng(1)
     pose = jnp.asarray(np.concatenate([rng.normal(0, 1, (3, 6)), rng.normal(0, 0.5, (3, 45))], 1), jnp.float32)

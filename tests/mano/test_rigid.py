@@ -20,8 +20,12 @@ def _random_params(rng):
   theta = np.linalg.norm(angle)
   k = np.array([[0, -angle[2], angle[1]], [angle[2], 0, -angle[0]], [-angle[1], angle[0], 0]]) / theta
   rot = np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * k @ k
-  return {'root_rotmat': rot.astype(np.float32), 'hand_pose': rng.normal(size=45).astype(np.float32) * 0.5,
-          'betas': rng.normal(size=10).astype(np.float32), 'trans': rng.normal(size=3).astype(np.float32) * 0.1}
+  return {
+      'root_rotmat': rot.astype(np.float32),
+      'hand_pose': rng.normal(size=45).astype(np.float32) * 0.5,
+      'betas': rng.normal(size=10).astype(np.float32),
+      'trans': rng.normal(size=3).astype(np.float32) * 0.1,
+  }
 
 
 def _verts(asset, params):

@@ -56,11 +56,11 @@ HOSTILE = {
     'dtype given as a list': _array(_dtype([('a', 'O')]), (1,), ADDRESS),
     'too few bytes for the shape': _array(_dtype('f8'), (1538, 3), ADDRESS),
     'too many bytes for the shape': _array(_dtype('f8'), (1,), ADDRESS * 2),
-    'huge shape': _array(_dtype('f8'), (10 ** 6, 10 ** 6), ADDRESS),
+    'huge shape': _array(_dtype('f8'), (10**6, 10**6), ADDRESS),
     'negative shape': _array(_dtype('f8'), (-1,), ADDRESS),
     'list data (object array layout)': _array(_dtype('f8'), (2,), [1.0, 2.0]),
     'scalar with wrong length': _Reduce(multiarray.scalar, (_dtype('f8'), b'\x00' * 4)),
-    'sparse with a huge _shape': _sparse(_shape=(10 ** 6, 10 ** 6)),
+    'sparse with a huge _shape': _sparse(_shape=(10**6, 10**6)),
     'sparse index out of range': _sparse(indices=np.array([0, 1, 7], np.int32)),
     'sparse negative index': _sparse(indices=np.array([0, -1, 2], np.int32)),
     'sparse indptr past the data': _sparse(indptr=np.array([0, 1, 2, 9], np.int32)),
@@ -78,10 +78,15 @@ def test_hostile_arrays_are_refused_with_the_file_named(tmp_path, name):
 
 
 def test_plain_numeric_arrays_and_scalars_still_load(tmp_path):
-  values = {'f8': np.arange(6.0).reshape(2, 3), 'f4 big-endian': np.arange(4, dtype='>f4'),
-            'i4 fortran': np.asfortranarray(np.arange(6, dtype=np.int32).reshape(2, 3)),
-            'u4': np.array([2 ** 32 - 1], np.uint32), 'bool': np.array([True, False]),
-            'scalar': np.float64(2.5), 'empty': np.zeros((0, 3))}
+  values = {
+      'f8': np.arange(6.0).reshape(2, 3),
+      'f4 big-endian': np.arange(4, dtype='>f4'),
+      'i4 fortran': np.asfortranarray(np.arange(6, dtype=np.int32).reshape(2, 3)),
+      'u4': np.array([2**32 - 1], np.uint32),
+      'bool': np.array([True, False]),
+      'scalar': np.float64(2.5),
+      'empty': np.zeros((0, 3)),
+  }
   path = tmp_path / 'plain.pkl'
   path.write_bytes(pickle.dumps(values, protocol=2))
   loaded = load_mano_pickle(str(path))
@@ -97,4 +102,4 @@ def test_official_layout_still_loads(fixture_mano_dir):
 
 
 def test_bound_covers_mano():
-  assert 778 * 3 * 135 < MAX_ELEMENTS < 10 ** 8
+  assert 778 * 3 * 135 < MAX_ELEMENTS < 10**8

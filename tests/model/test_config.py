@@ -36,8 +36,10 @@ def test_sequences_become_hashable_tuples():
   assert hash(config) == hash(ModelConfig.from_mapping(config.to_dict()))
 
 
-@pytest.mark.parametrize('changes, message', [({'stages': ()}, 'at least one refinement stage'),
-                                              ({'fusion': 'sparse'}, 'fusion must be one of')])
+@pytest.mark.parametrize(
+    'changes, message',
+    [({'stages': ()}, 'at least one refinement stage'), ({'fusion': 'sparse'}, 'fusion must be one of')],
+)
 def test_invalid_values_are_refused(changes, message):
   with pytest.raises(ValueError, match=message):
     ModelConfig(**changes)

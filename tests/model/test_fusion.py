@@ -21,9 +21,13 @@ from dir_jax.model.fusion import PlaneFusion, factored_plane_conv
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = (StageSpec(4, 'c3', 1.0), StageSpec(8, 'c2', 2.0), StageSpec(8, 'c2', 2.0))
-NARROW = {k: tiny.get_config().model[k] for k in ('encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim')}
-PROJECTIONS = {'bone': (image_space.bone_coefficients, image_space.BONE_ENDS),
-               'mfp': (image_space.joint_coefficients, image_space.JOINT_ENDS)}
+NARROW = {
+    k: tiny.get_config().model[k] for k in ('encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim')
+}
+PROJECTIONS = {
+    'bone': (image_space.bone_coefficients, image_space.BONE_ENDS),
+    'mfp': (image_space.joint_coefficients, image_space.JOINT_ENDS),
+}
 
 
 def _coefficients(projection, uv, size, threshold):
@@ -37,8 +41,9 @@ def _dense(projection, uv, feat, kernel, size, threshold):
   ends = PROJECTIONS[projection][1]
   coef = _coefficients(projection, uv, size, threshold)
   planes = image_space.planes_from_coefficients(coef.reshape(size * size, *coef.shape[2:]), feat, ends)
-  return lax.conv_general_dilated(planes.reshape(1, size, size, -1), kernel, (1, 1), ((1, 1), (1, 1)),
-                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))[0]
+  return lax.conv_general_dilated(
+      planes.reshape(1, size, size, -1), kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )[0]
 
 
 def _factored(projection, uv, feat, kernel, size, threshold):
@@ -95,6 +100,7 @@ def test_factored_equals_dense_forward_and_gradients(projection, case):
 
   def loss(fn):
     return lambda uv, feat, kernel: jnp.sum(fn(projection, uv, feat, kernel, size, threshold) * cotangent)
+
   grads_dense = jax.grad(loss(_dense), argnums=(0, 1, 2))(uv, feat, kernel)
   grads_factored = jax.grad(loss(_factored), argnums=(0, 1, 2))(uv, feat, kernel)
   for name, g_dense, g_factored in zip(('uv', 'features', 'kernel'), grads_dense, grads_factored):
@@ -117,8 +123,9 @@ def test_released_shapes_match():
   feat = jnp.asarray(rng.normal(size=(42, 64)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(3, 3, 2560, 256)) * 0.02, jnp.float32)
   planes = image_space.planes_from_coefficients(coef.reshape(size * size, 40, 2), feat, ends)
-  dense = lax.conv_general_dilated(planes.reshape(1, size, size, -1), kernel, (1, 1), ((1, 1), (1, 1)),
-                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))[0]
+  dense = lax.conv_general_dilated(
+      planes.reshape(1, size, size, -1), kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )[0]
   factored = factored_plane_conv(coef, feat, kernel, ends)
   np.testing.assert_allclose(factored, dense, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(dense))))
 
@@ -163,7 +170,9 @@ def test_unknown_method_is_refused():
   coef = jnp.zeros((1, 4, 4, 2, 20, 2))
   feat = jnp.zeros((1, 2, 21, 4))
   with pytest.raises(ValueError, match='fusion method'):
-    PlaneFusion(4, tuple(map(tuple, image_space.BONE_ENDS.tolist())), 'sparse').init(jax.random.PRNGKey(0), coef, feat, False)
+    PlaneFusion(4, tuple(map(tuple, image_space.BONE_ENDS.tolist())), 'sparse').init(
+        jax.random.PRNGKey(0), coef, feat, False
+    )
 
 
 @pytest.fixture(scope='module')
@@ -176,8 +185,9 @@ def test_dir_model_factored_equals_dense(mano):
   images = jax.random.normal(jax.random.PRNGKey(1), (2, 64, 64, 3))
   factored, dense = (DIR(ModelConfig(stages=STAGES, fusion=fusion, **NARROW)) for fusion in ('factored', 'dense'))
   variables = jax.jit(lambda x: factored.init(jax.random.PRNGKey(0), x, mano))(images)
-  chex.assert_trees_all_equal_shapes_and_dtypes(variables, jax.eval_shape(
-      lambda x: dense.init(jax.random.PRNGKey(0), x, mano), images))
+  chex.assert_trees_all_equal_shapes_and_dtypes(
+      variables, jax.eval_shape(lambda x: dense.init(jax.random.PRNGKey(0), x, mano), images)
+  )
   apply = lambda model: jax.jit(lambda v, x: model.apply(v, x, mano, train=False))
   chex.assert_trees_all_close(apply(factored)(variables, images), apply(dense)(variables, images), atol=1e-5, rtol=1e-5)
 
@@ -254,8 +264,15 @@ def test_float64_variables_compute_in_float64(fixture_mano_dir):
   compute in float32, and the initial stage agrees to float32 rounding (later stages of a random tiny
   model in train mode are too ill-conditioned to compare). A subprocess: x64 is process-wide."""
   env = dict(os.environ, JAX_ENABLE_X64='1', PYTHONPATH=REPO_ROOT)
-  done = subprocess.run([sys.executable, '-c', _FLOAT64_CHECK, fixture_mano_dir], env=env, cwd=REPO_ROOT,
-                        capture_output=True, text=True, timeout=1800, check=False)
+  done = subprocess.run(
+      [sys.executable, '-c', _FLOAT64_CHECK, fixture_mano_dir],
+      env=env,
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=1800,
+      check=False,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   result = json.loads(done.stdout.strip().splitlines()[-1])
   assert result['dtypes32'] == ['float32'] and result['dtypes64'] == ['float64'], result

@@ -27,10 +27,13 @@ def _loop(x, w, padding):
 
 def _scanned(conv_fn, padding):
   """The conv as the body of a 2-step scan (what the refinement stages do), summed with weights."""
+
   def loss(x, w, dy):
     def body(h, _):
       return h, jnp.sum(conv_fn(h, w, padding) * dy)
+
     return lax.scan(body, x, None, length=2)[1].sum()
+
   return loss
 
 
@@ -41,7 +44,9 @@ def test_loop_conv_matches_native(kernel, padding):
   w = jax.random.normal(keys[1], (kernel, kernel, 5, 4))
   out_shape = jax.eval_shape(lambda: _native(x, w, padding)).shape
   dy = jax.random.normal(keys[2], out_shape)
-  np.testing.assert_array_equal(jax.jit(_loop, static_argnums=2)(x, w, padding), jax.jit(_native, static_argnums=2)(x, w, padding))
+  np.testing.assert_array_equal(
+      jax.jit(_loop, static_argnums=2)(x, w, padding), jax.jit(_native, static_argnums=2)(x, w, padding)
+  )
   grads_loop = jax.jit(jax.grad(_scanned(_loop, padding), (0, 1)))(x, w, dy)
   grads_native = jax.jit(jax.grad(_scanned(_native, padding), (0, 1)))(x, w, dy)
   for got, want in zip(grads_loop, grads_native):
@@ -66,15 +71,20 @@ def test_loop_conv_refuses_strided():
     loop_conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=dn)
   with pytest.raises(ValueError, match='stride-1'):
     nn.Conv(2, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), conv_general_dilated=loop_conv_general_dilated).init(
-        jax.random.PRNGKey(0), x)
+        jax.random.PRNGKey(0), x
+    )
 
 
 def test_only_the_scanned_stages_take_the_loop_conv():
   """Group 0 (not a scan) and the encoder keep XLA's conv; every conv of a scanned group takes ours."""
-  narrow = {k: tiny.get_config().model[k] for k in ('encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim',
-                                                    'joint_dim')}
-  model = DIR(ModelConfig(stages=(StageSpec(4, 'c3', 1.0), StageSpec(8, 'c2', 2.0), StageSpec(8, 'c2', 2.0)),
-                          fusion='dense', **narrow))
+  narrow = {
+      k: tiny.get_config().model[k] for k in ('encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim')
+  }
+  model = DIR(
+      ModelConfig(
+          stages=(StageSpec(4, 'c3', 1.0), StageSpec(8, 'c2', 2.0), StageSpec(8, 'c2', 2.0)), fusion='dense', **narrow
+      )
+  )
   takes_loop_conv = {}
 
   def record(next_fun, args, kwargs, context):

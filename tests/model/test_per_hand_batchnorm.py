@@ -17,8 +17,14 @@ import pytest
 
 from configs import tiny
 from dir_jax import checkpoint
-from dir_jax.convert.torch_checkpoint import (IGNORED_PATTERNS, UNUSED_PATTERNS, blend_slots_into_shared,
-                                              convert_state_dict, copy_shared_stats_to_slots, flax_location)
+from dir_jax.convert.torch_checkpoint import (
+    IGNORED_PATTERNS,
+    UNUSED_PATTERNS,
+    blend_slots_into_shared,
+    convert_state_dict,
+    copy_shared_stats_to_slots,
+    flax_location,
+)
 from dir_jax.mano import load_mano_pair
 from dir_jax.model.dir import abstract_variables
 from dir_jax.model.layers import BatchNorm
@@ -53,8 +59,12 @@ def _randomised(tree, seed):
   """Running statistics away from the init values: means N(0, 0.5^2), variances in [0.5, 2]."""
   leaves, treedef = jax.tree.flatten_with_path(tree)
   rng = np.random.default_rng(seed)
-  new = [rng.normal(0, 0.5, v.shape).astype(np.float32) if path[-1].key.startswith('mean')
-         else rng.uniform(0.5, 2.0, v.shape).astype(np.float32) for path, v in leaves]
+  new = [
+      rng.normal(0, 0.5, v.shape).astype(np.float32)
+      if path[-1].key.startswith('mean')
+      else rng.uniform(0.5, 2.0, v.shape).astype(np.float32)
+      for path, v in leaves
+  ]
   return jax.tree.unflatten(treedef, new)
 
 
@@ -87,18 +97,27 @@ def _captures_shared_bn_input(module, method_name):
 
 def _train_step(model, mano):
   def loss_fn(params, batch_stats, images):
-    out, state = model.apply({'params': params, 'batch_stats': batch_stats}, images, mano, train=True,
-                             mutable=['batch_stats', 'intermediates'], capture_intermediates=_captures_shared_bn_input)
+    out, state = model.apply(
+        {'params': params, 'batch_stats': batch_stats},
+        images,
+        mano,
+        train=True,
+        mutable=['batch_stats', 'intermediates'],
+        capture_intermediates=_captures_shared_bn_input,
+    )
     loss = sum(jnp.mean(jnp.square(x)) for x in jax.tree.leaves(out))
     return loss, (out, state)
+
   return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
 
 
 @pytest.fixture(scope='module')
 def trained(setup, mano):
   off, on, images, off_vars, on_vars = setup
-  return {per_hand: _train_step(model, mano)(v['params'], v['batch_stats'], images)
-          for per_hand, model, v in ((False, off, off_vars), (True, on, on_vars))}
+  return {
+      per_hand: _train_step(model, mano)(v['params'], v['batch_stats'], images)
+      for per_hand, model, v in ((False, off, off_vars), (True, on, on_vars))
+  }
 
 
 def test_config_field_round_trips_through_checkpoints():
@@ -134,13 +153,18 @@ def test_train_mode_outputs_and_gradients_are_identical(trained):
   np.testing.assert_array_equal(loss_on, loss_off)
   chex.assert_trees_all_equal(out_on, out_off)
   chex.assert_trees_all_equal(grads_on, grads_off)
-  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads_off['decoder']['group_1']['projecter']['global_pos_emb']))
+  assert any(
+      float(jnp.abs(g).max()) > 0
+      for g in jax.tree.leaves(grads_off['decoder']['group_1']['projecter']['global_pos_emb'])
+  )
   # The BatchNorm inputs of the shared modules are the same too, and so is every unshared statistic.
   chex.assert_trees_all_equal(state_on['intermediates'], state_off['intermediates'])
   strip = lambda stats: {k: v for k, v in stats.items() if k != 'decoder'}
   chex.assert_trees_all_equal(strip(state_on['batch_stats']), strip(state_off['batch_stats']))
-  chex.assert_trees_all_equal(state_on['batch_stats']['decoder']['group_1']['skip_layer'],
-                              state_off['batch_stats']['decoder']['group_1']['skip_layer'])
+  chex.assert_trees_all_equal(
+      state_on['batch_stats']['decoder']['group_1']['skip_layer'],
+      state_off['batch_stats']['decoder']['group_1']['skip_layer'],
+  )
 
 
 @pytest.mark.parametrize('group', GROUPS)
@@ -159,10 +183,11 @@ def test_each_slot_is_updated_by_its_hand_only(setup, trained, group, module):
     x = x[0] if group != 'group_0' else x  # scanned group: leading stage axis
     x = x.reshape(-1, x.shape[-1])
     n = x.shape[0]
-    return (MOMENTUM * mean0 + (1 - MOMENTUM) * x.mean(0),
-            MOMENTUM * var0 + (1 - MOMENTUM) * x.var(0) * n / (n - 1))
+    return (MOMENTUM * mean0 + (1 - MOMENTUM) * x.mean(0), MOMENTUM * var0 + (1 - MOMENTUM) * x.var(0) * n / (n - 1))
 
-  before_on, after_on = _shared_bn(on_vars['batch_stats'], group, module), _shared_bn(state_on['batch_stats'], group, module)
+  before_on, after_on = _shared_bn(on_vars['batch_stats'], group, module), _shared_bn(
+      state_on['batch_stats'], group, module
+  )
   for side, x in zip(SIDES, calls):
     mean, var = update(before_on[f'mean_{side}'], before_on[f'var_{side}'], x)
     # float32 reductions against float64 numpy: rounding only.
@@ -170,7 +195,9 @@ def test_each_slot_is_updated_by_its_hand_only(setup, trained, group, module):
     np.testing.assert_allclose(after_on[f'var_{side}'], var, rtol=1e-5, atol=1e-6)
   assert np.abs(after_on['mean_left'] - after_on['mean_right']).max() > 1e-3
 
-  before_off, after_off = _shared_bn(off_vars['batch_stats'], group, module), _shared_bn(state_off['batch_stats'], group, module)
+  before_off, after_off = _shared_bn(off_vars['batch_stats'], group, module), _shared_bn(
+      state_off['batch_stats'], group, module
+  )
   mean, var = update(*update(before_off['mean'], before_off['var'], calls[0]), calls[1])
   np.testing.assert_allclose(after_off['mean'], mean, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(after_off['var'], var, rtol=1e-5, atol=1e-6)
@@ -197,8 +224,12 @@ def test_eval_mode_normalises_each_hand_with_its_slot(setup, eval_fns):
   _, state_on = eval_on(on_vars, images)
   slots = _shared_bn(on_vars['batch_stats'], 'group_0', 'global_pos_emb')
   for i, side in enumerate(SIDES):
-    stats = _set_shared_bn(off_vars['batch_stats'], 'group_0', 'global_pos_emb',
-                           {'mean': slots[f'mean_{side}'], 'var': slots[f'var_{side}']})
+    stats = _set_shared_bn(
+        off_vars['batch_stats'],
+        'group_0',
+        'global_pos_emb',
+        {'mean': slots[f'mean_{side}'], 'var': slots[f'var_{side}']},
+    )
     _, state_off = eval_off({'params': off_vars['params'], 'batch_stats': stats}, images)
     ours, theirs = _sown(state_on, 'group_0', 'global_pos_emb'), _sown(state_off, 'group_0', 'global_pos_emb')
     np.testing.assert_array_equal(ours[i], theirs[i])
@@ -213,8 +244,12 @@ def test_eval_output_of_a_hand_changes_only_with_its_slot(setup, eval_fns, group
   _, eval_on = eval_fns
   _, base = eval_on(on_vars, images)
   slots = _shared_bn(on_vars['batch_stats'], group, module)
-  shifted = _set_shared_bn(on_vars['batch_stats'], group, module,
-                           {f'mean_{side}': slots[f'mean_{side}'] + 1.0, f'var_{side}': slots[f'var_{side}'] * 3.0})
+  shifted = _set_shared_bn(
+      on_vars['batch_stats'],
+      group,
+      module,
+      {f'mean_{side}': slots[f'mean_{side}'] + 1.0, f'var_{side}': slots[f'var_{side}'] * 3.0},
+  )
   _, changed = eval_on({'params': on_vars['params'], 'batch_stats': shifted}, images)
   i = SIDES.index(side)
   before, after = _sown(base, group, module), _sown(changed, group, module)
@@ -229,8 +264,12 @@ def test_slots_equal_to_the_blend_give_the_option_off_outputs(setup, eval_fns):
   on_template = jax.eval_shape(lambda: {'params': off_vars['params'], 'batch_stats': setup[4]['batch_stats']})
   copied = copy_shared_stats_to_slots(off_vars, on_template)
   slots = _shared_bn(copied['batch_stats'], 'group_1', 'proj_feat_emb')
-  np.testing.assert_array_equal(slots['mean_left'], _shared_bn(off_vars['batch_stats'], 'group_1', 'proj_feat_emb')['mean'])
-  np.testing.assert_array_equal(slots['var_right'], _shared_bn(off_vars['batch_stats'], 'group_1', 'proj_feat_emb')['var'])
+  np.testing.assert_array_equal(
+      slots['mean_left'], _shared_bn(off_vars['batch_stats'], 'group_1', 'proj_feat_emb')['mean']
+  )
+  np.testing.assert_array_equal(
+      slots['var_right'], _shared_bn(off_vars['batch_stats'], 'group_1', 'proj_feat_emb')['var']
+  )
   out_off, _ = eval_off(off_vars, images)
   out_on, _ = eval_on(copied, images)
   chex.assert_trees_all_equal(out_on, out_off)
@@ -260,8 +299,9 @@ def test_blend_is_the_shared_running_average_of_alternating_calls():
         shared[stat] = momentum * shared[stat] + (1 - momentum) * batch[stat]
         slots[f'{stat}_{side}'] = momentum * slots[f'{stat}_{side}'] + (1 - momentum) * batch[stat]
   params = {'dense': {'kernel': np.ones((2, 2))}}
-  blended = blend_slots_into_shared({'params': params, 'batch_stats': {'bn': slots}},
-                                    {'params': params, 'batch_stats': {'bn': shared}}, momentum)
+  blended = blend_slots_into_shared(
+      {'params': params, 'batch_stats': {'bn': slots}}, {'params': params, 'batch_stats': {'bn': shared}}, momentum
+  )
   for stat in shared:
     np.testing.assert_allclose(blended['batch_stats']['bn'][stat], shared[stat], atol=2e-3)
   np.testing.assert_array_equal(blended['params']['dense']['kernel'], params['dense']['kernel'])
@@ -274,8 +314,11 @@ def _as_torch_state_dict(variables, model, fixture_dir):
   fixture's (released) state dict, at this model's shapes, in PyTorch's layouts."""
   with open(f'{fixture_dir}/state_dict_shapes.json') as f:
     entries = json.load(f)
-  skip = IGNORED_PATTERNS + UNUSED_PATTERNS + tuple(
-      rf'\.interaction\.STEblocks\.{b}\.' for b in range(4) if b not in model.config.transformer_blocks)
+  skip = (
+      IGNORED_PATTERNS
+      + UNUSED_PATTERNS
+      + tuple(rf'\.interaction\.STEblocks\.{b}\.' for b in range(4) if b not in model.config.transformer_blocks)
+  )
   state = {}
   for key, shape, _ in entries:
     if any(re.search(p, key) for p in skip):
@@ -301,7 +344,9 @@ def test_converted_checkpoint_gives_the_option_off_outputs(setup, eval_fns, fixt
   assert not report.missing
   for group in GROUPS:
     for module in SHARED:
-      blend, slots = _shared_bn(off_vars['batch_stats'], group, module), _shared_bn(converted['batch_stats'], group, module)
+      blend, slots = _shared_bn(off_vars['batch_stats'], group, module), _shared_bn(
+          converted['batch_stats'], group, module
+      )
       for stat in ('mean', 'var'):
         for side in SIDES:
           np.testing.assert_array_equal(slots[f'{stat}_{side}'], blend[stat])
@@ -327,8 +372,12 @@ def test_batchnorm_slots():
   stats = state['batch_stats']
   np.testing.assert_array_equal(stats['mean_left'], np.zeros(3))
   np.testing.assert_allclose(stats['mean_right'], 0.1 * np.asarray(x).reshape(-1, 3).mean(0), rtol=1e-5)
-  y_plain, _ = BatchNorm().apply({'params': variables['params'], 'batch_stats': {'mean': jnp.zeros(3), 'var': jnp.ones(3)}}, x, True,
-                                 mutable=['batch_stats'])
+  y_plain, _ = BatchNorm().apply(
+      {'params': variables['params'], 'batch_stats': {'mean': jnp.zeros(3), 'var': jnp.ones(3)}},
+      x,
+      True,
+      mutable=['batch_stats'],
+  )
   np.testing.assert_array_equal(y, y_plain)
   with pytest.raises(ValueError, match='slot must be one of'):
     bn.apply(variables, x, False)

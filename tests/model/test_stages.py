@@ -12,7 +12,9 @@ from dir_jax.model.dir import DIR, stage_groups
 
 # 64x64 input keeps the tests small: c4 is 2x2, c3 4x4, c2 8x8; and narrow layers (as configs/tiny.py).
 STAGES = (StageSpec(4, 'c3', 1.0), StageSpec(8, 'c2', 2.0), StageSpec(8, 'c2', 2.0))
-NARROW = {k: tiny.get_config().model[k] for k in ('encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim')}
+NARROW = {
+    k: tiny.get_config().model[k] for k in ('encoder_width', 'attention_dim', 'img_feat_dim', 'emb_dim', 'joint_dim')
+}
 
 
 def test_stage_groups():
@@ -45,7 +47,9 @@ def test_scan_equals_separate_stages(mano, train):
   variables = jax.jit(lambda x: scanned.init(jax.random.PRNGKey(0), x, mano))(images)
   assert variables['params']['decoder']['group_1']['projecter']['regressor']['offset']['kernel'].shape[0] == 2
   split = {k: _split_group(v) for k, v in variables.items()}
-  chex.assert_trees_all_equal_shapes(split, jax.eval_shape(lambda x: separate.init(jax.random.PRNGKey(0), x, mano), images))
+  chex.assert_trees_all_equal_shapes(
+      split, jax.eval_shape(lambda x: separate.init(jax.random.PRNGKey(0), x, mano), images)
+  )
   apply = lambda model: jax.jit(lambda v, x: model.apply(v, x, mano, train=train, mutable=['batch_stats']))
   out_a, state_a = apply(scanned)(variables, images)
   out_b, state_b = apply(separate)(split, images)
@@ -70,8 +74,11 @@ def test_jit_and_eager_agree(mano):
 @pytest.mark.parametrize('projection', ['mfp', 'sfp', 'mhp'])
 def test_projection_variants_and_ablations(mano, projection):
   images = jnp.zeros((1, 64, 64, 3))
-  model = DIR(ModelConfig(stages=STAGES[:2], projection=projection, use_gcn=projection != 'sfp',
-                          use_transformer=projection != 'mhp'))
+  model = DIR(
+      ModelConfig(
+          stages=STAGES[:2], projection=projection, use_gcn=projection != 'sfp', use_transformer=projection != 'mhp'
+      )
+  )
   variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, mano), images)
   fusion_in = variables['params']['decoder']['group_0']['projecter']['fusion']['0']['kernel'].shape[2]
   assert fusion_in == {'mfp': 2 * 21 * 64, 'sfp': 2 * 64, 'mhp': 2 * 21}[projection]

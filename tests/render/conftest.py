@@ -30,8 +30,17 @@ def two_hands(fixture_dir):
   mid = (xy_norm.min(axis=0) + xy_norm.max(axis=0)) / 2
   half_side = np.max(xy_norm.max(axis=0) - xy_norm.min(axis=0)) / 2 / 0.8
   focal_px = CROP_PX / 2 / half_side
-  K = np.array([[focal_px, 0.0, CROP_PX / 2 - focal_px * mid[0]],
-                [0.0, focal_px, CROP_PX / 2 - focal_px * mid[1]],
-                [0.0, 0.0, 1.0]])
-  return {'verts_right_m': verts_m[:778], 'verts_left_m': verts_m[778:], 'faces_right': faces_right,
-          'faces_left': faces_left, 'K': K}
+  K = np.array(
+      [
+          [focal_px, 0.0, CROP_PX / 2 - focal_px * mid[0]],
+          [0.0, focal_px, CROP_PX / 2 - focal_px * mid[1]],
+          [0.0, 0.0, 1.0],
+      ]
+  )
+  return {
+      'verts_right_m': verts_m[:778],
+      'verts_left_m': verts_m[778:],
+      'faces_right': faces_right,
+      'faces_left': faces_left,
+      'K': K,
+  }

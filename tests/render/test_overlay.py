@@ -13,8 +13,10 @@ BLUE = (0.0, 0.0, 1.0)
 
 
 def _hand_meshes(two_hands):
-  return [(two_hands['verts_left_m'], two_hands['faces_left'], overlay.LEFT_HAND_RGB),
-          (two_hands['verts_right_m'], two_hands['faces_right'], overlay.RIGHT_HAND_RGB)]
+  return [
+      (two_hands['verts_left_m'], two_hands['faces_left'], overlay.LEFT_HAND_RGB),
+      (two_hands['verts_right_m'], two_hands['faces_right'], overlay.RIGHT_HAND_RGB),
+  ]
 
 
 @pytest.mark.parametrize('alpha', [0.8, 1.0, 0.3])
@@ -35,8 +37,7 @@ def test_overlay_changes_exactly_the_covered_pixels(two_hands, alpha):
 def test_hands_get_their_own_colours_where_visible(two_hands):
   meshes = _hand_meshes(two_hands)
   rgb, mask = overlay.render_shaded(meshes, two_hands['K'], 256, 256)
-  labelled = [(verts, faces, label, np.zeros((len(verts), 3)))
-              for (verts, faces, _), label in zip(meshes, (1, 2))]
+  labelled = [(verts, faces, label, np.zeros((len(verts), 3))) for (verts, faces, _), label in zip(meshes, (1, 2))]
   seg, _ = render_seg_dense(labelled, two_hands['K'], 256, 256)
   np.testing.assert_array_equal(mask, seg > 0)
   for label, base_rgb in [(1, overlay.LEFT_HAND_RGB), (2, overlay.RIGHT_HAND_RGB)]:
@@ -49,8 +50,10 @@ def test_hands_get_their_own_colours_where_visible(two_hands):
 def _two_spheres(separation_m):
   """A red sphere at x = -separation/2 and a blue one at +separation/2, 2 m in front of the camera."""
   sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.1)
-  return [(sphere.vertices + [-separation_m / 2, 0.0, 2.0], sphere.faces, RED),
-          (sphere.vertices + [separation_m / 2, 0.0, 2.0], sphere.faces, BLUE)]
+  return [
+      (sphere.vertices + [-separation_m / 2, 0.0, 2.0], sphere.faces, RED),
+      (sphere.vertices + [separation_m / 2, 0.0, 2.0], sphere.faces, BLUE),
+  ]
 
 
 def _colour_masks(image):

@@ -55,13 +55,19 @@ def test_barycentrics_reproduce_the_pixel_centre(seed, perspective_correct):
   # Constant depth for the perspective path (where screen-space and 3D barycentrics agree); varying
   # depth for the affine path, whose barycentrics are screen-space ones.
   depth = np.full(3, 2.0) if perspective_correct else np.array([1.0, 2.0, 3.0])
-  fragments = rasterize(np.concatenate([tri_xy_px, depth[:, None]], axis=1), np.array([[0, 1, 2]]), 40, 40,
-                        perspective_correct=perspective_correct)
+  fragments = rasterize(
+      np.concatenate([tri_xy_px, depth[:, None]], axis=1),
+      np.array([[0, 1, 2]]),
+      40,
+      40,
+      perspective_correct=perspective_correct,
+  )
   mask = fragments.mask
   bary = fragments.bary[mask].astype(np.float64)
   x_px, y_px = _pixel_centres(40, 40)
-  np.testing.assert_allclose(bary @ tri_xy_px, np.stack([x_px[mask], y_px[mask]], axis=1),
-                             atol=POSITION_ATOL_PX, rtol=0)
+  np.testing.assert_allclose(
+      bary @ tri_xy_px, np.stack([x_px[mask], y_px[mask]], axis=1), atol=POSITION_ATOL_PX, rtol=0
+  )
   np.testing.assert_allclose(bary.sum(axis=1), 1.0, atol=1e-6)
   assert bary.min() >= 0.0
   np.testing.assert_allclose(fragments.depth[mask], bary @ depth, rtol=1e-6)
@@ -104,8 +110,7 @@ def test_many_triangles_match_a_per_triangle_z_buffer(monkeypatch, chunk_candida
   monkeypatch.setattr(rasterizer, '_CHUNK_CANDIDATES', chunk_candidates)
   rng = np.random.default_rng(0)
   num_faces, height, width = 150, 40, 48
-  verts = np.concatenate([rng.uniform(-8, 56, (3 * num_faces, 2)), rng.uniform(1, 5, (3 * num_faces, 1))],
-                         axis=1)
+  verts = np.concatenate([rng.uniform(-8, 56, (3 * num_faces, 2)), rng.uniform(1, 5, (3 * num_faces, 1))], axis=1)
   faces = rng.permutation(3 * num_faces).reshape(num_faces, 3)
   fragments = rasterize(verts, faces, height, width, perspective_correct=perspective_correct)
 
@@ -157,9 +162,9 @@ def test_closed_mesh_shows_only_its_camera_facing_side():
   x_px, y_px = _pixel_centres(64, 64)
   rays = np.stack([(x_px - 32.0) / 40.0, (y_px - 32.0) / 40.0, np.ones_like(x_px)], axis=-1)
   # Ray-sphere intersection |t r - c| = 1: t^2 |r|^2 - 2 t r.c + |c|^2 - 1 = 0.
-  a, b, c = (rays ** 2).sum(-1), -2 * rays @ centre_m, centre_m @ centre_m - 1.0
-  disc = b ** 2 - 4 * a * c
-  hits = disc > 0.05 * b ** 2  # rays clearly inside the silhouette
+  a, b, c = (rays**2).sum(-1), -2 * rays @ centre_m, centre_m @ centre_m - 1.0
+  disc = b**2 - 4 * a * c
+  hits = disc > 0.05 * b**2  # rays clearly inside the silhouette
   t_front = (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a)
   assert fragments.mask[hits].all() and not fragments.mask[disc < 0].any()
   depth_true_m = t_front[hits]
@@ -205,16 +210,27 @@ def _jittered_grid(lo, hi, seed):
   return verts, faces
 
 
-@pytest.mark.parametrize('mesh_fn,lo,hi', [
-    (lambda lo, hi: _square_split(lo, hi, 0), 2.0, 14.0),
-    (lambda lo, hi: _square_split(lo, hi, 1), 2.0, 14.0),
-    (lambda lo, hi: _square_split(lo, hi, 0), 2.5, 14.5),
-    (lambda lo, hi: _square_split(lo, hi, 1), 2.5, 14.5),
-    (_fan, 2.5, 14.5),
-    (lambda lo, hi: _jittered_grid(lo, hi, 0), 2.5, 18.5),
-    (lambda lo, hi: _jittered_grid(lo, hi, 1), 2.5, 18.5),
-], ids=['diag0', 'diag1', 'diag0-centres-on-border', 'diag1-centres-on-border', 'fan-vertex-on-centre',
-        'grid0', 'grid1'])
+@pytest.mark.parametrize(
+    'mesh_fn,lo,hi',
+    [
+        (lambda lo, hi: _square_split(lo, hi, 0), 2.0, 14.0),
+        (lambda lo, hi: _square_split(lo, hi, 1), 2.0, 14.0),
+        (lambda lo, hi: _square_split(lo, hi, 0), 2.5, 14.5),
+        (lambda lo, hi: _square_split(lo, hi, 1), 2.5, 14.5),
+        (_fan, 2.5, 14.5),
+        (lambda lo, hi: _jittered_grid(lo, hi, 0), 2.5, 18.5),
+        (lambda lo, hi: _jittered_grid(lo, hi, 1), 2.5, 18.5),
+    ],
+    ids=[
+        'diag0',
+        'diag1',
+        'diag0-centres-on-border',
+        'diag1-centres-on-border',
+        'fan-vertex-on-centre',
+        'grid0',
+        'grid1',
+    ],
+)
 def test_shared_edges_cover_each_pixel_exactly_once(mesh_fn, lo, hi):
   verts_xy_px, faces = mesh_fn(lo, hi)
   verts = np.concatenate([verts_xy_px, np.ones((len(verts_xy_px), 1))], axis=1)
@@ -237,10 +253,14 @@ def test_shared_edge_through_a_pixel_centre_with_real_coordinates():
     direction = rng.normal(size=2)
     direction /= np.linalg.norm(direction)
     normal = np.array([-direction[1], direction[0]])
-    verts_xy_px = np.stack([centre_px + rng.uniform(1, 3) * direction,
-                            centre_px - rng.uniform(1, 3) * direction,
-                            centre_px + rng.uniform(1, 3) * normal + rng.normal(size=2) * 0.3,
-                            centre_px - rng.uniform(1, 3) * normal + rng.normal(size=2) * 0.3])
+    verts_xy_px = np.stack(
+        [
+            centre_px + rng.uniform(1, 3) * direction,
+            centre_px - rng.uniform(1, 3) * direction,
+            centre_px + rng.uniform(1, 3) * normal + rng.normal(size=2) * 0.3,
+            centre_px - rng.uniform(1, 3) * normal + rng.normal(size=2) * 0.3,
+        ]
+    )
     verts = np.concatenate([verts_xy_px, np.ones((4, 1))], axis=1)
     faces = [[0, 1, 2], [1, 0, 3]] if case % 2 else [[0, 1, 2], [0, 1, 3]]
     count = sum(int(rasterize(verts, np.array([face]), 9, 9).mask[4, 4]) for face in faces)
@@ -269,8 +289,9 @@ def test_perspective_correct_interpolation_on_a_slanted_quad():
   assert np.abs(affine_points_m - points_true_m).max() > 0.05
 
 
-@pytest.mark.parametrize('depths_m,drawn', [((0.5, 0.5, 0.5), True), ((0.5, 0.5, -0.5), False),
-                                            ((0.5, 0.5, 0.0), False)])
+@pytest.mark.parametrize(
+    'depths_m,drawn', [((0.5, 0.5, 0.5), True), ((0.5, 0.5, -0.5), False), ((0.5, 0.5, 0.0), False)]
+)
 def test_only_triangles_in_front_of_the_near_plane_are_drawn(depths_m, drawn):
   verts = np.array([[2.0, 2.0, depths_m[0]], [30.0, 2.0, depths_m[1]], [2.0, 30.0, depths_m[2]]])
   fragments = rasterize(verts, np.array([[0, 1, 2]]), 32, 32)
@@ -280,8 +301,9 @@ def test_only_triangles_in_front_of_the_near_plane_are_drawn(depths_m, drawn):
 def test_project_perspective_matches_the_pinhole_formula():
   K = np.array([[500.0, 0.0, 128.0], [0.0, 400.0, 100.0], [0.0, 0.0, 1.0]])
   points_m = np.array([[0.1, -0.2, 2.0], [0.0, 0.0, 0.5]])
-  np.testing.assert_allclose(project_perspective(points_m, K),
-                             [[500 * 0.05 + 128, 400 * -0.1 + 100, 2.0], [128.0, 100.0, 0.5]])
+  np.testing.assert_allclose(
+      project_perspective(points_m, K), [[500 * 0.05 + 128, 400 * -0.1 + 100, 2.0], [128.0, 100.0, 0.5]]
+  )
 
 
 def _square_mesh(x0_m, x1_m, depth_m):
@@ -319,8 +341,15 @@ def test_seg_dense_labels_the_occluder_in_the_overlap(near_label, reverse_order)
 def test_seg_of_two_hands_follows_their_separate_depths(two_hands):
   h = two_hands
   K = h['K']
-  seg, _ = render_seg_dense([(h['verts_right_m'], h['faces_right'], 1, np.zeros((778, 3))),
-                             (h['verts_left_m'], h['faces_left'], 2, np.zeros((778, 3)))], K, 256, 256)
+  seg, _ = render_seg_dense(
+      [
+          (h['verts_right_m'], h['faces_right'], 1, np.zeros((778, 3))),
+          (h['verts_left_m'], h['faces_left'], 2, np.zeros((778, 3))),
+      ],
+      K,
+      256,
+      256,
+  )
   right = rasterize(project_perspective(h['verts_right_m'], K), h['faces_right'], 256, 256)
   left = rasterize(project_perspective(h['verts_left_m'], K), h['faces_left'], 256, 256)
   both = right.mask & left.mask
@@ -333,8 +362,9 @@ def test_seg_of_two_hands_follows_their_separate_depths(two_hands):
 
 def test_two_hands_render_in_well_under_a_tenth_of_a_second(two_hands):
   h = two_hands
-  verts_m, faces, _ = rasterizer.merge_meshes([h['verts_right_m'], h['verts_left_m']],
-                                              [h['faces_right'], h['faces_left']])
+  verts_m, faces, _ = rasterizer.merge_meshes(
+      [h['verts_right_m'], h['verts_left_m']], [h['faces_right'], h['faces_left']]
+  )
   verts_px_depth = project_perspective(verts_m, h['K'])
   times_s = []
   for _ in range(5):
@@ -352,8 +382,12 @@ def test_shade_is_lambertian_and_ignores_winding(faces):
   K = np.array([[40.0, 0.0, 16.0], [0.0, 40.0, 16.0], [0.0, 0.0, 1.0]])
   fragments = rasterize(project_perspective(verts_m, K), faces, 32, 32)
   base_rgb = np.array([0.5, 1.0, 0.25])
-  for light_dir_cam, intensity in [((0, 0, -1), 1.0), ((0, 0, 1), 1.0), ((1, 0, 0), 0.4),
-                                   ((0, 1, -1), 0.4 + 0.6 / np.sqrt(2))]:
+  for light_dir_cam, intensity in [
+      ((0, 0, -1), 1.0),
+      ((0, 0, 1), 1.0),
+      ((1, 0, 0), 0.4),
+      ((0, 1, -1), 0.4 + 0.6 / np.sqrt(2)),
+  ]:
     rgb, mask = rasterizer.shade(fragments, verts_m, faces, base_rgb, light_dir_cam, ambient=0.4, diffuse=0.6)
     np.testing.assert_array_equal(mask, fragments.mask)
     np.testing.assert_allclose(rgb[mask], np.broadcast_to(base_rgb * intensity, (mask.sum(), 3)), atol=1e-6)

@@ -51,14 +51,19 @@ def _final_params(workdir):
 
 
 def _train_cmd(workdir, data, **extra):
-  return [sys.executable, os.path.join(REPO_ROOT, 'train.py'), '--config=' + os.path.join(REPO_ROOT, 'configs/tiny.py'),
-          f'--workdir={workdir}'] + tiny_overrides(data, **extra)
+  return [
+      sys.executable,
+      os.path.join(REPO_ROOT, 'train.py'),
+      '--config=' + os.path.join(REPO_ROOT, 'configs/tiny.py'),
+      f'--workdir={workdir}',
+  ] + tiny_overrides(data, **extra)
 
 
 def _run_and_signal(workdir, data, env, trigger, sig, **extra):
   """Runs train.py and sends `sig` at the first log line containing `trigger`: (return code, log lines)."""
-  proc = subprocess.Popen(_train_cmd(workdir, data, **extra), env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.Popen(
+      _train_cmd(workdir, data, **extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
   log, sent = [], False
   for line in proc.stdout:
     log.append(line)
@@ -118,34 +123,56 @@ def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cach
   # ones and one with hand_type_valid false), with protocols on the single-hand subset and on a
   # human_annot list naming the 'interacting' config's test examples: on those the triangulated
   # errors are the ones the training run computed.
-  interacting_ids = sorted(int(ex['image_id']) for ex in
-                           input_pipeline.get_builder(tiny_data['tfds']).as_dataset(split='test').as_numpy_iterator())
+  interacting_ids = sorted(
+      int(ex['image_id'])
+      for ex in input_pipeline.get_builder(tiny_data['tfds']).as_dataset(split='test').as_numpy_iterator()
+  )
   builder = input_pipeline.get_builder(tiny_data['tfds'], 'interhand26m/all')
-  hand_types = {int(ex['image_id']): ex['hand_type'].decode() for ex in builder.as_dataset(split='test').as_numpy_iterator()}
+  hand_types = {
+      int(ex['image_id']): ex['hand_type'].decode() for ex in builder.as_dataset(split='test').as_numpy_iterator()
+  }
   assert sorted(hand_types.values()) == ['interacting'] * (NUM_TEST + 1) + ['left', 'right']
   assert set(interacting_ids) < set(hand_types)
   ids_file = tmp_path / 'aid_human_annot_test.txt'
   ids_file.write_text(''.join(f'{i}\n' for i in interacting_ids))
   human, single = protocol.INTERHAND26M_HUMAN_ANNOT.key, protocol.INTERHAND26M_SINGLE.key
   out_dir = tmp_path / 'eval'
-  run = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'evaluate.py'), f'--checkpoint={workdir}',
-                        '--config=' + os.path.join(REPO_ROOT, 'configs/tiny.py'), f'--out={out_dir}',
-                        f'--protocol={dir_key}', f'--protocol={human}', f'--protocol={single}',
-                        f'--human_annot={ids_file}', '--compilation_cache=' + compilation_cache,
-                        '--config.data.dataset_name=interhand26m/all'] + tiny_overrides(tiny_data),
-                       env=train_env(compilation_cache), capture_output=True, text=True, timeout=900)
+  run = subprocess.run(
+      [
+          sys.executable,
+          os.path.join(REPO_ROOT, 'evaluate.py'),
+          f'--checkpoint={workdir}',
+          '--config=' + os.path.join(REPO_ROOT, 'configs/tiny.py'),
+          f'--out={out_dir}',
+          f'--protocol={dir_key}',
+          f'--protocol={human}',
+          f'--protocol={single}',
+          f'--human_annot={ids_file}',
+          '--compilation_cache=' + compilation_cache,
+          '--config.data.dataset_name=interhand26m/all',
+      ]
+      + tiny_overrides(tiny_data),
+      env=train_env(compilation_cache),
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert run.returncode == 0, run.stdout + run.stderr
   with open(out_dir / 'metrics.json') as f:
     evaluated = json.load(f)
-  assert evaluated['protocols'] == {dir_key: protocol.DIR.name, human: protocol.INTERHAND26M_HUMAN_ANNOT.name,
-                                    single: protocol.INTERHAND26M_SINGLE.name,
-                                    metrics.PROCRUSTES_KEY: metrics.PROCRUSTES_NAME}
+  assert evaluated['protocols'] == {
+      dir_key: protocol.DIR.name,
+      human: protocol.INTERHAND26M_HUMAN_ANNOT.name,
+      single: protocol.INTERHAND26M_SINGLE.name,
+      metrics.PROCRUSTES_KEY: metrics.PROCRUSTES_NAME,
+  }
   assert evaluated['num_samples'] == NUM_TEST + 3
   assert evaluated[f'stage2/{dir_key}/num_samples'] == NUM_TEST + 1  # hand_type_valid false is interacting too
   assert evaluated[f'stage2/{human}/num_samples'] == NUM_TEST and evaluated[f'stage2/{single}/num_samples'] == 2
   assert len(evaluated[f'stage2/{human}/joint_errors_mm/left']) == 21
-  assert evaluated[f'stage2/{human}/mpjpe/all'] == pytest.approx(final[f'stage2/{triangulated_key}/mpjpe/all'],
-                                                                 rel=1e-5)
+  assert evaluated[f'stage2/{human}/mpjpe/all'] == pytest.approx(
+      final[f'stage2/{triangulated_key}/mpjpe/all'], rel=1e-5
+  )
   assert all(np.isfinite(evaluated[f'stage2/{single}/mpjpe/{h}']) for h in metrics.HANDS)
   written = (out_dir / 'metrics.md').read_text()
   assert protocol.INTERHAND26M_HUMAN_ANNOT.name in written and '| InterWild | mpjpe_sh_ih_mean | 13.65 |' in written
@@ -161,10 +188,18 @@ def test_eight_fake_devices_match_one(tiny_data, compilation_cache, tmp_path):
     workdir = str(tmp_path / f'dev{devices}')
     # A small learning rate: AdamW's first steps are lr * sign(gradient), which turns rounding-level
     # differences of near-zero gradients into parameter differences of the size of the step.
-    run = subprocess.run(_train_cmd(workdir, tiny_data, batch_size=8, num_train_steps=3,
-                                    **{'optimizer.learning_rate': LAYOUT_TEST_LR,
-                                       'model.projection': LAYOUT_TEST_PROJECTION}),
-                         env=train_env(compilation_cache, devices), capture_output=True, text=True)
+    run = subprocess.run(
+        _train_cmd(
+            workdir,
+            tiny_data,
+            batch_size=8,
+            num_train_steps=3,
+            **{'optimizer.learning_rate': LAYOUT_TEST_LR, 'model.projection': LAYOUT_TEST_PROJECTION},
+        ),
+        env=train_env(compilation_cache, devices),
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert f'on {devices} devices' in run.stderr
     losses[devices] = _logged_losses(run.stderr)
@@ -175,21 +210,33 @@ def test_eight_fake_devices_match_one(tiny_data, compilation_cache, tmp_path):
   assert results[1][0] == results[8][0] == 3
   # BatchNorm running statistics are global-batch statistics on 8 devices as on 1 (tolerance relative
   # to each array's scale: some entries are near 0).
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=BN_STATS_LAYOUT_TOL * np.abs(b).max()),
-               results[1][1]['batch_stats'], results[8][1]['batch_stats'])
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=BN_STATS_LAYOUT_TOL * np.abs(b).max()),
+      results[1][1]['batch_stats'],
+      results[8][1]['batch_stats'],
+  )
   # Parameters: equal up to the sign flips above; an AdamW step is at most ~2 lr here, so 2 * 2 lr per step.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=3 * 4 * LAYOUT_TEST_LR),
-               results[1][1]['params'], results[8][1]['params'])
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=3 * 4 * LAYOUT_TEST_LR),
+      results[1][1]['params'],
+      results[8][1]['params'],
+  )
 
 
 def test_two_processes_train_one_step_together(tiny_data, compilation_cache, tmp_path):
   port = 20000 + os.getpid() % 20000
   workdir = str(tmp_path / 'multi')
-  procs = [subprocess.Popen(
-      _train_cmd(workdir, tiny_data, batch_size=8, num_train_steps=1) +
-      [f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={i}'],
-      env=train_env(compilation_cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
+  procs = [
+      subprocess.Popen(
+          _train_cmd(workdir, tiny_data, batch_size=8, num_train_steps=1)
+          + [f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={i}'],
+          env=train_env(compilation_cache),
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(2)
+  ]
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
@@ -209,10 +256,15 @@ def _damage_step(workdir, step):
 def test_sigterm_damaged_checkpoint_and_kill_9_resume_to_the_same_parameters(tiny_data, compilation_cache, tmp_path):
   total = 8
   reference_dir, resumed_dir = str(tmp_path / 'uninterrupted'), str(tmp_path / 'resumed')
-  subprocess.run(_train_cmd(reference_dir, tiny_data, num_train_steps=total), check=True,
-                 env=train_env(compilation_cache), capture_output=True)
-  returncode, log = _run_and_signal(resumed_dir, tiny_data, train_env(compilation_cache), f'step 5/{total}',
-                                    signal.SIGTERM, num_train_steps=total)
+  subprocess.run(
+      _train_cmd(reference_dir, tiny_data, num_train_steps=total),
+      check=True,
+      env=train_env(compilation_cache),
+      capture_output=True,
+  )
+  returncode, log = _run_and_signal(
+      resumed_dir, tiny_data, train_env(compilation_cache), f'step 5/{total}', signal.SIGTERM, num_train_steps=total
+  )
   assert returncode == 0, ''.join(log[-40:])
   assert any('stopped by SIGTERM' in line for line in log), ''.join(log[-40:])
   steps = sorted(int(s) for s in os.listdir(os.path.join(resumed_dir, 'checkpoints')) if s.isdigit())
@@ -220,11 +272,21 @@ def test_sigterm_damaged_checkpoint_and_kill_9_resume_to_the_same_parameters(tin
   assert 5 <= stopped_at < total
   _damage_step(resumed_dir, stopped_at)
   # The rerun skips the damaged step, then is killed with SIGKILL (no handler, no save) one step on.
-  returncode, log = _run_and_signal(resumed_dir, tiny_data, train_env(compilation_cache),
-                                    f'step {stopped_at + 1}/{total}', signal.SIGKILL, num_train_steps=total)
+  returncode, log = _run_and_signal(
+      resumed_dir,
+      tiny_data,
+      train_env(compilation_cache),
+      f'step {stopped_at + 1}/{total}',
+      signal.SIGKILL,
+      num_train_steps=total,
+  )
   assert any(f'step {stopped_at} in' in line and 'cannot be restored' in line for line in log), ''.join(log[-40:])
-  rerun = subprocess.run(_train_cmd(resumed_dir, tiny_data, num_train_steps=total), env=train_env(compilation_cache),
-                         capture_output=True, text=True)
+  rerun = subprocess.run(
+      _train_cmd(resumed_dir, tiny_data, num_train_steps=total),
+      env=train_env(compilation_cache),
+      capture_output=True,
+      text=True,
+  )
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   ref_step, ref_params = _final_params(reference_dir)
   res_step, res_params = _final_params(resumed_dir)
@@ -260,9 +322,17 @@ def test_a_second_run_on_one_workdir_refuses_and_a_killed_holder_frees_it(tiny_d
     with pytest.raises(trainer.WorkdirInUseError, match=rf'is in use by another training run \(pid {os.getpid()} '):
       trainer.train_and_evaluate(_config(tiny_data, num_train_steps=1), workdir)
   holder = subprocess.Popen(
-      [sys.executable, '-c', 'import sys, time\nfrom dir_jax.train import trainer\n'
-       'held = trainer.workdir_lock(sys.argv[1])\nheld.__enter__()\nprint("locked", flush=True)\ntime.sleep(600)', workdir],
-      env=dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu'), stdout=subprocess.PIPE, text=True)
+      [
+          sys.executable,
+          '-c',
+          'import sys, time\nfrom dir_jax.train import trainer\n'
+          'held = trainer.workdir_lock(sys.argv[1])\nheld.__enter__()\nprint("locked", flush=True)\ntime.sleep(600)',
+          workdir,
+      ],
+      env=dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu'),
+      stdout=subprocess.PIPE,
+      text=True,
+  )
   try:
     assert holder.stdout.readline().strip() == 'locked'
     with pytest.raises(trainer.WorkdirInUseError, match=f'pid {holder.pid} '):
@@ -279,8 +349,9 @@ def test_sigterm_during_the_first_compile_stops_at_once(tiny_data, tmp_path):
   """Nothing new to save before the first step: the process ends by SIGTERM without finishing the
   compile or writing a checkpoint (an empty compilation cache keeps it compiling when the signal comes)."""
   workdir = str(tmp_path / 'early')
-  returncode, log = _run_and_signal(workdir, tiny_data, train_env(str(tmp_path / 'empty_cache')), 'training steps',
-                                    signal.SIGTERM, num_train_steps=4)
+  returncode, log = _run_and_signal(
+      workdir, tiny_data, train_env(str(tmp_path / 'empty_cache')), 'training steps', signal.SIGTERM, num_train_steps=4
+  )
   assert returncode == -signal.SIGTERM, ''.join(log[-40:])
   assert not any('saving a checkpoint' in line for line in log)
   checkpoints = os.path.join(workdir, 'checkpoints')
@@ -292,16 +363,17 @@ def test_a_damaged_training_shard_stops_the_run_naming_it(tiny_data, compilation
   data_dir = str(tmp_path / 'tfds')
   shutil.copytree(tiny_data['tfds'], data_dir)
   # The config the run reads ('interacting', the default); data_dir holds the 'all' config too.
-  shards = sorted(glob.glob(os.path.join(data_dir, 'interhand26m', 'interacting', '**', '*-train.tfrecord-*'),
-                            recursive=True))
+  shards = sorted(
+      glob.glob(os.path.join(data_dir, 'interhand26m', 'interacting', '**', '*-train.tfrecord-*'), recursive=True)
+  )
   assert shards
   with open(shards[0], 'rb') as f:
     content = bytearray(f.read())
   if damage == 'truncated':
-    content = content[:len(content) * 2 // 3]
+    content = content[: len(content) * 2 // 3]
   else:
     middle = len(content) // 2
-    content[middle:middle + 16] = bytes(255 - b for b in content[middle:middle + 16])
+    content[middle : middle + 16] = bytes(255 - b for b in content[middle : middle + 16])
   with open(shards[0], 'wb') as f:
     f.write(bytes(content))
   config = _config(dict(tiny_data, tfds=data_dir), num_train_steps=3)
