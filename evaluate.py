@@ -39,7 +39,7 @@ from configs import DEFAULT_CONFIG
 flags.DEFINE_string(
     'checkpoint',
     None,
-    'train.py workdir, its checkpoints/ or best/, one step folder in them, or ' 'export_orbax output',
+    'train.py workdir, its checkpoints/ or best/, one step folder in them, or export_orbax output',
     required=True,
 )
 flags.DEFINE_string('out', None, 'output folder (default: <checkpoint>/eval; for a step folder, eval-<step> beside it)')

@@ -164,7 +164,7 @@ def load_image(path: str) -> np.ndarray:
       rgb = image_io.to_rgb_u8(ImageOps.exif_transpose(image))
   except (OSError, ValueError, Image.DecompressionBombError) as e:
     raise ImageInputError(
-        f'{path}: cannot read the image ({type(e).__name__}: {e}); ' 'replace it with a complete JPEG or PNG file'
+        f'{path}: cannot read the image ({type(e).__name__}: {e}); replace it with a complete JPEG or PNG file'
     ) from e
   height, width = rgb.shape[:2]
   if min(height, width) < MIN_IMAGE_SIDE_PX:
@@ -543,7 +543,7 @@ FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share fl
 flags.DEFINE_string(
     'checkpoint',
     None,
-    'train.py workdir, its checkpoints/ or best/, one step folder in them, or ' 'export_orbax output',
+    'train.py workdir, its checkpoints/ or best/, one step folder in them, or export_orbax output',
     flag_values=FLAGS,
     required=True,
 )

@@ -172,7 +172,7 @@ def _chumpy_modules() -> dict[str, types.ModuleType]:
     def value(self):
       if 'x' not in self.state:
         raise ReferenceCodeError(
-            'the MANO pickle holds a chumpy expression without a stored value; ' 'install chumpy to load it'
+            'the MANO pickle holds a chumpy expression without a stored value; install chumpy to load it'
         )
       return np.asarray(self.state['x'])
 
@@ -597,7 +597,7 @@ flags.DEFINE_integer(
 flags.DEFINE_string(
     'targets',
     None,
-    "npz with the training targets in train.npz's gt.* layout; default: synthetic " 'hands as in the shared fixture',
+    "npz with the training targets in train.npz's gt.* layout; default: synthetic hands as in the shared fixture",
     flag_values=FLAGS,
 )
 flags.DEFINE_integer('target_seed', 0, 'seed of the synthetic targets', flag_values=FLAGS)

@@ -65,7 +65,7 @@ def _members(path: str, arrays: tuple[str, ...] = ()) -> Iterator[tuple[str, Any
       yield from json_stream.top_level_members(f, arrays)
   except (json_stream.JsonStreamError, UnicodeDecodeError) as e:
     raise RawDataError(
-        f'{path}: not valid JSON ({e}); the file is truncated or damaged, ' 'download and unpack it again'
+        f'{path}: not valid JSON ({e}); the file is truncated or damaged, download and unpack it again'
     ) from e
 
 

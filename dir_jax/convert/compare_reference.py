@@ -371,7 +371,7 @@ def print_table(rows: list[dict]) -> None:
       + (
           'none'
           if not flips
-          else f'{len(flips)} mask(s); downstream arrays were judged ' 'with the reference masks forced'
+          else f'{len(flips)} mask(s); downstream arrays were judged with the reference masks forced'
       )
   )
   for line in flips:
@@ -393,7 +393,7 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     'torch_checkpoint',
     None,
-    "the authors' PyTorch state dict, .pth or .npz; default: regenerate " 'from the recipe',
+    "the authors' PyTorch state dict, .pth or .npz; default: regenerate from the recipe",
     flag_values=FLAGS,
 )
 flags.DEFINE_string(
@@ -409,7 +409,7 @@ flags.DEFINE_bool(
 flags.DEFINE_bool(
     'float64',
     False,
-    'run the Flax model in float64 (jax x64): the differences left are the float32 ' "reference's own rounding",
+    "run the Flax model in float64 (jax x64): the differences left are the float32 reference's own rounding",
     flag_values=FLAGS,
 )
 

@@ -46,7 +46,7 @@ FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share fl
 flags.DEFINE_string(
     'torch_checkpoint',
     None,
-    "the authors' PyTorch checkpoint: .pth ({'net': ...} or a state dict) " 'or .npz',
+    "the authors' PyTorch checkpoint: .pth ({'net': ...} or a state dict) or .npz",
     flag_values=FLAGS,
     required=True,
 )

@@ -107,7 +107,7 @@ class ModelConfig:
     unknown = sorted(set(mapping) - names - set(ignore))
     if unknown:
       raise ValueError(
-          f'unknown model config fields {unknown}; ModelConfig has {sorted(names)} ' '(dir_jax/model/config.py)'
+          f'unknown model config fields {unknown}; ModelConfig has {sorted(names)} (dir_jax/model/config.py)'
       )
     return cls(**{name: mapping[name] for name in names if name in mapping})
 
