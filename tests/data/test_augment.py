@@ -6,18 +6,25 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data_prep.interhand26m import preprocess
 from dir_jax.data import augment, schema, settings
 from dir_jax.mano.asset import ManoPair
 from dir_jax.render import rasterizer
-from tests.data import fake_interhand, reference
+from tests.data import reference
 
 # Vertices of a hand whose pixel (or a neighbour, to allow for silhouette vertices whose pixel centre
 # lies just outside) is a hand pixel of the augmented seg.
 MIN_VERTS_ON_HAND = 0.99
-# Per-label IoU of the augmented seg with a fresh render of the augmented targets. Nearest resampling
-# moves the silhouette by up to half a pixel: 0.968-0.98 measured on these ~100 px wide hands (1.0 for
-# flips and integer shifts); sub-pixel convention errors are caught exactly by the tests below.
-MIN_LABEL_IOU = 0.95
+# The augmented seg against a fresh render of the augmented targets. Nearest resampling moves the
+# silhouette by up to half a pixel (more than half an output pixel when zooming in), which costs the
+# smaller, partly occluded labels of the builder's interacting crops more IoU: per-label IoU 0.940-0.987
+# measured over all 21 examples and the CASES below (1.0 for flips and integer shifts). Label
+# disagreements per boundary pixel of the fresh render do not depend on a label's size: 0.0-0.163
+# measured; a render one pixel off (principal point moved 1 px in x or y) gives 0.21-0.49 (per-label
+# IoU 0.83-0.97, so the IoU alone would miss some). Sub-pixel convention errors are caught exactly by the
+# tests below.
+MIN_LABEL_IOU = 0.93
+MAX_MISMATCH_PER_BOUNDARY_PX = 0.2
 
 
 def flat_example(example: dict) -> dict[str, tf.Tensor]:
@@ -48,11 +55,39 @@ def constants(mano_pair):
   return augment.mano_constants(mano_pair)
 
 
+def render_seg(mano_pair, verts_cam_m: dict[str, np.ndarray], intrinsics: np.ndarray) -> np.ndarray:
+  """(256, 256) uint8 schema labels of both hands seen through `intrinsics`, rendered as the builder
+  renders its targets (`preprocess.render_targets`, its dense colours).
+
+  Args:
+    mano_pair: the MANO models (faces).
+    verts_cam_m: {side: (778, 3) camera-frame vertices, metres}, both sides.
+    intrinsics: (3, 3) pixels; the 2x2 block may be a general matrix (after a warp).
+  """
+  seg, _ = preprocess.render_targets(verts_cam_m, mano_pair, intrinsics, preprocess.dense_vertex_colors(mano_pair))
+  return seg[..., 0]
+
+
+def boundary_pixels(seg: np.ndarray) -> np.ndarray:
+  """(H, W) bool: pixels of an (H, W) label map with a 4-neighbour of another label."""
+  boundary = np.zeros(seg.shape, bool)
+  for axis in (0, 1):
+    change = np.diff(seg, axis=axis) != 0
+    head = [slice(None)] * 2
+    head[axis] = slice(None, -1)
+    tail = [slice(None)] * 2
+    tail[axis] = slice(1, None)
+    boundary[tuple(head)] |= change
+    boundary[tuple(tail)] |= change
+  return boundary
+
+
 def check_targets_match_seg(mano_pair, out: dict) -> None:
   """Projected GT vertices land on their hand's pixels, and a fresh render matches the warped seg."""
   hands = reference.flat_hands(out)
   intrinsics = np.asarray(out['intrinsics'], np.float64)
   seg = np.asarray(out['seg'])
+  verts_cam_m = {side: preprocess.hand_mesh(mano_pair[side], hands[side])[0] for side in schema.SIDES}
   size = seg.shape[0]
   hand_pixels = np.pad(seg > 0, 1)
   near_hand = np.zeros_like(seg, bool)
@@ -60,15 +95,17 @@ def check_targets_match_seg(mano_pair, out: dict) -> None:
     for dx in range(3):
       near_hand |= hand_pixels[dy : dy + size, dx : dx + size]
   for side in schema.SIDES:
-    px = rasterizer.project_perspective(fake_interhand.hand_vertices(mano_pair[side], hands[side]), intrinsics)[:, :2]
+    px = rasterizer.project_perspective(verts_cam_m[side].astype(np.float64), intrinsics)[:, :2]
     inside = np.all((px >= 1) & (px < size - 1), axis=1)
     assert inside.sum() > 300, f'{side}: only {inside.sum()} vertices in the image'
     col, row = np.floor(px[inside]).astype(int).T
     assert near_hand[row, col].mean() >= MIN_VERTS_ON_HAND, side
-  rendered, _ = fake_interhand.render(mano_pair, hands, intrinsics)
+  rendered = render_seg(mano_pair, verts_cam_m, intrinsics)
   for label in (schema.SEG_LEFT, schema.SEG_RIGHT):
     union = np.sum((rendered == label) | (seg == label))
     assert np.sum((rendered == label) & (seg == label)) / union >= MIN_LABEL_IOU, label
+  mismatch_per_boundary_px = np.sum(rendered != seg) / np.sum(boundary_pixels(rendered))
+  assert mismatch_per_boundary_px <= MAX_MISMATCH_PER_BOUNDARY_PX
 
 
 CASES = {
