@@ -5,9 +5,13 @@ Generates a small synthetic raw InterHand2.6M (`data_prep.synthetic`), builds it
 examples in memory, and measures three pipelines in alternating rounds (median reported):
   decode      encoded example -> `decode_example` (JPEG image, PNG seg and dense)
   augment     decode + `augment.augment` (blur p=0.3, warp, colour), the training map
-  train       `create_train_dataset` as training runs it (file reading, shuffle, batching included)
+  train       `create_train_dataset` as training runs it with the augmentation on the host (file
+              reading, shuffle, batching, labels shrunk to the released heads' 32x32 grid)
+  lean        the same stream with `augment_on='device'`: read, decode, shrink the labels, batch; what
+              the host does when the train step augments on the device
 each with a private tf.data threadpool of 1 thread (per-core figures) and with TensorFlow's default
-pool (all cores). The ratio augment / decode is measured within the same run.
+pool (all cores). The ratios augment / decode and lean / train are measured within the same run.
+Last line: `host images/s per core: N`, the lean stream on 1 thread.
 
   .venv/bin/python bench/input_pipeline.py [--examples 48] [--batch 32] [--seconds 4] [--rounds 3]
 """
@@ -19,6 +23,7 @@ import time
 from typing import Sequence
 
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from absl import flags
 
 from dir_jax import cli
@@ -39,6 +44,8 @@ def images_per_second(ds: tf.data.Dataset, batch_size: int, seconds: float) -> f
     count += 1
   return count * batch_size / (time.perf_counter() - start)
 
+
+RELEASED_LABEL_SIDE = 32  # the released model's head grid, `label_grid.label_side`
 
 FLAGS = flags.FlagValues()  # this script's own flags (dir_jax.cli)
 flags.DEFINE_integer('examples', 48, 'synthetic examples to build', lower_bound=1, flag_values=FLAGS)
@@ -64,8 +71,11 @@ def main(argv: Sequence[str]) -> None:
     config = settings.pipeline_config()
     config.threadpool_size = threads
     config.shuffle_buffer_size = FLAGS.examples
-    if name == 'train':
-      return input_pipeline.create_train_dataset(builder, config, pair, batch_size=FLAGS.batch, seed=0)
+    if name in ('train', 'lean'):
+      config.augment_on = 'device' if name == 'lean' else 'host'
+      return input_pipeline.create_train_dataset(
+          builder, config, pair, batch_size=FLAGS.batch, seed=0, label_size=RELEASED_LABEL_SIDE
+      )
     encoded = input_pipeline.read_encoded(builder, 'train', config).cache().repeat().enumerate()
     if name == 'decode':
       prepare = lambda index, raw: input_pipeline.decode_example(raw)
@@ -76,7 +86,7 @@ def main(argv: Sequence[str]) -> None:
     ds = encoded.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(FLAGS.batch, drop_remainder=True).prefetch(2).with_options(input_pipeline.dataset_options(config))
 
-  variants = [(name, threads) for threads in (1, 0) for name in ('decode', 'augment', 'train')]
+  variants = [(name, threads) for threads in (1, 0) for name in ('decode', 'augment', 'train', 'lean')]
   results = {variant: [] for variant in variants}
   for _ in range(FLAGS.rounds):
     for setting in variants:
@@ -89,9 +99,16 @@ def main(argv: Sequence[str]) -> None:
   for (name, threads), values in results.items():
     pool = '1 thread' if threads == 1 else 'all cores'
     print(f'  {name:8s} {pool:10s} {statistics.median(values):8.1f} images/s')
+  median = {variant: statistics.median(values) for variant, values in results.items()}
   for threads in (1, 0):
-    ratio = statistics.median(results[('augment', threads)]) / statistics.median(results[('decode', threads)])
-    print(f'augment / decode throughput ({"1 thread" if threads == 1 else "all cores"}): {ratio:.2f}')
+    pool = '1 thread' if threads == 1 else 'all cores'
+    print(f'augment / decode throughput ({pool}): {median[("augment", threads)] / median[("decode", threads)]:.2f}')
+    print(f'lean / train throughput ({pool}): {median[("lean", threads)] / median[("train", threads)]:.2f}')
+  batch = next(iter(tfds.as_numpy(pipeline('lean', 0))))
+  print(
+      f'host-to-device bytes per training example: {sum(v.nbytes for v in batch.values()) / FLAGS.batch / 1e6:.3f} MB'
+  )
+  print(f'host images/s per core: {median[("lean", 1)]:.1f}')
 
 
 if __name__ == '__main__':

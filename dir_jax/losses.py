@@ -23,9 +23,9 @@ import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
+from dir_jax.data import label_grid
 from dir_jax.mano.constants import NUM_JOINTS, NUM_VERTS
 from dir_jax.mano.constants import SIDES as HANDS
 
@@ -251,13 +251,6 @@ def _size_hw(size: int | Sequence[int]) -> tuple[int, int]:
   return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def _nearest_indices(in_size: int, out_size: int) -> np.ndarray:
-  """Source index per output index of PyTorch's 'nearest': floor(i * in / out) in float32."""
-  scale = np.float32(in_size) / np.float32(out_size)
-  idx = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
-  return np.minimum(idx, in_size - 1)
-
-
 def downsample_seg_nearest(seg: chex.Array, size: int | Sequence[int]) -> chex.Array:
   """Nearest resize of a label map, as `F.interpolate(mode='nearest')` (docs/quirks.md#q19).
 
@@ -272,8 +265,8 @@ def downsample_seg_nearest(seg: chex.Array, size: int | Sequence[int]) -> chex.A
   """
   chex.assert_rank(seg, 3)
   out_h, out_w = _size_hw(size)
-  rows = _nearest_indices(seg.shape[1], out_h)
-  cols = _nearest_indices(seg.shape[2], out_w)
+  rows = label_grid.nearest_indices(seg.shape[1], out_h)
+  cols = label_grid.nearest_indices(seg.shape[2], out_w)
   return seg[:, rows][:, :, cols]
 
 

@@ -27,6 +27,7 @@ TOOLS = (
 BENCHES = (
     'bench.build_interhand',
     'bench.convert_interhand',
+    'bench.device_augment',
     'bench.flops',
     'bench.input_pipeline',
     'bench.loop_conv',

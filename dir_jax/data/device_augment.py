@@ -24,6 +24,16 @@ Resampling follows TensorFlow's `ImageProjectiveTransformV3` (which `augment` ca
 pixel index (i, j) = (column, row) reads input index coordinates L^-1 ((i, j) + 0.5 - T) - 0.5; bilinear weights
 (x1 - x, x - x0) with every out-of-image neighbour read as 0; nearest rounds half away from zero.
 
+At the network's input side. `augment_batch(output_size=S)` with S smaller than the image (the demo's
+64x64 network on 256x256 images) first resizes the image to S as `inference.model_input` would have
+after the augmentation (linear, antialiased), then augments it there: the warp on the S grid with
+the frame's translation scaled by S / 256, the blur line scaled likewise, the colour noise's standard
+deviation scaled by what the resize leaves of white noise (`resized_noise_std`, 0.16 for 256 -> 64),
+rounding to uint8 at S. The intrinsics and MANO updates are those of the frame, unchanged. The
+operations commute with the resize up to resampling (the noise is white on the S grid instead of
+low-passed), and the cost follows the pixels the network sees (1/16 of them for the demo). With S the
+image's side (the released model) nothing is resized and the augmentation is the one above.
+
 Random keys. Example `index` of the batch at train step `step` is augmented with
     example_key = fold_in(fold_in(key, step), index)
 (`example_key`), `key` being the run's augmentation key: a function of (seed, step, index) only, so a
@@ -114,6 +124,15 @@ class DeviceManoConstants:
 def _rest_wrist(constants: Any, side: str, betas: jax.Array) -> jax.Array:
   """(3,) metres: J0 of `side` shaped by `betas` (10,)."""
   return jnp.asarray(constants.wrist_template_m[side]) + _matvec(jnp.asarray(constants.wrist_shapedirs_m[side]), betas)
+
+
+# Folded into the run's seed for the augmentation key, so that it shares no draws with initialisation.
+_AUGMENT_KEY_TAG = 0x61756720  # b'aug '
+
+
+def run_key(seed: int) -> jax.Array:
+  """The run's augmentation key: the seed's key with a tag of its own (`augment_batch`'s `key`)."""
+  return jax.random.fold_in(jax.random.key(seed), _AUGMENT_KEY_TAG)
 
 
 def example_key(key: jax.Array, step: jax.Array | int, index: jax.Array | int) -> jax.Array:
@@ -271,6 +290,18 @@ def _rotate_hand(
   )
 
 
+def grid_scale(frame_hw: tuple[int, int], grid_hw: tuple[int, int]) -> float:
+  """The factor k = h / H of a grid (h, w) that is the camera frame (H, W) scaled down by one factor.
+
+  In pixel coordinates (corners at integers) a grid pixel covers 1 / k frame pixels, so the frame's
+  warp p' = L p + T is p' = L p + k T on that grid.
+  """
+  (height, width), (grid_height, grid_width) = frame_hw, grid_hw
+  if grid_height * width != grid_width * height or grid_height > height:
+    raise ValueError(f'a {grid_height}x{grid_width} map must be the {height}x{width} frame scaled down by one factor')
+  return grid_height / height
+
+
 def _source_coordinates(linear: jax.Array, offset: jax.Array, height: int, width: int) -> tuple[jax.Array, jax.Array]:
   """(H, W) x and (H, W) y input index coordinates that output pixel (row, col) reads.
 
@@ -317,25 +348,35 @@ def apply_geometry(
     geometry: Mapping[str, jax.Array],
     constants: Any,
     dense_interpolation: str = 'nearest',
+    frame_hw: tuple[int, int] | None = None,
 ) -> dict[str, jax.Array]:
   """Applies one geometric augmentation consistently to every target (`augment.apply_geometry`).
 
   Args:
-    example: one flat example: `image` (H, W, 3) float32 on the 0..255 scale, `seg` (H, W) int32,
-      `dense` (H, W, 3) float32, `intrinsics` (3, 3) float32, `mano_<side>_<key>` float32.
+    example: one flat example: `image` float32 on the 0..255 scale, `seg` int32, `dense` float32
+      (..., 3), `intrinsics` (3, 3) float32 for the camera frame, `mano_<side>_<key>` float32. The
+      image and the labels may each be on a grid coarser than the frame by one factor (`grid_scale`;
+      labels at the losses' grid, shipped lean by `input_pipeline`; the image at the network's input
+      side, `augment_batch(output_size=...)`): each is warped on its own grid.
     geometry: `sample_geometry` output (or the same keys given by hand).
     constants: `augment.mano_constants(pair)` or `DeviceManoConstants`.
     dense_interpolation: 'nearest' or 'bilinear'.
+    frame_hw: (H, W) of the camera frame the intrinsics and `geometry`'s translation are in; None: the
+      image's grid.
 
   Returns:
     The augmented example; keys other than image, seg, dense, intrinsics and MANO are unchanged.
   """
   if dense_interpolation not in INTERPOLATIONS:
     raise ValueError(f'dense_interpolation must be one of {INTERPOLATIONS}, got {dense_interpolation!r}')
-  height, width = example['image'].shape[:2]
+  height, width = frame_hw or example['image'].shape[:2]
   linear, offset = image_affine(geometry, height, width)
-  x, y = _source_coordinates(linear, offset, height, width)
-  image = _sample_bilinear(example['image'], x, y)
+
+  def source_coordinates(grid_hw):
+    return _source_coordinates(linear, offset * grid_scale((height, width), grid_hw), *grid_hw)
+
+  image = _sample_bilinear(example['image'], *source_coordinates(example['image'].shape[:2]))
+  x, y = source_coordinates(example['seg'].shape[:2])
   seg = _sample_nearest(example['seg'], x, y)
   sample_dense = _sample_nearest if dense_interpolation == 'nearest' else _sample_bilinear
   dense = sample_dense(example['dense'], x, y)
@@ -419,40 +460,66 @@ def _geometry_enabled(config: ml_collections.ConfigDict) -> bool:
   return bool(config.flip or config.rotate or config.zoom or config.translate)
 
 
+def resized_noise_std(in_size: int, out_size: int) -> float:
+  """Standard deviation left of unit white noise on an `in_size` grid after `jax.image.resize` to
+  `out_size` per axis, linear with antialiasing (`inference.model_input`'s resize): sum_j m_ij^2 for the
+  separable weights m of a central output pixel (1.0 when the sizes are equal)."""
+  if in_size == out_size:
+    return 1.0
+  with jax.ensure_compile_time_eval():
+    weights = jax.image.resize(jnp.eye(in_size, dtype=jnp.float32), (out_size, in_size), 'linear', antialias=True)
+    return float(jnp.sum(weights[out_size // 2] ** 2))
+
+
 def apply_augmentation(
     example: Mapping[str, jax.Array],
     params: Mapping[str, Mapping[str, jax.Array]],
     constants: Any,
     config: ml_collections.ConfigDict,
+    frame_hw: tuple[int, int] | None = None,
 ) -> dict[str, jax.Array]:
   """One example augmented with given draws (`sample_augmentation`), in `augment.augment`'s order.
 
   Args:
-    example: one flat example (`apply_geometry`), `image` (H, W, 3) uint8.
-    params: `sample_augmentation` output.
+    example: one flat example (`apply_geometry`), `image` (h, w, 3) uint8 or float on the 0..255 scale.
+    params: `sample_augmentation` output (its noise at the image's grid).
     constants: `augment.mano_constants(pair)` or `DeviceManoConstants`.
     config: `settings.augment_config()`; switches that are off are skipped (module docstring).
+    frame_hw: (H, W) of the camera frame, when the image is that frame resized to a coarser grid
+      (module docstring, "At the network's input side"); None: the image is the frame.
 
   Returns:
-    The augmented example, `image` (H, W, 3) uint8.
+    The augmented example, `image` (h, w, 3) uint8.
   """
   image = example['image'].astype(jnp.float32)
+  frame_hw = frame_hw or image.shape[:2]
+  scale = grid_scale(frame_hw, image.shape[:2])
   if config.motion_blur:
     blur = params['motion_blur']
-    blurred = motion_blur(image, blur['size_px'], blur['angle_rad'], config.motion_blur_max_size_px | 1)
+    grid_px = math.ceil(config.motion_blur_max_size_px * scale) | 1
+    blurred = motion_blur(image, blur['size_px'] * scale, blur['angle_rad'], grid_px)
     image = jnp.where(blur['apply'], blurred, image)
   out = dict(example, image=image)
   if _geometry_enabled(config):
-    out = apply_geometry(out, params['geometry'], constants, config.dense_interpolation)
-  image = apply_color(out['image'], params['color']) if config.color else out['image']
+    out = apply_geometry(out, params['geometry'], constants, config.dense_interpolation, frame_hw)
+  if config.color:
+    noise = params['color']['noise'] * resized_noise_std(frame_hw[1], image.shape[1])
+    image = apply_color(out['image'], dict(params['color'], noise=noise))
+  else:
+    image = out['image']
   return dict(out, image=to_uint8(image))
 
 
 def augment_example(
-    example: Mapping[str, jax.Array], key: jax.Array, constants: Any, config: ml_collections.ConfigDict
+    example: Mapping[str, jax.Array],
+    key: jax.Array,
+    constants: Any,
+    config: ml_collections.ConfigDict,
+    frame_hw: tuple[int, int] | None = None,
 ) -> dict[str, jax.Array]:
   """One example augmented with draws from `key` (its `example_key`); see `apply_augmentation`."""
-  return apply_augmentation(example, sample_augmentation(key, example['image'].shape, config), constants, config)
+  params = sample_augmentation(key, example['image'].shape, config)
+  return apply_augmentation(example, params, constants, config, frame_hw)
 
 
 def augment_batch(
@@ -463,30 +530,35 @@ def augment_batch(
     config: ml_collections.ConfigDict,
     *,
     first_index: jax.Array | int = 0,
+    output_size: int | None = None,
 ) -> dict[str, jax.Array]:
   """The training augmentation of a batch, on the device; jit-able (`config` is static).
 
   Args:
-    batch: the trainer's batch (`input_pipeline` docstring): `image` (B, H, W, 3) uint8, `seg` (B, H, W)
-      int32, `dense` (B, H, W, 3) float32 in [0, 1], `intrinsics` (B, 3, 3) float32, `mano_<side>_<key>`
+    batch: the trainer's batch (`input_pipeline` docstring): `image` (B, H, W, 3) uint8, `seg` (B, h, w)
+      integer, `dense` (B, h, w, 3) float32 in [0, 1] (labels at the image's grid or a coarser one,
+      `apply_geometry`), `intrinsics` (B, 3, 3) float32, `mano_<side>_<key>`
       (B, ...) float32 (`schema.MANO_SHAPES`); other keys pass through unchanged.
-    key: the run's augmentation key, e.g. `jax.random.fold_in(jax.random.key(seed), tag)` with a tag of
-      its own so that it does not share draws with dropout or initialisation.
+    key: the run's augmentation key (`run_key`).
     step: the train step () int (e.g. `state.step`).
     constants: `augment.mano_constants(pair)` (close over it) or `DeviceManoConstants` (may be a jit argument).
     config: `settings.augment_config()` (`config.data.augment`).
     first_index: index of row 0; row b uses index `first_index + b` (`example_key`). Inside a jit over the
       global batch the default makes the index the global row.
+    output_size: the network's input side S; when smaller than the image, the image is resized to S
+      first and augmented there (module docstring, "At the network's input side"). None: the image's side.
 
   Returns:
-    The batch with image (uint8), seg, dense, intrinsics and MANO parameters augmented.
+    The batch with image (uint8, (B, S, S, 3)), seg, dense, intrinsics and MANO parameters augmented.
   """
   batch_size, height, width = batch['image'].shape[:3]
   chex.assert_shape(batch['image'], (batch_size, height, width, 3))
   chex.assert_type(batch['image'], jnp.uint8)
-  chex.assert_shape(batch['seg'], (batch_size, height, width))
+  label_height, label_width = batch['seg'].shape[1:3]
+  grid_scale((height, width), (label_height, label_width))
+  chex.assert_shape(batch['seg'], (batch_size, label_height, label_width))
   chex.assert_type(batch['seg'], int)
-  chex.assert_shape(batch['dense'], (batch_size, height, width, 3))
+  chex.assert_shape(batch['dense'], (batch_size, label_height, label_width, 3))
   chex.assert_shape(batch['intrinsics'], (batch_size, 3, 3))
   chex.assert_type([batch['dense'], batch['intrinsics']], float)
   for side in schema.SIDES:
@@ -495,7 +567,12 @@ def augment_batch(
   indices = first_index + jnp.arange(batch_size, dtype=jnp.int32)
   keys = jax.vmap(example_key, in_axes=(None, None, 0))(key, step, indices)
   examples = {name: batch[name] for name in AUGMENTED_KEYS}
-  augmented = jax.vmap(lambda example, example_key_: augment_example(example, example_key_, constants, config))(
-      examples, keys
-  )
+  if output_size is not None and output_size != width:
+    grid_scale((height, width), (output_size, output_size))
+    examples['image'] = jax.image.resize(
+        examples['image'].astype(jnp.float32), (batch_size, output_size, output_size, 3), 'linear', antialias=True
+    )
+  augmented = jax.vmap(
+      lambda example, example_key_: augment_example(example, example_key_, constants, config, (height, width))
+  )(examples, keys)
   return dict(batch, **augmented)

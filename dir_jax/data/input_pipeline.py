@@ -3,8 +3,10 @@
 Batches are dicts of numpy arrays (`numpy_batches`), per process, ready for
 `jax.make_array_from_process_local_data`; B is the per-process batch size:
   image                 (B, 256, 256, 3) uint8 RGB; normalise on the accelerator (`normalize.normalize_image`)
-  seg                   (B, 256, 256) int32 in {SEG_BACKGROUND, SEG_RIGHT, SEG_LEFT}
-  dense                 (B, 256, 256, 3) float32 in [0, 1], template coordinates, 0 off the hands
+  seg                   (B, 256, 256) int32 in {SEG_BACKGROUND, SEG_RIGHT, SEG_LEFT}; training batches
+                        made with `label_size=S` carry (B, S, S) uint8 (below)
+  dense                 (B, 256, 256, 3) float32 in [0, 1], template coordinates, 0 off the hands; with
+                        `label_size=S`, (B, S, S, 3)
   intrinsics            (B, 3, 3) float32 pixels, schema's pixel convention; after augmentation the 2x2
                         block may be a general matrix (`augment` docstring): project with all of it
   mano_<side>_<key>     float32, side in (left, right): root_rotmat (B, 3, 3), hand_pose (B, 45) PCA
@@ -19,8 +21,12 @@ The camera name (a string) is not carried.
 Train (`create_train_dataset`): the process's shard of the split (`process_split`), in epochs of
 `train_steps_per_epoch` batches (equal on every process, remainder dropped), each epoch's files and
 records shuffled with a seed, decoded and augmented (`augment.augment`) with per-example stateless
-seeds. The whole stream is a function of (seed, process_index, process_count, data), and
-`start_step` resumes it exactly.
+seeds (`config.augment_on == 'host'`), or only decoded (`'device'`: the train step augments the batch,
+`device_augment`). The whole stream is a function of (seed, process_index, process_count, data), and
+`start_step` resumes it exactly. Lean batches: the trainer asks for the labels at the grid the losses
+read them on (`label_size`, `label_grid.label_side`), resampled on the host with the losses' rules
+(`shrink_labels`), so that a 256x256 image travels with 32x32 labels (0.21 MB per example instead of
+1.25 MB).
 
 Eval (`create_eval_dataset`): the process's shard in a fixed order, decoded, not augmented (colour noise
 only when `augment.color_on_eval`), and padded so that every example is seen exactly once and every
@@ -41,11 +47,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from dir_jax.data import augment
+from dir_jax.data import label_grid
 from dir_jax.data import schema
 from dir_jax.mano.asset import ManoPair
 
 _ENCODED_FEATURES = ('image', 'seg', 'dense')
 _ID_FEATURES = ('capture', 'frame', 'image_id')
+AUGMENT_ON = ('host', 'device')  # where the training augmentation runs (`config.augment_on`)
 
 
 def hide_gpus_from_tensorflow() -> None:
@@ -155,6 +163,33 @@ def decode_example(raw: dict) -> dict[str, tf.Tensor]:
   return example
 
 
+def shrink_labels(example: dict[str, tf.Tensor], label_size: int) -> dict[str, tf.Tensor]:
+  """`seg` (H, W) and `dense` (H, W, 3) of one example -> (S, S) uint8 and (S, S, 3) float32, S = `label_size`.
+
+  The losses' rules (`losses.downsample_seg_nearest`, `losses.downsample_dense_bilinear`): seg takes
+  source pixel floor(i * H / S) (`label_grid.nearest_indices`), dense is bilinear with half-pixel
+  centres and no antialiasing, so the losses read the same labels as from the full-size maps.
+  """
+  height, width = example['seg'].shape
+  if not 0 < label_size <= min(height, width):
+    raise ValueError(f'label_size must be in [1, {min(height, width)}] for {height}x{width} labels, got {label_size}')
+  rows = label_grid.nearest_indices(height, label_size)
+  cols = label_grid.nearest_indices(width, label_size)
+  seg = tf.gather(tf.gather(example['seg'], rows, axis=0), cols, axis=1)
+  dense = tf.image.resize(example['dense'], [label_size, label_size], method='bilinear', antialias=False)
+  return dict(example, seg=tf.cast(seg, tf.uint8), dense=tf.cast(dense, tf.float32))
+
+
+def check_augment_on(config: ml_collections.ConfigDict) -> str:
+  """`config.augment_on` ('host' or 'device'), or a ValueError naming the choices."""
+  if config.augment_on not in AUGMENT_ON:
+    raise ValueError(
+        f'config.data.augment_on must be one of {AUGMENT_ON} (where the training augmentation runs), '
+        f'got {config.augment_on!r}'
+    )
+  return config.augment_on
+
+
 def train_steps_per_epoch(builder: tfds.core.DatasetBuilder, split: str, batch_size: int, process_count: int) -> int:
   """Batches per epoch, the same on every process: the smallest process shard // `batch_size`."""
   smallest = min(
@@ -186,6 +221,7 @@ def create_train_dataset(
     process_index: int = 0,
     process_count: int = 1,
     start_step: int = 0,
+    label_size: int | None = None,
 ) -> tf.data.Dataset:
   """The endless, shuffled, augmented training stream of one process, from step `start_step` on.
 
@@ -193,7 +229,7 @@ def create_train_dataset(
   order shuffled with (process seed, e), `config.interleave_cycle_length` files at a time, shuffles the
   records in a buffer seeded the same way and keeps the first steps * batch_size of them (the rest
   is dropped, as with drop_last). Example i of epoch e is augmented with a stateless seed made of
-  (process seed, e, i). The stream is therefore a function of the arguments and the data, and starting
+  (process seed, e, i), unless `config.augment_on` is 'device' (then it is only decoded). The stream is therefore a function of the arguments and the data, and starting
   at `start_step` gives exactly the batches an uninterrupted run gets from that step; it costs
   reading (not decoding) up to one epoch of records.
 
@@ -206,11 +242,14 @@ def create_train_dataset(
     process_index, process_count: this process and the number of processes (`jax.process_index()`,
       `jax.process_count()`).
     start_step: the first batch's step.
+    label_size: side S of the seg and dense labels (`shrink_labels`, after any host augmentation);
+      None keeps them at the image's size.
 
   Returns:
     A dataset of batches (module docstring, without `valid`).
   """
   hide_gpus_from_tensorflow()
+  augment_on_host = check_augment_on(config) == 'host'
   constants = augment.mano_constants(mano)
   local_seed = tf.constant(process_seed(seed, process_index), tf.int64)
   split = process_split(config.train_split, process_index, process_count)
@@ -244,7 +283,9 @@ def create_train_dataset(
   def prepare(epoch, index, record):
     example_seed = tf.random.experimental.stateless_fold_in(tf.stack([local_seed, epoch]), index)
     example = decode_example(builder.info.features.deserialize_example(record, decoders=decoders))
-    return augment.augment(example, example_seed, config.augment, constants)
+    if augment_on_host:
+      example = augment.augment(example, example_seed, config.augment, constants)
+    return example if label_size is None else shrink_labels(example, label_size)
 
   ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_records)
   ds = ds.skip(start_batch * batch_size).map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -53,5 +53,8 @@ def pipeline_config() -> ml_collections.ConfigDict:
   config.threadpool_size = 0  # private tf.data threadpool per dataset; 0 = TensorFlow's default (all cores)
   config.prefetch_batches = -1  # tf.data.AUTOTUNE
   config.eval_seed = 0  # only used for colour noise on eval (`augment.color_on_eval`)
+  # Where the training augmentation runs: 'host' (tf.data, `augment`) or 'device' (inside the jit-compiled
+  # train step, `device_augment`: the host only decodes; same distributions, JAX's random streams).
+  config.augment_on = 'host'
   config.augment = augment_config()
   return config

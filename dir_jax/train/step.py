@@ -1,6 +1,6 @@
 """The training step (a pure function of state and batch; the evaluation step is `dir_jax.inference`)."""
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,15 +23,23 @@ def train_step(
     loss_config: ml_collections.ConfigDict,
     image_size: int,
     input_size: int,
+    augment: Callable[..., dict] | None = None,
 ) -> tuple[TrainState, dict[str, Any]]:
   """One optimizer step on a (globally sharded) batch.
 
   BatchNorm statistics are means over the batch axis; under `jit` with the batch sharded over the
   mesh they are global-batch statistics, as one big batch on one device.
 
+  `augment`: None (the batch comes augmented, or is not to be) or `augment(batch, step=...)` applied to
+  the batch first with the step's number (`state.step`, 0 for the first step), e.g.
+  `device_augment.augment_batch` with its key, constants and config bound: keys of (seed, step, row),
+  rows numbered over the global batch, so the draws do not depend on the device layout.
+
   Returns:
     (new state, metrics: every loss term, `loss` (their sum), `learning_rate` not included).
   """
+  if augment is not None:
+    batch = augment(batch, step=state.step)
   targets = ground_truth(batch, mano, image_size)
   images = inference.model_input(batch['image'], input_size, model.dtype or jnp.float32)
 

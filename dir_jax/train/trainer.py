@@ -12,7 +12,12 @@ jit-compiled step sees one global batch and BatchNorm statistics are global-batc
 
 Resumption: the newest restorable step in `checkpoints/` is restored (damaged steps are skipped with a
 warning), and the input stream is advanced to that step (`create_train_dataset(start_step=...)`), so
-an interrupted run continues exactly as an uninterrupted one. SIGTERM (preemption) makes the loop save
+an interrupted run continues exactly as an uninterrupted one. With `config.data.augment_on='device'` the
+batches arrive decoded only and the train step augments them with keys of (seed, step, global row),
+so resumption stays exact and the device layout does not change the draws.
+
+Lean batches: labels travel at the grid the losses read (`label_grid.label_side`, 32x32 for the
+released model), not at the image's 256x256. SIGTERM (preemption) makes the loop save
 the current step and return; before the run's first step is compiled it ends the process at once
 (nothing new to save). One run per workdir: `workdir/.train.lock` is held while training.
 
@@ -30,7 +35,7 @@ import os
 import signal
 import socket
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +51,7 @@ from dir_jax.convert.torch_checkpoint import (
     import_torchvision_resnet50,
     load_torch_checkpoint,
 )
-from dir_jax.data import input_pipeline
+from dir_jax.data import augment, device_augment, input_pipeline, label_grid
 from dir_jax.mano import load_mano_pair
 from dir_jax.model.dir import placeholder_mano
 from dir_jax.train import state as state_lib
@@ -308,14 +313,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     start_step = 0
 
   train_step = jax.jit(
-      functools.partial(
-          step_lib.train_step,
-          model=model,
-          mano=mano,
-          loss_config=config.loss,
-          image_size=config.image_size,
-          input_size=config.model.input_size,
-      ),
+      bind_train_step(config, model, mano),
       in_shardings=(replicated, data_sharding),
       out_shardings=(replicated, replicated),
       donate_argnums=0,
@@ -329,6 +327,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       process_index=jax.process_index(),
       process_count=jax.process_count(),
       start_step=start_step,
+      label_size=label_grid.label_side(model.config),
   )
   put = functools.partial(parallel.global_batch, sharding=data_sharding)
   batches = DevicePrefetch(input_pipeline.numpy_batches(ds), put, config.device_prefetch_batches)
@@ -426,6 +425,35 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   mngr.close()
   best_mngr.close()
   return result
+
+
+def bind_train_step(config: ml_collections.ConfigDict, model, mano) -> Callable[..., tuple]:
+  """`step_lib.train_step` with the run's model, MANO, losses, sizes and augmentation bound:
+  `(state, batch) -> (state, metrics)`, to be jit-compiled."""
+  return functools.partial(
+      step_lib.train_step,
+      model=model,
+      mano=mano,
+      loss_config=config.loss,
+      image_size=config.image_size,
+      input_size=config.model.input_size,
+      augment=_device_augmentation(config, mano),
+  )
+
+
+def _device_augmentation(config: ml_collections.ConfigDict, mano) -> Callable[..., dict] | None:
+  """The train step's `augment` when `config.data.augment_on` is 'device' (else None): the batch
+  augmented on the device with the run's key (`device_augment.run_key(config.seed)`), at the network's
+  input side."""
+  if input_pipeline.check_augment_on(config.data) != 'device':
+    return None
+  return functools.partial(
+      device_augment.augment_batch,
+      key=device_augment.run_key(config.seed),
+      constants=device_augment.DeviceManoConstants.from_host(augment.mano_constants(mano)),
+      config=config.data.augment,
+      output_size=config.model.input_size,
+  )
 
 
 def _last_good_checkpoint(mngr) -> str:

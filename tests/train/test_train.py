@@ -183,6 +183,7 @@ def _logged_losses(log: str) -> dict[int, float]:
 
 
 def test_eight_fake_devices_match_one(tiny_data, compilation_cache, tmp_path):
+  """With the augmentation on the device: its draws are keyed by global row, not by device."""
   results, losses = {}, {}
   for devices in (1, 8):
     workdir = str(tmp_path / f'dev{devices}')
@@ -194,7 +195,11 @@ def test_eight_fake_devices_match_one(tiny_data, compilation_cache, tmp_path):
             tiny_data,
             batch_size=8,
             num_train_steps=3,
-            **{'optimizer.learning_rate': LAYOUT_TEST_LR, 'model.projection': LAYOUT_TEST_PROJECTION},
+            **{
+                'optimizer.learning_rate': LAYOUT_TEST_LR,
+                'model.projection': LAYOUT_TEST_PROJECTION,
+                'data.augment_on': 'device',
+            },
         ),
         env=train_env(compilation_cache, devices),
         capture_output=True,
@@ -254,16 +259,25 @@ def _damage_step(workdir, step):
 
 
 def test_sigterm_damaged_checkpoint_and_kill_9_resume_to_the_same_parameters(tiny_data, compilation_cache, tmp_path):
+  """With the augmentation on the device (keyed by the step), so that resuming repeats its draws; the host
+  stream's exact resumption is tested in tests/data/test_input_pipeline.py."""
   total = 8
+  device_augmentation = {'data.augment_on': 'device'}
   reference_dir, resumed_dir = str(tmp_path / 'uninterrupted'), str(tmp_path / 'resumed')
   subprocess.run(
-      _train_cmd(reference_dir, tiny_data, num_train_steps=total),
+      _train_cmd(reference_dir, tiny_data, num_train_steps=total, **device_augmentation),
       check=True,
       env=train_env(compilation_cache),
       capture_output=True,
   )
   returncode, log = _run_and_signal(
-      resumed_dir, tiny_data, train_env(compilation_cache), f'step 5/{total}', signal.SIGTERM, num_train_steps=total
+      resumed_dir,
+      tiny_data,
+      train_env(compilation_cache),
+      f'step 5/{total}',
+      signal.SIGTERM,
+      num_train_steps=total,
+      **device_augmentation,
   )
   assert returncode == 0, ''.join(log[-40:])
   assert any('stopped by SIGTERM' in line for line in log), ''.join(log[-40:])
@@ -279,10 +293,11 @@ def test_sigterm_damaged_checkpoint_and_kill_9_resume_to_the_same_parameters(tin
       f'step {stopped_at + 1}/{total}',
       signal.SIGKILL,
       num_train_steps=total,
+      **device_augmentation,
   )
   assert any(f'step {stopped_at} in' in line and 'cannot be restored' in line for line in log), ''.join(log[-40:])
   rerun = subprocess.run(
-      _train_cmd(resumed_dir, tiny_data, num_train_steps=total),
+      _train_cmd(resumed_dir, tiny_data, num_train_steps=total, **device_augmentation),
       env=train_env(compilation_cache),
       capture_output=True,
       text=True,
