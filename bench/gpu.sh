@@ -5,7 +5,8 @@
 #
 # For float32 (JAX's default precision: TF32 allowed) and bfloat16, factored and dense plane fusion,
 # each in its own process (bench/train_throughput.py): train images/s at batch 64, train-step compile
-# time, forward latency at batch 1 and 64, the process's peak device memory and XLA's FLOP count.
+# time, forward latency at batch 1 and 64, the process's peak device memory and XLA's FLOP count; then
+# the host input pipeline's images/s per core (bench/input_pipeline.py, about 1 minute).
 # The four processes compile at the same time (the train step alone compiles for 100-130 s on an H200
 # machine) and take turns to time, under one lock file; memory is allocated on demand so that each
 # process's peak is its own. Rows for docs/benchmarks.md go to $ROWS (default: $OUT/gpu_rows.md when
@@ -38,4 +39,14 @@ for dtype in float32 bfloat16; do
   done
 done
 wait
+# The host side of the same machine: images/s per core of the lean stream (what the hosts do when the
+# train step augments on the device) and of the host-augmented stream, plus bytes per example.
+echo "== host input pipeline"
+timeout 300 "$PY" bench/input_pipeline.py --examples 48 --batch 32 --seconds 2 --rounds 2 2>&1 \
+  | grep -v '^W[0-9]\{4\}\|^I[0-9]\{4\}\|Warning\|warn(\|Generating\|Shuffling' | tee "$LOGS/host.log"
+{
+  echo
+  echo "Host input pipeline on the same machine ($(nproc) cores): $(grep -E '^  (train|lean) ' "$LOGS/host.log" | tr -s ' ' | paste -sd ';' -)"
+  tail -2 "$LOGS/host.log"
+} >> "$ROWS"
 cat "$ROWS"

@@ -31,11 +31,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss = loss_settings.default_loss_config()
 
   config.batch_size = 64  # global, over all devices and hosts
+  # Rows per group of training-mode BatchNorm statistics: 0 = the global batch (the reference, one GPU);
+  # batch_size // device count = per device, no BatchNorm all-reduce (README "Pod recipe").
+  config.batch_norm_group_rows = 0
   config.eval_batch_size = 64
   config.num_epochs = 50
   config.num_train_steps = -1  # > 0 overrides num_epochs
   config.optimizer = ml_collections.ConfigDict(
-      dict(learning_rate=5e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, schedule_unit='epoch')
+      dict(learning_rate=5e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, schedule_unit='epoch', warmup_steps=0)
   )  # CosineAnnealingLR stepped once per epoch, as train.py
   config.init_checkpoint = ''  # orbax directory (ours or export_orbax output) to start from
   config.torchvision_resnet50 = ''  # torchvision ResNet-50 state dict (.pth/.npz) for the encoder

@@ -4,6 +4,8 @@ Module and parameter names mirror the reference's state-dict names (a Sequential
 '0', '1', '3', ...), so that `dir_jax.convert` maps a checkpoint with one set of rules.
 """
 
+import contextlib
+import contextvars
 import functools
 
 import chex
@@ -20,6 +22,30 @@ def full_precision(x):
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
+# Rows per group of training-mode BatchNorm statistics; 0: the whole batch (`batch_stat_groups`).
+_STATS_GROUP_ROWS = contextvars.ContextVar('batch_norm_stats_group_rows', default=0)
+
+
+@contextlib.contextmanager
+def batch_stat_groups(rows: int):
+  """Inside, training-mode `BatchNorm` takes its statistics over groups of `rows` consecutive rows of
+  the batch (0: the whole batch, the default and the reference's behaviour).
+
+  With the batch sharded over devices and `rows` dividing each device's share, every group lies on one
+  device: the statistics need no all-reduce across devices (as per-replica BatchNorm in data-parallel
+  training without synchronised BatchNorm). Each group is normalised with its own statistics; the
+  running statistics are updated with the groups' mean. Read when the model is traced, like
+  `loop_conv.loop_body`.
+  """
+  if rows < 0:
+    raise ValueError(f'BatchNorm statistics group rows must be >= 0 (0: the whole batch), got {rows}')
+  token = _STATS_GROUP_ROWS.set(rows)
+  try:
+    yield
+  finally:
+    _STATS_GROUP_ROWS.reset(token)
+
+
 class BatchNorm(nn.Module):
   """BatchNorm over every axis but the last, as torch.nn.BatchNorm{1,2}d (eps 1e-5, momentum 0.1).
 
@@ -32,6 +58,8 @@ class BatchNorm(nn.Module):
   `mean`, `var`); each call names its `slot`, updates only that slot in training and normalises with
   it in eval mode. Training-mode outputs do not depend on the running statistics, so they and their
   gradients are the same with or without slots.
+
+  Inside `batch_stat_groups(rows)` training-mode statistics are per group of `rows` rows (its docstring).
   """
 
   epsilon: float = 1e-5
@@ -57,19 +85,25 @@ class BatchNorm(nn.Module):
         for suffix in suffixes
     }
     ra_mean, ra_var = stats[f'_{slot}' if self.slots else '']
-    axes = tuple(range(x.ndim - 1))
-    if train:
-      x32 = full_precision(x)
-      mean = jnp.mean(x32, axis=axes)
-      var = jnp.mean(jnp.square(x32 - mean), axis=axes)
-      if not self.is_initializing():
-        n = int(np.prod([x.shape[a] for a in axes]))
-        ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-        ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var * (n / max(n - 1, 1))
-    else:
+    if not train:
       mean, var = ra_mean.value, ra_var.value
-    y = (x - mean.astype(x.dtype)) * (scale * jax.lax.rsqrt(var + self.epsilon)).astype(x.dtype)
-    return y + bias.astype(x.dtype)
+      y = (x - mean.astype(x.dtype)) * (scale * jax.lax.rsqrt(var + self.epsilon)).astype(x.dtype)
+      return y + bias.astype(x.dtype)
+    rows = _STATS_GROUP_ROWS.get() or x.shape[0]
+    if x.shape[0] % rows:
+      raise ValueError(f'BatchNorm {self.name}: a batch of {x.shape[0]} rows does not split into groups of {rows}')
+    groups = x.reshape((x.shape[0] // rows, rows) + x.shape[1:])  # (G, rows, ..., C)
+    axes = tuple(range(1, groups.ndim - 1))
+    x32 = full_precision(groups)
+    mean = jnp.mean(x32, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=axes, keepdims=True)
+    if not self.is_initializing():
+      n = int(np.prod([groups.shape[a] for a in axes]))
+      batch_mean, batch_var = jnp.mean(mean, axis=(0,) + axes), jnp.mean(var, axis=(0,) + axes)
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * batch_mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * batch_var * (n / max(n - 1, 1))
+    y = (groups - mean.astype(x.dtype)) * (scale * jax.lax.rsqrt(var + self.epsilon)).astype(x.dtype)
+    return (y + bias.astype(x.dtype)).reshape(x.shape)
 
 
 def conv(

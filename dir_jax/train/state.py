@@ -39,18 +39,27 @@ class TrainState(train_state.TrainState):
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int):
-  """Cosine decay from `config.learning_rate` to 0.
+  """Cosine decay from `config.learning_rate` to 0, optionally warmed up.
 
   `config.schedule_unit == 'epoch'` reproduces the reference's CosineAnnealingLR stepped once per
   epoch (constant within an epoch, T_max = num_epochs); 'step' decays smoothly per step.
+  `config.warmup_steps` > 0 multiplies the first steps by a linear ramp (step + 1) / warmup_steps (for
+  large global batches, README "Pod recipe"); 0 (the reference) leaves the cosine as it is.
   """
   if config.schedule_unit == 'epoch':
     epochs = max(1, -(-total_steps // steps_per_epoch))
     per_epoch = optax.cosine_decay_schedule(config.learning_rate, epochs)
-    return lambda step: per_epoch(step // steps_per_epoch)
-  if config.schedule_unit == 'step':
-    return optax.cosine_decay_schedule(config.learning_rate, total_steps)
-  raise ValueError(f"config.optimizer.schedule_unit must be 'epoch' or 'step', got {config.schedule_unit!r}")
+    cosine = lambda step: per_epoch(step // steps_per_epoch)
+  elif config.schedule_unit == 'step':
+    cosine = optax.cosine_decay_schedule(config.learning_rate, total_steps)
+  else:
+    raise ValueError(f"config.optimizer.schedule_unit must be 'epoch' or 'step', got {config.schedule_unit!r}")
+  warmup_steps = config.get('warmup_steps', 0)
+  if warmup_steps < 0:
+    raise ValueError(f'config.optimizer.warmup_steps must be >= 0, got {warmup_steps}')
+  if not warmup_steps:
+    return cosine
+  return lambda step: cosine(step) * jnp.minimum(1.0, (step + 1) / warmup_steps)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int):

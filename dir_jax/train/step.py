@@ -9,6 +9,7 @@ import optax
 
 from dir_jax import inference, losses
 from dir_jax.mano import ManoPair
+from dir_jax.model import layers
 from dir_jax.model.dir import DIR
 from dir_jax.train.state import TrainState
 from dir_jax.train.targets import ground_truth
@@ -24,11 +25,14 @@ def train_step(
     image_size: int,
     input_size: int,
     augment: Callable[..., dict] | None = None,
+    batch_norm_group_rows: int = 0,
 ) -> tuple[TrainState, dict[str, Any]]:
   """One optimizer step on a (globally sharded) batch.
 
   BatchNorm statistics are means over the batch axis; under `jit` with the batch sharded over the
-  mesh they are global-batch statistics, as one big batch on one device.
+  mesh they are global-batch statistics, as one big batch on one device. `batch_norm_group_rows` > 0
+  takes them over groups of that many consecutive rows instead (`layers.batch_stat_groups`; the
+  per-device batch gives per-device statistics).
 
   `augment`: None (the batch comes augmented, or is not to be) or `augment(batch, step=...)` applied to
   the batch first with the step's number (`state.step`, 0 for the first step), e.g.
@@ -44,9 +48,10 @@ def train_step(
   images = inference.model_input(batch['image'], input_size, model.dtype or jnp.float32)
 
   def loss_fn(params):
-    outputs, updates = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, images, mano, train=True, mutable=['batch_stats']
-    )
+    with layers.batch_stat_groups(batch_norm_group_rows):
+      outputs, updates = model.apply(
+          {'params': params, 'batch_stats': state.batch_stats}, images, mano, train=True, mutable=['batch_stats']
+      )
     terms = losses.dir_losses(
         outputs, targets, mano.left.faces, mano.right.faces, loss_config, center_idx=model.config.center_idx
     )

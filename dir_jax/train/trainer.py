@@ -260,6 +260,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   if config.batch_size % jax.device_count():
     raise ValueError(f'config.batch_size={config.batch_size} must be divisible by the {jax.device_count()} devices')
   local_batch_size = config.batch_size // jax.process_count()
+  _check_batch_norm_groups(config.batch_norm_group_rows, config.batch_size, jax.device_count())
 
   mano = load_mano_pair(config.mano_dir)
   builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
@@ -438,6 +439,7 @@ def bind_train_step(config: ml_collections.ConfigDict, model, mano) -> Callable[
       image_size=config.image_size,
       input_size=config.model.input_size,
       augment=_device_augmentation(config, mano),
+      batch_norm_group_rows=config.batch_norm_group_rows,
   )
 
 
@@ -454,6 +456,18 @@ def _device_augmentation(config: ml_collections.ConfigDict, mano) -> Callable[..
       config=config.data.augment,
       output_size=config.model.input_size,
   )
+
+
+def _check_batch_norm_groups(rows: int, batch_size: int, device_count: int) -> None:
+  """`config.batch_norm_group_rows` is 0 (the global batch) or divides the per-device batch, so that
+  every group of BatchNorm statistics lies on one device."""
+  per_device = batch_size // device_count
+  if rows < 0 or (rows and per_device % rows):
+    raise ValueError(
+        f'config.batch_norm_group_rows={rows} must be 0 (statistics over the global batch, the reference) '
+        f'or divide the per-device batch {per_device} (batch_size {batch_size} over {device_count} devices), '
+        f'e.g. {per_device} for per-device statistics'
+    )
 
 
 def _last_good_checkpoint(mngr) -> str:

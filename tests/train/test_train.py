@@ -19,6 +19,7 @@ import pytest
 from configs import tiny
 from dir_jax import checkpoint, demo, inference, metrics, protocol
 from dir_jax.data import input_pipeline
+from dir_jax.mano import load_mano_pair
 from dir_jax.train import trainer
 from tests.train.conftest import NUM_TEST, REPO_ROOT, tiny_overrides, train_env
 
@@ -316,6 +317,28 @@ def test_training_refuses_the_all_config(tiny_data, tmp_path):
   with pytest.raises(ValueError, match="interhand26m's 'all' config.*DIR trains on interacting hands"):
     trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+def test_training_refuses_batch_norm_groups_that_straddle_devices(tiny_data, tmp_path):
+  """config.batch_norm_group_rows must divide the per-device batch (tiny: 4 rows on 1 device)."""
+  config = _config(tiny_data, batch_norm_group_rows=3)
+  with pytest.raises(ValueError, match=r'batch_norm_group_rows=3 must be 0 .* or divide the per-device batch 4'):
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+def test_the_bound_train_step_takes_the_configs_augmentation_and_batch_norm_groups(tiny_data):
+  config = _config(tiny_data, batch_norm_group_rows=2)
+  config.data.augment_on = 'device'
+  model, mano = trainer.build_model(config), load_mano_pair(config.mano_dir)
+  bound = trainer.bind_train_step(config, model, mano)
+  assert bound.keywords['batch_norm_group_rows'] == 2
+  augment = bound.keywords['augment']
+  assert (
+      augment.keywords['output_size'] == config.model.input_size and augment.keywords['config'] is config.data.augment
+  )
+  config.data.augment_on = 'host'
+  assert trainer.bind_train_step(config, model, mano).keywords['augment'] is None
 
 
 def test_non_finite_loss_names_the_step_and_checkpoint(tiny_data, compilation_cache, tmp_path, monkeypatch):
