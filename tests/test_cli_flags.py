@@ -32,6 +32,7 @@ BENCHES = (
     'bench.input_pipeline',
     'bench.loop_conv',
     'bench.mano',
+    'bench.mesh_volume',
     'bench.model',
     'bench.plan_interhand',
     'bench.train_throughput',
