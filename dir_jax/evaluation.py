@@ -2,9 +2,10 @@
 
 Map: docs/architecture.md#inference.
 
-`evaluate` runs the compiled evaluation step (`dir_jax.inference.make_predict_fn`) over one padded pass
-of the eval split, data-parallel over every device of every host, and accumulates the metrics of every
-protocol (`dir_jax.metrics`); `write_report` writes metrics.json, metrics.md and pck.png (`dir_jax.report`).
+`evaluate` runs the compiled evaluation step (`make_predict_fn`: the forward, the ground truth and the
+interpenetration volume on the device) over one padded pass of the eval split, data-parallel over every
+device of every host, and accumulates the metrics of every protocol (`dir_jax.metrics`); `write_report`
+writes metrics.json, metrics.md and pck.png (`dir_jax.report`).
 """
 
 import json
@@ -24,6 +25,17 @@ from dir_jax.mano import ManoPair
 from dir_jax.model.dir import DIR
 
 
+def make_predict_fn(model: DIR, mano: ManoPair, config: ml_collections.ConfigDict) -> Callable[..., dict]:
+  """The run's evaluation step (`inference.make_predict_fn`), with the interpenetration volume computed
+  on the device (`metrics.make_interpenetration_fn`) when `config.eval_voxel_m` is set and the MANO
+  faces close; otherwise the host computes it (or refuses, `metrics.sample_errors`)."""
+  eval_mano = metrics.EvalMano.from_pair(mano)
+  interpenetration_fn = None
+  if config.eval_voxel_m is not None and eval_mano.closed_faces is not None:
+    interpenetration_fn = metrics.make_interpenetration_fn(eval_mano, config.eval_voxel_m)
+  return inference.make_predict_fn(model, mano, config.image_size, config.model.input_size, interpenetration_fn)
+
+
 def evaluate(
     model: DIR,
     variables: dict,
@@ -41,8 +53,8 @@ def evaluate(
 
   Args:
     mesh: from `parallel.make_mesh` (made here when not given).
-    predict_fn: from `inference.make_predict_fn` (built here when not given); pass the same one to
-      every evaluation of a run so that it compiles once.
+    predict_fn: from `make_predict_fn` (built here when not given); pass the same one to every
+      evaluation of a run so that it compiles once.
     settings: protocols on MANO joints by key (default `metrics.SETTINGS`).
     triangulated: protocols on triangulated joints (default: `metrics.choose_protocols`' for the
       dataset), computed when the dataset stores those joints (`input_pipeline.has_triangulated_joints`).
@@ -55,7 +67,7 @@ def evaluate(
   ds, num_batches = input_pipeline.create_eval_dataset(
       builder, config.data, batch_size=local_batch, process_index=jax.process_index(), process_count=jax.process_count()
   )
-  predict_fn = predict_fn or inference.make_predict_fn(model, mano, config.image_size, config.model.input_size)
+  predict_fn = predict_fn or make_predict_fn(model, mano, config)
   if triangulated is None:
     triangulated = metrics.choose_protocols(
         None, True, builder.data_dir, input_pipeline.has_single_hand_examples(builder)

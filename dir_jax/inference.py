@@ -61,26 +61,50 @@ def make_forward(model: DIR, input_size: int) -> Callable[..., dict[str, Any]]:
 
 
 def predict_step(
-    variables: dict, batch: dict, *, model: DIR, mano: ManoPair, image_size: int, input_size: int
+    variables: dict,
+    batch: dict,
+    *,
+    model: DIR,
+    mano: ManoPair,
+    image_size: int,
+    input_size: int,
+    interpenetration_fn: Callable[..., jax.Array] | None = None,
 ) -> dict[str, Any]:
   """Eval-mode predictions of every stage plus the ground truth the metrics need.
 
   Returns:
     `stages`: per stage {mesh_xyz_<side> (B,778,3) m centred at the model's center joint,
-    joint_xyz_<side>, offset (B,3) in 0.15 m}; `gt`: {mesh_3d_<side>, joint_3d_<side>} camera frame m.
+    joint_xyz_<side>, offset (B,3) in 0.15 m, and with `interpenetration_fn`
+    (`metrics.make_interpenetration_fn`) iv_cm3 (B,), the two hands' shared volume computed here};
+    `gt`: {mesh_3d_<side>, joint_3d_<side>} camera frame m.
   """
   outputs = forward(variables, batch['image'], mano, model=model, input_size=input_size)
   stages = [{k: stage[k].astype(jnp.float32) for k in _EVAL_KEYS} for stage in outputs['stages']]
+  if interpenetration_fn is not None:
+    for stage in stages:
+      stage['iv_cm3'] = jax.vmap(interpenetration_fn)(stage['mesh_xyz_left'], stage['mesh_xyz_right'], stage['offset'])
   targets = ground_truth(batch, mano, image_size)
   return {'stages': stages, 'gt': {k: targets[k] for k in _GT_KEYS}}
 
 
-def make_predict_fn(model: DIR, mano: ManoPair, image_size: int, input_size: int) -> Callable[..., dict[str, Any]]:
+def make_predict_fn(
+    model: DIR,
+    mano: ManoPair,
+    image_size: int,
+    input_size: int,
+    interpenetration_fn: Callable[..., jax.Array] | None = None,
+) -> Callable[..., dict[str, Any]]:
   """`predict_step` jit-compiled: `(variables, batch) -> predictions`. Build it once per run, so that
   repeated evaluations reuse one trace and compilation."""
   # Looked up at call time so that a test can wrap it (chex.assert_max_traces).
   return jax.jit(
       lambda variables, batch: predict_step(
-          variables, batch, model=model, mano=mano, image_size=image_size, input_size=input_size
+          variables,
+          batch,
+          model=model,
+          mano=mano,
+          image_size=image_size,
+          input_size=input_size,
+          interpenetration_fn=interpenetration_fn,
       )
   )

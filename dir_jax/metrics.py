@@ -36,6 +36,7 @@ The interpenetration volume's mesh geometry lives in `dir_jax.mesh_volume`; repo
 
 import dataclasses
 import logging
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -232,6 +233,37 @@ class EvalMano:
     )
 
 
+# The largest intersection box of two hands' boxes the device volume covers (`make_interpenetration_fn`):
+# MANO hands are < 0.25 m across; 64 centres at the default 5 mm voxel.
+MAX_OVERLAP_M = 0.32
+
+
+def make_interpenetration_fn(mano: EvalMano, voxel_m: float = mesh_volume.VOXEL_M):
+  """`sample_errors`' interpenetration volume of one example in jnp, for the jitted evaluation step.
+
+  Returns:
+    A function of the predicted `mesh_xyz_left`, `mesh_xyz_right` (778, 3) m and `offset` (3,) in 0.15 m
+    units -> () cm^3: the right mesh placed at the left one plus 0.15 * offset, both capped, the volume
+    inside both (`mesh_volume.make_interpenetration_volume` on a window of MAX_OVERLAP_M / `voxel_m`
+    centres per axis; the same voxel count as the numpy volume, NaN past the window). vmap it.
+
+  Raises:
+    ValueError: the MANO faces cannot be closed (`EvalMano.closed_faces` is None).
+  """
+  if mano.closed_faces is None:
+    raise ValueError('interpenetration volume needs closable MANO faces; pass voxel_m=None')
+  volume_cm3 = mesh_volume.make_interpenetration_volume(
+      mano.closed_faces['left'], mano.closed_faces['right'], voxel_m, math.ceil(MAX_OVERLAP_M / voxel_m - 1e-9)
+  )
+
+  def interpenetration_cm3(left_m, right_m, offset_015m):
+    left = mesh_volume.cap_vertices(left_m, mano.hole_loops['left'])
+    right = mesh_volume.cap_vertices(right_m + OFFSET_UNIT_M * offset_015m[None, :], mano.hole_loops['right'])
+    return volume_cm3(left, right)
+
+  return interpenetration_cm3
+
+
 def _triangulated_gt(gt: Mapping, side: str) -> tuple[np.ndarray, np.ndarray]:
   """One hand's triangulated joints (B, 21, 3) m and validity (B, 21) in DIR's joint order."""
   joints = schema.interhand_joints_in_dir_order(np.asarray(gt['joint_3d_cam_m'], np.float64), side)
@@ -259,7 +291,8 @@ def sample_errors(
       `triangulated`: 'joint_3d_cam_m' (B, 42, 3) m, 'joint_3d_valid' (B, 42) bool (InterHand2.6M's
       order, `dir_jax.data.schema`), 'hand_type' (B,) index into `schema.HAND_TYPES`, and for the
       human_annot subset 'human_annot' (B,) bool.
-    pred: 'mesh_xyz_{left,right}' (B, 778, 3) m, 'offset' (B, 3) in 0.15 m units.
+    pred: 'mesh_xyz_{left,right}' (B, 778, 3) m, 'offset' (B, 3) in 0.15 m units; optionally 'iv_cm3'
+      (B,), the volume computed on the device (`make_interpenetration_fn`), used instead of the host's.
     settings: protocols on MANO joints, by key.
     voxel_m: interpenetration voxel edge; None skips the (slow, per-sample) volume.
     triangulated: protocols on triangulated joints.
@@ -318,7 +351,9 @@ def sample_errors(
       )
       out[f'{p.key}/mrrpe_mm'] = np.where(interacting & in_subset & both_roots, relative_mm, np.nan)
       out[f'{p.key}/is_interacting'] = interacting
-  if voxel_m is not None:
+  if voxel_m is not None and 'iv_cm3' in pred:
+    out['iv_cm3'] = f64(pred['iv_cm3'])[interacting]
+  elif voxel_m is not None:
     if mano.closed_faces is None:
       raise ValueError('interpenetration volume needs closable MANO faces; pass voxel_m=None')
     left = mesh_volume.cap_vertices(pd_verts['left'], mano.hole_loops['left'])
@@ -485,7 +520,8 @@ class MetricAccumulator:
     gt = _select(gt, GT_KEYS + TRIANGULATED_GT_KEYS + ('human_annot',), valid)
     triangulated = self.triangulated if all(k in gt for k in TRIANGULATED_GT_KEYS) else ()
     for store, pred in zip(self._errors, stages):
-      errors = sample_errors(self.mano, gt, _select(pred, PRED_KEYS, valid), self.settings, self.voxel_m, triangulated)
+      pred = _select(pred, PRED_KEYS + ('iv_cm3',), valid)
+      errors = sample_errors(self.mano, gt, pred, self.settings, self.voxel_m, triangulated)
       for key, value in errors.items():
         store.setdefault(key, []).append(value)
     self._num_samples += int(valid.sum())

@@ -485,3 +485,37 @@ def test_single_hand_samples_in_a_batch(eval_mano, mano):
   assert result[f'stage1/{both.key}/mrrpe/all'] == pytest.approx(np.mean(relative_mm), rel=1e-12)
   assert f'stage1/{single.key}/mrrpe/all' not in result  # no interacting sample in the subset
   json.dumps(result, allow_nan=False)
+
+
+def test_interpenetration_on_the_device_equals_the_host_volume(eval_mano, mano):
+  """`make_interpenetration_fn` (jitted, vmapped, float32 as the network predicts) counts the voxels the
+  host's `sample_errors` counts, and the accumulator takes it instead of computing its own."""
+  gt, stages = make_batch(mano, 4, seed=7)
+  for stage in stages:  # the right hand's centroid 1 cm from the left one's: the hands interpenetrate
+    centroids = stage['mesh_xyz_left'].mean(1) - stage['mesh_xyz_right'].mean(1)
+    stage['offset'] = (np.full((4, 3), [0.01, 0.0, 0.0]) + centroids) / metrics.OFFSET_UNIT_M
+  voxel_m = 0.005
+  device_fn = jax.jit(jax.vmap(metrics.make_interpenetration_fn(eval_mano, voxel_m)))
+  with_device = []
+  for stage in stages:
+    as_predicted = {k: np.asarray(v, np.float32) for k, v in stage.items()}
+    iv_cm3 = np.asarray(
+        device_fn(as_predicted['mesh_xyz_left'], as_predicted['mesh_xyz_right'], as_predicted['offset'])
+    )
+    host = metrics.sample_errors(eval_mano, gt, as_predicted, {'wrist': NO_SCALE_WRIST}, voxel_m=voxel_m)['iv_cm3']
+    assert np.all(host > 0), host  # the batch's hands overlap: the comparison is not one of zeros
+    np.testing.assert_allclose(iv_cm3, host, rtol=1e-6)
+    with_device.append(dict(as_predicted, iv_cm3=iv_cm3))
+  host_stages = [{k: np.asarray(v, np.float32) for k, v in stage.items()} for stage in stages]
+  on_host = metrics.stage_metrics(eval_mano, gt, host_stages, voxel_m=voxel_m, triangulated=())
+  on_device = metrics.stage_metrics(eval_mano, gt, with_device, voxel_m=voxel_m, triangulated=())
+  assert on_device.keys() == on_host.keys()
+  for key in on_host:
+    if isinstance(on_host[key], float):
+      np.testing.assert_allclose(on_device[key], on_host[key], rtol=1e-6, err_msg=key)
+
+
+def test_device_interpenetration_needs_closable_faces(eval_mano):
+  open_mano = metrics.EvalMano(eval_mano.joint_regressor, None, None)
+  with pytest.raises(ValueError, match='voxel_m=None'):
+    metrics.make_interpenetration_fn(open_mano)

@@ -45,7 +45,7 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from dir_jax import checkpoint, evaluation, inference, metrics, parallel, protocol
+from dir_jax import checkpoint, evaluation, metrics, parallel, protocol
 from dir_jax.convert.torch_checkpoint import (
     copy_shared_stats_to_slots,
     import_torchvision_resnet50,
@@ -354,7 +354,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       jax.process_count(),
   )
   # One trace and compilation for every evaluation of the run.
-  predict_fn = inference.make_predict_fn(model, mano, config.image_size, config.model.input_size)
+  predict_fn = evaluation.make_predict_fn(model, mano, config)
 
   def run_eval(step):
     results = evaluation.evaluate(

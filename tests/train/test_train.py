@@ -75,7 +75,8 @@ def _run_and_signal(workdir, data, env, trigger, sig, **extra):
 
 
 def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cache, tmp_path, monkeypatch):
-  config = _config(tiny_data, num_train_steps=12, eval_at_start=True, eval_every_steps=12)
+  # eval_voxel_m: the interpenetration volume, computed in the compiled evaluation step.
+  config = _config(tiny_data, num_train_steps=12, eval_at_start=True, eval_every_steps=12, eval_voxel_m=0.005)
   for switch in ('flip', 'rotate', 'zoom', 'translate', 'motion_blur', 'color'):
     config.data.augment[switch] = False
   workdir = str(tmp_path / 'run')
@@ -94,6 +95,7 @@ def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cach
   assert initial['num_samples'] == final['num_samples'] == NUM_TEST
   dir_key, triangulated_key = protocol.DIR.key, protocol.INTERHAND26M_INTERACTING.key
   assert all(np.isfinite(final[f'stage{s}/{dir_key}/mpjpe/all']) for s in range(3))
+  assert all(np.isfinite(final[f'stage{s}/iv/all']) and final[f'stage{s}/iv/all'] >= 0 for s in range(3))
   # The dataset stores triangulated joints: the InterHand2.6M setting is computed too, named in words.
   assert final[f'stage2/{triangulated_key}/num_samples'] == NUM_TEST
   assert np.isfinite(final[f'stage2/{triangulated_key}/mpjpe/all'])
