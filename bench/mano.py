@@ -23,7 +23,8 @@ from dir_jax.mano.asset import find_mano_file
 DEFAULT_MANO_DIR = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'fixtures', 'dir_reference', 'mano')
 
 
-def _median_seconds(fn, repeats):
+def median_seconds(fn, repeats):
+  """Median seconds of `repeats` calls of `fn()` after one warm-up call."""
   fn()
   times = []
   for _ in range(repeats):
@@ -66,7 +67,7 @@ def main(argv: Sequence[str]) -> None:
         for s, shape in ((0.5, (batch, 3)), (0.3, (batch, 45)), (1.0, (batch, 10)), (0.1, (batch, 3)))
     ]
     jax_inputs = [jnp.asarray(x) for x in inputs]
-    jax_s = _median_seconds(lambda: jax.block_until_ready(jax_layer(*jax_inputs)), FLAGS.repeats)
+    jax_s = median_seconds(lambda: jax.block_until_ready(jax_layer(*jax_inputs)), FLAGS.repeats)
     smplx_layer = smplx.MANO(path, is_rhand=True, use_pca=False, flat_hand_mean=False, batch_size=batch)
     torch_inputs = [torch.from_numpy(x) for x in inputs]
 
@@ -76,7 +77,7 @@ def main(argv: Sequence[str]) -> None:
             global_orient=torch_inputs[0], hand_pose=torch_inputs[1], betas=torch_inputs[2], transl=torch_inputs[3]
         )
 
-    smplx_s = _median_seconds(run_smplx, FLAGS.repeats)
+    smplx_s = median_seconds(run_smplx, FLAGS.repeats)
     print(f'{batch:>6} {batch / jax_s:>12.0f} {batch / smplx_s:>14.0f} {smplx_s / jax_s:>16.2f}')
   return 0
 

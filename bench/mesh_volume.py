@@ -9,7 +9,7 @@ float32 vertices as the network predicts them. Warm-up (and compilation) first; 
 """
 
 import os
-import statistics
+import sys
 import tempfile
 import time
 from typing import Sequence
@@ -19,9 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from data_prep import synthetic_mano
-from dir_jax import cli, mesh_volume
-from dir_jax.mano import constants, gt_mano, load_mano_pair, rotation
+sys.path.insert(0, __file__.rsplit('/', 2)[0])  # the repository root, when run as a script
+
+from bench.mano import median_seconds  # noqa: E402
+from data_prep import synthetic_mano  # noqa: E402
+from dir_jax import cli, mesh_volume  # noqa: E402
+from dir_jax.mano import constants, gt_mano, load_mano_pair, rotation  # noqa: E402
 
 CAMERA_M = np.array([0.0, 0.0, 0.5], np.float32)  # the left wrist
 RIGHT_OVER_LEFT_M = np.array([-0.08, 0.01, 0.0], np.float32)  # the right wrist from the left one: on its palm
@@ -35,16 +38,6 @@ flags.DEFINE_string(
     'folder with MANO_RIGHT and MANO_LEFT (.pkl or .npz); default: the synthetic pair',
     flag_values=FLAGS,
 )
-
-
-def _median_seconds(fn, repeats):
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def posed_hands(mano, batch: int, seed: int = 0):
@@ -86,8 +79,8 @@ def main(argv: Sequence[str]) -> int:
   voxel_cm3 = mesh_volume.VOXEL_M**3 * mesh_volume.CM3_PER_M3
   count_diff = np.abs(np.rint(jax_cm3 / voxel_cm3) - np.rint(numpy_cm3 / voxel_cm3))
 
-  numpy_s = _median_seconds(run_numpy, FLAGS.repeats) / FLAGS.batch
-  jax_s = _median_seconds(lambda: jax.block_until_ready(volume(left, right)), FLAGS.repeats) / FLAGS.batch
+  numpy_s = median_seconds(run_numpy, FLAGS.repeats) / FLAGS.batch
+  jax_s = median_seconds(lambda: jax.block_until_ready(volume(left, right)), FLAGS.repeats) / FLAGS.batch
   print(
       f'device: {jax.devices()[0].device_kind}, jax {jax.__version__}, MANO {FLAGS.mano_dir or "synthetic"}, '
       f'{FLAGS.batch} pairs, voxel {mesh_volume.VOXEL_M * 1000:g} mm, window {mesh_volume.GRID_CELLS}^3'

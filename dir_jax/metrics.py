@@ -250,18 +250,29 @@ def make_interpenetration_fn(mano: EvalMano, voxel_m: float = mesh_volume.VOXEL_
   Raises:
     ValueError: the MANO faces cannot be closed (`EvalMano.closed_faces` is None).
   """
-  if mano.closed_faces is None:
-    raise ValueError('interpenetration volume needs closable MANO faces; pass voxel_m=None')
+  _require_closed_faces(mano)
   volume_cm3 = mesh_volume.make_interpenetration_volume(
       mano.closed_faces['left'], mano.closed_faces['right'], voxel_m, math.ceil(MAX_OVERLAP_M / voxel_m - 1e-9)
   )
 
   def interpenetration_cm3(left_m, right_m, offset_015m):
-    left = mesh_volume.cap_vertices(left_m, mano.hole_loops['left'])
-    right = mesh_volume.cap_vertices(right_m + OFFSET_UNIT_M * offset_015m[None, :], mano.hole_loops['right'])
-    return volume_cm3(left, right)
+    return volume_cm3(*_closed_placed_hands(mano, left_m, right_m, offset_015m))
 
   return interpenetration_cm3
+
+
+def _require_closed_faces(mano: EvalMano) -> None:
+  if mano.closed_faces is None:
+    raise ValueError('interpenetration volume needs closable MANO faces; pass voxel_m=None')
+
+
+def _closed_placed_hands(mano: EvalMano, left_m, right_m, offset_015m):
+  """The predicted hands as the interpenetration volume takes them: (..., 778, 3) m each and (..., 3)
+  offset in 0.15 m units (numpy, or jnp inside the evaluation step) -> both capped (`cap_vertices`), the
+  right one placed at the left one plus 0.15 * offset (the prediction as it is, no alignment)."""
+  left = mesh_volume.cap_vertices(left_m, mano.hole_loops['left'])
+  right = mesh_volume.cap_vertices(right_m + OFFSET_UNIT_M * offset_015m[..., None, :], mano.hole_loops['right'])
+  return left, right
 
 
 def _triangulated_gt(gt: Mapping, side: str) -> tuple[np.ndarray, np.ndarray]:
@@ -354,10 +365,8 @@ def sample_errors(
   if voxel_m is not None and 'iv_cm3' in pred:
     out['iv_cm3'] = f64(pred['iv_cm3'])[interacting]
   elif voxel_m is not None:
-    if mano.closed_faces is None:
-      raise ValueError('interpenetration volume needs closable MANO faces; pass voxel_m=None')
-    left = mesh_volume.cap_vertices(pd_verts['left'], mano.hole_loops['left'])
-    right = mesh_volume.cap_vertices(pd_verts['right'] + OFFSET_UNIT_M * offset[:, None, :], mano.hole_loops['right'])
+    _require_closed_faces(mano)
+    left, right = _closed_placed_hands(mano, pd_verts['left'], pd_verts['right'], offset)
     out['iv_cm3'] = np.asarray(
         [
             mesh_volume.interpenetration_volume(

@@ -147,15 +147,21 @@ def test_geometry_targets_equal_the_rigid_reference(mano_pair, examples, constan
       np.testing.assert_allclose(got_hands[side][key], want_hands[side][key], atol=2e-5, err_msg=f'{side} {key}')
 
 
-def test_mirror_pose_mapping_for_unmirrored_pca_bases(mano_pair, examples):
-  """The left PCA basis of real and synthetic MANO mirrors the right one (mapping = identity): perturb it."""
-  rng = np.random.default_rng(4)
+def unmirrored_pca_pair(mano_pair: ManoPair, seed: int = 4) -> ManoPair:
+  """`mano_pair` with the left PCA basis rotated and its mean moved, so that the mirror pose mapping
+  (the identity for real and synthetic MANO) is a real, non-orthogonal 45x45 mapping."""
+  rng = np.random.default_rng(seed)
   rotation, _ = np.linalg.qr(rng.normal(size=(45, 45)))
   left = mano_pair.left.replace(
       hands_components=(rotation @ mano_pair.left.hands_components).astype(np.float32),
       hands_mean=(mano_pair.left.hands_mean + 0.1 * rng.normal(size=45)).astype(np.float32),
   )
-  pair = ManoPair(left=left, right=mano_pair.right)
+  return ManoPair(left=left, right=mano_pair.right)
+
+
+def test_mirror_pose_mapping_for_unmirrored_pca_bases(mano_pair, examples):
+  """The left PCA basis of real and synthetic MANO mirrors the right one (mapping = identity): perturb it."""
+  pair = unmirrored_pca_pair(mano_pair)
   example = examples['train'][1]
   out = augment.apply_geometry(flat_example(example), CASES['all'], augment.mano_constants(pair))
   case = {key: value.numpy() for key, value in CASES['all'].items()}

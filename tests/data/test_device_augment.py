@@ -11,8 +11,7 @@ import pytest
 import tensorflow as tf
 
 from dir_jax.data import augment, device_augment, schema, settings
-from dir_jax.mano.asset import ManoPair
-from tests.data.test_augment import CASES, check_targets_match_seg, flat_example
+from tests.data.test_augment import CASES, check_targets_match_seg, flat_example, unmirrored_pca_pair
 
 # Host vs device for the same geometry, both float32 with the same formulas: seg and nearest dense come
 # out identical, intrinsics and MANO parameters within 1 float32 ulp (1.2e-4 px at the crops' ~1500 px
@@ -194,13 +193,7 @@ def test_geometry_matches_the_host(hand_examples, constants, name, dense_interpo
 
 def test_mirror_pose_mapping_matches_the_host_for_unmirrored_pca_bases(mano_pair, hand_examples):
   """Synthetic (and real) MANO's mirror mapping is the identity: perturb the left basis, as test_augment does."""
-  rng = np.random.default_rng(4)
-  rotation, _ = np.linalg.qr(rng.normal(size=(45, 45)))
-  left = mano_pair.left.replace(
-      hands_components=(rotation @ mano_pair.left.hands_components).astype(np.float32),
-      hands_mean=(mano_pair.left.hands_mean + 0.1 * rng.normal(size=45)).astype(np.float32),
-  )
-  constants = augment.mano_constants(ManoPair(left=left, right=mano_pair.right))
+  constants = augment.mano_constants(unmirrored_pca_pair(mano_pair))
   example = hand_examples[1]
   host = augment.apply_geometry(flat_example(example), CASES['all'], constants)
   device = jitted_apply_geometry(
