@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(PY) bench/loop_conv.py
 	$(PY) bench/input_pipeline.py
 	$(PY) bench/device_augment.py
+	$(PY) bench/mesh_volume.py
 	$(PY) bench/convert_interhand.py
 	$(PY) bench/plan_interhand.py --fraction 0.125
 
