@@ -5,8 +5,9 @@ Map: docs/architecture.md#inference.
 - `input_side_px` / `trained_input_side_px`: the network's input side (the rule and where it came from).
 - `model_input`: uint8 images of any square side -> the ImageNet-normalised input at the network's side.
 - `forward`: eval-mode outputs of `DIR` for uint8 images; `make_forward` jit-compiles it once.
-- `predict_step` / `make_predict_fn`: the evaluation step (every stage's 3D outputs plus the ground
-  truth the metrics need), compiled once per run so that periodic evaluations reuse one trace.
+- `predict_step` / `make_predict_fn`: the evaluation step (every stage's 3D outputs, the ground truth
+  and, given the metrics' function, every stage's per-sample errors), compiled once per run so that
+  periodic evaluations reuse one trace.
 """
 
 import functools
@@ -68,23 +69,31 @@ def predict_step(
     mano: ManoPair,
     image_size: int,
     input_size: int,
-    interpenetration_fn: Callable[..., jax.Array] | None = None,
+    errors_fn: Callable[..., dict] | None = None,
 ) -> dict[str, Any]:
-  """Eval-mode predictions of every stage plus the ground truth the metrics need.
+  """Eval-mode predictions of every stage, the ground truth the metrics need and, with `errors_fn`,
+  every stage's per-sample errors.
+
+  Args:
+    batch: the eval batch; with `errors_fn` also what it reads of the ground truth besides the meshes
+      (intrinsics, and when present hand_type, human_annot and the triangulated joints).
+    errors_fn: `dir_jax.metrics.make_row_errors_fn`'s `(gt, stage) -> rows`.
 
   Returns:
     `stages`: per stage {mesh_xyz_<side> (B,778,3) m centred at the model's center joint,
-    joint_xyz_<side>, offset (B,3) in 0.15 m, and with `interpenetration_fn`
-    (`metrics.make_interpenetration_fn`) iv_cm3 (B,), the two hands' shared volume computed here};
-    `gt`: {mesh_3d_<side>, joint_3d_<side>} camera frame m.
+    joint_xyz_<side>, offset (B,3) in 0.15 m}; `gt`: {mesh_3d_<side>, joint_3d_<side>} camera frame m;
+    with `errors_fn`, `errors`: per stage its rows (`dir_jax.metrics.row_errors`: a few numbers per
+    sample, what evaluation gathers instead of the meshes).
   """
   outputs = forward(variables, batch['image'], mano, model=model, input_size=input_size)
   stages = [{k: stage[k].astype(jnp.float32) for k in _EVAL_KEYS} for stage in outputs['stages']]
-  if interpenetration_fn is not None:
-    for stage in stages:
-      stage['iv_cm3'] = jax.vmap(interpenetration_fn)(stage['mesh_xyz_left'], stage['mesh_xyz_right'], stage['offset'])
   targets = ground_truth(batch, mano, image_size)
-  return {'stages': stages, 'gt': {k: targets[k] for k in _GT_KEYS}}
+  result = {'stages': stages, 'gt': {k: targets[k] for k in _GT_KEYS}}
+  if errors_fn is not None:
+    gt = {key: value for key, value in batch.items() if key != 'image'}
+    gt.update(verts_cam_left=targets['mesh_3d_left'], verts_cam_right=targets['mesh_3d_right'])
+    result['errors'] = [errors_fn(gt, stage) for stage in stages]
+  return result
 
 
 def make_predict_fn(
@@ -92,7 +101,7 @@ def make_predict_fn(
     mano: ManoPair,
     image_size: int,
     input_size: int,
-    interpenetration_fn: Callable[..., jax.Array] | None = None,
+    errors_fn: Callable[..., dict] | None = None,
 ) -> Callable[..., dict[str, Any]]:
   """`predict_step` jit-compiled: `(variables, batch) -> predictions`. Build it once per run, so that
   repeated evaluations reuse one trace and compilation."""
@@ -105,6 +114,6 @@ def make_predict_fn(
           mano=mano,
           image_size=image_size,
           input_size=input_size,
-          interpenetration_fn=interpenetration_fn,
+          errors_fn=errors_fn,
       )
   )

@@ -39,6 +39,7 @@ import logging
 import math
 from typing import Mapping, Sequence
 
+import jax
 import numpy as np
 
 from dir_jax import mesh_volume, protocol
@@ -275,11 +276,127 @@ def _closed_placed_hands(mano: EvalMano, left_m, right_m, offset_015m):
   return left, right
 
 
-def _triangulated_gt(gt: Mapping, side: str) -> tuple[np.ndarray, np.ndarray]:
-  """One hand's triangulated joints (B, 21, 3) m and validity (B, 21) in DIR's joint order."""
-  joints = schema.interhand_joints_in_dir_order(np.asarray(gt['joint_3d_cam_m'], np.float64), side)
-  valid = schema.interhand_joints_in_dir_order(np.asarray(gt['joint_3d_valid'], bool)[..., None], side)[..., 0]
-  return joints, valid
+def _triangulated_gt(gt: Mapping, side: str):
+  """One hand's triangulated joints (B, 21, 3) m and validity (B, 21) bool in DIR's joint order."""
+  xp = protocol.array_module(gt['joint_3d_cam_m'])
+  joints = schema.interhand_joints_in_dir_order(protocol.as_float(gt['joint_3d_cam_m']), side)
+  valid = schema.interhand_joints_in_dir_order(xp.asarray(gt['joint_3d_valid']).astype(bool)[..., None], side)
+  return joints, valid[..., 0]
+
+
+def _subset_rows(subset: str, is_interacting, human_annot):
+  """`protocol.subset_mask` on the interacting flags (numpy or jnp): (B,) bool."""
+  if subset == 'interacting':
+    return is_interacting
+  if subset == 'single':
+    return ~is_interacting
+  if subset == 'all':
+    return is_interacting | ~is_interacting
+  if human_annot is None:
+    raise ValueError("subset 'human_annot' needs the per-sample human_annot flags (gt['human_annot'])")
+  return protocol.array_module(is_interacting).asarray(human_annot).astype(bool).reshape(is_interacting.shape)
+
+
+def row_errors(
+    mano: EvalMano,
+    gt: Mapping,
+    pred: Mapping,
+    settings: Mapping[str, protocol.Protocol] = SETTINGS,
+    triangulated: Sequence[protocol.Protocol] = (),
+) -> dict:
+  """Per-sample errors of every row of one batch and one stage, before the interacting rows are chosen.
+
+  numpy arrays are computed in float64 on the host; jax arrays in float32 inside the jitted
+  evaluation step (`make_row_errors_fn`), so that only these small per-sample results leave the
+  device. `sample_errors` (the host) and `MetricAccumulator.update_rows` (the device's rows) keep
+  the 'mano' entries of the interacting rows only (`interacting_rows`).
+
+  Args: as `sample_errors` (`gt`'s hand_type, human_annot and triangulated joints optional); the
+    triangulated protocols are computed only when `gt` carries the triangulated joints.
+
+  Returns:
+    'is_interacting': (B,) bool, every row True when `gt` has no 'hand_type';
+    'mano': `sample_errors`' entries on MANO joints and meshes (`settings`, PROCRUSTES_KEY, and
+      'iv_cm3' when `pred` has it) for all B rows;
+    'triangulated': its entries of the triangulated protocols (B rows, already masked by subset).
+  """
+  pd_verts = {h: protocol.as_float(pred[f'mesh_xyz_{h}']) for h in HANDS}
+  xp = protocol.array_module(pd_verts['left'])
+  dtype = pd_verts['left'].dtype
+  intrinsics = protocol.as_float(xp.asarray(gt['intrinsics']))
+  gt_verts = {h: protocol.as_float(xp.asarray(gt[f'verts_cam_{h}'])) for h in HANDS}
+  regressor = {h: xp.asarray(mano.joint_regressor[h], dtype) for h in HANDS}
+  pd_joints = {h: regress_joints(regressor[h], pd_verts[h]) for h in HANDS}
+  gt_joints = {h: regress_joints(regressor[h], gt_verts[h]) for h in HANDS}
+  offset = protocol.as_float(pred['offset'])
+  is_interacting = (
+      xp.ones(intrinsics.shape[0], bool)
+      if 'hand_type' not in gt
+      else xp.asarray(gt['hand_type']) == schema.HAND_TYPES.index('interacting')
+  )
+  on_mano, on_triangulated = {}, {}
+  with protocol.quiet_invalid(xp):  # single-hand rows have no second GT mesh: their NaNs are dropped
+    for name, setting in settings.items():
+      for h in HANDS:
+        err = hand_errors(regressor[h], gt_verts[h], pd_verts[h], intrinsics, setting)
+        on_mano[f'{name}/joint_mm/{h}'] = err['joint_mm']
+        for key in ('vert_mm', 'joint_px', 'vert_px'):
+          on_mano[f'{name}/{key}/{h}'] = err[key].mean(-1)
+      on_mano[f'{name}/mrrpe_mm'] = 1000.0 * mrrpe(
+          gt_joints['left'], gt_joints['right'], pd_joints['left'], pd_joints['right'], offset, setting.root_index
+      )
+    for h in HANDS:
+      on_mano[f'{PROCRUSTES_KEY}/joint_mm/{h}'] = protocol.procrustes_errors_mm(pd_joints[h], gt_joints[h])
+      on_mano[f'{PROCRUSTES_KEY}/vert_mm/{h}'] = protocol.procrustes_errors_mm(pd_verts[h], gt_verts[h]).mean(-1)
+    if 'iv_cm3' in pred:
+      on_mano['iv_cm3'] = protocol.as_float(pred['iv_cm3'])
+    if triangulated and all(key in gt for key in TRIANGULATED_GT_KEYS):
+      tri = {h: _triangulated_gt(gt, h) for h in HANDS}
+      for p in triangulated:
+        in_subset = _subset_rows(p.subset, is_interacting, gt.get('human_annot'))
+        for h in HANDS:
+          joints, valid = tri[h]
+          on_triangulated[f'{p.key}/joint_mm/{h}'] = protocol.protocol_errors_mm(
+              p, pd_joints[h], joints, valid & in_subset[:, None]
+          )
+        both_roots = tri['left'][1][:, p.root_index] & tri['right'][1][:, p.root_index]
+        relative_mm = 1000.0 * mrrpe(
+            tri['left'][0], tri['right'][0], pd_joints['left'], pd_joints['right'], offset, p.root_index
+        )
+        on_triangulated[f'{p.key}/mrrpe_mm'] = xp.where(is_interacting & in_subset & both_roots, relative_mm, xp.nan)
+        on_triangulated[f'{p.key}/is_interacting'] = is_interacting
+  return {'is_interacting': is_interacting, 'mano': on_mano, 'triangulated': on_triangulated}
+
+
+def interacting_rows(rows: Mapping) -> dict:
+  """`sample_errors`' flat dict from `row_errors` (numpy): the 'mano' entries of the interacting rows,
+  the 'triangulated' entries of every row."""
+  keep = np.asarray(rows['is_interacting'], bool)
+  out = {key: np.asarray(value)[keep] for key, value in rows['mano'].items()}
+  out.update({key: np.asarray(value) for key, value in rows['triangulated'].items()})
+  return out
+
+
+def make_row_errors_fn(
+    mano: EvalMano,
+    settings: Mapping[str, protocol.Protocol] = SETTINGS,
+    triangulated: Sequence[protocol.Protocol] = (),
+    voxel_m: float | None = mesh_volume.VOXEL_M,
+):
+  """`row_errors` for the jitted evaluation step: `(gt, stage) -> rows` on jax arrays, with the
+  interpenetration volume (`make_interpenetration_fn`, vmapped) when `voxel_m` is set.
+
+  Raises:
+    ValueError: `voxel_m` is set and the MANO faces cannot be closed.
+  """
+  volume = None if voxel_m is None else jax.vmap(make_interpenetration_fn(mano, voxel_m))
+
+  def errors(gt: Mapping, stage: Mapping) -> dict:
+    if volume is not None:
+      stage = {**stage, 'iv_cm3': volume(stage['mesh_xyz_left'], stage['mesh_xyz_right'], stage['offset'])}
+    return row_errors(mano, gt, stage, settings, triangulated)
+
+  return errors
 
 
 def sample_errors(
@@ -318,61 +435,24 @@ def sample_errors(
     volume shared by the two predicted meshes, the right one placed at the left one plus 0.15 *
     offset (the prediction as it is, no alignment or scaling).
   """
-  f64 = lambda x: np.asarray(x, np.float64)
-  interacting = (
-      np.ones(len(f64(gt['intrinsics'])), bool)
-      if 'hand_type' not in gt
-      else np.asarray(gt['hand_type']) == schema.HAND_TYPES.index('interacting')
-  )
-  intrinsics = f64(gt['intrinsics'])[interacting]
-  gt_verts = {h: f64(gt[f'verts_cam_{h}'])[interacting] for h in HANDS}
-  pd_verts_all = {h: f64(pred[f'mesh_xyz_{h}']) for h in HANDS}
-  pd_joints_all = {h: regress_joints(mano.joint_regressor[h], pd_verts_all[h]) for h in HANDS}
-  pd_verts = {h: pd_verts_all[h][interacting] for h in HANDS}
-  pd_joints = {h: pd_joints_all[h][interacting] for h in HANDS}
-  offset_all = f64(pred['offset'])
-  offset = offset_all[interacting]
-  gt_joints = {h: regress_joints(mano.joint_regressor[h], gt_verts[h]) for h in HANDS}
-  out = {}
-  for name, setting in settings.items():
-    for h in HANDS:
-      err = hand_errors(mano.joint_regressor[h], gt_verts[h], pd_verts[h], intrinsics, setting)
-      out[f'{name}/joint_mm/{h}'] = err['joint_mm']
-      for key in ('vert_mm', 'joint_px', 'vert_px'):
-        out[f'{name}/{key}/{h}'] = err[key].mean(-1)
-    out[f'{name}/mrrpe_mm'] = 1000.0 * mrrpe(
-        gt_joints['left'], gt_joints['right'], pd_joints['left'], pd_joints['right'], offset, setting.root_index
-    )
-  for h in HANDS:
-    out[f'{PROCRUSTES_KEY}/joint_mm/{h}'] = protocol.procrustes_errors_mm(pd_joints[h], gt_joints[h])
-    out[f'{PROCRUSTES_KEY}/vert_mm/{h}'] = protocol.procrustes_errors_mm(pd_verts[h], gt_verts[h]).mean(-1)
-  if triangulated:
-    hand_type = np.asarray(schema.HAND_TYPES)[np.asarray(gt['hand_type'], np.int64)]
-    tri = {h: _triangulated_gt(gt, h) for h in HANDS}
-    for p in triangulated:
-      in_subset = protocol.subset_mask(p.subset, hand_type, gt.get('human_annot'))
-      for h in HANDS:
-        joints, valid = tri[h]
-        out[f'{p.key}/joint_mm/{h}'] = protocol.protocol_errors_mm(
-            p, pd_joints_all[h], joints, valid & in_subset[:, None]
-        )
-      both_roots = tri['left'][1][:, p.root_index] & tri['right'][1][:, p.root_index]
-      relative_mm = 1000.0 * mrrpe(
-          tri['left'][0], tri['right'][0], pd_joints_all['left'], pd_joints_all['right'], offset_all, p.root_index
-      )
-      out[f'{p.key}/mrrpe_mm'] = np.where(interacting & in_subset & both_roots, relative_mm, np.nan)
-      out[f'{p.key}/is_interacting'] = interacting
-  if voxel_m is not None and 'iv_cm3' in pred:
-    out['iv_cm3'] = f64(pred['iv_cm3'])[interacting]
-  elif voxel_m is not None:
+  pred = {key: np.asarray(value) for key, value in pred.items() if voxel_m is not None or key != 'iv_cm3'}
+  rows = row_errors(mano, gt, pred, settings, triangulated)
+  out = interacting_rows(rows)
+  if voxel_m is not None and 'iv_cm3' not in out:
     _require_closed_faces(mano)
-    left, right = _closed_placed_hands(mano, pd_verts['left'], pd_verts['right'], offset)
+    keep = rows['is_interacting']
+    left, right = _closed_placed_hands(
+        mano,
+        np.asarray(pred['mesh_xyz_left'], np.float64)[keep],
+        np.asarray(pred['mesh_xyz_right'], np.float64)[keep],
+        np.asarray(pred['offset'], np.float64)[keep],
+    )
     out['iv_cm3'] = np.asarray(
         [
             mesh_volume.interpenetration_volume(
                 left[i], mano.closed_faces['left'], right[i], mano.closed_faces['right'], voxel_m
             )
-            for i in range(len(offset))
+            for i in range(len(left))
         ]
     )
   return out
@@ -489,14 +569,16 @@ def _select(batch: Mapping, keys: Sequence[str], valid) -> dict:
 class MetricAccumulator:
   """Gathers per-sample errors of every stage batch by batch; `result()` gives the metric dict.
 
-  Usage: `acc = MetricAccumulator(EvalMano.from_pair(mano))`, then for each batch
+  On the host: `acc = MetricAccumulator(EvalMano.from_pair(mano))`, then for each batch
   `acc.update(gt, out['stages'], valid)`, finally `acc.result()`. The `triangulated` protocols are
-  computed only when `gt` carries the triangulated joints (`sample_errors`).
+  computed only when `gt` carries the triangulated joints (`sample_errors`). With errors computed on
+  the device (`make_row_errors_fn`): `acc = MetricAccumulator()` and `acc.update_rows(rows, valid)`
+  (the constructor's MANO and protocols are then unused).
   """
 
   def __init__(
       self,
-      mano: EvalMano,
+      mano: EvalMano | None = None,
       settings: Mapping[str, protocol.Protocol] = SETTINGS,
       voxel_m: float | None = mesh_volume.VOXEL_M,
       thresholds_mm=PCK_THRESHOLDS_MM,
@@ -518,22 +600,51 @@ class MetricAccumulator:
       stages: per-stage predictions, stage 0 first (DIR's `out['stages']`).
       valid: (B,) bool, False for padding rows; None = all valid.
     """
-    batch = len(np.asarray(gt['intrinsics']))
-    valid = np.ones(batch, bool) if valid is None else np.asarray(valid, bool).reshape(batch)
+    if self.mano is None:
+      raise ValueError('MetricAccumulator.update computes the errors: construct it with EvalMano.from_pair(mano)')
+    valid = self._valid_rows(len(np.asarray(gt['intrinsics'])), valid)
     if not valid.any():
       return
-    if not self._errors:
-      self._errors = [dict() for _ in stages]
-    if len(stages) != len(self._errors):
-      raise ValueError(f'got {len(stages)} stages, earlier batches had {len(self._errors)}')
     gt = _select(gt, GT_KEYS + TRIANGULATED_GT_KEYS + ('human_annot',), valid)
     triangulated = self.triangulated if all(k in gt for k in TRIANGULATED_GT_KEYS) else ()
-    for store, pred in zip(self._errors, stages):
-      pred = _select(pred, PRED_KEYS + ('iv_cm3',), valid)
-      errors = sample_errors(self.mano, gt, pred, self.settings, self.voxel_m, triangulated)
+    self._add(
+        [
+            sample_errors(
+                self.mano, gt, _select(pred, PRED_KEYS + ('iv_cm3',), valid), self.settings, self.voxel_m, triangulated
+            )
+            for pred in stages
+        ],
+        int(valid.sum()),
+    )
+
+  def update_rows(self, stages_rows: Sequence[Mapping], valid=None) -> None:
+    """Adds one batch of per-sample errors the evaluation step computed (`make_row_errors_fn`, one
+    `row_errors` dict per stage, numpy); its protocols and volume are those the step was built with.
+
+    Args:
+      stages_rows: per stage, stage 0 first.
+      valid: (B,) bool, False for padding rows; None = all valid.
+    """
+    valid = self._valid_rows(len(np.asarray(stages_rows[0]['is_interacting'])), valid)
+    if valid.any():
+      self._add(
+          [interacting_rows(jax.tree.map(lambda x: np.asarray(x)[valid], rows)) for rows in stages_rows],
+          int(valid.sum()),
+      )
+
+  @staticmethod
+  def _valid_rows(batch: int, valid) -> np.ndarray:
+    return np.ones(batch, bool) if valid is None else np.asarray(valid, bool).reshape(batch)
+
+  def _add(self, stage_errors: Sequence[Mapping[str, np.ndarray]], num_samples: int) -> None:
+    if not self._errors:
+      self._errors = [dict() for _ in stage_errors]
+    if len(stage_errors) != len(self._errors):
+      raise ValueError(f'got {len(stage_errors)} stages, earlier batches had {len(self._errors)}')
+    for store, errors in zip(self._errors, stage_errors):
       for key, value in errors.items():
         store.setdefault(key, []).append(value)
-    self._num_samples += int(valid.sum())
+    self._num_samples += num_samples
 
   def result(self) -> dict:
     """Metric dict with keys 'stage{i}/...' (see the module docstring); plain Python values."""

@@ -1,4 +1,4 @@
-"""Evaluation protocols of two-hand reconstruction, named in words, and their pure numpy pieces.
+"""Evaluation protocols of two-hand reconstruction, named in words, and their pure array pieces.
 
 A protocol is four choices, and every number reported under it carries its `Protocol.name`:
 - root: the joint subtracted from the ground truth and (separately) from the prediction, 'wrist' or
@@ -10,6 +10,11 @@ A protocol is four choices, and every number reported under it carries its `Prot
 - subset: the test samples scored, 'interacting', 'single' (one hand), 'all', or 'human_annot'
   (InterHand2.6M's human-annotated subset).
 Procrustes-aligned errors (PA-MPJPE, PA-MPVPE: `procrustes_errors_mm`) need no root or scale choice.
+
+Arrays: the per-sample errors (`effective_validity`, `aligned_errors_mm`, `procrustes_align`,
+`procrustes_errors_mm`) take numpy arrays, computed in float64 on the host, or jax arrays, computed
+in their float32 inside the jitted evaluation step (`dir_jax.metrics.row_errors`); the summaries
+(means, PCK, AUC) are numpy only.
 
 Validity: an invalid joint is excluded, not counted as zero. As InterHand2.6M's evaluation does
 (`joint_valid` of a hand multiplied by the validity of its root), a hand whose root joint is invalid
@@ -29,8 +34,11 @@ half a step over the range (0.005 and 0.00505) and from each other by at most th
 dataset's spread of errors these deviations average out (see `tests/test_protocol.py`).
 """
 
+import contextlib
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dir_jax.mano import constants
@@ -50,6 +58,22 @@ _GT_WORDS = {'mano': 'MANO joints', 'triangulated': 'triangulated joints'}
 
 # FreiHAND eval.py: `get_measures(0.0, 0.05, 100)` in metres, i.e. 100 thresholds over 0-50 mm.
 FREIHAND_PCK_THRESHOLDS_MM = tuple(np.linspace(0.0, 50.0, 100).tolist())
+
+
+def array_module(*arrays):
+  """jax.numpy when any argument is a jax array (a tracer inside the jitted evaluation step), else numpy."""
+  return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+def as_float(x):
+  """Floats for the error arithmetic: float64 numpy on the host; a jax array keeps float32 (the
+  network's precision; the device computes without 64-bit support)."""
+  return jnp.asarray(x, jnp.float32) if isinstance(x, jax.Array) else np.asarray(x, np.float64)
+
+
+def quiet_invalid(xp):
+  """numpy's invalid-value and divide warnings off (NaN is the invalid marker); nothing to silence in jax."""
+  return np.errstate(invalid='ignore', divide='ignore') if xp is np else contextlib.nullcontext()
 
 
 def _check(field: str, value, valid: tuple) -> None:
@@ -212,7 +236,7 @@ def subset_mask(subset: str, hand_type, human_annot=None) -> np.ndarray:
   return np.asarray(human_annot, bool).reshape(hand_type.shape)
 
 
-def effective_validity(valid, root_index: int, scale_bone: tuple[int, int] | None = None) -> np.ndarray:
+def effective_validity(valid, root_index: int, scale_bone: tuple[int, int] | None = None):
   """Joint validity after the hand-level rules: (N, J) bool.
 
   A hand (row) is invalid as a whole when its root joint is invalid (InterHand2.6M multiplies each
@@ -222,16 +246,14 @@ def effective_validity(valid, root_index: int, scale_bone: tuple[int, int] | Non
     valid: (N, J) bool (or 0/1) per-joint validity of the ground truth.
     root_index: root joint. scale_bone: (a, b) joint indices, or None when unscaled.
   """
-  valid = np.asarray(valid).astype(bool)
+  valid = array_module(valid).asarray(valid).astype(bool)
   keep = valid[:, root_index]
   if scale_bone is not None:
     keep = keep & valid[:, scale_bone[0]] & valid[:, scale_bone[1]]
   return valid & keep[:, None]
 
 
-def aligned_errors_mm(
-    pred_joints_m, gt_joints_m, valid, root_index: int, scale_bone: tuple[int, int] | None
-) -> np.ndarray:
+def aligned_errors_mm(pred_joints_m, gt_joints_m, valid, root_index: int, scale_bone: tuple[int, int] | None):
   """Per-joint errors after root alignment (and optional bone-length scaling): (N, J) mm, NaN = invalid.
 
   The GT root is subtracted from the GT, the predicted root from the prediction; with `scale_bone`
@@ -245,26 +267,26 @@ def aligned_errors_mm(
     root_index: root joint (`WRIST`, `MIDDLE_MCP`).
     scale_bone: (a, b), e.g. `SCALE_BONE`; None = unscaled.
   """
-  pred = np.asarray(pred_joints_m, np.float64)
-  gt = np.asarray(gt_joints_m, np.float64)
+  xp = array_module(pred_joints_m, gt_joints_m, valid)
+  pred, gt = as_float(xp.asarray(pred_joints_m)), as_float(xp.asarray(gt_joints_m))
   if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 3:
     raise ValueError(f'expected two (N, J, 3) arrays of one shape; got {pred.shape} and {gt.shape}')
-  valid = np.ones(gt.shape[:2], bool) if valid is None else np.asarray(valid).astype(bool)
+  valid = xp.ones(gt.shape[:2], bool) if valid is None else xp.asarray(valid).astype(bool)
   if valid.shape != gt.shape[:2]:
     raise ValueError(f'valid must be {gt.shape[:2]}; got {valid.shape}')
   valid = effective_validity(valid, root_index, scale_bone)
-  with np.errstate(invalid='ignore', divide='ignore'):
+  with quiet_invalid(xp):
     pred_rel = pred - pred[:, root_index : root_index + 1]
     gt_rel = gt - gt[:, root_index : root_index + 1]
     if scale_bone is not None:
       a, b = scale_bone
-      scale = np.linalg.norm(gt[:, b] - gt[:, a], axis=-1) / np.linalg.norm(pred[:, b] - pred[:, a], axis=-1)
+      scale = xp.linalg.norm(gt[:, b] - gt[:, a], axis=-1) / xp.linalg.norm(pred[:, b] - pred[:, a], axis=-1)
       pred_rel = pred_rel * scale[:, None, None]
-    errors = 1000.0 * np.linalg.norm(pred_rel - gt_rel, axis=-1)
-  return np.where(valid, errors, np.nan)
+    errors = 1000.0 * xp.linalg.norm(pred_rel - gt_rel, axis=-1)
+  return xp.where(valid, errors, xp.nan)
 
 
-def protocol_errors_mm(protocol: Protocol, pred_joints_m, gt_joints_m, valid=None) -> np.ndarray:
+def protocol_errors_mm(protocol: Protocol, pred_joints_m, gt_joints_m, valid=None):
   """`aligned_errors_mm` with the protocol's root and scaling: (N, J) mm, NaN = invalid.
 
   `valid` is required for triangulated ground truth (None there would silently score invalid
@@ -307,7 +329,7 @@ def per_joint_means_mm(errors_mm) -> np.ndarray:
 # Procrustes alignment.
 
 
-def procrustes_align(pred, gt, weights=None) -> np.ndarray:
+def procrustes_align(pred, gt, weights=None):
   """The similarity transform of `pred` closest to `gt` in least squares (Umeyama 1991): (..., P, 3).
 
   Finds scale s > 0, rotation R (det +1, no reflection) and translation t minimising
@@ -318,32 +340,31 @@ def procrustes_align(pred, gt, weights=None) -> np.ndarray:
     weights: (..., P) non-negative point weights (0 = point left out of the fit, e.g. an invalid
       joint); None = all 1. A fit with no weight, or a prediction collapsed to one point, gives NaN.
   """
-  pred = np.asarray(pred, np.float64)
-  gt = np.asarray(gt, np.float64)
-  w = np.ones(pred.shape[:-1]) if weights is None else np.asarray(weights, np.float64)
-  with np.errstate(invalid='ignore', divide='ignore'):
+  xp = array_module(pred, gt, weights)
+  pred, gt = as_float(xp.asarray(pred)), as_float(xp.asarray(gt))
+  w = xp.ones(pred.shape[:-1], pred.dtype) if weights is None else as_float(xp.asarray(weights))
+  with quiet_invalid(xp):
     w = w / w.sum(-1, keepdims=True)
     # Left-out points may hold NaN coordinates; they must not reach the sums.
-    pred_0 = np.where(w[..., None] > 0, pred, 0.0)
-    gt_0 = np.where(w[..., None] > 0, gt, 0.0)
+    pred_0 = xp.where(w[..., None] > 0, pred, 0.0)
+    gt_0 = xp.where(w[..., None] > 0, gt, 0.0)
     mu_pred = (w[..., None] * pred_0).sum(-2, keepdims=True)
     mu_gt = (w[..., None] * gt_0).sum(-2, keepdims=True)
     x, y = pred_0 - mu_pred, gt_0 - mu_gt
     var_pred = (w * (x * x).sum(-1)).sum(-1)
-    cov = np.einsum('...p,...pi,...pj->...ij', w, y, x)  # (..., 3, 3) weighted covariance, gt x pred
-    cov = np.nan_to_num(cov)  # a NaN fit (no weight) still goes through the SVD; NaN comes back below
-    u, d, vt = np.linalg.svd(cov)
-    sign = np.sign(np.linalg.det(u) * np.linalg.det(vt))
-    sign = np.where(sign == 0, 1.0, sign)
-    fix = np.ones(d.shape)
-    fix[..., -1] = sign
+    cov = xp.einsum('...p,...pi,...pj->...ij', w, y, x)  # (..., 3, 3) weighted covariance, gt x pred
+    cov = xp.nan_to_num(cov)  # a NaN fit (no weight) still goes through the SVD; NaN comes back below
+    u, d, vt = xp.linalg.svd(cov)
+    sign = xp.sign(xp.linalg.det(u) * xp.linalg.det(vt))
+    sign = xp.where(sign == 0, 1.0, sign)
+    fix = xp.concatenate([xp.ones(d.shape[:-1] + (2,), d.dtype), sign[..., None]], axis=-1)
     rot = (u * fix[..., None, :]) @ vt
     scale = (d * fix).sum(-1) / var_pred
     aligned = scale[..., None, None] * (pred - mu_pred) @ rot.swapaxes(-1, -2) + mu_gt
   return aligned
 
 
-def procrustes_errors_mm(pred_m, gt_m, valid=None) -> np.ndarray:
+def procrustes_errors_mm(pred_m, gt_m, valid=None):
   """Per-point errors after `procrustes_align` fitted on the valid points: (..., P) mm, NaN = invalid.
 
   PA-MPJPE on joints, PA-MPVPE on vertices (each fitted on its own points, as FreiHAND's eval.py
@@ -352,13 +373,13 @@ def procrustes_errors_mm(pred_m, gt_m, valid=None) -> np.ndarray:
   Args:
     pred_m, gt_m: (..., P, 3) metres. valid: (..., P) bool; None = all valid.
   """
-  pred = np.asarray(pred_m, np.float64)
-  gt = np.asarray(gt_m, np.float64)
-  valid = np.ones(pred.shape[:-1], bool) if valid is None else np.asarray(valid).astype(bool)
-  aligned = procrustes_align(pred, gt, valid.astype(np.float64))
-  with np.errstate(invalid='ignore'):
-    errors = 1000.0 * np.linalg.norm(aligned - gt, axis=-1)
-  return np.where(valid, errors, np.nan)
+  xp = array_module(pred_m, gt_m, valid)
+  pred, gt = as_float(xp.asarray(pred_m)), as_float(xp.asarray(gt_m))
+  valid = xp.ones(pred.shape[:-1], bool) if valid is None else xp.asarray(valid).astype(bool)
+  aligned = procrustes_align(pred, gt, valid.astype(pred.dtype))
+  with quiet_invalid(xp):
+    errors = 1000.0 * xp.linalg.norm(aligned - gt, axis=-1)
+  return xp.where(valid, errors, xp.nan)
 
 
 def pa_mpjpe_mm(pred_joints_m, gt_joints_m, valid=None) -> float:

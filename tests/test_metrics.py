@@ -415,11 +415,9 @@ def test_triangulated_protocol_scores_valid_joints_of_its_subset(eval_mano, mano
   json.dumps(result, allow_nan=False)
 
 
-def test_single_hand_samples_in_a_batch(eval_mano, mano):
-  """A batch of the builder's 'all' config: MANO-joint numbers (and Procrustes, interpenetration) are
-  exactly those of its interacting samples alone; the triangulated single and all subsets score the
-  named hand of each single sample (the other's joints are invalid, its MANO arbitrary); the
-  triangulated MRRPE counts interacting samples whose two wrists are valid, computed by hand."""
+def _all_config_batch(eval_mano, mano):
+  """A batch of the builder's 'all' config: samples 1 and 3 single-hand (right, left), the others
+  interacting; sample 4's left wrist invalid."""
   gt, stages = make_batch(mano, 5, seed=11)
   hand_types = ['interacting', 'right', 'interacting', 'left', 'interacting']
   gt = _with_triangulated(eval_mano, gt, hand_types)
@@ -431,6 +429,15 @@ def test_single_hand_samples_in_a_batch(eval_mano, mano):
       gt['joint_3d_valid'][i, start : start + 21] = False
   left_wrist = schema.INTERHAND_HAND_OFFSET['left'] + schema.DIR_FROM_INTERHAND[0]
   gt['joint_3d_valid'][4, left_wrist] = False  # sample 4: no MRRPE, left hand not scored
+  return gt, stages
+
+
+def test_single_hand_samples_in_a_batch(eval_mano, mano):
+  """A batch of the builder's 'all' config: MANO-joint numbers (and Procrustes, interpenetration) are
+  exactly those of its interacting samples alone; the triangulated single and all subsets score the
+  named hand of each single sample (the other's joints are invalid, its MANO arbitrary); the
+  triangulated MRRPE counts interacting samples whose two wrists are valid, computed by hand."""
+  gt, stages = _all_config_batch(eval_mano, mano)
   both, single = protocol.INTERHAND26M, protocol.INTERHAND26M_SINGLE
   result = metrics.stage_metrics(eval_mano, gt, stages, voxel_m=0.01, triangulated=(both, single))
   rows = [0, 2, 4]
@@ -513,6 +520,42 @@ def test_interpenetration_on_the_device_equals_the_host_volume(eval_mano, mano):
   for key in on_host:
     if isinstance(on_host[key], float):
       np.testing.assert_allclose(on_device[key], on_host[key], rtol=1e-6, err_msg=key)
+
+
+def test_errors_on_the_device_equal_the_host_errors(eval_mano, mano):
+  """The evaluation step's per-sample errors (`make_row_errors_fn`, jitted, float32) give the metrics the
+  host computes in float64 from the meshes, for every protocol kind at once: MANO joints with and
+  without scale, Procrustes, triangulated joints on the interacting, single, all and human_annot
+  subsets, MRRPE, MIAA and the interpenetration volume, on a batch mixing single-hand and
+  interacting samples with padding rows."""
+  gt, stages = _all_config_batch(eval_mano, mano)
+  gt['human_annot'] = np.array([True, True, False, True, True])
+  for stage in stages:  # the hands 1 cm apart: a volume that is not zero
+    centroids = stage['mesh_xyz_left'].mean(1) - stage['mesh_xyz_right'].mean(1)
+    stage['offset'] = (np.full((5, 3), [0.01, 0.0, 0.0]) + centroids) / metrics.OFFSET_UNIT_M
+  stages = [{k: np.asarray(v, np.float32) for k, v in stage.items()} for stage in stages]
+  valid = np.array([True, True, True, True, False])
+  triangulated = (
+      protocol.INTERHAND26M,
+      protocol.INTERHAND26M_INTERACTING,
+      protocol.INTERHAND26M_SINGLE,
+      protocol.INTERHAND26M_HUMAN_ANNOT,
+  )
+  voxel_m = 0.01
+  on_host = metrics.stage_metrics(eval_mano, gt, stages, valid, voxel_m=voxel_m, triangulated=triangulated)
+  errors_fn = jax.jit(metrics.make_row_errors_fn(eval_mano, metrics.SETTINGS, triangulated, voxel_m))
+  device_gt = {k: jnp.asarray(v, jnp.float32 if np.asarray(v).dtype == np.float64 else None) for k, v in gt.items()}
+  rows = jax.device_get([errors_fn(device_gt, {k: jnp.asarray(v) for k, v in stage.items()}) for stage in stages])
+  acc = metrics.MetricAccumulator()
+  acc.update_rows(rows, valid)
+  on_device = acc.result()
+  assert on_device.keys() == on_host.keys()
+  assert on_host['stage1/iv/all'] > 0 and on_host[f'stage1/{protocol.INTERHAND26M_HUMAN_ANNOT.key}/num_samples'] == 3
+  for key, value in on_host.items():
+    if isinstance(value, (int, float)) and 'auc' not in key:
+      np.testing.assert_allclose(on_device[key], value, rtol=1e-5, atol=1e-3, err_msg=key)
+    elif key.endswith(('/pck/all', '/auc/all')):  # a float32 error may cross a 0.5 mm threshold
+      np.testing.assert_allclose(on_device[key], value, atol=0.02, err_msg=key)
 
 
 def test_device_interpenetration_needs_closable_faces(eval_mano):

@@ -354,7 +354,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       jax.process_count(),
   )
   # One trace and compilation for every evaluation of the run.
-  predict_fn = evaluation.make_predict_fn(model, mano, config)
+  predict_fn = evaluation.make_predict_fn(model, mano, config, builder=builder)
 
   def run_eval(step):
     results = evaluation.evaluate(
