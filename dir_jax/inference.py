@@ -5,9 +5,9 @@ Map: docs/architecture.md#inference.
 - `input_side_px` / `trained_input_side_px`: the network's input side (the rule and where it came from).
 - `model_input`: uint8 images of any square side -> the ImageNet-normalised input at the network's side.
 - `forward`: eval-mode outputs of `DIR` for uint8 images; `make_forward` jit-compiles it once.
-- `predict_step` / `make_predict_fn`: the evaluation step (every stage's 3D outputs, the ground truth
-  and, given the metrics' function, every stage's per-sample errors), compiled once per run so that
-  periodic evaluations reuse one trace.
+- `predict_step` / `make_predict_fn`: the evaluation step (every stage's per-sample errors, computed
+  from its 3D outputs and the ground truth), compiled once per run so that periodic evaluations reuse
+  one trace.
 """
 
 import functools
@@ -23,8 +23,7 @@ from dir_jax.model.dir import DIR
 from dir_jax.train.targets import ground_truth
 
 INPUT_PX_PER_CELL = 16  # the network's input side is 16x its first stage's grid (256 for 16x16)
-_EVAL_KEYS = ('mesh_xyz_left', 'mesh_xyz_right', 'joint_xyz_left', 'joint_xyz_right', 'offset')
-_GT_KEYS = ('mesh_3d_left', 'mesh_3d_right', 'joint_3d_left', 'joint_3d_right')
+_EVAL_KEYS = ('mesh_xyz_left', 'mesh_xyz_right', 'offset')  # what the per-sample errors read of a stage
 
 
 def input_side_px(config: ModelConfig) -> int:
@@ -69,31 +68,29 @@ def predict_step(
     mano: ManoPair,
     image_size: int,
     input_size: int,
-    errors_fn: Callable[..., dict] | None = None,
+    errors_fn: Callable[..., dict],
 ) -> dict[str, Any]:
-  """Eval-mode predictions of every stage, the ground truth the metrics need and, with `errors_fn`,
-  every stage's per-sample errors.
+  """The evaluation step: eval-mode predictions of every stage, the ground truth, and every stage's
+  per-sample errors, of which only the errors leave the step.
 
   Args:
-    batch: the eval batch; with `errors_fn` also what it reads of the ground truth besides the meshes
-      (intrinsics, and when present hand_type, human_annot and the triangulated joints).
-    errors_fn: `dir_jax.metrics.make_row_errors_fn`'s `(gt, stage) -> rows`.
+    batch: the eval batch: the image, what `ground_truth` reads and what `errors_fn` reads of the
+      ground truth besides the meshes (intrinsics, and when present hand_type, human_annot and the
+      triangulated joints).
+    errors_fn: `dir_jax.metrics.make_row_errors_fn`'s `(gt, stage) -> rows`; `gt` holds the batch's
+      entries and the GT meshes `verts_cam_<side>` (B, 778, 3) camera frame m, `stage` the stage's
+      mesh_xyz_<side> (B, 778, 3) m centred at the model's center joint and offset (B, 3) in 0.15 m.
 
   Returns:
-    `stages`: per stage {mesh_xyz_<side> (B,778,3) m centred at the model's center joint,
-    joint_xyz_<side>, offset (B,3) in 0.15 m}; `gt`: {mesh_3d_<side>, joint_3d_<side>} camera frame m;
-    with `errors_fn`, `errors`: per stage its rows (`dir_jax.metrics.row_errors`: a few numbers per
-    sample, what evaluation gathers instead of the meshes).
+    `errors`: per stage its rows (`dir_jax.metrics.row_errors`: a few hundred numbers per sample,
+    what evaluation gathers instead of the meshes).
   """
   outputs = forward(variables, batch['image'], mano, model=model, input_size=input_size)
-  stages = [{k: stage[k].astype(jnp.float32) for k in _EVAL_KEYS} for stage in outputs['stages']]
   targets = ground_truth(batch, mano, image_size)
-  result = {'stages': stages, 'gt': {k: targets[k] for k in _GT_KEYS}}
-  if errors_fn is not None:
-    gt = {key: value for key, value in batch.items() if key != 'image'}
-    gt.update(verts_cam_left=targets['mesh_3d_left'], verts_cam_right=targets['mesh_3d_right'])
-    result['errors'] = [errors_fn(gt, stage) for stage in stages]
-  return result
+  gt = {key: value for key, value in batch.items() if key != 'image'}
+  gt.update(verts_cam_left=targets['mesh_3d_left'], verts_cam_right=targets['mesh_3d_right'])
+  stages = [{k: stage[k].astype(jnp.float32) for k in _EVAL_KEYS} for stage in outputs['stages']]
+  return {'errors': [errors_fn(gt, stage) for stage in stages]}
 
 
 def make_predict_fn(
@@ -101,7 +98,7 @@ def make_predict_fn(
     mano: ManoPair,
     image_size: int,
     input_size: int,
-    errors_fn: Callable[..., dict] | None = None,
+    errors_fn: Callable[..., dict],
 ) -> Callable[..., dict[str, Any]]:
   """`predict_step` jit-compiled: `(variables, batch) -> predictions`. Build it once per run, so that
   repeated evaluations reuse one trace and compilation."""
