@@ -284,19 +284,6 @@ def _triangulated_gt(gt: Mapping, side: str):
   return joints, valid[..., 0]
 
 
-def _subset_rows(subset: str, is_interacting, human_annot):
-  """`protocol.subset_mask` on the interacting flags (numpy or jnp): (B,) bool."""
-  if subset == 'interacting':
-    return is_interacting
-  if subset == 'single':
-    return ~is_interacting
-  if subset == 'all':
-    return is_interacting | ~is_interacting
-  if human_annot is None:
-    raise ValueError("subset 'human_annot' needs the per-sample human_annot flags (gt['human_annot'])")
-  return protocol.array_module(is_interacting).asarray(human_annot).astype(bool).reshape(is_interacting.shape)
-
-
 def row_errors(
     mano: EvalMano,
     gt: Mapping,
@@ -353,7 +340,7 @@ def row_errors(
     if triangulated and all(key in gt for key in TRIANGULATED_GT_KEYS):
       tri = {h: _triangulated_gt(gt, h) for h in HANDS}
       for p in triangulated:
-        in_subset = _subset_rows(p.subset, is_interacting, gt.get('human_annot'))
+        in_subset = protocol.subset_mask(p.subset, is_interacting, gt.get('human_annot'))
         for h in HANDS:
           joints, valid = tri[h]
           on_triangulated[f'{p.key}/joint_mm/{h}'] = protocol.protocol_errors_mm(

@@ -212,28 +212,24 @@ def read_annotation_ids(path: str | None, what: str = 'human_annot list') -> set
   return ids
 
 
-def subset_mask(subset: str, hand_type, human_annot=None) -> np.ndarray:
-  """Which samples a subset scores: (N,) bool.
+def subset_mask(subset: str, is_interacting, human_annot=None):
+  """Which samples a subset scores: (N,) bool (numpy or jnp, as `is_interacting`).
 
   Args:
     subset: one of `SUBSETS`.
-    hand_type: (N,) strings 'left' | 'right' | 'interacting' (InterHand2.6M's `hand_type`).
+    is_interacting: (N,) bool, True where InterHand2.6M's `hand_type` is 'interacting' (False: one hand).
     human_annot: (N,) bool, True for human-annotated samples; needed only for 'human_annot'.
   """
   _check('subset', subset, SUBSETS)
-  hand_type = np.asarray(hand_type).astype(str)
-  unknown = sorted(set(hand_type.tolist()) - {'left', 'right', 'interacting'})
-  if unknown:
-    raise ValueError(f"hand_type must be 'left', 'right' or 'interacting'; got {unknown}")
   if subset == 'interacting':
-    return hand_type == 'interacting'
+    return is_interacting
   if subset == 'single':
-    return hand_type != 'interacting'
+    return ~is_interacting
   if subset == 'all':
-    return np.ones(hand_type.shape, bool)
+    return is_interacting | ~is_interacting
   if human_annot is None:
     raise ValueError("subset 'human_annot' needs the per-sample human_annot flags")
-  return np.asarray(human_annot, bool).reshape(hand_type.shape)
+  return array_module(is_interacting).asarray(human_annot).astype(bool).reshape(is_interacting.shape)
 
 
 def effective_validity(valid, root_index: int, scale_bone: tuple[int, int] | None = None):

@@ -3,6 +3,7 @@ choices, Procrustes alignment, subsets and the trapezoid AUC."""
 
 import itertools
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -267,18 +268,17 @@ def test_procrustes_fits_valid_points_only():
 
 
 def test_subset_masks():
-  hand_type = ['left', 'interacting', 'right', 'interacting']
+  is_interacting = np.array([False, True, False, True])
   human = [True, False, False, True]
-  assert protocol.subset_mask('interacting', hand_type).tolist() == [False, True, False, True]
-  assert protocol.subset_mask('single', hand_type).tolist() == [True, False, True, False]
-  assert protocol.subset_mask('all', hand_type).tolist() == [True] * 4
-  assert protocol.subset_mask('human_annot', hand_type, human).tolist() == human
+  assert protocol.subset_mask('interacting', is_interacting).tolist() == [False, True, False, True]
+  assert protocol.subset_mask('single', is_interacting).tolist() == [True, False, True, False]
+  assert protocol.subset_mask('all', is_interacting).tolist() == [True] * 4
+  assert protocol.subset_mask('human_annot', is_interacting, human).tolist() == human
+  assert protocol.subset_mask('single', jnp.asarray(is_interacting)).tolist() == [True, False, True, False]
   with pytest.raises(ValueError, match='human_annot flags'):
-    protocol.subset_mask('human_annot', hand_type)
-  with pytest.raises(ValueError, match='hand_type must be'):
-    protocol.subset_mask('all', ['both'])
+    protocol.subset_mask('human_annot', is_interacting)
   with pytest.raises(ValueError, match='subset must be one of'):
-    protocol.subset_mask('val', hand_type)
+    protocol.subset_mask('val', is_interacting)
 
 
 # ---------------------------------------------------------------------------------------------------
