@@ -226,7 +226,7 @@ def subset_mask(subset: str, is_interacting, human_annot=None):
   if subset == 'single':
     return ~is_interacting
   if subset == 'all':
-    return is_interacting | ~is_interacting
+    return array_module(is_interacting).ones_like(is_interacting, bool)
   if human_annot is None:
     raise ValueError("subset 'human_annot' needs the per-sample human_annot flags")
   return array_module(is_interacting).asarray(human_annot).astype(bool).reshape(is_interacting.shape)
