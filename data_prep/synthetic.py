@@ -1,7 +1,8 @@
 """A small synthetic InterHand2.6M: the raw file layout, rendered two-hand images, broken entries.
 
     python -m data_prep.synthetic --out RAW --num_train 8 --num_test 4 [--num_val 0] --seed 0 \\
-        [--rig capture|frontal] [--mano_dir DIR]
+        [--rig capture|frontal] [--mano_dir DIR] [--scene interacting|demo] \\
+        [--hand_separation_cm 4,8] [--gloves] [--captures_per_split 2]
 
 writes, as the real dataset lays it out (see `data_prep.interhand26m.raw`):
 
@@ -14,9 +15,10 @@ pickle layout, plus .npz copies and a preview picture; its rest wrist lies ~9.6 
 as the real model's does). The real models come from https://mano.is.tue.mpg.de; `--mano_dir`
 copies MANO_{LEFT,RIGHT}.pkl (or .npz) from a folder instead, and the hands are posed with them.
 
-Content of a split: two captures, each with four cameras listed in camera.json and one unlisted
-camera, all 1.0-1.3 m from the hands and aimed at them (within ~1 cm), focal ~1200 px, principal
-point within 6 px of the image centre, roll within 17 degrees. The rig (`--rig`) places them:
+Content of a split: two captures (`--captures_per_split`), each with four cameras listed in
+camera.json and one unlisted camera, all 1.0-1.3 m from the hands and aimed at them (within ~1 cm),
+focal ~1200 px, principal point within 6 px of the image centre, roll within 17 degrees. The rig
+(`--rig`) places them:
 
   capture (default; closer to the real capture): the listed cameras surround the hands, azimuths
     a quarter turn apart from a random start (each +-17 degrees), elevations uniform in -30..60
@@ -29,18 +31,23 @@ point within 6 px of the image centre, roll within 17 degrees. The rig (`--rig`)
     smooth colour noise, a gradient and fine texture (mean intensity ~130).
 
 Each frame poses two MANO hands (root orientation within about 25 degrees per axis of a fixed one,
-pose relative to the mean pose, shape) whose centroids lie 4-8 cm apart, so they interact and
-overlap in most views; they are rendered with flat Lambertian shading, lit from the camera's side in
-every view, over the rig's backgrounds. Every view the builder must keep has a mean intensity of at
-least 12 (a darker one is brightened by a gain, an exposure: about one capture view in eight) and
-so passes its image_dark check (mean >= 10 after decoding, checked when writing). The hands lie in
+pose relative to the mean pose, shape) whose centroids lie 4-8 cm apart (`--hand_separation_cm`), so
+they interact and overlap in most views; they are rendered with flat Lambertian shading in skin
+tones (or, `--gloves`, left green and right red), lit from the camera's side in every view, over the
+rig's backgrounds. Every view the builder must keep has a mean intensity of at least 12 (a darker
+one is brightened by a gain, an exposure: about one capture view in eight) and so passes its
+image_dark check (mean >= 10 after decoding, checked when writing). The hands lie in
 front of every camera, near the image centre (a fingertip occasionally crosses a portrait image's
 border). Frame numbers step by 6, as in the 5 fps subset. data.json images carry
 id, file_name, width, height, capture, subject, seq_name, camera, frame_idx; annotations carry id
 (= image_id), image_id, bbox (of the projected joints), joint_valid, hand_type, hand_type_valid.
 
+Scenes (`--scene`): 'interacting' (the default, as above) or 'demo' (`make demo`'s: hands 10-16 cm
+apart in gloves, 8 captures per split, an easier scene whose hands a small network learns to locate
+in a few CPU minutes); --hand_separation_cm, --gloves and --captures_per_split change one field of it.
+
 Counts: `--num_<split> N` is the number of annotations the builder keeps (valid interacting views,
-the four listed cameras of each frame, frames alternating between the two captures). Every split
+the four listed cameras of each frame, frames going round the captures). Every split
 with N > 0 adds `len(BROKEN_ENTRIES)` = 9 annotations that it must skip, with these reasons
 (`data_prep.interhand26m.preprocess`):
 
@@ -89,7 +96,9 @@ RIGS = ('capture', 'frontal')
 FRAME_STEP = 6  # 30 fps frame numbers, kept every 6th (the 5 fps subset)
 JPEG_QUALITY = 90
 DARK_FACTOR = 0.03
-HAND_SEPARATION_M = (0.04, 0.08)  # distance between the two hands' vertex centroids
+HAND_SEPARATION_M = (0.04, 0.08)  # distance between the two hands' vertex centroids (the default Scene's)
+MAX_CAPTURES_PER_SPLIT = 10  # capture ids are 10 * split index + k
+GLOVE_RGB = {'left': np.array([0.3, 0.85, 0.35]), 'right': np.array([0.9, 0.3, 0.3])}  # Scene.gloves
 CAMERA_DISTANCE_M = (1.0, 1.3)
 # The rig: cameras within CAMERA_CONE_RAD of the world -z direction from the hands, and hand roots
 # turned from ROOT_BASE_AXIS_ANGLE by a random rotation of ROOT_JITTER_RAD per axis-angle component,
@@ -134,6 +143,41 @@ BROKEN_ENTRIES = (
 )
 ALL_CONFIG_KEEPS = ('right_only', 'left_only', 'hand_type_invalid')
 _MOTIONS = ('touchROM', 'pray', 'interlock', 'clap', 'fingertip_touch')
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+  """What a split's frames show besides the rig: how far apart the hands are, their colours, and how
+  many captures (each with its own cameras) the frames go round.
+
+  The defaults are the interacting hands described in the module docstring. The demo's scene
+  (`SCENES['demo']`) is an easier one that a small network learns to locate in a few CPU minutes.
+
+  Attributes:
+    hand_separation_m: (min, max) distance between the hands' vertex centroids, metres, uniform.
+    gloves: the left hand green and the right one red (GLOVE_RGB) instead of random skin tones.
+    captures_per_split: captures of each split (1..MAX_CAPTURES_PER_SPLIT); each has
+      VIEWS_PER_FRAME listed cameras, so this sets how many viewpoints a split holds.
+  """
+
+  hand_separation_m: tuple[float, float] = HAND_SEPARATION_M
+  gloves: bool = False
+  captures_per_split: int = 2
+
+  def __post_init__(self):
+    low, high = self.hand_separation_m
+    if not 0.0 < low <= high:
+      raise ValueError(f'hand separation {self.hand_separation_m} m: expected 0 < min <= max')
+    if not 1 <= self.captures_per_split <= MAX_CAPTURES_PER_SPLIT:
+      raise ValueError(f'captures_per_split {self.captures_per_split}: expected 1..{MAX_CAPTURES_PER_SPLIT}')
+
+
+# Named scenes (`--scene`): the default, and the demo's (`make demo`): hands 10-16 cm apart in gloves
+# of two colours, seen from the cameras of 8 captures per split.
+SCENES = {
+    'interacting': Scene(),
+    'demo': Scene(hand_separation_m=(0.10, 0.16), gloves=True, captures_per_split=8),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,10 +381,12 @@ def make_frame(
     seq_name: str,
     center_m: np.ndarray,
     sides: tuple[str, ...] = ('left', 'right'),
+    scene: Scene = Scene(),
 ) -> Frame:
-  """A frame with random hands of `sides` near `center_m`; its MANO entries are the hands' own."""
+  """A frame with random hands of `sides` near `center_m`, as `scene` sets them apart and colours them;
+  its MANO entries are the hands' own."""
   offset = rng.normal(size=3)
-  offset *= rng.uniform(*HAND_SEPARATION_M) / 2.0 / np.linalg.norm(offset)
+  offset *= rng.uniform(*scene.hand_separation_m) / 2.0 / np.linalg.norm(offset)
   middle = center_m + rng.normal(0.0, 0.02, 3)
   hands, meshes = {}, {}
   for side, sign in (('right', 1.0), ('left', -1.0)):
@@ -349,6 +395,8 @@ def make_frame(
       meshes[side] = hand_mesh_world(pair[side], hands[side])
   light = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.8, 0.2), -1.0])
   skin = {side: rng.uniform([0.72, 0.52, 0.42], [0.95, 0.8, 0.7]) for side in ('left', 'right')}
+  if scene.gloves:
+    skin = {side: GLOVE_RGB[side].copy() for side in skin}
   mano_json = {side: hands.get(side) for side in ('left', 'right')}
   return Frame(capture, frame_idx, seq_name, meshes, mano_json, light, skin)
 
@@ -434,27 +482,34 @@ def _write_json(path: str, obj: Any) -> None:
 
 
 def _plan_views(
-    rng: np.random.Generator, pair: ManoPair, split: str, num_valid: int, rig: str = 'capture'
+    rng: np.random.Generator,
+    pair: ManoPair,
+    split: str,
+    num_valid: int,
+    rig: str = 'capture',
+    scene: Scene = Scene(),
 ) -> tuple[list[tuple[Frame, Camera, int, str]], dict[int, list[Camera]]]:
   """The split's frames and views: `num_valid` good ones, then the BROKEN_ENTRIES.
+
+  The good frames go round the scene's captures; the broken entries belong to the first capture.
 
   Returns:
     views: (frame, camera, hand_type_valid, fate) with fate in {'ok', 'missing_file', 'truncated',
       'dark'}, in data.json order; cameras: {capture: `make_cameras` output}.
   """
-  captures = [10 * SPLIT_INDEX[split], 10 * SPLIT_INDEX[split] + 1]
+  captures = [MAX_CAPTURES_PER_SPLIT * SPLIT_INDEX[split] + k for k in range(scene.captures_per_split)]
   centers_m = {c: np.array([0.0, 0.0, 1.0]) + rng.normal(0.0, 0.05, 3) for c in captures}
   cameras = {c: make_cameras(rng, c, centers_m[c], rig) for c in captures}
   next_frame = {c: 100 + 6000 * k for k, c in enumerate(captures)}
 
   def new_frame(capture, seq_name, sides=('left', 'right')):
-    frame = make_frame(rng, pair, capture, next_frame[capture], seq_name, centers_m[capture], sides)
+    frame = make_frame(rng, pair, capture, next_frame[capture], seq_name, centers_m[capture], sides, scene)
     next_frame[capture] += FRAME_STEP
     return frame
 
   views = []
   for f in range(math.ceil(num_valid / VIEWS_PER_FRAME)):
-    capture = captures[f % 2]
+    capture = captures[f % len(captures)]
     frame = new_frame(capture, f'{capture:04d}_dh_{_MOTIONS[capture % len(_MOTIONS)]}')
     for camera in cameras[capture][: min(VIEWS_PER_FRAME, num_valid - f * VIEWS_PER_FRAME)]:
       views.append((frame, camera, 1, 'ok'))
@@ -516,16 +571,16 @@ def _decoded_mean(encoded: bytes) -> float:
 
 
 def write_split(
-    out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: int, rig: str = 'capture'
+    out_dir: str, split: str, num_valid: int, pair: ManoPair, seed: int, rig: str = 'capture', scene: Scene = Scene()
 ) -> dict[str, Any]:
-  """Writes one split's images and annotation files, seen by the cameras of `rig` (see RIGS).
+  """Writes one split's images and annotation files of `scene`, seen by the cameras of `rig` (see RIGS).
 
   Returns:
     {'annotations': total, 'kept': num_valid, 'skipped': {reason: count}}: what the builder's
     'interacting' config should find; 'all': {'kept', 'skipped'}, what its 'all' config should find.
   """
   rng = np.random.default_rng([seed, SPLIT_INDEX[split]])
-  views, cameras = _plan_views(rng, pair, split, num_valid, rig)
+  views, cameras = _plan_views(rng, pair, split, num_valid, rig, scene)
   image_root = os.path.join(out_dir, 'images', split)
   data = {'images': [], 'annotations': []}
   mano_json, joint_json = {}, {}
@@ -715,6 +770,7 @@ def generate(
     seed: int = 0,
     mano_dir: str | None = None,
     rig: str = 'capture',
+    scene: Scene = Scene(),
 ) -> dict[str, dict[str, Any]]:
   """Writes the synthetic raw dataset (see the module docstring).
 
@@ -725,6 +781,8 @@ def generate(
     mano_dir: folder with MANO_{LEFT,RIGHT} files to use instead of the synthetic pair.
     rig: 'capture' (cameras all around, mostly portrait, one grey, dark studio backgrounds) or
       'frontal' (cameras from one side, mostly landscape, bright backgrounds: the demo's).
+    scene: the hands' separation and colours and the captures per split (`Scene`; the demo's is
+      SCENES['demo']).
 
   Returns:
     {split: `write_split` summary} for the splits written.
@@ -733,7 +791,7 @@ def generate(
     raise ValueError(f'unknown rig {rig!r}; expected one of {RIGS}')
   pair = load_mano_pair(write_mano(out_dir, seed, mano_dir))
   counts = {'train': num_train, 'val': num_val, 'test': num_test}
-  return {split: write_split(out_dir, split, n, pair, seed, rig) for split, n in counts.items() if n > 0}
+  return {split: write_split(out_dir, split, n, pair, seed, rig, scene) for split, n in counts.items() if n > 0}
 
 
 FLAGS = flags.FlagValues()  # this tool's own flags (dir_jax.cli: tools share flag names)
@@ -750,13 +808,69 @@ flags.DEFINE_enum(
     "cameras and backgrounds: 'capture' (all around, dark studio) or " "'frontal' (the demo's)",
     flag_values=FLAGS,
 )
+flags.DEFINE_enum(
+    'scene', 'interacting', SCENES, 'named scene (hands, colours, captures); the demo uses demo', flag_values=FLAGS
+)
+flags.DEFINE_list(
+    'hand_separation_cm',
+    None,
+    "MIN,MAX distance between the hands' centroids, cm (default: the scene's)",
+    flag_values=FLAGS,
+)
+flags.DEFINE_bool('gloves', None, "left hand green, right hand red (default: the scene's)", flag_values=FLAGS)
+flags.DEFINE_integer(
+    'captures_per_split',
+    None,
+    "captures (4 cameras each) per split (default: the scene's)",
+    lower_bound=1,
+    upper_bound=MAX_CAPTURES_PER_SPLIT,
+    flag_values=FLAGS,
+)
+
+
+def _separation_cm(values: Sequence[str] | None) -> tuple[float, float] | None:
+  """(min, max) cm of a --hand_separation_cm value, or None when it is not MIN,MAX with 0 < MIN <= MAX."""
+  try:
+    low, high = (float(v) for v in values)
+  except (TypeError, ValueError):
+    return None
+  return (low, high) if 0.0 < low <= high else None
+
+
+flags.register_validator(
+    'hand_separation_cm',
+    lambda values: values is None or _separation_cm(values) is not None,
+    'expected MIN,MAX in cm with 0 < MIN <= MAX',
+    flag_values=FLAGS,
+)
+
+
+def scene_from_flags() -> Scene:
+  """The `Scene` of the parsed command line: --scene, with any of its fields set by their own flags."""
+  changes = {}
+  if FLAGS.hand_separation_cm is not None:
+    changes['hand_separation_m'] = tuple(cm / 100.0 for cm in _separation_cm(FLAGS.hand_separation_cm))
+  if FLAGS.gloves is not None:
+    changes['gloves'] = FLAGS.gloves
+  if FLAGS.captures_per_split is not None:
+    changes['captures_per_split'] = FLAGS.captures_per_split
+  return dataclasses.replace(SCENES[FLAGS.scene], **changes)
 
 
 def main(argv: Sequence[str]) -> None:
   """Command line (argv[0]: the program); prints, per split, the annotations written and what the builder should
   keep."""
   cli.parse(FLAGS, argv, __doc__.split('\n\n')[0])
-  summary = generate(FLAGS.out, FLAGS.num_train, FLAGS.num_test, FLAGS.num_val, FLAGS.seed, FLAGS.mano_dir, FLAGS.rig)
+  summary = generate(
+      FLAGS.out,
+      FLAGS.num_train,
+      FLAGS.num_test,
+      FLAGS.num_val,
+      FLAGS.seed,
+      FLAGS.mano_dir,
+      FLAGS.rig,
+      scene_from_flags(),
+  )
   for split, counts in summary.items():
     skipped = ', '.join(f'{r} {n}' for r, n in counts['skipped'].items() if n)
     print(f'{split}: {counts["annotations"]} annotations, {counts["kept"]} to keep; to skip: {skipped}')

@@ -108,7 +108,30 @@ PARSED = [
     (
         'data_prep.synthetic',
         ['--out=raw', '--num_train=768', '--num_test', '48', '--rig=frontal'],
-        {'out': 'raw', 'num_train': 768, 'num_test': 48, 'num_val': 0, 'seed': 0, 'mano_dir': None, 'rig': 'frontal'},
+        {
+            'out': 'raw',
+            'num_train': 768,
+            'num_test': 48,
+            'num_val': 0,
+            'seed': 0,
+            'mano_dir': None,
+            'rig': 'frontal',
+            'scene': 'interacting',
+            'hand_separation_cm': None,
+            'gloves': None,
+        },
+    ),
+    (
+        'data_prep.synthetic',
+        [
+            '--out=raw',
+            '--num_train=8',
+            '--num_test=4',
+            '--hand_separation_cm=10,16',
+            '--gloves',
+            '--captures_per_split=8',
+        ],
+        {'scene': 'interacting', 'hand_separation_cm': ['10', '16'], 'gloves': True, 'captures_per_split': 8},
     ),
     ('data_prep.synthetic_mano', ['--out', 'mano', '--seed=3'], {'out': 'mano', 'seed': 3}),
     (
@@ -193,6 +216,10 @@ REFUSED = [
     ('dir_jax.demo', ['--num_images=0'], ['--num_images']),
     ('data_prep.synthetic', ['--rig=sideways'], ['--rig', 'capture', 'frontal']),
     ('data_prep.synthetic', ['--num_train=-1'], ['--num_train']),
+    ('data_prep.synthetic', ['--hand_separation_cm=4'], ['hand_separation_cm', 'MIN,MAX']),
+    ('data_prep.synthetic', ['--hand_separation_cm=9,5'], ['hand_separation_cm', '0 < MIN <= MAX']),
+    ('data_prep.synthetic', ['--captures_per_split=11'], ['--captures_per_split', '10']),
+    ('data_prep.synthetic', ['--scene=easy'], ['--scene', 'interacting', 'demo']),
     ('data_prep.synthetic_mano', ['--seed=x'], ['--seed']),
     ('dir_jax.convert.compare_reference', ['--checkpoint=c'], ["'checkpoint'"]),  # now --torch_checkpoint
     ('dir_jax.convert.compare_reference', [_dashed('--no_train_steps')], ['Unknown command line flag']),

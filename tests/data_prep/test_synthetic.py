@@ -1,5 +1,6 @@
 """The synthetic InterHand2.6M generator: deterministic, raw layout, files that agree with each other."""
 
+import dataclasses
 import json
 import os
 
@@ -11,6 +12,7 @@ import tensorflow_datasets as tfds
 from data_prep import synthetic
 from data_prep.interhand26m import preprocess as pp
 from data_prep.interhand26m import raw
+from dir_jax import cli
 from dir_jax.data import schema
 from dir_jax.render import project_perspective, rasterize
 from tests.data_prep.conftest import SEED
@@ -274,3 +276,51 @@ def test_synthetic_mano_wrist_is_away_from_the_origin(mano_pair):
     asset = mano_pair[side]
     wrist = np.asarray(asset.J_regressor, np.float64)[0] @ np.asarray(asset.v_template, np.float64)
     np.testing.assert_allclose(wrist, [sign * 0.0957, 0.0064, 0.0062], atol=1e-4)
+
+
+def test_scene_sets_separation_gloves_and_captures(mano_pair, tmp_path):
+  """A Scene (the demo's is DEMO_SCENE) spaces the hands as asked, dresses them in the two gloves and
+  spreads the frames over its captures, each with its own listed cameras."""
+  scene = synthetic.Scene(hand_separation_m=(0.10, 0.16), gloves=True, captures_per_split=3)
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    frame = synthetic.make_frame(rng, mano_pair, 0, 100, 'seq', np.array([0.0, 0.0, 1.0]), scene=scene)
+    centroids = {side: frame.meshes[side][0].mean(axis=0) for side in ('left', 'right')}
+    assert 0.10 - 1e-6 <= np.linalg.norm(centroids['right'] - centroids['left']) <= 0.16 + 1e-6
+    for side in ('left', 'right'):
+      np.testing.assert_array_equal(frame.skin_rgb[side], synthetic.GLOVE_RGB[side])
+  summary = synthetic.write_split(str(tmp_path), 'test', 12, mano_pair, seed=SEED, rig='frontal', scene=scene)
+  assert summary['kept'] == 12
+  data, cameras = _load(str(tmp_path), 'test', 'data'), _load(str(tmp_path), 'test', 'camera')
+  assert sorted(cameras) == ['20', '21', '22']
+  kept = [i for i in data['images'] if i['camera'] in cameras[str(i['capture'])]['camrot']][:12]
+  assert sorted({i['capture'] for i in kept}) == [20, 21, 22]
+  listed = {(c, cam) for c, capture in cameras.items() for cam in capture['camrot']}
+  assert len(listed) == 3 * synthetic.VIEWS_PER_FRAME
+
+
+def test_default_scene_is_the_documented_one():
+  scene = synthetic.Scene()
+  assert scene.hand_separation_m == (0.04, 0.08) and not scene.gloves and scene.captures_per_split == 2
+
+
+@pytest.mark.parametrize(
+    'kwargs,fragment',
+    [
+        (dict(hand_separation_m=(0.0, 0.05)), 'hand separation'),
+        (dict(hand_separation_m=(0.08, 0.04)), 'hand separation'),
+        (dict(captures_per_split=0), 'captures_per_split'),
+        (dict(captures_per_split=synthetic.MAX_CAPTURES_PER_SPLIT + 1), 'captures_per_split'),
+    ],
+)
+def test_a_bad_scene_is_refused(kwargs, fragment):
+  with pytest.raises(ValueError, match=fragment):
+    synthetic.Scene(**kwargs)
+
+
+def test_scene_flags_override_the_named_scene():
+  required = ['synthetic', '--out=o', '--num_train=1', '--num_test=1']
+  cli.parse(synthetic.FLAGS, [*required, '--scene=demo', '--captures_per_split=3'])
+  assert synthetic.scene_from_flags() == dataclasses.replace(synthetic.SCENES['demo'], captures_per_split=3)
+  cli.parse(synthetic.FLAGS, [*required, '--hand_separation_cm=5,9.5'])
+  assert synthetic.scene_from_flags() == synthetic.Scene(hand_separation_m=(0.05, 0.095))  # the rest: 'interacting'
