@@ -70,13 +70,10 @@ def _held_out_batches(workdir: str, config, batch_size: int):
     yield model, batch, outputs, jax.device_get(ground_truth(batch, mano, config.image_size)), valid
 
 
-def picture_rows(workdir: str, config, num_images: int) -> list[np.ndarray]:
-  """Rows of (input | every stage's prediction | ground truth) for the first test images."""
-  model, batch, outputs, targets, valid = next(_held_out_batches(workdir, config, num_images))
-  mano = load_mano_pair(config.mano_dir)
-  faces = {side: np.asarray(mano[side].faces) for side in ('left', 'right')}
+def _picture_rows(model, batch, outputs, targets, valid, faces, num_images: int) -> list[np.ndarray]:
+  """Rows of (input | every stage's prediction | ground truth) for the batch's first valid images."""
   rows = []
-  for i in np.flatnonzero(valid):
+  for i in np.flatnonzero(valid)[:num_images]:
     crop = batch['image'][i]
     predicted = [render_hands(crop, {k: v[i] for k, v in stage.items()}, faces) for stage in outputs['stages']]
     truth = overlay.render_overlay(
@@ -95,6 +92,26 @@ def picture_rows(workdir: str, config, num_images: int) -> list[np.ndarray]:
   return rows
 
 
+def held_out_report(workdir: str, config, num_images: int, batch_size: int = 16) -> tuple[list[np.ndarray], dict]:
+  """One pass over the held-out split with the trained model of `workdir`.
+
+  Returns:
+    (rows, following): picture rows of the first `num_images` held-out images (input | every stage's
+    predicted meshes | ground truth), and how the predicted (last stage) wrist positions follow the
+    true ones over every held-out image, in crop pixels: {side: {'correlation': `root_correlation`,
+    'true_spread_px', 'predicted_spread_px': RMS distance of the positions from their mean,
+    'error_px': (N,) per-image distance}, 'num_images': N}.
+  """
+  faces = {side: np.asarray(load_mano_pair(config.mano_dir)[side].faces) for side in SIDES}
+  rows, predicted, true = [], {side: [] for side in SIDES}, {side: [] for side in SIDES}
+  for model, batch, outputs, targets, valid in _held_out_batches(workdir, config, batch_size):
+    rows += _picture_rows(model, batch, outputs, targets, valid, faces, num_images - len(rows))
+    for side in SIDES:
+      predicted[side].append(outputs['stages'][-1][f'joint_uv_{side}'][valid, 0, :2])
+      true[side].append(targets[f'joint_2d_{side}'][valid, 0, :2])
+  return rows, _following(predicted, true, config.image_size)
+
+
 def root_correlation(predicted, true) -> float:
   """How much predicted 2D positions follow the true ones across images: (N, 2), (N, 2) -> [-1, 1].
 
@@ -109,19 +126,9 @@ def root_correlation(predicted, true) -> float:
   return float(np.sum(p * t) / denominator) if denominator > 0 else float('nan')
 
 
-def root_following(workdir: str, config, batch_size: int = 16) -> dict:
-  """Predicted (last stage) and true wrist positions of every held-out image, in crop pixels.
-
-  Returns:
-    {side: {'correlation': `root_correlation`, 'true_spread_px', 'predicted_spread_px': RMS distance
-    of the positions from their mean, 'error_px': (N,) per-image distance}, 'num_images': N}.
-  """
-  predicted, true = {side: [] for side in SIDES}, {side: [] for side in SIDES}
-  for _, _, outputs, targets, valid in _held_out_batches(workdir, config, batch_size):
-    for side in SIDES:
-      predicted[side].append(outputs['stages'][-1][f'joint_uv_{side}'][valid, 0, :2])
-      true[side].append(targets[f'joint_2d_{side}'][valid, 0, :2])
-  to_px = config.image_size / 2.0  # uv_norm -> crop pixels (a shift does not matter here)
+def _following(predicted: dict, true: dict, image_size: int) -> dict:
+  """`held_out_report`'s following from per-batch lists of (n, 2) predicted and true wrist uv_norm."""
+  to_px = image_size / 2.0  # uv_norm -> crop pixels (a shift does not matter here)
   out = {'num_images': int(sum(len(v) for v in true['left']))}
   for side in SIDES:
     p, t = np.concatenate(predicted[side]) * to_px, np.concatenate(true[side]) * to_px
@@ -136,7 +143,7 @@ def root_following(workdir: str, config, batch_size: int = 16) -> dict:
 
 
 def following_lines(following: dict) -> str:
-  """The summary's lines on `root_following`: the headline correlation, then a table per hand."""
+  """The summary's lines on `held_out_report`'s following: the headline correlation, then a table per hand."""
   lowest = min(following[side]['correlation'] for side in SIDES)
   lines = [
       f'held-out 2D root correlation: {lowest:.2f} (left {following["left"]["correlation"]:.2f}, right '
@@ -184,12 +191,14 @@ def per_hand_bn_effect(workdir: str, config, trained: dict) -> str:
   shared = model.clone(config=model.config.replace(per_hand_bn_stats=False))
   blended = blend_slots_into_shared(jax.device_get(variables), abstract_variables(shared, config.model.input_size))
   settings = {key: metrics.SETTINGS[key] for key in (_DIR_KEY,)}
+  without_volume = config.copy_and_resolve_references()
+  without_volume.eval_voxel_m = None  # the table does not show it
   reference = evaluation.evaluate(
       shared,
       blended,
       load_mano_pair(config.mano_dir),
       input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name),
-      config,
+      without_volume,
       settings=settings,
       triangulated=(),
   )
@@ -224,7 +233,7 @@ def main(argv: Sequence[str]) -> int:
   cli.parse(FLAGS, argv, __doc__)
   config = load_config(FLAGS.config)
   os.makedirs(os.path.join(FLAGS.out, 'pictures'), exist_ok=True)
-  rows = picture_rows(FLAGS.workdir, config, FLAGS.num_images)
+  rows, following = held_out_report(FLAGS.workdir, config, FLAGS.num_images)
   for i, row in enumerate(rows):
     Image.fromarray(row).save(os.path.join(FLAGS.out, 'pictures', f'{i}.png'))
   Image.fromarray(np.concatenate(rows, axis=0)).save(os.path.join(FLAGS.out, 'pictures.png'))
@@ -232,11 +241,7 @@ def main(argv: Sequence[str]) -> int:
     initial = json.load(f)
   with open(os.path.join(FLAGS.eval, 'metrics.json')) as f:
     trained = json.load(f)
-  table = (
-      summary_table(initial, trained, len(config.model.stages))
-      + '\n\n'
-      + following_lines(root_following(FLAGS.workdir, config))
-  )
+  table = summary_table(initial, trained, len(config.model.stages)) + '\n\n' + following_lines(following)
   if config.model.per_hand_bn_stats:
     table += '\n\n' + per_hand_bn_effect(FLAGS.workdir, config, trained)
   with open(os.path.join(FLAGS.out, 'summary.md'), 'w') as f:

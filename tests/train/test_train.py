@@ -105,10 +105,9 @@ def test_tiny_training_lowers_the_loss_and_evaluates(tiny_data, compilation_cach
     restored = checkpoint.restore_checkpoint(location)
     assert restored.mano_dir == os.path.abspath(tiny_data['mano']) and restored.input_size_px == 64
   # The demo's pictures and summary from this run.
-  rows = demo.picture_rows(workdir, config, num_images=2)
+  rows, following = demo.held_out_report(workdir, config, num_images=NUM_TEST, batch_size=3)  # rows of two batches
   # input | initial | stage 1 | stage 2 | ground truth
-  assert len(rows) == 2 and rows[0].dtype == np.uint8 and rows[0].shape[1] >= 5 * config.image_size
-  following = demo.root_following(workdir, config)
+  assert len(rows) == NUM_TEST and rows[0].dtype == np.uint8 and rows[0].shape[1] >= 5 * config.image_size
   assert following['num_images'] == NUM_TEST
   for side in ('left', 'right'):
     assert -1.0 <= following[side]['correlation'] <= 1.0 and following[side]['error_px'].shape == (NUM_TEST,)
