@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo interhand format test bench clean
 DEMO_TRAIN ?= 768
-DEMO_TEST ?= 48
+DEMO_TEST ?= 96
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 # The embedded default: a synthetic InterHand2.6M, its TFRecords, training, evaluation, pictures.
 DEMO := outputs/demo
 demo: $(STAMP)
-	$(PY) -m data_prep.synthetic --out=$(DEMO)/raw --num_train=$(DEMO_TRAIN) --num_test=$(DEMO_TEST) --seed=0 --rig=frontal
+	$(PY) -m data_prep.synthetic --out=$(DEMO)/raw --num_train=$(DEMO_TRAIN) --num_test=$(DEMO_TEST) --seed=0 --rig=frontal --scene=demo
 	$(VENV)/bin/tfds build data_prep/interhand26m --config interacting --manual_dir $(DEMO)/raw --data_dir $(DEMO)/tfds
 	$(PY) train.py --config=configs/synthetic.py --workdir=$(DEMO)/run
 	$(PY) evaluate.py --config=configs/synthetic.py --checkpoint=$(DEMO)/run --out=$(DEMO)/eval
