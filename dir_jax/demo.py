@@ -55,12 +55,11 @@ SUMMARY_KEYS = (
 )
 
 
-def _held_out_batches(workdir: str, config, batch_size: int):
+def _held_out_batches(workdir: str, config, mano, batch_size: int):
   """(model, batch, outputs, targets, valid) for each eval batch of the held-out split, numpy, with the
   trained variables of `workdir`."""
   restored = checkpoint.restore_checkpoint(workdir)
   model, variables = restored.model, restored.variables
-  mano = load_mano_pair(config.mano_dir)
   builder = input_pipeline.get_builder(config.data.data_dir, config.data.dataset_name)
   ds, _ = input_pipeline.create_eval_dataset(builder, config.data, batch_size=batch_size)
   forward = inference.make_forward(model, inference.trained_input_side_px(model.config, restored.input_size_px)[0])
@@ -102,9 +101,10 @@ def held_out_report(workdir: str, config, num_images: int, batch_size: int = 16)
     'true_spread_px', 'predicted_spread_px': RMS distance of the positions from their mean,
     'error_px': (N,) per-image distance}, 'num_images': N}.
   """
-  faces = {side: np.asarray(load_mano_pair(config.mano_dir)[side].faces) for side in SIDES}
+  mano = load_mano_pair(config.mano_dir)
+  faces = {side: np.asarray(mano[side].faces) for side in SIDES}
   rows, predicted, true = [], {side: [] for side in SIDES}, {side: [] for side in SIDES}
-  for model, batch, outputs, targets, valid in _held_out_batches(workdir, config, batch_size):
+  for model, batch, outputs, targets, valid in _held_out_batches(workdir, config, mano, batch_size):
     rows += _picture_rows(model, batch, outputs, targets, valid, faces, num_images - len(rows))
     for side in SIDES:
       predicted[side].append(outputs['stages'][-1][f'joint_uv_{side}'][valid, 0, :2])
